@@ -1,0 +1,189 @@
+"""The channel mask of IB-RAR ("removing unnecessary features", paper Eq. 3, METHOD.md section 3).
+
+Channels of the last convolutional layer whose HSIC with the labels is lowest carry little label
+information; zeroing them removes features an attacker could use. Two behaviours:
+
+- rule "paper" (default): drop the lowest `drop_fraction` of channels by HSIC(f_c, Y); the mask is a buffer,
+  refreshed every `refresh_every` training batches, fitted once more on training data after training, saved
+  in `state_dict` and applied at evaluation.
+- rule "official" (the authors' code): on every `refresh_every`-th training batch, drop the `official_count`
+  lowest HSIC(f_c, Y) and the `official_count` highest HSIC(f_c, X), for that forward pass only; never saved,
+  never applied at evaluation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from ibrar.hsic import ESTIMATORS, Estimator, KernelKind, estimate, gaussian_kernel, kernel_matrix
+from ibrar.regularizer import one_hot_labels
+from ibrar.taps import find_modules
+
+MaskRule = Literal["paper", "official"]
+
+
+class ChannelMask(nn.Module):
+    """A 0/1 mask over the channels of one layer's output, applied by a forward hook on that layer."""
+
+    def __init__(
+        self,
+        num_channels: int,
+        num_classes: int,
+        rule: MaskRule = "paper",
+        drop_fraction: float = 0.05,
+        official_count: int = 10,
+        refresh_every: int = 10,
+        at_eval: bool | None = None,
+        enabled: bool = True,
+        estimator: Estimator = "nocco",
+        label_kernel: KernelKind = "linear",
+        sigma: float = 5.0,
+    ) -> None:
+        super().__init__()
+        if num_channels < 1:
+            raise ValueError(f"num_channels: expected a positive channel count, got {num_channels}")
+        if rule not in ("paper", "official"):
+            raise ValueError(f"rule: expected 'paper' or 'official', got {rule!r}")
+        if not 0.0 <= drop_fraction < 1.0:
+            raise ValueError(f"drop_fraction: expected a value in [0, 1), got {drop_fraction}")
+        if official_count < 0 or (rule == "official" and 2 * official_count >= num_channels):
+            raise ValueError(f"official_count: expected 0 <= 2 * count < num_channels={num_channels}, "
+                             f"got {official_count}")
+        if refresh_every < 1:
+            raise ValueError(f"refresh_every: expected a positive number of batches, got {refresh_every}")
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"estimator: expected one of {ESTIMATORS}, got {estimator!r}")
+        self.num_channels = num_channels
+        self.num_classes = num_classes
+        self.rule = rule
+        self.drop_fraction = drop_fraction
+        self.official_count = official_count
+        self.refresh_every = refresh_every
+        self.at_eval = (rule == "paper") if at_eval is None else at_eval
+        self.enabled = enabled
+        self.estimator = estimator
+        self.label_kernel = label_kernel
+        self.sigma = sigma
+        self.register_buffer("mask", torch.ones(num_channels))
+        # The batch counter is state: a resumed run must refresh on the same batches.
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self._pending: tuple[Tensor, Tensor] | None = None
+        self._collected: list[Tensor] | None = None
+        self._batch_mask: Tensor | None = None
+
+    # ---- scoring -------------------------------------------------------------------------------------
+
+    def channel_scores(self, features: Tensor, y: Tensor, x: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """HSIC(f_c, Y) for every channel c (and HSIC(f_c, X) when x is given), in one batched computation."""
+        if features.dim() < 2 or features.shape[1] != self.num_channels:
+            raise ValueError(f"features: expected shape (m, {self.num_channels}, ...), got {tuple(features.shape)}")
+        f = features.detach().float()
+        per_channel = f.reshape(f.shape[0], f.shape[1], -1).transpose(0, 1)  # (C, m, d_c)
+        kc = gaussian_kernel(per_channel, self.sigma)  # (C, m, m)
+        ky = kernel_matrix(one_hot_labels(y, self.num_classes), self.label_kernel, self.sigma).matrix
+        score_y = estimate(kc, ky, self.estimator)
+        score_x = None
+        if x is not None:
+            kx = kernel_matrix(x.detach().float(), "gaussian", self.sigma).matrix
+            score_x = estimate(kc, kx, self.estimator)
+        return score_y, score_x
+
+    def select(self, score_y: Tensor, score_x: Tensor | None = None) -> Tensor:
+        """The 0/1 mask the rule picks from the scores."""
+        keep = torch.ones(self.num_channels, device=score_y.device)
+        if self.rule == "paper":
+            n_drop = int(self.drop_fraction * self.num_channels)
+            if n_drop:
+                keep[torch.argsort(score_y, stable=True)[:n_drop]] = 0.0
+            return keep
+        n = self.official_count
+        if n:
+            keep[torch.argsort(score_y, stable=True)[:n]] = 0.0
+            if score_x is not None:
+                keep[torch.argsort(score_x, descending=True, stable=True)[:n]] = 0.0
+        return keep
+
+    # ---- training-time behaviour ---------------------------------------------------------------------
+
+    def observe(self, x: Tensor, y: Tensor) -> None:
+        """Tell the mask about the next training batch; on every `refresh_every`-th batch it rescores."""
+        if not self.enabled:
+            return
+        if int(self.step) % self.refresh_every == 0:
+            self._pending = (x, y)
+        self.step += 1
+
+    def attach(self, model: nn.Module, layer: str) -> RemovableHandle:
+        """Apply the mask to the output of `layer` (a name from `model.named_modules()`)."""
+        module = find_modules(model, [layer])[layer]
+        return module.register_forward_hook(self._hook)
+
+    def _hook(self, module: nn.Module, _inputs: object, output: Tensor) -> Tensor | None:
+        if not self.enabled:
+            return None
+        if self._collected is not None:
+            self._collected.append(output.detach())
+            return None
+        if module.training:
+            if self._pending is not None:
+                x, y = self._pending
+                self._pending = None
+                score_y, score_x = self.channel_scores(output, y, x if self.rule == "official" else None)
+                new_mask = self.select(score_y, score_x).to(self.mask.dtype)
+                if self.rule == "paper":
+                    self.mask.copy_(new_mask)
+                else:
+                    self._batch_mask = new_mask
+            if self.rule == "paper":
+                return self._apply(output, self.mask)
+            batch_mask, self._batch_mask = self._batch_mask, None
+            return None if batch_mask is None else self._apply(output, batch_mask)
+        return self._apply(output, self.mask) if self.at_eval else None
+
+    @staticmethod
+    def _apply(output: Tensor, mask: Tensor) -> Tensor:
+        shape = (1, -1) + (1,) * (output.dim() - 2)
+        return output * mask.to(output.dtype).view(shape)
+
+    # ---- after training ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def fit(self, model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]) -> Tensor:
+        """Final fit (paper rule): score every channel on the given training batches, average, set the mask.
+
+        The model must already carry this mask (`attach`); it runs in eval mode and sees unmasked features.
+        Returns the averaged HSIC(f_c, Y) scores.
+        """
+        was_training = model.training
+        model.eval()
+        total, count = None, 0
+        try:
+            for x, y in batches:
+                self._collected = []
+                model(x)
+                (features,) = self._collected
+                score_y, _ = self.channel_scores(features, y)
+                total = score_y if total is None else total + score_y
+                count += 1
+        finally:
+            self._collected = None
+            model.train(was_training)
+        if total is None:
+            raise ValueError("batches: expected at least one batch to fit the mask on, got none")
+        scores = total / count
+        self.mask.copy_(self.select(scores).to(self.mask.dtype))
+        return scores
+
+    @property
+    def dropped(self) -> list[int]:
+        """Indices of the channels the saved mask zeroes."""
+        return torch.nonzero(self.mask == 0).flatten().tolist()
+
+    def extra_repr(self) -> str:
+        return (f"num_channels={self.num_channels}, rule={self.rule!r}, drop_fraction={self.drop_fraction}, "
+                f"refresh_every={self.refresh_every}, at_eval={self.at_eval}, enabled={self.enabled}")

@@ -1,0 +1,135 @@
+"""The IB-RAR penalty: alpha * sum_l HSIC(X, T_l) - beta * sum_l HSIC(Y, T_l) (paper Eq. 1-2).
+
+HBaR (Wang et al. 2021) is the same penalty on all hidden layers with its own weights: `IBRegularizer.hbar`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from ibrar.hsic import ESTIMATORS, KERNELS, Bandwidth, Estimator, KernelKind, KernelMatrix, hsic, kernel_matrix
+
+XSource = Literal["clean", "adversarial"]
+
+DEFAULT_ALPHA = 0.008  # the authors' code, for every model (METHOD.md section 1)
+DEFAULT_BETA = 0.08
+HBAR_ALPHA = 0.006  # HBaR's lambda_x / lambda_y for CIFAR-10
+HBAR_BETA = 0.05
+
+
+@dataclass
+class IBTerms:
+    """The penalty (with its graph) and each layer's HSIC values (detached, for logging and the information plane)."""
+
+    loss: Tensor
+    hsic_x: dict[str, Tensor] = field(default_factory=dict)
+    hsic_y: dict[str, Tensor] = field(default_factory=dict)
+
+
+def one_hot_labels(y: Tensor, num_classes: int) -> Tensor:
+    """Labels (m,) -> one-hot float (m, num_classes), with a clear error for labels out of range."""
+    if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        raise ValueError(f"y: expected integer class labels, got dtype {y.dtype}")
+    if y.dim() != 1:
+        raise ValueError(f"y: expected a 1-D tensor of labels, got shape {tuple(y.shape)}")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ValueError(f"y: labels must lie in [0, {num_classes - 1}] (num_classes={num_classes}), "
+                         f"got range [{int(y.min())}, {int(y.max())}]")
+    return F.one_hot(y.long(), num_classes).float()
+
+
+class IBRegularizer:
+    """Computes the IB-RAR penalty from inputs, labels and tapped layer outputs."""
+
+    def __init__(
+        self,
+        layers: Sequence[str],
+        num_classes: int,
+        alpha: float = DEFAULT_ALPHA,
+        beta: float = DEFAULT_BETA,
+        estimator: Estimator = "nocco",
+        label_kernel: KernelKind = "linear",
+        sigma: float = 5.0,
+        bandwidth: Bandwidth = "scaled",
+        x_source: XSource = "clean",
+    ) -> None:
+        if isinstance(layers, str) or not layers:
+            raise ValueError(f"layers: expected a non-empty list of layer names, got {layers!r}")
+        if num_classes < 2:
+            raise ValueError(f"num_classes: expected at least 2, got {num_classes}")
+        if alpha < 0 or beta < 0:
+            raise ValueError(f"alpha and beta: expected non-negative weights, got alpha={alpha}, beta={beta}")
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"estimator: expected one of {ESTIMATORS}, got {estimator!r}")
+        if label_kernel not in KERNELS:
+            raise ValueError(f"label_kernel: expected one of {KERNELS}, got {label_kernel!r}")
+        if x_source not in ("clean", "adversarial"):
+            raise ValueError(f"x_source: expected 'clean' or 'adversarial', got {x_source!r}")
+        self.layers = tuple(layers)
+        self.num_classes = num_classes
+        self.alpha = alpha
+        self.beta = beta
+        self.estimator = estimator
+        self.label_kernel = label_kernel
+        self.sigma = sigma
+        self.bandwidth = bandwidth
+        self.x_source = x_source
+
+    @classmethod
+    def hbar(cls, layers: Sequence[str], num_classes: int, **overrides: object) -> IBRegularizer:
+        """HBaR: the HSIC bottleneck on all hidden layers, with HBaR's published CIFAR-10 weights."""
+        params = {"alpha": HBAR_ALPHA, "beta": HBAR_BETA, "label_kernel": "gaussian", **overrides}
+        return cls(layers, num_classes, **params)
+
+    def select_x(self, clean: Tensor, adversarial: Tensor | None) -> Tensor:
+        """The batch that plays X: the clean inputs by default, the adversarial ones when configured."""
+        if self.x_source == "adversarial" and adversarial is not None:
+            return adversarial
+        return clean
+
+    def input_kernel(self, x: Tensor) -> KernelMatrix:
+        return kernel_matrix(x.detach(), "gaussian", self.sigma, self.bandwidth)
+
+    def label_kernel_matrix(self, y: Tensor, dtype: torch.dtype) -> KernelMatrix:
+        return kernel_matrix(one_hot_labels(y, self.num_classes).to(dtype), self.label_kernel, self.sigma)
+
+    def __call__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        features: Mapping[str, Tensor],
+        kx: KernelMatrix | None = None,
+        ky: KernelMatrix | None = None,
+    ) -> IBTerms:
+        """The penalty for one batch. `kx`/`ky` may be passed in when the caller already has them."""
+        missing = [name for name in self.layers if name not in features]
+        if missing:
+            raise ValueError(f"features: no output captured for layers {missing}; tap them with tap_layers")
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f"x and y: expected the same batch size, got {x.shape[0]} and {y.shape[0]}")
+        dtype = features[self.layers[0]].dtype
+        # HSIC is computed in float32 at least: under bf16 autocast the kernels lose too much precision.
+        dtype = torch.promote_types(dtype, torch.float32)
+        kx = kx if kx is not None else self.input_kernel(x.to(dtype))
+        ky = ky if ky is not None else self.label_kernel_matrix(y, dtype)
+        loss = x.new_zeros((), dtype=dtype)
+        terms = IBTerms(loss)
+        for name in self.layers:
+            t = features[name]
+            if t.shape[0] != x.shape[0]:
+                raise ValueError(f"features[{name!r}]: batch size {t.shape[0]} differs from x's {x.shape[0]}")
+            kt = kernel_matrix(t.to(dtype), "gaussian", self.sigma, self.bandwidth)
+            # Both terms are always computed: the information plane needs them even when a weight is 0.
+            h_x = hsic(kx, kt, self.estimator)
+            h_y = hsic(ky, kt, self.estimator)
+            loss = loss + self.alpha * h_x - self.beta * h_y
+            terms.hsic_x[name] = h_x.detach()
+            terms.hsic_y[name] = h_y.detach()
+        terms.loss = loss
+        return terms
