@@ -1,0 +1,155 @@
+"""The channel mask: the right channels dropped, both rules, state_dict, and the disabled no-op."""
+
+import pytest
+import torch
+from torch import nn
+
+from ibrar.mask import ChannelMask
+
+C = 20
+
+
+def informative_features(m=40, seed=0):
+    """Channels 0..C-1 where channel c's link to the label grows with c; channel 0 and 1 are pure noise."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(m) % 4
+    noise = torch.randn(m, C, 2, 2, generator=g)
+    signal = y.float().view(m, 1, 1, 1).expand(m, C, 2, 2)
+    weight = torch.linspace(0, 1, C).view(1, C, 1, 1)
+    return weight * signal * 3 + (1 - weight) * noise, y
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Identity()
+        self.head = nn.Linear(C * 4, 4)
+
+    def forward(self, x):
+        return self.head(self.features(x).flatten(1))
+
+
+def test_channel_scores_rank_label_information():
+    f, y = informative_features()
+    mask = ChannelMask(C, num_classes=4, estimator="nhsic")
+    score_y, score_x = mask.channel_scores(f, y)
+    assert score_x is None and score_y.shape == (C,)
+    assert score_y[:3].max() < score_y[-3:].min()
+
+
+def test_batched_scores_equal_one_call_per_channel():
+    import ibrar
+
+    f, y = informative_features(m=16)
+    mask = ChannelMask(C, num_classes=4)
+    score_y, _ = mask.channel_scores(f, y)
+    onehot = torch.nn.functional.one_hot(y, 4).float()
+    for c in (0, 7, C - 1):
+        assert score_y[c].item() == pytest.approx(ibrar.hsic(f[:, c], onehot, kernel_y="linear").item(), rel=1e-4)
+
+
+def test_paper_rule_drops_exactly_the_lowest_fraction():
+    mask = ChannelMask(C, num_classes=4, drop_fraction=0.15)
+    scores = torch.tensor([5.0, 0.1, 3.0, 0.2, 9.0, 0.05] + [10.0] * (C - 6))
+    keep = mask.select(scores)
+    assert torch.nonzero(keep == 0).flatten().tolist() == [1, 3, 5]  # int(0.15 * 20) = 3 lowest
+
+
+def test_official_rule_drops_lowest_label_and_highest_input_scores():
+    mask = ChannelMask(C, num_classes=4, rule="official", official_count=2)
+    score_y = torch.arange(C, dtype=torch.float)  # 0 and 1 lowest
+    score_x = torch.zeros(C)
+    score_x[[7, 11]] = 1.0  # highest
+    keep = mask.select(score_y, score_x)
+    assert sorted(torch.nonzero(keep == 0).flatten().tolist()) == [0, 1, 7, 11]
+    assert not mask.at_eval
+
+
+def test_training_refresh_and_application_at_eval():
+    f, y = informative_features()
+    net = Net()
+    mask = ChannelMask(C, num_classes=4, drop_fraction=0.1, refresh_every=3, estimator="nhsic")
+    mask.attach(net, "features")
+    net.train()
+    mask.observe(f, y)  # step 0: refresh
+    net(f)
+    assert mask.dropped == [0, 1] or set(mask.dropped) <= {0, 1, 2}
+    assert len(mask.dropped) == 2
+    dropped = mask.dropped
+    # applied at evaluation: the dropped channels contribute nothing
+    net.eval()
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(3, C, 2, 2, generator=g)
+    x2 = x.clone()
+    x2[:, dropped] = 100.0
+    assert torch.allclose(net(x), net(x2))
+    mask.at_eval = False
+    assert not torch.allclose(net(x), net(x2))
+
+
+def test_official_mask_is_used_for_one_forward_only():
+    f, y = informative_features()
+    net = Net()
+    mask = ChannelMask(C, num_classes=4, rule="official", official_count=2, refresh_every=2)
+    mask.attach(net, "features")
+    seen = []
+    net.head.register_forward_hook(lambda m, i, o: seen.append(i[0].view(-1, C, 4).abs().sum(dim=(0, 2))))
+    net.train()
+    mask.observe(f, y)
+    net(f)
+    assert int((seen[-1] == 0).sum()) == 4
+    net(f)  # the next forward (not a refresh batch) is unmasked
+    assert int((seen[-1] == 0).sum()) == 0
+    assert torch.equal(mask.mask, torch.ones(C))  # never saved
+
+
+def test_state_dict_round_trip_and_refresh_counter():
+    mask = ChannelMask(C, num_classes=4)
+    mask.mask[[2, 5]] = 0.0
+    mask.step += 7
+    other = ChannelMask(C, num_classes=4)
+    other.load_state_dict(mask.state_dict())
+    assert other.dropped == [2, 5] and int(other.step) == 7
+
+
+def test_disabled_mask_is_a_no_op():
+    f, y = informative_features()
+    net = Net()
+    ref = net(f)
+    mask = ChannelMask(C, num_classes=4, enabled=False, drop_fraction=0.5)
+    mask.mask.zero_()
+    mask.attach(net, "features")
+    net.train()
+    mask.observe(f, y)
+    assert torch.equal(net(f), ref)
+    net.eval()
+    assert torch.equal(net(f), ref)
+
+
+def test_final_fit_on_training_batches_sees_unmasked_features():
+    f, y = informative_features(m=80)
+    net = Net()
+    mask = ChannelMask(C, num_classes=4, drop_fraction=0.1, estimator="nhsic")
+    mask.attach(net, "features")
+    mask.mask.zero_()  # even a mask that drops everything must not blind the fit
+    scores = mask.fit(net, [(f[:40], y[:40]), (f[40:], y[40:])])
+    assert scores.shape == (C,)
+    assert set(mask.dropped) <= {0, 1, 2, 3} and len(mask.dropped) == 2
+    with pytest.raises(ValueError, match="at least one batch"):
+        mask.fit(net, [])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"drop_fraction": 1.0}, "drop_fraction"), ({"rule": "random"}, "rule"), ({"refresh_every": 0}, "refresh_every"),
+     ({"num_channels": 0}, "num_channels"), ({"rule": "official", "official_count": 10}, "official_count")],
+)
+def test_bad_options_are_rejected(kwargs, match):
+    params = {"num_channels": C, "num_classes": 4, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        ChannelMask(**params)
+
+
+def test_wrong_feature_shape_is_rejected():
+    with pytest.raises(ValueError, match="features"):
+        ChannelMask(C, num_classes=4).channel_scores(torch.randn(5, C + 1), torch.zeros(5, dtype=torch.long))

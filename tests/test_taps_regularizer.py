@@ -1,0 +1,135 @@
+"""Layer taps and the IB regularizer."""
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models import resnet18
+
+import ibrar
+from ibrar.regularizer import IBRegularizer, one_hot_labels
+
+
+class Nested(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Sequential(nn.Linear(8, 5), nn.Tanh()))
+        self.head = nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.head(self.encoder(x))
+
+
+def test_taps_capture_nested_modules_with_their_graph():
+    model = Nested()
+    x = torch.randn(4, 6)
+    with ibrar.tap_layers(model, ["encoder.0", "encoder.2", "encoder.2.1"]) as feats:
+        out = model(x)
+    assert set(feats) == {"encoder.0", "encoder.2", "encoder.2.1"}
+    assert feats["encoder.0"].shape == (4, 8)
+    assert torch.equal(feats["encoder.2"], feats["encoder.2.1"])
+    assert torch.allclose(model.head(feats["encoder.2"]), out)
+    assert feats["encoder.0"].requires_grad
+
+
+def test_taps_on_a_torchvision_model_and_hooks_are_removed():
+    model = resnet18(num_classes=4).eval()
+    with ibrar.tap_layers(model, ["layer2", "layer4.1.conv2", "avgpool"]) as feats:
+        model(torch.rand(2, 3, 32, 32))
+    assert feats["layer2"].shape == (2, 128, 4, 4)
+    assert feats["avgpool"].shape == (2, 512, 1, 1)
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_taps_remove_hooks_after_an_exception():
+    model = Nested()
+    with pytest.raises(RuntimeError):
+        with ibrar.tap_layers(model, ["encoder.0"]):
+            raise RuntimeError("boom")
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_taps_see_through_a_wrapper_with_module_attribute():
+    inner = Nested()
+    wrapper = nn.DataParallel(inner)  # same `.module` convention as DistributedDataParallel
+    with ibrar.tap_layers(wrapper, ["encoder.0"]) as feats:
+        wrapper(torch.randn(3, 6))
+    assert feats["encoder.0"].shape == (3, 8)
+
+
+def test_unknown_layer_name_lists_valid_names():
+    with pytest.raises(ValueError, match=r"not found.*valid names: encoder, encoder\.0"):
+        with ibrar.tap_layers(Nested(), ["encoder.9"]):
+            pass
+
+
+def _features(m=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(m, 3, 4, 4, generator=g, dtype=torch.float64)
+    y = torch.arange(m) % 3
+    feats = {"a": torch.randn(m, 5, generator=g, dtype=torch.float64),
+             "b": torch.randn(m, 2, 2, generator=g, dtype=torch.float64)}
+    return x, y, feats
+
+
+def test_regularizer_equals_weighted_sum_of_hsic_terms():
+    x, y, feats = _features()
+    reg = IBRegularizer(["a", "b"], num_classes=3, alpha=0.3, beta=0.7)
+    terms = reg(x, y, feats)
+    onehot = one_hot_labels(y, 3).double()
+    want = 0.0
+    for name in ("a", "b"):
+        hx = ibrar.hsic(x, feats[name])
+        hy = ibrar.hsic(onehot, feats[name], kernel_x="linear")
+        assert terms.hsic_x[name].item() == pytest.approx(hx.item(), rel=1e-9)
+        assert terms.hsic_y[name].item() == pytest.approx(hy.item(), rel=1e-9)
+        want += 0.3 * hx - 0.7 * hy
+    assert terms.loss.item() == pytest.approx(want.item(), rel=1e-9)
+
+
+def test_regularizer_gradient_reaches_the_features_and_the_label_term_pulls_the_right_way():
+    x, y, feats = _features()
+    feats = {k: v.clone().requires_grad_(True) for k, v in feats.items()}
+    reg = IBRegularizer(["a"], num_classes=3, alpha=0.0, beta=1.0, estimator="nhsic")
+    before = reg(x, y, feats)
+    (grad,) = torch.autograd.grad(before.loss, feats["a"])
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    stepped = {"a": feats["a"] - 0.5 * grad}
+    # Descending the penalty raises HSIC(Y, T): more label information.
+    assert reg(x, y, stepped).hsic_y["a"] > before.hsic_y["a"]
+
+
+def test_gaussian_label_kernel_and_hbar_preset():
+    x, y, feats = _features()
+    reg = IBRegularizer.hbar(["a", "b"], num_classes=3)
+    assert reg.label_kernel == "gaussian" and reg.alpha < reg.beta
+    terms = reg(x, y, feats)
+    assert torch.isfinite(terms.loss)
+
+
+def test_x_source_selects_adversarial_when_asked():
+    clean, adv = torch.zeros(2, 1), torch.ones(2, 1)
+    assert IBRegularizer(["a"], 3).select_x(clean, adv) is clean
+    assert IBRegularizer(["a"], 3, x_source="adversarial").select_x(clean, adv) is adv
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"layers": []}, "layers"), ({"alpha": -1.0}, "alpha"), ({"estimator": "mi"}, "estimator"),
+     ({"label_kernel": "poly"}, "label_kernel"), ({"num_classes": 1}, "num_classes"),
+     ({"x_source": "noisy"}, "x_source")],
+)
+def test_regularizer_rejects_bad_options(kwargs, match):
+    params = {"layers": ["a"], "num_classes": 3, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        IBRegularizer(**params)
+
+
+def test_regularizer_rejects_labels_out_of_range_and_missing_layers():
+    x, y, feats = _features()
+    reg = IBRegularizer(["a"], num_classes=3)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\]"):
+        reg(x, y + 1, feats)
+    with pytest.raises(ValueError, match="no output captured"):
+        IBRegularizer(["zzz"], num_classes=3)(x, y, feats)
+    with pytest.raises(ValueError, match="same batch size"):
+        reg(x[:5], y, feats)
