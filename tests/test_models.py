@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from torch import nn
@@ -11,14 +13,21 @@ from ibrar.models import InputNormalization, create_model, list_models, register
 ALL_MODELS = list_models()
 
 
-def capture_output(model: nn.Module, name: str, x: torch.Tensor) -> torch.Tensor:
-    captured: list[torch.Tensor] = []
-    handle = dict(model.named_modules())[name].register_forward_hook(lambda m, i, o: captured.append(o))
-    try:
-        model(x)
-    finally:
-        handle.remove()
-    return captured[0]
+@functools.cache
+def small_forward(name: str) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """One eval-mode forward of a small model on 2 images, with its declared layers' outputs (cached)."""
+    model = create_model(name, num_classes=7, width=0.125).eval()
+    modules = dict(model.named_modules())
+    outputs: dict[str, torch.Tensor] = {}
+    hooks = [
+        modules[layer].register_forward_hook(lambda m, i, o, layer=layer: outputs.__setitem__(layer, o))
+        for layer in {model.last_conv, model.penultimate}
+    ]
+    with torch.no_grad():
+        outputs["logits"] = model(torch.rand(2, 3, 32, 32))
+    for hook in hooks:
+        hook.remove()
+    return model, outputs
 
 
 def test_registry_lists_the_paper_models() -> None:
@@ -27,14 +36,13 @@ def test_registry_lists_the_paper_models() -> None:
 
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_forward_gives_one_logit_per_class(name: str) -> None:
-    model = create_model(name, num_classes=7, width=0.125).eval()
-    with torch.no_grad():
-        assert model(torch.rand(2, 3, 32, 32)).shape == (2, 7)
+    _, outputs = small_forward(name)
+    assert outputs["logits"].shape == (2, 7)
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_declared_layer_names_exist(name: str) -> None:
-    model = create_model(name, width=0.125)
+    model, _ = small_forward(name)
     modules = dict(model.named_modules())
     declared = [*model.ib_layers, *model.robust_layers, model.last_conv, model.penultimate]
     assert [layer for layer in declared if layer not in modules] == []
@@ -43,18 +51,16 @@ def test_declared_layer_names_exist(name: str) -> None:
 
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_last_conv_output_has_declared_channels(name: str) -> None:
-    model = create_model(name, width=0.125).eval()
-    with torch.no_grad():
-        out = capture_output(model, model.last_conv, torch.rand(2, 3, 32, 32))
+    model, outputs = small_forward(name)
+    out = outputs[model.last_conv]
     assert out.dim() == 4
     assert out.shape[1] == model.last_conv_channels
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_penultimate_output_is_a_flat_feature_vector(name: str) -> None:
-    model = create_model(name, width=0.125).eval()
-    with torch.no_grad():
-        out = capture_output(model, model.penultimate, torch.rand(2, 3, 32, 32))
+    model, outputs = small_forward(name)
+    out = outputs[model.penultimate]
     assert out.dim() == 2 and out.shape[0] == 2
 
 

@@ -18,17 +18,21 @@ from torch import Tensor, nn
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
-def input_gradient(model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> tuple[Tensor, Tensor]:
+def input_gradient(
+    model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn
+) -> tuple[Tensor, Tensor, Tensor]:
     """Gradient of ``loss_fn(model(x), y)`` (summed over the batch) with respect to ``x`` only.
 
-    Returns ``(grad, per_example_or_summed_loss)``; the loss is detached. ``torch.autograd.grad``
-    is used so that the parameters' ``.grad`` fields are never written.
+    Returns ``(grad, loss, logits)``, all detached; ``loss`` is whatever ``loss_fn`` returned
+    (per-example or summed). ``torch.autograd.grad`` is used so that the parameters' ``.grad``
+    fields are never written.
     """
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
-        loss = loss_fn(model(x), y)
+        logits = model(x)
+        loss = loss_fn(logits, y)
         (grad,) = torch.autograd.grad(loss.sum(), x)
-    return grad.detach(), loss.detach()
+    return grad.detach(), loss.detach(), logits.detach()
 
 
 def margin(logits: Tensor, y: Tensor) -> Tensor:
@@ -73,6 +77,7 @@ class Attack:
     """
 
     norm: str = "linf"
+    eps: float = 0.0
 
     def __init__(self, model: nn.Module, seed: int | None = None) -> None:
         if not isinstance(model, nn.Module):
@@ -129,7 +134,7 @@ class Attack:
                 module.training = training
             self.generator = None
         if self.norm == "linf":
-            return project_linf(x_adv, x.detach(), float(getattr(self, "eps")))
+            return project_linf(x_adv, x.detach(), float(self.eps))
         return x_adv.clamp(0.0, 1.0)
 
     def __repr__(self) -> str:

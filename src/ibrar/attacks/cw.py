@@ -1,4 +1,4 @@
-"""Carlini-Wagner L2 (Carlini & Wagner 2017) with a fixed constant ``c``, as the paper ran it via torchattacks.
+"""Carlini-Wagner L2 (Carlini & Wagner 2017) with a fixed constant ``c``, as the paper ran it (torchattacks).
 
 Optimises ``w`` in tanh space, ``x' = (tanh(w) + 1) / 2``, with Adam on
 ``||x' - x||_2^2 + c * max(z_y - max_{j != y} z_j, -kappa)`` and keeps, per example, the

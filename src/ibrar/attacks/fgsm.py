@@ -21,5 +21,5 @@ class FGSM(Attack):
         return {"eps": self.eps}
 
     def perturb(self, x: Tensor, y: Tensor) -> Tensor:
-        grad, _ = input_gradient(self.model, x, y, ce_loss)
+        grad, *_ = input_gradient(self.model, x, y, ce_loss)
         return (x + self.eps * grad.sign()).clamp(0.0, 1.0)

@@ -48,9 +48,10 @@ class NIFGSM(Attack):
             x_nes = x_adv + self.decay * self.alpha * momentum
             grad = torch.zeros_like(x)
             for i in range(self.m):
-                g, _ = input_gradient(self.model, x_nes / 2**i, y, ce_loss)
+                g, *_ = input_gradient(self.model, x_nes / 2**i, y, ce_loss)
                 grad += g / 2**i  # chain rule through the scaling
             grad /= self.m
-            momentum = self.decay * momentum + grad / grad.abs().mean(dim=reduce_dims, keepdim=True).clamp_min(1e-12)
+            l1_mean = grad.abs().mean(dim=reduce_dims, keepdim=True).clamp_min(1e-12)
+            momentum = self.decay * momentum + grad / l1_mean
             x_adv = project_linf(x_adv + self.alpha * momentum.sign(), x, self.eps)
         return x_adv

@@ -49,7 +49,7 @@ def pgd_linf(
     else:
         x_adv = x.clone()
     for _ in range(steps):
-        grad, _ = input_gradient(model, x_adv, y, loss_fn)
+        grad, *_ = input_gradient(model, x_adv, y, loss_fn)
         x_adv = project_linf(x_adv + alpha * grad.sign(), x, eps)
     return x_adv
 

@@ -44,7 +44,7 @@ def read_cache(path: Path) -> dict | None:
 
 
 def write_cache(path: Path, images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str]) -> bool:
-    """Save atomically (temp file then rename); returns False, without raising, if the folder is not writable."""
+    """Save atomically (temp file, then rename); False, without raising, if the folder is not writable."""
     payload = {"images": images.contiguous(), "labels": labels.contiguous(), "classes": list(classes)}
     temp_name = None
     try:
@@ -52,6 +52,7 @@ def write_cache(path: Path, images: torch.Tensor, labels: torch.Tensor, classes:
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as f:
             temp_name = f.name
             torch.save(payload, f)
+        os.chmod(temp_name, 0o644)  # NamedTemporaryFile creates 0600; the cache is as shareable as the data
         os.replace(temp_name, path)
     except OSError:
         if temp_name is not None and os.path.exists(temp_name):

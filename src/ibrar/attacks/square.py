@@ -1,0 +1,78 @@
+"""Square attack (Andriushchenko et al. 2020), L-inf: a score-based random search that uses no
+gradients, so gradient masking cannot hide a model's weakness from it.
+
+Start from vertical stripes of +-eps; each query redraws one random square window (side shrinking
+with the schedule of ``p``) to a random +-eps per channel and keeps it when the margin
+``z_y - max_{j!=y} z_j`` drops. An example stops once misclassified.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .base import Attack, check_positive, margin
+
+# Iterations (on a 10 000-query scale) after which the window's area fraction p is halved again.
+_P_HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+
+
+def square_fraction(p_init: float, query: int, n_queries: int) -> float:
+    """The area fraction of the window at ``query``, halved at the published schedule's steps."""
+    scaled = int(query / n_queries * 10000)
+    return p_init / 2 ** sum(scaled > step for step in _P_HALVINGS)
+
+
+class Square(Attack):
+    """Untargeted L-inf Square attack with the margin loss."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 8 / 255,
+        n_queries: int = 5000,
+        p_init: float = 0.8,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(model, seed)
+        check_positive("eps", eps, allow_zero=True)
+        if not isinstance(n_queries, int) or n_queries < 1:
+            raise ValueError(f"n_queries must be an int >= 1, got {n_queries!r}")
+        if not 0 < p_init <= 1:
+            raise ValueError(f"p_init must be in (0, 1], got {p_init!r}")
+        self.eps, self.n_queries, self.p_init = eps, n_queries, p_init
+
+    def params(self) -> dict[str, Any]:
+        return {"eps": self.eps, "n_queries": self.n_queries, "p_init": self.p_init}
+
+    def perturb(self, x: Tensor, y: Tensor) -> Tensor:
+        if x.dim() != 4 or min(x.shape[2:]) < 2:
+            raise ValueError(f"Square needs images shaped (N, C, H, W) with H, W >= 2, got {tuple(x.shape)}")
+        n, channels, height, width = x.shape
+        stripes = self.eps * (2 * self.randint(2, (n, channels, 1, width), x) - 1).to(x.dtype)
+        x_best = (x + stripes).clamp(0.0, 1.0)
+        margin_best = margin(self.predict(x_best), y)
+        rows = torch.arange(height, device=x.device)
+        cols = torch.arange(width, device=x.device)
+        for query in range(1, self.n_queries):
+            active = (margin_best > 0).nonzero().squeeze(1)
+            if len(active) == 0:
+                break
+            x_a, x_best_a = x[active], x_best[active]
+            p = square_fraction(self.p_init, query, self.n_queries)
+            side = min(max(round(math.sqrt(p * height * width)), 1), min(height, width) - 1)
+            top = self.randint(height - side + 1, (len(active), 1), x)
+            left = self.randint(width - side + 1, (len(active), 1), x)
+            in_rows = (rows >= top) & (rows < top + side)
+            in_cols = (cols >= left) & (cols < left + side)
+            window = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]  # (n, 1, H, W)
+            signs = self.eps * (2 * self.randint(2, (len(active), channels, 1, 1), x) - 1).to(x.dtype)
+            x_new = (x_a + torch.where(window, signs, x_best_a - x_a)).clamp(0.0, 1.0)
+            margin_new = margin(self.predict(x_new), y[active])
+            improved = margin_new < margin_best[active]
+            x_best[active] = torch.where(improved[:, None, None, None], x_new, x_best_a)
+            margin_best[active] = torch.where(improved, margin_new, margin_best[active])
+        return x_best

@@ -1,0 +1,93 @@
+"""Checkpoints that are safe to load and never half-written.
+
+Everything is loaded with `torch.load(weights_only=True)`: a file holding pickled objects (a malicious
+checkpoint) is refused, never executed. Writes go to a temporary file that is renamed into place, so a
+kill during a write leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+LATEST = "checkpoint.pt"
+FINAL = "final.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message says why and what to do."""
+
+
+def save_atomic(obj: dict[str, Any], path: str | Path) -> None:
+    """torch.save to a temporary file in the same folder, flush it to disk, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with weights_only=True; refuse pickled objects and report corrupt files clearly."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"checkpoint {path} was refused: it holds pickled Python objects, which could run arbitrary code "
+            f"when loaded, so it is not loaded (weights_only=True). Detail: {str(err).splitlines()[0]}. "
+            "Re-save only tensors and plain values (a state_dict) from a trusted source."
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated and cannot be read ({err}); "
+                              "use an earlier checkpoint or re-run the training") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"checkpoint {path}: expected a dict of states, got {type(obj).__name__}")
+    return obj
+
+
+def load_state(module: nn.Module, state: dict[str, Any], what: str, path: str | Path) -> None:
+    """load_state_dict with a clear message when the architecture or the number of classes differs."""
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        own = module.state_dict()
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                  for k in own if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape]
+        detail = "; ".join(filter(None, [
+            f"missing keys {missing[:5]}" if missing else "",
+            f"unexpected keys {unexpected[:5]}" if unexpected else "",
+            f"shape mismatches {shapes[:5]}" if shapes else "",
+        ])) or str(err).splitlines()[0]
+        raise CheckpointError(f"checkpoint {path}: the {what} does not match the configured one ({detail}); "
+                              "check the model name, width and number of classes") from None
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """A run folder -> its final weights (or the latest checkpoint); a file -> itself."""
+    path = Path(path)
+    if path.is_dir():
+        for name in (FINAL, LATEST):
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(f"{path} holds no {FINAL} or {LATEST}; is it a run folder written by `ibrar train`?")
+    if path.is_file():
+        return path
+    raise CheckpointError(f"{path} does not exist: give a run folder or a checkpoint file")

@@ -1,0 +1,125 @@
+"""The `ibrar` command: thin; it parses arguments and calls the library.
+
+Every error a user can cause (config, data, checkpoint, run folder, command line) ends in one message on
+stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+class UsageError(ValueError):
+    """A command-line mistake."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse would exit itself; we want one path for all errors
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _split_config_and_overrides(config: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:
+    if config is not None and "=" in config and not Path(config).exists():
+        return None, [config, *overrides]
+    return config, overrides
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ibrar.config import load_config
+    from ibrar.evaluate import evaluate_run
+    from ibrar.train import read_run_config, train
+
+    config_path, overrides = _split_config_and_overrides(args.config, args.overrides)
+    if args.resume:
+        run_dir = Path(args.resume)
+        if config_path is not None:
+            raise UsageError("ibrar train: give either CONFIG.yaml or --resume RUN_DIR, not both "
+                             "(a resumed run keeps its own config.yaml)")
+        config = read_run_config(run_dir, overrides)
+    else:
+        if config_path is None:
+            raise UsageError("ibrar train: a CONFIG.yaml is needed (shipped ones are in configs/), "
+                             "or --resume RUN_DIR")
+        config = load_config(config_path, overrides)
+        run_dir = Path(args.out) if args.out else Path("runs") / config.name
+    trainer = train(config, run_dir, data_root=args.data_root, resume=bool(args.resume),
+                    overwrite=args.overwrite, quiet=args.quiet)
+    if config.eval.attacks:
+        report = evaluate_run(run_dir, data_root=args.data_root, attacks=config.eval.attacks, n=config.eval.n,
+                              quiet=args.quiet, test_data=trainer.test_data)
+        print(report)
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from ibrar.evaluate import evaluate_run
+
+    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None
+    steps = [int(s) for s in args.steps.split(",")] if args.steps else None
+    report = evaluate_run(args.run, data_root=args.data_root, attacks=attacks, n=args.n, steps=steps,
+                          seed=args.seed, batch_size=args.batch_size, quiet=args.quiet, device=args.device)
+    print(report)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ibrar", description="Train robust classifiers with IB-RAR and evaluate them honestly.")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train one run from a YAML config (plus key=value overrides)")
+    p.add_argument("config", nargs="?", help="YAML config (see configs/)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides such as train.epochs=3")
+    p.add_argument("--data-root", help="data folder (else $IBRAR_DATA_ROOT, else ~/.cache/ibrar-data)")
+    p.add_argument("--out", help="run folder (default runs/<config name>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (for logs)")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="robustness evaluation of a run folder or checkpoint")
+    p.add_argument("run", metavar="RUN_DIR_OR_CHECKPOINT")
+    p.add_argument("--data-root")
+    p.add_argument("--attacks", help="comma-separated: fgsm,pgd10,cw,fab,nifgsm,autoattack,adaptive,...")
+    p.add_argument("--n", type=int, help="number of test examples (default: the whole test set)")
+    p.add_argument("--steps", help="attack-steps curve for PGD, CW and NI-FGSM, e.g. 1,5,10,20,50")
+    p.add_argument("--seed", type=int, default=0, help="chooses the subset and seeds the attacks")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_eval)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    from ibrar.checkpoint import CheckpointError
+    from ibrar.config import ConfigError
+    from ibrar.data import DataNotFoundError
+    from ibrar.train import NonFiniteLossError, RunFolderError
+
+    user_errors = (UsageError, ConfigError, CheckpointError, DataNotFoundError, RunFolderError, NonFiniteLossError)
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        return args.func(args)
+    except user_errors as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as err:  # bad input caught by a library check (data, labels, options)
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt as err:
+        print(f"interrupted: {err}" if str(err) else "interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""The typed run configuration: YAML in, dotted `key=value` overrides, every error caught before work starts.
+
+Each section is a pydantic model that forbids unknown keys, so a typo fails fast with the valid keys named.
+Fractions such as `8/255` are accepted wherever a number is expected.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ibrar.hsic import Bandwidth, Estimator, KernelKind
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names each bad key and what it accepts."""
+
+
+_FRACTION = re.compile(r"^\s*([0-9.eE+-]+)\s*/\s*([0-9.eE+-]+)\s*$")
+
+
+def _parse_fraction(value: Any) -> Any:
+    if isinstance(value, str):
+        match = _FRACTION.match(value)
+        if match:
+            num, den = float(match.group(1)), float(match.group(2))
+            if den == 0:
+                raise ValueError(f"division by zero in {value!r}")
+            return num / den
+    return value
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    name: str = "vgg16"
+    width: float = Field(1.0, gt=0, description="channel multiplier; < 1 gives CPU-sized models")
+    ib_layers: list[str] | None = Field(None, description="override the model's IB layer names")
+    robust_layers: list[str] | None = None
+    last_conv: str | None = None
+
+
+class DataConfig(Section):
+    name: Literal["cifar10", "cifar100", "svhn", "tinyimagenet", "imagefolder"] = "cifar10"
+    root: str | None = Field(None, description="data root; else --data-root, IBRAR_DATA_ROOT, ~/.cache/ibrar-data")
+    train_subset: int | None = Field(None, gt=0, description="train on a fixed, class-balanced subset")
+    test_subset: int | None = Field(None, gt=0)
+    batch_size: int = Field(100, gt=0)
+    augment: bool = True
+    download: bool = False
+
+
+class MethodConfig(Section):
+    name: Literal["ce", "pgd_at", "trades", "mart", "vib"] = "ce"
+    eps: float = Field(8 / 255, ge=0, le=1)
+    alpha: float = Field(2 / 255, gt=0, le=1, description="inner attack step size")
+    steps: int = Field(10, ge=1)
+    beta: float = Field(6.0, ge=0, description="TRADES / MART trade-off")
+    variant: Literal["standard", "official"] = "standard"
+    vib_beta: float = Field(1e-3, ge=0)
+    vib_dim: int = Field(256, gt=0)
+
+    _fractions = field_validator("eps", "alpha", mode="before")(_parse_fraction)
+
+
+class IBConfig(Section):
+    enabled: bool = False
+    layers: Literal["robust", "all"] | list[str] = "robust"
+    alpha: float = Field(0.008, ge=0, description="weight of HSIC(X, T): compression")
+    beta: float = Field(0.08, ge=0, description="weight of HSIC(Y, T): label information")
+    estimator: Estimator = "nocco"
+    label_kernel: KernelKind = "linear"
+    sigma: float = Field(5.0, gt=0)
+    bandwidth: Bandwidth = "scaled"
+    x_source: Literal["clean", "adversarial"] = "clean"
+    passes: Literal["train", "both"] = Field("train", description="IB terms on the training pass or both passes")
+    epochs: int | None = Field(None, ge=0, description="IB terms on for the first N epochs only (None: always)")
+
+
+class MaskConfig(Section):
+    enabled: bool = False
+    rule: Literal["paper", "official"] = "paper"
+    drop_fraction: float = Field(0.05, ge=0, lt=1)
+    official_count: int = Field(10, ge=0)
+    refresh_every: int = Field(10, ge=1)
+    at_eval: bool | None = None
+    final_fit: bool = True
+    final_fit_batches: int = Field(20, ge=1)
+
+
+class OptimConfig(Section):
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(1e-2, ge=0)
+    nesterov: bool = False
+    schedule: Literal["step", "cosine", "none"] = "step"
+    step_size: int = Field(20, ge=1)
+    gamma: float = Field(0.2, gt=0, le=1)
+
+
+class TrainConfig(Section):
+    epochs: int = Field(60, ge=1)
+    eval_subset: int = Field(500, ge=0, description="test examples for the per-epoch clean/PGD accuracy")
+    eval_pgd_steps: int = Field(10, ge=0, description="0 turns the per-epoch PGD accuracy off")
+    info_plane_every: int = Field(50, ge=0, description="record HSIC(X,T), HSIC(Y,T) every K iterations; 0: off")
+    tensorboard: bool = False
+    amp: bool = Field(False, description="bf16 autocast on CUDA (HSIC stays in float32)")
+    channels_last: bool = False
+    compile: bool = False
+
+
+class EvalConfig(Section):
+    attacks: list[str] = Field(default_factory=lambda: ["fgsm", "pgd10"])
+    n: int | None = Field(1000, ge=1)
+    batch_size: int = Field(200, gt=0)
+    eps: float = Field(8 / 255, ge=0, le=1)
+    reference: dict[str, float] | None = Field(
+        None, description="accuracies of a reference run (e.g. CE only) printed beside the results")
+    reference_label: str = "reference"
+
+    _fractions = field_validator("eps", mode="before")(_parse_fraction)
+
+
+class RunConfig(Section):
+    name: str = "run"
+    profile: Literal["paper", "official"] = "paper"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    ib: IBConfig = Field(default_factory=IBConfig)
+    mask: MaskConfig = Field(default_factory=MaskConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        if self.mask.enabled and self.mask.rule == "official" and self.mask.at_eval:
+            raise ValueError("mask.at_eval: the official rule never applies the mask at evaluation; "
+                             "use mask.rule=paper to keep the mask at test time")
+        return self
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            section = _section_for(e["loc"][:-1])
+            valid = ", ".join(section.model_fields) if section else ""
+            lines.append(f"  {key}: unknown key; valid keys here: {valid}")
+        else:
+            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def _section_for(loc: tuple) -> type[BaseModel] | None:
+    model: type[BaseModel] = RunConfig
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None) if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """'train.epochs=3' -> (['train', 'epochs'], 3); the value is read as YAML (numbers, lists, booleans)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key=value with a dotted key, e.g. train.epochs=3")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {item!r}: the key is empty or malformed")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for item in overrides:
+        path, value = parse_override(item)
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def official_profile(data: dict[str, Any]) -> dict[str, Any]:
+    """The authors' code's settings (METHOD.md section 4), as defaults under whatever the config says."""
+    method = data.get("method") if isinstance(data.get("method"), dict) else {}
+    eps = _parse_fraction(method.get("eps", 0.03))
+    preset: dict[str, Any] = {
+        "method": {"eps": 0.03, "alpha": (eps if isinstance(eps, float) else 0.03) / 10 * 2.3, "variant": "official"},
+        "mask": {"rule": "official"},
+    }
+    if method.get("name") == "mart":
+        preset["method"]["beta"] = 0.5
+        preset["optim"] = {"schedule": "none"}
+    if method.get("name") in ("trades", "mart"):
+        preset["ib"] = {"label_kernel": "gaussian", "passes": "both"}
+    return preset
+
+
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`top` over `base`, section by section."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def build_config(data: dict[str, Any] | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Validate a config mapping (plus overrides); raises ConfigError with every problem listed."""
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"config: expected a mapping of sections, got {type(data).__name__}")
+    data = apply_overrides(deep_merge({}, data or {}), list(overrides or []))
+    if data.get("profile") == "official":
+        data = deep_merge(official_profile(data), data)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config file (None: all defaults) and apply `key=value` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; shipped configs are in configs/")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path}: expected a mapping of sections, got {type(loaded).__name__}")
+        data = loaded
+    return build_config(data, overrides)
+
+
+def dump_config(config: RunConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,30 @@
+"""Datasets as in-memory uint8 tensors, and batches converted and augmented on the training device."""
+
+from ibrar.data.augment import random_crop_flip
+from ibrar.data.cache import cache_path
+from ibrar.data.loader import BatchLoader, balanced_subset
+from ibrar.data.readers import (
+    DATA_ROOT_ENV,
+    DATASETS,
+    DataNotFoundError,
+    ImageData,
+    decode_images,
+    load_split,
+    resolve_data_root,
+    scan_image_folder,
+)
+
+__all__ = [
+    "DATASETS",
+    "DATA_ROOT_ENV",
+    "BatchLoader",
+    "DataNotFoundError",
+    "ImageData",
+    "balanced_subset",
+    "cache_path",
+    "decode_images",
+    "load_split",
+    "random_crop_flip",
+    "resolve_data_root",
+    "scan_image_folder",
+]

@@ -1,0 +1,553 @@
+"""The training loop: one run folder per run, resumable, with the IB-RAR penalty and mask around any method.
+
+A run folder holds `config.yaml` (resolved), `meta.json` (versions, hardware, seed), `metrics.jsonl` (one line
+per epoch), `info_plane.jsonl` (HSIC(X, T_l), HSIC(Y, T_l) every K iterations), `checkpoint.pt` (latest,
+written atomically at every epoch end) and `final.pt` (the trained weights and mask).
+Every epoch is a pure function of (weights, seed, epoch), so a resumed run ends bit-identical on the CPU.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from ibrar.checkpoint import FINAL, LATEST, CheckpointError, load_file, load_state, save_atomic
+from ibrar.config import ConfigError, RunConfig, build_config, dump_config
+from ibrar.data import BatchLoader, ImageData, load_split, resolve_data_root
+from ibrar.data.loader import derived_seed
+from ibrar.mask import ChannelMask
+from ibrar.methods import Method, build_method
+from ibrar.models import create_model
+from ibrar.regularizer import IBRegularizer
+from ibrar.reproducibility import run_metadata
+from ibrar.taps import find_modules, tap_layers, unwrap
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+INFO_PLANE_FILE = "info_plane.jsonl"
+
+
+class RunFolderError(ValueError):
+    """The output folder cannot be used as asked (another run is there, or nothing to resume)."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss or an HSIC term became NaN/Inf; the last good checkpoint is kept."""
+
+
+# ---- building a run from its config ------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: 'cuda' was asked for but no CUDA device is available; use device=cpu or auto")
+    return torch.device(name)
+
+
+@dataclass
+class ModelBundle:
+    """A model with the names the IB machinery needs and its (optional) channel mask."""
+
+    model: nn.Module
+    ib_layers: tuple[str, ...]
+    robust_layers: tuple[str, ...]
+    last_conv: str | None
+    mask: ChannelMask | None = None
+
+
+def _import_builder(spec: str) -> Callable[..., nn.Module]:
+    module_name, _, attr = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(f"model.name: cannot import {spec!r} ({err}); use 'package.module:builder'") from None
+
+
+def build_model(config: RunConfig, num_classes: int, input_size: int) -> ModelBundle:
+    """The configured model (a registered name, or `package.module:builder` for a user's own), mask attached."""
+    mc = config.model
+    if ":" in mc.name:
+        model = _import_builder(mc.name)(num_classes=num_classes)
+    else:
+        try:
+            model = create_model(mc.name, num_classes=num_classes, width=mc.width, input_size=input_size)
+        except ValueError as err:
+            raise ConfigError(f"model.{err}") from None
+    ib_layers = tuple(mc.ib_layers or getattr(model, "ib_layers", ()))
+    robust_layers = tuple(mc.robust_layers or getattr(model, "robust_layers", ()) or ib_layers)
+    last_conv = mc.last_conv or getattr(model, "last_conv", None)
+    if not ib_layers:
+        raise ConfigError(f"model.ib_layers: {mc.name} declares no IB layers; name them in the config")
+    if config.method.name == "vib":
+        from ibrar.methods.vib import VIBClassifier
+
+        model = VIBClassifier(model, feature_layer=getattr(model, "penultimate", ib_layers[-1]),
+                              num_classes=num_classes, bottleneck_dim=config.method.vib_dim,
+                              input_shape=(3, input_size, input_size))
+        ib_layers = tuple(f"backbone.{n}" for n in ib_layers)
+        robust_layers = tuple(f"backbone.{n}" for n in robust_layers)
+        last_conv = f"backbone.{last_conv}" if last_conv else None
+    for what, names in (("ib_layers", ib_layers), ("robust_layers", robust_layers)):
+        try:
+            find_modules(model, names)
+        except ValueError as err:
+            raise ConfigError(f"model.{what}: {err}") from None
+    bundle = ModelBundle(model, ib_layers, robust_layers, last_conv)
+    if config.mask.enabled:
+        if last_conv is None:
+            raise ConfigError("mask.enabled: the model names no last convolutional layer; set model.last_conv")
+        channels = _output_channels(model, last_conv, input_size)
+        mk = config.mask
+        try:
+            bundle.mask = ChannelMask(channels, num_classes, rule=mk.rule, drop_fraction=mk.drop_fraction,
+                                      official_count=mk.official_count, refresh_every=mk.refresh_every,
+                                      at_eval=mk.at_eval, estimator=config.ib.estimator,
+                                      label_kernel=config.ib.label_kernel, sigma=config.ib.sigma)
+        except ValueError as err:
+            raise ConfigError(f"mask.{err}") from None
+        bundle.mask.attach(model, last_conv)
+    return bundle
+
+
+def _output_channels(model: nn.Module, layer: str, input_size: int) -> int:
+    with torch.no_grad(), tap_layers(model, [layer]) as feats:
+        was = model.training
+        model.eval()
+        model(torch.zeros(1, 3, input_size, input_size))
+        model.train(was)
+    out = feats[layer]
+    if out.dim() < 3:
+        raise ConfigError(f"mask: layer {layer!r} outputs shape {tuple(out.shape)}, not (N, C, H, W) feature maps")
+    return out.shape[1]
+
+
+def ib_layer_names(config: RunConfig, bundle: ModelBundle) -> tuple[str, ...]:
+    layers = config.ib.layers
+    if layers == "robust":
+        return bundle.robust_layers
+    if layers == "all":
+        return bundle.ib_layers
+    return tuple(layers)
+
+
+def build_regularizer(config: RunConfig, bundle: ModelBundle, num_classes: int,
+                      layers: tuple[str, ...] | None = None) -> IBRegularizer:
+    ib = config.ib
+    names = layers or ib_layer_names(config, bundle)
+    try:
+        find_modules(bundle.model, names)
+    except ValueError as err:
+        raise ConfigError(f"ib.layers: {err}") from None
+    return IBRegularizer(names, num_classes, alpha=ib.alpha, beta=ib.beta, estimator=ib.estimator,
+                         label_kernel=ib.label_kernel, sigma=ib.sigma, bandwidth=ib.bandwidth,
+                         x_source=ib.x_source)
+
+
+def build_training_method(config: RunConfig) -> Method:
+    m = config.method
+    params: dict[str, Any] = {}
+    if m.name in ("pgd_at", "trades", "mart"):
+        params = {"eps": m.eps, "alpha": m.alpha, "steps": m.steps}
+    if m.name in ("trades", "mart"):
+        params["beta"] = m.beta
+    if m.name == "trades":
+        params["variant"] = m.variant
+    if m.name == "vib":
+        params = {"beta": m.vib_beta}
+    return build_method(m.name, **params)
+
+
+def build_optimizer(config: RunConfig, model: nn.Module) -> tuple[torch.optim.Optimizer, Any]:
+    o = config.optim
+    optimizer = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum,
+                                weight_decay=o.weight_decay, nesterov=o.nesterov and o.momentum > 0)
+    if o.schedule == "step":
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=o.step_size, gamma=o.gamma)
+    elif o.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.train.epochs)
+    else:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _epoch: 1.0)
+    return optimizer, scheduler
+
+
+def load_data(config: RunConfig, data_root: str | Path | None) -> tuple[ImageData, ImageData]:
+    root = resolve_data_root(config.data.root or data_root)
+    train = load_split(config.data.name, root, "train", download=config.data.download)
+    test = load_split(config.data.name, root, "test", download=config.data.download)
+    return train, test
+
+
+# ---- the run folder ----------------------------------------------------------------------------------
+
+
+def prepare_run_dir(run_dir: Path, config: RunConfig, resume: bool, overwrite: bool) -> None:
+    """Refuse to mix two runs in one folder; --overwrite clears it, --resume requires the same config."""
+    config_path = run_dir / CONFIG_FILE
+    if resume:
+        if not config_path.is_file():
+            raise RunFolderError(f"--resume {run_dir}: no {CONFIG_FILE} there, so there is no run to resume")
+        return
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            what = "another run's config" if config_path.is_file() else "files"
+            raise RunFolderError(f"output folder {run_dir} already holds {what}; pass --resume {run_dir} to "
+                                 "continue it, --overwrite to replace it, or --out to choose another folder")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(dump_config(config))
+
+
+def read_run_config(run_dir: Path, overrides: list[str] | None = None) -> RunConfig:
+    import yaml
+
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise RunFolderError(f"{run_dir}: no {CONFIG_FILE}; is it a run folder written by `ibrar train`?")
+    return build_config(yaml.safe_load(path.read_text()), overrides)
+
+
+def _append_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        with path.open("a") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+
+
+def _truncate_jsonl(path: Path, keep: Callable[[dict[str, Any]], bool]) -> None:
+    """Drop lines written after the checkpoint we resume from (an epoch that did not finish)."""
+    if not path.is_file():
+        return
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+        if keep(row):
+            rows.append(line)
+    path.write_text("".join(r + "\n" for r in rows))
+
+
+# ---- the loop ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class EpochStats:
+    """Running sums on the device: no host synchronisation inside the step."""
+
+    device: torch.device
+    sums: dict[str, Tensor] = field(default_factory=dict)
+    count: int = 0
+
+    def add(self, name: str, value: Tensor, weight: float = 1.0) -> None:
+        value = value.detach().float() * weight
+        self.sums[name] = self.sums[name] + value if name in self.sums else value
+
+    def means(self) -> dict[str, float]:
+        if not self.sums:
+            return {}
+        names = list(self.sums)
+        values = torch.stack([self.sums[n] for n in names]).cpu().tolist()
+        return {n: v / max(self.count, 1) for n, v in zip(names, values, strict=True)}
+
+
+class Trainer:
+    """Owns the state of one run: model, mask, optimizer, schedule, data, and the folder it writes."""
+
+    def __init__(self, config: RunConfig, run_dir: Path, data_root: str | Path | None = None,
+                 quiet: bool = False) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.quiet = quiet
+        self.device = resolve_device(config.device)
+        torch.manual_seed(config.seed)
+        self.train_data, self.test_data = load_data(config, data_root)
+        self.num_classes = self.train_data.num_classes
+        self.input_size = int(self.train_data.images.shape[-1])
+        self.bundle = build_model(config, self.num_classes, self.input_size)
+        self.model = self.bundle.model.to(self.device)
+        if config.train.channels_last and self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.mask = self.bundle.mask
+        self.method = build_training_method(config)
+        self.method.attach(self.model)
+        self.regularizer = build_regularizer(config, self.bundle, self.num_classes) if config.ib.enabled else None
+        self.plane_regularizer = (build_regularizer(config, self.bundle, self.num_classes, self.bundle.ib_layers)
+                                  if config.train.info_plane_every else None)
+        self.optimizer, self.scheduler = build_optimizer(config, self.model)
+        self.train_loader = BatchLoader(self.train_data, config.data.batch_size, shuffle=True,
+                                        augment=config.data.augment, seed=config.seed, device=self.device,
+                                        subset=config.data.train_subset)
+        test_n = min(config.train.eval_subset, len(self.test_data)) if config.train.eval_subset else 0
+        self.monitor_loader = (BatchLoader(self.test_data, max(config.eval.batch_size, 1), shuffle=False,
+                                           augment=False, seed=config.seed, device=self.device, subset=test_n)
+                               if test_n else None)
+        self.epoch = 0
+        self.iteration = 0
+        self._stop_signal: int | None = None
+
+    # -- checkpoints --
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": unwrap(self.model).state_dict(),
+            "mask": self.mask.state_dict() if self.mask is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "iteration": self.iteration,
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "config": self.config.model_dump(mode="json"),
+        }
+
+    def save_checkpoint(self) -> None:
+        save_atomic(self.state(), self.run_dir / LATEST)
+
+    def load_checkpoint(self) -> bool:
+        path = self.run_dir / LATEST
+        if not path.is_file():
+            return False
+        state = load_file(path, map_location=self.device)
+        load_state(unwrap(self.model), state["model"], "model", path)
+        if self.mask is not None and state.get("mask") is not None:
+            load_state(self.mask, state["mask"], "channel mask", path)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch = int(state["epoch"])
+        self.iteration = int(state["iteration"])
+        torch.set_rng_state(state["rng_cpu"])
+        if state.get("rng_cuda") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        return True
+
+    # -- one step --
+    def _ib_active(self, epoch: int) -> bool:
+        ib = self.config.ib
+        return self.regularizer is not None and (ib.epochs is None or epoch < ib.epochs)
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        config = self.config
+        model, method = self.model, self.method
+        model.train()
+        self.train_loader.set_epoch(epoch)
+        # Everything random in this epoch derives from (seed, epoch): resuming reproduces it exactly.
+        torch.manual_seed(derived_seed(config.seed, epoch, 7))
+        attack_generator = torch.Generator(device=self.device).manual_seed(derived_seed(config.seed, epoch, 2))
+        ib_on = self._ib_active(epoch)
+        stats = EpochStats(self.device)
+        plane_rows: list[dict[str, Any]] = []
+        plane_every = config.train.info_plane_every
+        tapped = set(self.regularizer.layers if self.regularizer else ())
+        if self.plane_regularizer is not None:
+            tapped |= set(self.plane_regularizer.layers)
+        bad_batch = torch.full((), -1, dtype=torch.long, device=self.device)
+        bar = tqdm(total=len(self.train_loader), desc=f"epoch {epoch + 1}/{config.train.epochs}",
+                   disable=self.quiet, leave=False, dynamic_ncols=True)
+        with tap_layers(model, sorted(tapped)) as feats:
+            passes: dict[str, dict[str, Tensor]] = {}
+
+            def forward(inputs: Tensor, pass_name: str) -> Tensor:
+                logits = model(inputs)
+                passes[pass_name] = dict(feats)
+                return logits
+
+            for batch, (x, y) in enumerate(self.train_loader):
+                if self.mask is not None:
+                    self.mask.observe(x, y)
+                passes.clear()
+                x_adv = method.perturb(model, x, y, generator=attack_generator)
+                out = method.loss(forward, x, y, x_adv)
+                loss = out.loss
+                pass_names = list(passes) if config.ib.passes == "both" else [method.train_pass]
+                x_ib = self.regularizer.select_x(x, x_adv) if self.regularizer else x
+                if ib_on:
+                    for name in pass_names:
+                        terms = self.regularizer(x_ib, y, passes[name])
+                        loss = loss + terms.loss
+                        stats.add("ib_penalty", terms.loss)
+                        for layer in terms.hsic_x:
+                            stats.add(f"hsic_x/{layer}", terms.hsic_x[layer], 1 / len(pass_names))
+                            stats.add(f"hsic_y/{layer}", terms.hsic_y[layer], 1 / len(pass_names))
+                if plane_every and self.iteration % plane_every == 0:
+                    with torch.no_grad():
+                        plane = self.plane_regularizer(x, y, passes[method.train_pass])
+                    plane_rows.append({"iteration": self.iteration, "epoch": epoch,
+                                       "hsic_x": plane.hsic_x, "hsic_y": plane.hsic_y})
+                bad_batch = torch.where((bad_batch < 0) & ~torch.isfinite(loss.detach()),
+                                        torch.full_like(bad_batch, batch), bad_batch)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                stats.add("loss", loss)
+                for part, value in out.parts.items():
+                    stats.add(f"loss_{part}", value)
+                stats.add("train_acc", (out.logits.detach().argmax(1) == y).float().mean())
+                stats.count += 1
+                self.iteration += 1
+                bar.update(1)
+                if not self.quiet and batch % 20 == 0:
+                    bar.set_postfix(loss=f"{loss.item():.3f}")
+                if self._stop_signal is not None:
+                    break
+        bar.close()
+        bad = int(bad_batch)
+        if bad >= 0:
+            raise NonFiniteLossError(
+                f"the training loss became NaN/Inf at epoch {epoch + 1}, batch {bad}; stopped, and the last "
+                f"good checkpoint ({self.run_dir / LATEST}) is kept. Lower optim.lr or the IB weights")
+        means = stats.means()
+        for key, value in means.items():
+            if not math.isfinite(value):
+                raise NonFiniteLossError(f"{key} became NaN/Inf at epoch {epoch + 1}; the last good checkpoint "
+                                         f"({self.run_dir / LATEST}) is kept")
+        rows = [{"iteration": r["iteration"], "epoch": r["epoch"],
+                 "hsic_x": {k: float(v) for k, v in r["hsic_x"].items()},
+                 "hsic_y": {k: float(v) for k, v in r["hsic_y"].items()}} for r in plane_rows]
+        _append_jsonl(self.run_dir / INFO_PLANE_FILE, rows)
+        return means
+
+    # -- monitoring --
+    def monitor(self) -> dict[str, float]:
+        """Clean and PGD accuracy on the fixed test subset (the per-epoch robustness signal)."""
+        if self.monitor_loader is None:
+            return {}
+        from ibrar.attacks import PGD
+
+        cfg = self.config
+        steps = cfg.train.eval_pgd_steps
+        pgd = PGD(self.model, eps=cfg.eval.eps, alpha=cfg.eval.eps / 4, steps=steps, seed=cfg.seed) if steps else None
+        correct = torch.zeros((), device=self.device)
+        robust = torch.zeros((), device=self.device)
+        self.model.eval()
+        for x, y in self.monitor_loader:
+            with torch.no_grad():
+                correct += (self.model(x).argmax(1) == y).sum()
+            if pgd is not None:
+                x_adv = pgd(x, y)
+                with torch.no_grad():
+                    robust += (self.model(x_adv).argmax(1) == y).sum()
+        self.model.train()
+        n = self.monitor_loader.num_examples
+        out = {"test_clean_acc": float(correct) / n}
+        if pgd is not None:
+            out[f"test_pgd{steps}_acc"] = float(robust) / n
+        return out
+
+    # -- the whole run --
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self._stop_signal = signum
+
+    def fit(self) -> dict[str, Any]:
+        cfg = self.config
+        resumed = self.load_checkpoint()
+        if resumed:
+            _truncate_jsonl(self.run_dir / METRICS_FILE, lambda r: r.get("epoch", 0) <= self.epoch)
+            _truncate_jsonl(self.run_dir / INFO_PLANE_FILE, lambda r: r.get("iteration", 0) < self.iteration)
+        else:
+            for name in (METRICS_FILE, INFO_PLANE_FILE):
+                (self.run_dir / name).unlink(missing_ok=True)
+        previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+        for s in previous:
+            signal.signal(s, self._on_signal)
+        last: dict[str, Any] = {}
+        try:
+            while self.epoch < cfg.train.epochs:
+                start = time.perf_counter()
+                lr = self.optimizer.param_groups[0]["lr"]
+                means = self.train_epoch(self.epoch)
+                if self._stop_signal is not None:
+                    # Preempted mid-epoch: the last complete checkpoint stays; that epoch reruns on resume.
+                    raise KeyboardInterrupt(f"stopped by signal {self._stop_signal}; resume with "
+                                            f"`ibrar train --resume {self.run_dir}`")
+                self.scheduler.step()
+                self.epoch += 1
+                line = {"epoch": self.epoch, "lr": lr, **means, **self.monitor(),
+                        "seconds": round(time.perf_counter() - start, 3)}
+                _append_jsonl(self.run_dir / METRICS_FILE, [line])
+                self.save_checkpoint()
+                last = line
+                if not self.quiet:
+                    shown = {k: round(v, 4) for k, v in line.items()
+                             if k in ("loss", "train_acc", "test_clean_acc") or k.startswith("test_pgd")}
+                    tqdm.write(f"epoch {self.epoch}/{cfg.train.epochs} {shown} ({line['seconds']:.0f}s)")
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        self.finish()
+        return last
+
+    def finish(self) -> None:
+        """Final mask fit on training data (paper rule), then the final weights."""
+        cfg = self.config
+        if self.mask is not None and cfg.mask.rule == "paper" and cfg.mask.final_fit:
+            loader = BatchLoader(self.train_data, cfg.data.batch_size, shuffle=True, augment=False,
+                                 seed=cfg.seed, device=self.device, subset=cfg.data.train_subset)
+            loader.set_epoch(0)
+            batches = (b for i, b in zip(range(cfg.mask.final_fit_batches), loader, strict=False))
+            self.mask.fit(self.model, batches)
+        final = {
+            "model": unwrap(self.model).state_dict(),
+            "mask": self.mask.state_dict() if self.mask is not None else None,
+            "config": cfg.model_dump(mode="json"),
+            "num_classes": self.num_classes,
+            "input_size": self.input_size,
+            "classes": list(self.train_data.classes),
+        }
+        save_atomic(final, self.run_dir / FINAL)
+
+
+def train(config: RunConfig, run_dir: str | Path, data_root: str | Path | None = None, resume: bool = False,
+          overwrite: bool = False, quiet: bool = False) -> Trainer:
+    """Train one run into `run_dir` (resuming it when asked) and return the finished trainer."""
+    run_dir = Path(run_dir)
+    prepare_run_dir(run_dir, config, resume, overwrite)
+    meta_path = run_dir / "meta.json"
+    try:
+        trainer = Trainer(config, run_dir, data_root=data_root, quiet=quiet)
+    except BaseException:
+        if not resume and not (run_dir / LATEST).exists():
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing a later run could mistake for a result
+        raise
+    meta = run_metadata(config.seed, trainer.device)
+    meta.update({"world_size": 1, "per_rank_batch_size": config.data.batch_size})
+    meta_path.write_text(json.dumps(meta, indent=2))
+    trainer.fit()
+    return trainer
+
+
+def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[ModelBundle, RunConfig, dict]:
+    """A run folder or checkpoint file -> the model (mask attached and loaded, eval mode) and its config."""
+    from ibrar.checkpoint import find_checkpoint
+
+    file = find_checkpoint(path)
+    state = load_file(file, map_location=device)
+    if "model" not in state or "config" not in state:
+        raise CheckpointError(f"checkpoint {file}: expected the keys 'model' and 'config' written by ibrar train")
+    config = build_config(state["config"])
+    num_classes = state.get("num_classes") or _classes_from_state(state["model"])
+    input_size = int(state.get("input_size") or 32)
+    bundle = build_model(config, num_classes, input_size)
+    load_state(bundle.model, state["model"], "model", file)
+    if bundle.mask is not None and state.get("mask") is not None:
+        load_state(bundle.mask, state["mask"], "channel mask", file)
+    bundle.model.to(device).eval()
+    return bundle, config, state
+
+
+def _classes_from_state(model_state: dict[str, Tensor]) -> int:
+    last_bias = [v for k, v in model_state.items() if k.endswith("bias") and v.dim() == 1][-1]
+    return int(last_bias.shape[0])
