@@ -19,7 +19,9 @@ SIDE = 8
 class TinyCNN(nn.Module):
     def __init__(self, num_classes: int = NUM_CLASSES) -> None:
         super().__init__()
-        self.conv = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2))
+        self.conv = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2)
+        )
         self.fc1 = nn.Sequential(nn.Flatten(), nn.Linear(16 * (SIDE // 2) ** 2, 32), nn.ReLU())
         self.classifier = nn.Linear(32, num_classes)
 
@@ -29,7 +31,8 @@ class TinyCNN(nn.Module):
 
 def make_data(n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
     """``n`` images (float in [0, 1]) and labels from fixed class prototypes."""
-    protos = 0.5 + 0.05 * torch.randn(NUM_CLASSES, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(123))
+    fixed = torch.Generator().manual_seed(123)
+    protos = 0.5 + 0.05 * torch.randn(NUM_CLASSES, 3, SIDE, SIDE, generator=fixed)
     g = torch.Generator().manual_seed(seed)
     y = torch.randint(NUM_CLASSES, (n,), generator=g)
     x = protos[y] + 0.03 * torch.randn(n, 3, SIDE, SIDE, generator=g)
@@ -49,6 +52,7 @@ def _trained() -> tuple[TinyCNN, Tensor, Tensor]:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+    model.zero_grad(set_to_none=True)
     model.eval()
     x_test, y_test = make_data(256, seed=2)
     return model, x_test, y_test

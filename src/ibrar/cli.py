@@ -31,7 +31,7 @@ def _split_config_and_overrides(config: str | None, overrides: list[str]) -> tup
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from ibrar.config import load_config
-    from ibrar.evaluate import evaluate_run
+    from ibrar.run_eval import evaluate_run
     from ibrar.train import read_run_config, train
 
     config_path, overrides = _split_config_and_overrides(args.config, args.overrides)
@@ -58,7 +58,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from ibrar.evaluate import evaluate_run
+    from ibrar.run_eval import evaluate_run
 
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None
     steps = [int(s) for s in args.steps.split(",")] if args.steps else None

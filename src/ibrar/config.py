@@ -50,7 +50,6 @@ class DataConfig(Section):
     name: Literal["cifar10", "cifar100", "svhn", "tinyimagenet", "imagefolder"] = "cifar10"
     root: str | None = Field(None, description="data root; else --data-root, IBRAR_DATA_ROOT, ~/.cache/ibrar-data")
     train_subset: int | None = Field(None, gt=0, description="train on a fixed, class-balanced subset")
-    test_subset: int | None = Field(None, gt=0)
     batch_size: int = Field(100, gt=0)
     augment: bool = True
     download: bool = False
@@ -243,22 +242,32 @@ def build_config(data: dict[str, Any] | None = None, overrides: list[str] | None
         raise ConfigError(_format_errors(err)) from None
 
 
+def read_yaml_config(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file as a mapping; `extends: other.yaml` (relative to the file) is read first, then overlaid."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; shipped configs are in configs/")
+    if path.resolve() in _seen:
+        raise ConfigError(f"config file {path}: `extends` forms a cycle")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of sections, got {type(loaded).__name__}")
+    parent = loaded.pop("extends", None)
+    if parent is not None:
+        if not isinstance(parent, str):
+            raise ConfigError(f"config file {path}: `extends` expects a file name, got {parent!r}")
+        loaded = deep_merge(read_yaml_config(path.parent / parent, (*_seen, path.resolve())), loaded)
+    return loaded
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML config file (None: all defaults) and apply `key=value` overrides."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist; shipped configs are in configs/")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path}: expected a mapping of sections, got {type(loaded).__name__}")
-        data = loaded
+    data = read_yaml_config(path) if path is not None else {}
     return build_config(data, overrides)
 
 

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# One command for a new user: set up .venv, find or unpack CIFAR-10, train the quickstart config on the CPU.
+set -euo pipefail
+cd "$(dirname "$0")"
+if [[ ! -x .venv/bin/ibrar ]]; then
+  python3 -m venv .venv
+  .venv/bin/python -m pip install --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -e .
+fi
+data_root=${IBRAR_DATA_ROOT:-$HOME/.cache/ibrar-data}
+if [[ ! -d $data_root/cifar10-jpeg && ! -d $data_root/cifar-10-batches-py && ! -d $data_root/cifar10 ]]; then
+  unpack=../shared/data/unpack-cifar10.sh
+  if [[ -x $unpack ]]; then
+    "$unpack" "$data_root/cifar10-jpeg"
+  else
+    echo "CIFAR-10 not found under $data_root; put it there (or set IBRAR_DATA_ROOT) and run again" >&2
+    exit 2
+  fi
+fi
+exec .venv/bin/ibrar train configs/quickstart.yaml --data-root "$data_root" --overwrite "$@"

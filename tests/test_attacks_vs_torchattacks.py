@@ -1,0 +1,90 @@
+"""Our attacks against the independent reference implementation (torchattacks 3.5.1, test-only).
+
+Same tiny trained model, same 128 held-out examples, eps = 5/255 (where the model is partly
+robust, so accuracies are informative rather than all 0% or 100%). Tolerances:
+
+- FGSM: the same tensor (up to 1e-6).
+- PGD without random start: the same robust accuracy and at least 95% of examples give the same
+  tensor (the two sum vs average the loss, which can flip the sign of a vanishing gradient).
+- NI-FGSM: within 2 percentage points (same algorithm; we guard a zero gradient norm).
+- CW: within 5 points (we take the margin over the other classes with -inf masking, torchattacks
+  with a 0 mask, which differs when all other logits are negative).
+- APGD-CE/DLR, APGD-T, FAB, FAB-T, AutoAttack: within 5 points (different random draws; our
+  checkpoint test counts increases since the last checkpoint; our FAB projection is our own).
+- Square: within 10 points (a random search with 300 queries; its variance is larger).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attack_fixtures import test_data, trained_model
+from ibrar.attacks import APGD, APGDT, CW, FAB, FGSM, NIFGSM, PGD, AutoAttack, Square
+
+ta = pytest.importorskip("torchattacks")
+
+EPS = 5 / 255
+N = 128
+
+
+def accuracy(model, x, y) -> float:
+    with torch.no_grad():
+        return (model(x).argmax(1) == y).float().mean().item()
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = trained_model()
+    x, y = test_data(N)
+    return model, x, y
+
+
+def test_fgsm_matches_exactly(setup):
+    model, x, y = setup
+    ours = FGSM(model, EPS)(x, y)
+    ref = ta.FGSM(model, eps=EPS)(x, y)
+    assert torch.allclose(ours, ref, atol=1e-6, rtol=0)
+
+
+def test_pgd_without_random_start_matches(setup):
+    model, x, y = setup
+    ours = PGD(model, EPS, alpha=EPS / 4, steps=10, random_start=False)(x, y)
+    ref = ta.PGD(model, eps=EPS, alpha=EPS / 4, steps=10, random_start=False)(x, y)
+    same = ((ours - ref).abs().flatten(1).amax(1) < 1e-6).float().mean().item()
+    assert same >= 0.95
+    assert accuracy(model, ours, y) == pytest.approx(accuracy(model, ref, y), abs=1 / N + 1e-9)
+
+
+def test_pgd_with_random_start_within_tolerance(setup):
+    model, x, y = setup
+    torch.manual_seed(0)
+    ref = accuracy(model, ta.PGD(model, eps=EPS, alpha=EPS / 4, steps=10)(x, y), y)
+    ours = accuracy(model, PGD(model, EPS, alpha=EPS / 4, steps=10, seed=0)(x, y), y)
+    assert abs(ours - ref) <= 0.05
+
+
+@pytest.mark.parametrize(
+    ("name", "ours", "ref", "tolerance"),
+    [
+        ("nifgsm", lambda m: NIFGSM(m, EPS, alpha=EPS / 4), lambda m: ta.NIFGSM(m, eps=EPS, alpha=EPS / 4), 0.02),
+        ("cw", lambda m: CW(m, c=0.1, steps=50, lr=0.01), lambda m: ta.CW(m, c=0.1, steps=50, lr=0.01), 0.05),
+        ("fab", lambda m: FAB(m, EPS, steps=10), lambda m: ta.FAB(m, eps=EPS, steps=10), 0.05),
+        ("fab-t", lambda m: FAB(m, EPS, steps=10, targeted=True, seed=0),
+         lambda m: ta.FAB(m, eps=EPS, steps=10, multi_targeted=True), 0.05),
+        ("apgd-ce", lambda m: APGD(m, EPS, steps=20, seed=0), lambda m: ta.APGD(m, eps=EPS, steps=20), 0.05),
+        ("apgd-dlr", lambda m: APGD(m, EPS, steps=20, loss="dlr", seed=0),
+         lambda m: ta.APGD(m, eps=EPS, steps=20, loss="dlr"), 0.05),
+        ("apgd-t", lambda m: APGDT(m, EPS, steps=20, seed=0), lambda m: ta.APGDT(m, eps=EPS, steps=20), 0.05),
+        ("square", lambda m: Square(m, EPS, n_queries=300, seed=0),
+         lambda m: ta.Square(m, eps=EPS, n_queries=300), 0.10),
+        ("autoattack", lambda m: AutoAttack(m, EPS, steps=10, n_queries=300, seed=0),
+         lambda m: ta.AutoAttack(m, eps=EPS, seed=0), 0.05),
+    ],
+)
+def test_robust_accuracy_within_tolerance(setup, name, ours, ref, tolerance):
+    model, x, y = setup
+    torch.manual_seed(0)
+    acc_ref = accuracy(model, ref(model)(x, y), y)
+    acc_ours = accuracy(model, ours(model)(x, y), y)
+    assert abs(acc_ours - acc_ref) <= tolerance, (name, acc_ours, acc_ref)
