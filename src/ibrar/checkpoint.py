@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,23 +48,47 @@ def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> dic
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torch's note on the pickle protocol of odd files
+            obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        detail = _unpickler_detail(err)
+        if "global" in detail.lower():
+            raise CheckpointError(
+                f"checkpoint {path} was refused: it holds pickled Python objects, which could run arbitrary "
+                f"code when loaded, so it is not loaded (weights_only=True). Detail: {detail}. "
+                "Re-save only tensors and plain values (a state_dict) from a trusted source."
+            ) from None
         raise CheckpointError(
-            f"checkpoint {path} was refused: it holds pickled Python objects, which could run arbitrary code "
-            f"when loaded, so it is not loaded (weights_only=True). Detail: {str(err).splitlines()[0]}. "
-            "Re-save only tensors and plain values (a state_dict) from a trusted source."
+            f"checkpoint {path} was refused: it is not a file written by torch.save, or it is corrupt, "
+            f"and it was not unpickled (weights_only=True). Detail: {detail}. Use an earlier checkpoint "
+            "or re-run the training"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated and cannot be read ({err}); "
+    except Exception as err:  # a damaged zip or pickle stream fails in many ways (KeyError, IndexError, ...)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated and cannot be read ({first}); "
                               "use an earlier checkpoint or re-run the training") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint {path}: expected a dict of states, got {type(obj).__name__}")
     return obj
 
 
-def load_state(module: nn.Module, state: dict[str, Any], what: str, path: str | Path) -> None:
+def _unpickler_detail(err: Exception) -> str:
+    """The one useful line of torch's long weights_only message (what the unpickler refused)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if line.startswith("WeightsUnpickler error:"):
+            rest = line.removeprefix("WeightsUnpickler error:").strip()
+            return rest or (lines[i + 1] if i + 1 < len(lines) else "")
+    return lines[0] if lines else type(err).__name__
+
+
+def load_state(module: nn.Module, state: Any, what: str, path: str | Path) -> None:
     """load_state_dict with a clear message when the architecture or the number of classes differs."""
+    if not isinstance(state, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise CheckpointError(f"checkpoint {path}: the {what} state is not a mapping of parameter names to "
+                              f"tensors (got {type(state).__name__}); was it written by ibrar train?")
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as err:

@@ -105,7 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     user_errors = (UsageError, ConfigError, CheckpointError, DataNotFoundError, RunFolderError, NonFiniteLossError)
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        # argparse stops filling `overrides` at the first option; key=value items after options still count.
+        if extra and args.command == "train" and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if args.command is None:
             parser.print_help(sys.stderr)
             return EXIT_USAGE

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from ibrar.distributed import all_reduce_mean
 from ibrar.hsic import ESTIMATORS, Estimator, KernelKind, estimate, gaussian_kernel, kernel_matrix
 from ibrar.regularizer import one_hot_labels
 from ibrar.taps import find_modules
@@ -75,6 +76,7 @@ class ChannelMask(nn.Module):
         self._pending: tuple[Tensor, Tensor] | None = None
         self._collected: list[Tensor] | None = None
         self._batch_mask: Tensor | None = None
+        self._count: int | None = None
 
     # ---- scoring -------------------------------------------------------------------------------------
 
@@ -83,7 +85,7 @@ class ChannelMask(nn.Module):
         if features.dim() < 2 or features.shape[1] != self.num_channels:
             raise ValueError(f"features: expected shape (m, {self.num_channels}, ...), got {tuple(features.shape)}")
         f = features.detach().float()
-        per_channel = f.reshape(f.shape[0], f.shape[1], -1).transpose(0, 1)  # (C, m, d_c)
+        per_channel = f.reshape(f.shape[0], f.shape[1], -1).transpose(0, 1).contiguous()  # (C, m, d_c)
         kc = gaussian_kernel(per_channel, self.sigma)  # (C, m, m)
         ky = kernel_matrix(one_hot_labels(y, self.num_classes), self.label_kernel, self.sigma).matrix
         score_y = estimate(kc, ky, self.estimator)
@@ -114,8 +116,11 @@ class ChannelMask(nn.Module):
         """Tell the mask about the next training batch; on every `refresh_every`-th batch it rescores."""
         if not self.enabled:
             return
-        if int(self.step) % self.refresh_every == 0:
+        if self._count is None:
+            self._count = int(self.step)  # read the buffer once; later batches need no device sync
+        if self._count % self.refresh_every == 0:
             self._pending = (x, y)
+        self._count += 1
         self.step += 1
 
     def attach(self, model: nn.Module, layer: str) -> RemovableHandle:
@@ -134,6 +139,9 @@ class ChannelMask(nn.Module):
                 x, y = self._pending
                 self._pending = None
                 score_y, score_x = self.channel_scores(output, y, x if self.rule == "official" else None)
+                # Under DDP every rank scores its own batch; averaging the scores gives all ranks one mask.
+                score_y = all_reduce_mean(score_y)
+                score_x = all_reduce_mean(score_x) if score_x is not None else None
                 new_mask = self.select(score_y, score_x).to(self.mask.dtype)
                 if self.rule == "paper":
                     self.mask.copy_(new_mask)
@@ -178,6 +186,10 @@ class ChannelMask(nn.Module):
         scores = total / count
         self.mask.copy_(self.select(scores).to(self.mask.dtype))
         return scores
+
+    def _load_from_state_dict(self, *args: object, **kwargs: object) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._count = None  # re-read the restored batch counter
 
     @property
     def dropped(self) -> list[int]:

@@ -33,12 +33,16 @@ class IBTerms:
 
 
 def one_hot_labels(y: Tensor, num_classes: int) -> Tensor:
-    """Labels (m,) -> one-hot float (m, num_classes), with a clear error for labels out of range."""
+    """Labels (m,) -> one-hot float (m, num_classes), with a clear error for labels out of range.
+
+    The range check reads the labels on the host, so it runs only for CPU tensors: on a GPU it would
+    synchronise every training step (there, `one_hot` itself asserts on the device).
+    """
     if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
         raise ValueError(f"y: expected integer class labels, got dtype {y.dtype}")
     if y.dim() != 1:
         raise ValueError(f"y: expected a 1-D tensor of labels, got shape {tuple(y.shape)}")
-    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+    if y.numel() and y.device.type == "cpu" and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         raise ValueError(f"y: labels must lie in [0, {num_classes - 1}] (num_classes={num_classes}), "
                          f"got range [{int(y.min())}, {int(y.max())}]")
     return F.one_hot(y.long(), num_classes).float()
@@ -113,9 +117,13 @@ class IBRegularizer:
             raise ValueError(f"features: no output captured for layers {missing}; tap them with tap_layers")
         if y.shape[0] != x.shape[0]:
             raise ValueError(f"x and y: expected the same batch size, got {x.shape[0]} and {y.shape[0]}")
-        dtype = features[self.layers[0]].dtype
-        # HSIC is computed in float32 at least: under bf16 autocast the kernels lose too much precision.
-        dtype = torch.promote_types(dtype, torch.float32)
+        # HSIC is computed in float32 at least, outside autocast: in bf16 the kernels lose too much precision.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self._terms(x, y, features, kx, ky)
+
+    def _terms(self, x: Tensor, y: Tensor, features: Mapping[str, Tensor], kx: KernelMatrix | None,
+               ky: KernelMatrix | None) -> IBTerms:
+        dtype = torch.promote_types(features[self.layers[0]].dtype, torch.float32)
         kx = kx if kx is not None else self.input_kernel(x.to(dtype))
         ky = ky if ky is not None else self.label_kernel_matrix(y, dtype)
         loss = x.new_zeros((), dtype=dtype)

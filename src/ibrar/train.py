@@ -8,9 +8,11 @@ Every epoch is a pure function of (weights, seed, epoch), so a resumed run ends 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import math
+import os
 import shutil
 import signal
 import time
@@ -26,7 +28,8 @@ from tqdm import tqdm
 from ibrar.checkpoint import FINAL, LATEST, CheckpointError, load_file, load_state, save_atomic
 from ibrar.config import ConfigError, RunConfig, build_config, dump_config
 from ibrar.data import BatchLoader, ImageData, load_split, resolve_data_root
-from ibrar.data.loader import derived_seed
+from ibrar.data.loader import balanced_subset, derived_seed
+from ibrar.distributed import all_reduce_mean, all_reduce_sum, barrier, broadcast_buffers, init_from_env
 from ibrar.mask import ChannelMask
 from ibrar.methods import Method, build_method
 from ibrar.models import create_model
@@ -272,8 +275,12 @@ class Trainer:
                  quiet: bool = False) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
-        self.quiet = quiet
         self.device = resolve_device(config.device)
+        self.dist = init_from_env(self.device.type)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+        self.quiet = quiet or not self.dist.is_main
         torch.manual_seed(config.seed)
         self.train_data, self.test_data = load_data(config, data_root)
         self.num_classes = self.train_data.num_classes
@@ -289,16 +296,33 @@ class Trainer:
         self.plane_regularizer = (build_regularizer(config, self.bundle, self.num_classes, self.bundle.ib_layers)
                                   if config.train.info_plane_every else None)
         self.optimizer, self.scheduler = build_optimizer(config, self.model)
+        # The module that trains: wrapped by DDP under torchrun, compiled when asked (CUDA only).
+        self.train_model: nn.Module = self.model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if config.train.compile and self.device.type == "cuda":
+            self.train_model = torch.compile(self.train_model)
         self.train_loader = BatchLoader(self.train_data, config.data.batch_size, shuffle=True,
                                         augment=config.data.augment, seed=config.seed, device=self.device,
-                                        subset=config.data.train_subset)
-        test_n = min(config.train.eval_subset, len(self.test_data)) if config.train.eval_subset else 0
-        self.monitor_loader = (BatchLoader(self.test_data, max(config.eval.batch_size, 1), shuffle=False,
-                                           augment=False, seed=config.seed, device=self.device, subset=test_n)
-                               if test_n else None)
+                                        subset=config.data.train_subset, rank=self.dist.rank,
+                                        world_size=self.dist.world_size)
+        self.monitor_loader = self._monitor_loader()
         self.epoch = 0
         self.iteration = 0
         self._stop_signal: int | None = None
+
+    def _monitor_loader(self) -> BatchLoader | None:
+        """The fixed test subset of the per-epoch accuracies; each rank takes every world_size-th example."""
+        cfg = self.config
+        n = min(cfg.train.eval_subset, len(self.test_data))
+        if not n:
+            return None
+        chosen = balanced_subset(self.test_data.labels, n, cfg.seed)[self.dist.rank :: self.dist.world_size]
+        if chosen.numel() == 0:
+            return None
+        return BatchLoader(self.test_data, cfg.eval.batch_size, shuffle=False, augment=False, seed=cfg.seed,
+                           device=self.device, indices=chosen)
 
     # -- checkpoints --
     def state(self) -> dict[str, Any]:
@@ -315,7 +339,9 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> None:
-        save_atomic(self.state(), self.run_dir / LATEST)
+        if self.dist.is_main:
+            save_atomic(self.state(), self.run_dir / LATEST)
+        barrier()
 
     def load_checkpoint(self) -> bool:
         path = self.run_dir / LATEST
@@ -341,12 +367,15 @@ class Trainer:
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         config = self.config
-        model, method = self.model, self.method
+        model, method = self.train_model, self.method
         model.train()
         self.train_loader.set_epoch(epoch)
         # Everything random in this epoch derives from (seed, epoch): resuming reproduces it exactly.
         torch.manual_seed(derived_seed(config.seed, epoch, 7))
-        attack_generator = torch.Generator(device=self.device).manual_seed(derived_seed(config.seed, epoch, 2))
+        stream = (config.seed, epoch, 2) if not self.dist.enabled else (config.seed, epoch, 2, self.dist.rank)
+        attack_generator = torch.Generator(device=self.device).manual_seed(derived_seed(*stream))
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if config.train.amp and self.device.type == "cuda"
+                    else contextlib.nullcontext())
         ib_on = self._ib_active(epoch)
         stats = EpochStats(self.device)
         plane_rows: list[dict[str, Any]] = []
@@ -369,8 +398,10 @@ class Trainer:
                 if self.mask is not None:
                     self.mask.observe(x, y)
                 passes.clear()
-                x_adv = method.perturb(model, x, y, generator=attack_generator)
-                out = method.loss(forward, x, y, x_adv)
+                # The inner attack runs on the bare module in float32: its gradient needs the precision.
+                x_adv = method.perturb(self.model, x, y, generator=attack_generator)
+                with autocast:
+                    out = method.loss(forward, x, y, x_adv)
                 loss = out.loss
                 pass_names = list(passes) if config.ib.passes == "both" else [method.train_pass]
                 x_ib = self.regularizer.select_x(x, x_adv) if self.regularizer else x
@@ -404,11 +435,15 @@ class Trainer:
                 if self._stop_signal is not None:
                     break
         bar.close()
+        if self.dist.enabled:
+            bad_batch = all_reduce_sum(bad_batch.clamp_min(-1) + 1) - 1  # any rank's bad batch stops all
         bad = int(bad_batch)
         if bad >= 0:
             raise NonFiniteLossError(
                 f"the training loss became NaN/Inf at epoch {epoch + 1}, batch {bad}; stopped, and the last "
                 f"good checkpoint ({self.run_dir / LATEST}) is kept. Lower optim.lr or the IB weights")
+        for value in stats.sums.values():
+            all_reduce_mean(value)
         means = stats.means()
         for key, value in means.items():
             if not math.isfinite(value):
@@ -417,7 +452,8 @@ class Trainer:
         rows = [{"iteration": r["iteration"], "epoch": r["epoch"],
                  "hsic_x": {k: float(v) for k, v in r["hsic_x"].items()},
                  "hsic_y": {k: float(v) for k, v in r["hsic_y"].items()}} for r in plane_rows]
-        _append_jsonl(self.run_dir / INFO_PLANE_FILE, rows)
+        if self.dist.is_main:
+            _append_jsonl(self.run_dir / INFO_PLANE_FILE, rows)
         return means
 
     # -- monitoring --
@@ -429,7 +465,8 @@ class Trainer:
 
         cfg = self.config
         steps = cfg.train.eval_pgd_steps
-        pgd = PGD(self.model, eps=cfg.eval.eps, alpha=cfg.eval.eps / 4, steps=steps, seed=cfg.seed) if steps else None
+        pgd = PGD(self.model, eps=cfg.eval.eps, alpha=cfg.eval.eps / 4, steps=steps, seed=cfg.seed + self.dist.rank) \
+            if steps else None
         correct = torch.zeros((), device=self.device)
         robust = torch.zeros((), device=self.device)
         self.model.eval()
@@ -441,25 +478,32 @@ class Trainer:
                 with torch.no_grad():
                     robust += (self.model(x_adv).argmax(1) == y).sum()
         self.model.train()
-        n = self.monitor_loader.num_examples
-        out = {"test_clean_acc": float(correct) / n}
+        counts = torch.stack([correct, robust, torch.tensor(float(self.monitor_loader.num_examples),
+                                                            device=self.device)])
+        correct, robust, n = all_reduce_sum(counts).tolist()
+        out = {"test_clean_acc": correct / n}
         if pgd is not None:
-            out[f"test_pgd{steps}_acc"] = float(robust) / n
+            out[f"test_pgd{steps}_acc"] = robust / n
         return out
 
     # -- the whole run --
-    def _on_signal(self, signum: int, _frame: object) -> None:
-        self._stop_signal = signum
-
-    def fit(self) -> dict[str, Any]:
-        cfg = self.config
-        resumed = self.load_checkpoint()
+    def _reset_logs(self, resumed: bool) -> None:
+        """Logs end where the checkpoint ends: lines of an epoch that did not finish are dropped."""
         if resumed:
             _truncate_jsonl(self.run_dir / METRICS_FILE, lambda r: r.get("epoch", 0) <= self.epoch)
             _truncate_jsonl(self.run_dir / INFO_PLANE_FILE, lambda r: r.get("iteration", 0) < self.iteration)
         else:
             for name in (METRICS_FILE, INFO_PLANE_FILE):
                 (self.run_dir / name).unlink(missing_ok=True)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self._stop_signal = signum
+
+    def fit(self) -> dict[str, Any]:
+        cfg = self.config
+        resumed = self.load_checkpoint()
+        if self.dist.is_main:
+            self._reset_logs(resumed)
         previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
         for s in previous:
             signal.signal(s, self._on_signal)
@@ -474,10 +518,12 @@ class Trainer:
                     raise KeyboardInterrupt(f"stopped by signal {self._stop_signal}; resume with "
                                             f"`ibrar train --resume {self.run_dir}`")
                 self.scheduler.step()
+                broadcast_buffers(self.model)
                 self.epoch += 1
                 line = {"epoch": self.epoch, "lr": lr, **means, **self.monitor(),
                         "seconds": round(time.perf_counter() - start, 3)}
-                _append_jsonl(self.run_dir / METRICS_FILE, [line])
+                if self.dist.is_main:
+                    _append_jsonl(self.run_dir / METRICS_FILE, [line])
                 self.save_checkpoint()
                 last = line
                 if not self.quiet:
@@ -507,24 +553,29 @@ class Trainer:
             "input_size": self.input_size,
             "classes": list(self.train_data.classes),
         }
-        save_atomic(final, self.run_dir / FINAL)
+        if self.dist.is_main:
+            save_atomic(final, self.run_dir / FINAL)
+        barrier()
 
 
 def train(config: RunConfig, run_dir: str | Path, data_root: str | Path | None = None, resume: bool = False,
           overwrite: bool = False, quiet: bool = False) -> Trainer:
     """Train one run into `run_dir` (resuming it when asked) and return the finished trainer."""
     run_dir = Path(run_dir)
-    prepare_run_dir(run_dir, config, resume, overwrite)
-    meta_path = run_dir / "meta.json"
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    if main_process:
+        prepare_run_dir(run_dir, config, resume, overwrite)
     try:
         trainer = Trainer(config, run_dir, data_root=data_root, quiet=quiet)
     except BaseException:
-        if not resume and not (run_dir / LATEST).exists():
+        if main_process and not resume and not (run_dir / LATEST).exists():
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing a later run could mistake for a result
         raise
-    meta = run_metadata(config.seed, trainer.device)
-    meta.update({"world_size": 1, "per_rank_batch_size": config.data.batch_size})
-    meta_path.write_text(json.dumps(meta, indent=2))
+    if trainer.dist.is_main:
+        meta = run_metadata(config.seed, trainer.device)
+        meta.update({"world_size": trainer.dist.world_size, "per_rank_batch_size": config.data.batch_size,
+                     "global_batch_size": config.data.batch_size * trainer.dist.world_size})
+        (run_dir / "meta.json").write_text(json.dumps(meta, indent=2))
     trainer.fit()
     return trainer
 

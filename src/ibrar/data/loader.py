@@ -59,6 +59,8 @@ class BatchLoader:
         drop_last: bool = False,
         subset: int | None = None,
         indices: torch.Tensor | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
@@ -83,15 +85,24 @@ class BatchLoader:
         self.drop_last = drop_last
         self.epoch = 0
         self._pin = self.device.type == "cuda"
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank: expected 0 <= rank < world_size={world_size}, got {rank}")
+        # Distributed: every global batch (batch_size * world_size examples of one shared order) is cut into
+        # one contiguous slice per rank, so N ranks see exactly what one process with the global batch sees.
+        self.rank = rank
+        self.world_size = world_size
+        if world_size > 1:
+            self.drop_last = True
 
     @property
     def num_examples(self) -> int:
         return self.labels.numel()
 
     def __len__(self) -> int:
+        global_batch = self.batch_size * self.world_size
         if self.drop_last:
-            return self.num_examples // self.batch_size
-        return -(-self.num_examples // self.batch_size)
+            return self.num_examples // global_batch
+        return -(-self.num_examples // global_batch)
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next iteration epoch `epoch` (order and augmentation depend on (seed, epoch) only)."""
@@ -110,11 +121,12 @@ class BatchLoader:
             order = torch.arange(self.num_examples)
         augment_generator = None
         if self.augment:
-            augment_generator = torch.Generator(device=self.device).manual_seed(
-                derived_seed(self.seed, epoch, 1)
-            )
+            stream = (self.seed, epoch, 1) if self.world_size == 1 else (self.seed, epoch, 1, self.rank)
+            augment_generator = torch.Generator(device=self.device).manual_seed(derived_seed(*stream))
+        global_batch = self.batch_size * self.world_size
         for b in range(len(self)):
-            index = order[b * self.batch_size : (b + 1) * self.batch_size]
+            start = b * global_batch + self.rank * self.batch_size
+            index = order[start : start + self.batch_size]
             x, y = self.images[index], self.labels[index]
             if self._pin:
                 x, y = x.pin_memory(), y.pin_memory()

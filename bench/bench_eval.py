@@ -1,0 +1,137 @@
+"""Time ``ibrar.evaluate`` against torchattacks run the usual way (every attack on every example).
+
+    python bench/bench_eval.py --n 256 [--model vgg16 --width 0.25] [--checkpoint run/model.pt]
+
+Without a checkpoint the model is untrained (BatchNorm statistics set on the data) and the labels
+are its own clean predictions, so that every example is attacked by both sides (a fair timing;
+accuracies then only show agreement).
+Prints clean/robust accuracies side by side and the time ratio. torchattacks is a test-only
+dependency: ``pip install --no-deps torchattacks==3.5.1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch import nn
+
+from ibrar.attacks import CW, FAB, FGSM, NIFGSM, PGD
+from ibrar.evaluate import evaluate, format_table
+
+
+class TinyCNN(nn.Module):
+    """Fallback when ``ibrar.models`` is not available."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
+        )
+        self.classifier = nn.Linear(64 * 16, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
+def build_model(name: str, width: float, checkpoint: str | None) -> nn.Module:
+    if name == "tiny":
+        model: nn.Module = TinyCNN()
+    else:
+        try:
+            from ibrar.models import create_model
+        except ImportError:
+            print("ibrar.models is not available: using the tiny CNN")
+            model = TinyCNN()
+        else:
+            model = create_model(name, width=width)
+    if checkpoint:
+        state = torch.load(checkpoint, map_location="cpu")
+        state = state.get("model", state) if isinstance(state, dict) else state
+        model.load_state_dict(state)
+    return model.eval()
+
+
+def attacks_for(model: nn.Module, cw_steps: int) -> dict[str, object]:
+    return {
+        "fgsm": FGSM(model),
+        "pgd10": PGD(model, steps=10, seed=0),
+        f"cw{cw_steps}": CW(model, steps=cw_steps),
+        "fab": FAB(model, seed=0),
+        "nifgsm": NIFGSM(model),
+    }
+
+
+def reference_attacks(model: nn.Module, cw_steps: int) -> dict[str, object]:
+    import torchattacks as ta
+
+    return {
+        "fgsm": ta.FGSM(model),
+        "pgd10": ta.PGD(model, steps=10),
+        f"cw{cw_steps}": ta.CW(model, c=0.1, lr=0.1, steps=cw_steps),
+        "fab": ta.FAB(model, eps=8 / 255),
+        "nifgsm": ta.NIFGSM(model),
+    }
+
+
+@torch.no_grad()
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
+    return torch.cat([model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]
+                      for i in range(0, len(x), batch_size)])
+
+
+def run_reference(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cw_steps: int,
+                  batch_size: int) -> tuple[dict[str, float], float, float]:
+    """torchattacks the usual way: each attack on all examples; returns accuracies, worst case, seconds."""
+    start = time.perf_counter()
+    worst = _accuracy(model, x, y, batch_size)
+    accs = {}
+    for name, attack in reference_attacks(model, cw_steps).items():
+        robust = torch.cat([_accuracy(model, attack(x[i:i + batch_size], y[i:i + batch_size]),
+                                      y[i:i + batch_size], batch_size) for i in range(0, len(x), batch_size)])
+        accs[name] = robust.float().mean().item()
+        worst &= robust
+    return accs, worst.float().mean().item(), time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=256, help="number of examples")
+    parser.add_argument("--model", default="vgg16", help="an ibrar.models name, or 'tiny'")
+    parser.add_argument("--width", type=float, default=0.25)
+    parser.add_argument("--checkpoint", default=None, help="a state dict (or {'model': state dict}) to load")
+    parser.add_argument("--cw-steps", type=int, default=50, help="CW steps (the paper: 200)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    torch.manual_seed(args.seed)
+    model = build_model(args.model, args.width, args.checkpoint)
+    x = torch.rand(args.n, 3, 32, 32, generator=torch.Generator().manual_seed(args.seed))
+    if not args.checkpoint:  # give an untrained model sensible BatchNorm statistics
+        model.train()
+        with torch.no_grad():
+            model(x[: args.batch_size])
+        model.eval()
+    with torch.no_grad():
+        y = torch.cat([model(x[i:i + args.batch_size]).argmax(1) for i in range(0, args.n, args.batch_size)])
+
+    report = evaluate(model, x, y, attacks_for(model, args.cw_steps), batch_size=args.batch_size, seed=args.seed)
+    print(format_table(report))
+    try:
+        ref_accs, ref_worst, ref_seconds = run_reference(model, x, y, args.cw_steps, args.batch_size)
+    except ImportError:
+        print("torchattacks is not installed: no reference timing")
+        return
+    print(f"\n{'attack':<10} {'ibrar':>8} {'torchattacks':>13}")
+    for r in report.attacks:
+        print(f"{r.name:<10} {r.accuracy:>8.2%} {ref_accs[r.name]:>13.2%}")
+    print(f"{'worst':<10} {report.worst_case:>8.2%} {ref_worst:>13.2%}")
+    print(f"\ntime: ibrar {report.seconds:.1f}s, torchattacks {ref_seconds:.1f}s, "
+          f"ratio {ref_seconds / max(report.seconds, 1e-9):.2f}x")
+
+
+if __name__ == "__main__":
+    main()

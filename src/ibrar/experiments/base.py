@@ -1,0 +1,263 @@
+"""An experiment is a list of run specs (config file + overrides + the attacks it is judged by) at one scale.
+
+The runner trains and evaluates them one after another into `<out>/<experiment>-<scale>/<run>/`, skips runs
+that already finished, resumes an interrupted one, and can instead print one shell command per run so a
+cluster scheduler can run them in parallel; the results are then collected by running it again.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ibrar.config import load_config
+from ibrar.models import create_model
+
+CONFIG_ROOT = Path(__file__).resolve().parents[3] / "configs"
+
+# Logical attack names (what the paper's tables call them) -> the attack the registry builds at full scale.
+FULL_ATTACKS: dict[str, str] = {
+    "pgd10": "pgd10", "cw": "cw", "fgsm": "fgsm", "fab": "fab", "nifgsm": "nifgsm",
+    "autoattack": "autoattack", "adaptive10": "adaptive10", "adaptive100": "adaptive100",
+}
+# Smoke scale: the same attack families with a few steps; AutoAttack becomes a 3-step APGD-CE.
+SMOKE_ATTACKS: dict[str, str] = {
+    "pgd10": "pgd2", "cw": "cw3", "fgsm": "fgsm", "fab": "fab2", "nifgsm": "nifgsm2",
+    "autoattack": "apgd-ce3", "adaptive10": "adaptive2", "adaptive100": "adaptive3",
+}
+
+_CPU_OVERRIDES = ("model.width=0.25", "data.train_subset=10000", "optim.step_size=4", "train.epochs=10",
+                  "train.eval_subset=200", "train.info_plane_every=25", "eval.n=1000")
+_SMOKE_OVERRIDES = ("model.name=small_cnn", "model.width=0.25", "data.train_subset=32", "data.batch_size=16",
+                    "train.epochs=1", "train.eval_subset=8", "train.eval_pgd_steps=2", "train.info_plane_every=1",
+                    "method.steps=2", "mask.final_fit_batches=2")
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How big the runs of an experiment are: which configs, which overrides, which attack budgets."""
+
+    name: str
+    config_dir: str  # configs/<config_dir>/<name>.yaml is used when it exists, else configs/paper + overrides
+    overrides: tuple[str, ...]  # applied to a paper config when no twin exists in config_dir
+    final_overrides: tuple[str, ...]  # applied last, over the experiment's own overrides
+    attacks: Mapping[str, str]
+    eval_n: int | None  # None: the config's eval.n
+    curve_steps: tuple[int, ...]
+    large_eps_check: bool
+    plot_n: int  # examples for t-SNE and the confusion table
+
+    def attack(self, logical: str) -> str:
+        if logical not in self.attacks:
+            raise ValueError(f"logical: expected one of {sorted(self.attacks)}, got {logical!r}")
+        return self.attacks[logical]
+
+
+SCALES: dict[str, Scale] = {
+    "paper": Scale("paper", "paper", (), (), FULL_ATTACKS, None, (1, 5, 10, 20, 50), True, 1000),
+    "cpu": Scale("cpu", "cpu", _CPU_OVERRIDES, (), FULL_ATTACKS, None, (1, 5, 10, 20, 50), True, 500),
+    # Every smoke run reads the ImageFolder at --data-root, whatever dataset the paper's config names, and is
+    # evaluated on its whole (tiny) test split, so that some examples are always classified correctly.
+    "smoke": Scale("smoke", "paper", _SMOKE_OVERRIDES, ("data.name=imagefolder", "eval.n=null"), SMOKE_ATTACKS,
+                   None, (1, 2), False, 32),
+}
+
+
+def get_scale(name: str) -> Scale:
+    if name not in SCALES:
+        raise ValueError(f"scale: expected one of {list(SCALES)}, got {name!r}")
+    return SCALES[name]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run: a config file plus overrides, and how it is evaluated. `group` joins the seeds of one row."""
+
+    name: str
+    group: str
+    config: Path
+    overrides: tuple[str, ...]
+    attacks: tuple[str, ...]
+    n: int | None = None
+    steps: tuple[int, ...] = ()
+    seed: int = 0
+
+
+@dataclass
+class Experiment:
+    """The runs of one paper table or figure at one scale, and the function that turns them into results."""
+
+    name: str
+    title: str
+    scale: Scale
+    seeds: int
+    runs: list[RunSpec]
+    report: Callable[[Experiment, Path], Any]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def runs_of(self, group: str) -> list[RunSpec]:
+        found = [r for r in self.runs if r.group == group]
+        if not found:
+            raise ValueError(f"group: expected one of {sorted({r.group for r in self.runs})}, got {group!r}")
+        return found
+
+
+def resolve_config(config_name: str, scale: Scale, config_root: Path = CONFIG_ROOT) -> tuple[Path, tuple[str, ...]]:
+    """The config file for a paper config name at a scale, and the overrides that size it."""
+    twin = config_root / scale.config_dir / f"{config_name}.yaml"
+    if scale.config_dir != "paper" and twin.is_file():
+        return twin, ()
+    paper = config_root / "paper" / f"{config_name}.yaml"
+    if not paper.is_file():
+        raise ValueError(f"config_name: no {paper} (configs are looked up under {config_root})")
+    return paper, scale.overrides
+
+
+def make_runs(name: str, config_name: str, scale: Scale, seeds: int, attacks: Sequence[str],
+              overrides: Sequence[str] = (), steps: Sequence[int] = ()) -> list[RunSpec]:
+    """The specs of one row: one run per seed (named `<name>-seed<k>` when there is more than one)."""
+    if not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds: expected a positive integer, got {seeds!r}")
+    config, sizing = resolve_config(config_name, scale)
+    # `ibrar train` would evaluate config.eval.attacks itself; the experiment evaluates with its own list.
+    base = (*sizing, *overrides, *scale.final_overrides, "eval.attacks=[]")
+    concrete = tuple(scale.attack(a) for a in attacks)
+    n = scale.eval_n if scale.eval_n is not None else load_config(config, list(base)).eval.n
+    specs = []
+    for seed in range(seeds):
+        run_name = name if seeds == 1 else f"{name}-seed{seed}"
+        seed_override = () if seeds == 1 else (f"seed={seed}",)
+        specs.append(RunSpec(run_name, name, config, (*base, *seed_override), concrete, n,
+                             tuple(steps), seed))
+    return specs
+
+
+def model_layers(config_name: str, scale: Scale, overrides: Sequence[str] = ()) -> tuple[str, ...]:
+    """The IB layer names of the model a config builds at this scale (Table 3 trains one run per layer)."""
+    config_path, sizing = resolve_config(config_name, scale)
+    config = load_config(config_path, [*sizing, *overrides, *scale.final_overrides])
+    if config.model.ib_layers:
+        return tuple(config.model.ib_layers)
+    model = create_model(config.model.name, num_classes=10, width=min(config.model.width, 0.0625))
+    return tuple(model.ib_layers)
+
+
+def format_number(value: float) -> str:
+    """A float as plain decimal text: YAML 1.1 would read '5e-05' as a string, '0.00005' as a number."""
+    text = f"{value:.10f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
+# ---- running ----------------------------------------------------------------------------------------
+
+
+def experiment_dir(out: str | Path, experiment: Experiment) -> Path:
+    return Path(out) / f"{experiment.name}-{experiment.scale.name}"
+
+
+def run_state(run_dir: Path) -> str:
+    """'done' (final.pt and eval.json), 'evaluate' (final.pt only), 'resume' (config.yaml), or 'new'."""
+    if (run_dir / "final.pt").is_file():
+        return "done" if (run_dir / "eval.json").is_file() else "evaluate"
+    if (run_dir / "config.yaml").is_file():
+        return "resume"
+    return "new"
+
+
+def run_spec(spec: RunSpec, run_dir: Path, data_root: str | Path | None = None, quiet: bool = False,
+             large_eps_check: bool = True) -> str:
+    """Train (or resume) and evaluate one run unless it already finished; returns the state it was found in."""
+    from ibrar.run_eval import evaluate_run
+    from ibrar.train import read_run_config, train
+
+    state = run_state(run_dir)
+    if state == "done":
+        return state
+    config = load_config(spec.config, list(spec.overrides))
+    if state in ("resume", "evaluate"):
+        stored = read_run_config(run_dir)
+        if stored.model_dump(mode="json") != config.model_dump(mode="json"):
+            raise ValueError(f"out: run folder {run_dir} holds a run with another config; delete it or pass "
+                             "another --out")
+    test_data = None
+    if state != "evaluate":
+        trainer = train(config, run_dir, data_root=data_root, resume=state == "resume",
+                        overwrite=state == "new", quiet=quiet)
+        test_data = trainer.test_data
+    evaluate_run(run_dir, data_root=data_root, attacks=list(spec.attacks), n=spec.n,
+                 steps=list(spec.steps) or None, seed=spec.seed, quiet=quiet, test_data=test_data,
+                 large_eps_check=large_eps_check)
+    return state
+
+
+def run_experiment(experiment: Experiment, out: str | Path = "runs", data_root: str | Path | None = None,
+                   quiet: bool = False, log: Callable[[str], None] = print) -> Path:
+    """Run every spec in sequence, then write results.md / results.json (and figures) in the folder."""
+    from ibrar.experiments.results import write_results
+
+    folder = experiment_dir(out, experiment)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, spec in enumerate(experiment.runs, 1):
+        run_dir = folder / spec.name
+        state = run_state(run_dir)
+        verb = {"done": "skip (finished)", "evaluate": "evaluate", "resume": "resume", "new": "train"}[state]
+        log(f"[{i}/{len(experiment.runs)}] {spec.name}: {verb}")
+        run_spec(spec, run_dir, data_root=data_root, quiet=quiet, large_eps_check=experiment.scale.large_eps_check)
+    results = experiment.report(experiment, folder)
+    md, js = write_results(results, folder)
+    log(f"results: {md} and {js}")
+    return folder
+
+
+def run_commands(experiment: Experiment, out: str | Path = "runs", data_root: str | Path | None = None) -> list[str]:
+    """One `ibrar train ... && ibrar eval ...` line per run; rerun `ibrar reproduce` afterwards for results."""
+    folder = experiment_dir(out, experiment)
+    root = ["--data-root", str(data_root)] if data_root is not None else []
+    lines = []
+    for spec in experiment.runs:
+        run_dir = str(folder / spec.name)
+        train = ["ibrar", "train", str(spec.config), *spec.overrides, "--out", run_dir, *root, "--quiet"]
+        evaluate = ["ibrar", "eval", run_dir, "--attacks", ",".join(spec.attacks), "--seed", str(spec.seed),
+                    *root, "--quiet"]
+        if spec.n is not None:
+            evaluate += ["--n", str(spec.n)]
+        if spec.steps:
+            evaluate += ["--steps", ",".join(str(s) for s in spec.steps)]
+        lines.append(f"{shlex.join(train)} && {shlex.join(evaluate)}")
+    return lines
+
+
+# ---- reading finished runs --------------------------------------------------------------------------
+
+
+def read_eval(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "eval.json"
+    if not path.is_file():
+        raise ValueError(f"run_dir: {run_dir} has no eval.json; run the experiment first")
+    return json.loads(path.read_text())
+
+
+def eval_metric(result: Mapping[str, Any], key: str) -> float | None:
+    """Accuracy in percent: 'clean', 'worst_case', or an attack name as evaluated (e.g. 'pgd10')."""
+    if key in ("clean", "worst_case"):
+        return 100 * float(result[key])
+    for attack in result.get("attacks", []):
+        if attack["name"] == key and attack["accuracy"] is not None:
+            return 100 * float(attack["accuracy"])
+    return None
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The per-epoch lines of metrics.jsonl (a line cut by a kill is skipped)."""
+    path = run_dir / "metrics.jsonl"
+    rows = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows

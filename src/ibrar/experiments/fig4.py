@@ -1,0 +1,56 @@
+"""Figure 4, convergence: VGG16 on SVHN with MART (which can stall on a plateau near 19.6% accuracy) with
+and without the IB loss in the first epoch, and PGD-AT with and without IB-RAR; per-epoch clean and PGD
+accuracy come from each run's metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ibrar.experiments.base import Experiment, RunSpec, Scale, make_runs, read_metrics
+from ibrar.experiments.paper_numbers import FIGURE4_PLATEAU
+from ibrar.experiments.results import Cell, Results, Row, Table, eval_table, group_values, new_results
+
+SVHN = ("data.name=svhn",)
+NETWORKS = (
+    ("mart", "table1-mart", (), "MART"),
+    ("mart-ib-first-epoch", "table1-mart", ("ib.enabled=true", "ib.epochs=1"), "MART + IB loss (epoch 1 only)"),
+    ("pgd_at", "table1-pgd_at", (), "PGD-AT"),
+    ("pgd_at-ibrar", "table1-pgd_at-ibrar", (), "PGD-AT + IB-RAR"),
+)
+ATTACKS = ("pgd10", "autoattack")
+COLUMNS = (("Natural", "clean"), ("PGD", "pgd10"), ("AutoAttack", "autoattack"))
+
+
+def first_epoch_above(run_dir: Path, threshold: float = FIGURE4_PLATEAU) -> float | None:
+    """The first epoch whose clean test accuracy exceeds `threshold` % (None: never)."""
+    for row in read_metrics(run_dir):
+        if "test_clean_acc" in row and 100 * row["test_clean_acc"] > threshold + 0.5:
+            return float(row["epoch"])
+    return None
+
+
+def build(scale: Scale, seeds: int = 1) -> Experiment:
+    extra = ("train.epochs=2",) if scale.name == "smoke" else ()  # a curve needs at least two points
+    runs: list[RunSpec] = []
+    for group, config, overrides, _ in NETWORKS:
+        runs += make_runs(group, config, scale, seeds, ATTACKS, (*SVHN, *overrides, *extra))
+    rows = [(label, group) for group, _, _, label in NETWORKS]
+
+    def report(experiment: Experiment, folder: Path) -> Results:
+        from ibrar import plots
+
+        table = eval_table(experiment, folder, "VGG16 on SVHN, final networks", rows, COLUMNS)
+        epochs = Table(f"First epoch with clean accuracy above the {FIGURE4_PLATEAU}% plateau (+0.5)", ["epoch"])
+        for label, group in rows:
+            epochs.rows.append(Row(label, group, {"epoch": Cell(group_values(experiment, folder, group,
+                                                                             first_epoch_above))}))
+        first = [folder / experiment.runs_of(group)[0].name for _, group in rows]
+        figures = plots.plot_convergence(first, folder / "fig4-convergence", labels=[label for label, _ in rows])
+        notes = ["Per-epoch accuracies are the trainer's monitor on a fixed test subset (metrics.jsonl); the "
+                 "figure shows the first seed.", "The paper gives no table for Figure 4, only the plateau value."]
+        return new_results(experiment, [table, epochs], notes=notes,
+                           figures=[str(p.relative_to(folder)) for p in figures])
+
+    return Experiment("fig4", "Figure 4: convergence on SVHN (VGG16)", scale, seeds, runs, report,
+                      info={"attacks": ATTACKS})

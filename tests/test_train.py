@@ -1,0 +1,178 @@
+"""The trainer: what a run folder holds, every method with and without IB-RAR, learning, and exact resumption."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import tiny_config
+from ibrar import __version__
+from ibrar.checkpoint import load_file
+from ibrar.config import build_config
+from ibrar.train import Trainer, load_trained, train
+
+IB_ON = {"ib": {"enabled": True}, "mask": {"enabled": True, "refresh_every": 2}}
+
+
+def run_config(root: Path, **sections):
+    return build_config(tiny_config(root, **sections))
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_same_final_weights(a: Path, b: Path) -> None:
+    state_a, state_b = load_file(a / "final.pt"), load_file(b / "final.pt")
+    for part in ("model", "mask"):
+        if state_a[part] is None:
+            assert state_b[part] is None
+            continue
+        assert state_a[part].keys() == state_b[part].keys()
+        for key, tensor in state_a[part].items():
+            assert torch.equal(tensor, state_b[part][key]), f"{part}.{key} differs after resuming"
+
+
+def stop_during_epoch(monkeypatch: pytest.MonkeyPatch, stop_epoch: int) -> None:
+    """Make the trainer behave as if SIGTERM arrived during epoch `stop_epoch` (0-based)."""
+    original = Trainer.train_epoch
+
+    def train_epoch(self: Trainer, epoch: int) -> dict:
+        if epoch == stop_epoch:
+            self._stop_signal = signal.SIGTERM
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", train_epoch)
+
+
+@pytest.fixture(scope="module")
+def ib_run(image_folder, tmp_path_factory) -> Path:
+    """A finished 3-epoch run with IB-RAR and the mask, shared by the tests that only read it."""
+    run_dir = tmp_path_factory.mktemp("runs") / "ib-run"
+    train(run_config(image_folder, train={"epochs": 3}, **IB_ON), run_dir, quiet=True)
+    return run_dir
+
+
+def test_run_folder_holds_every_artifact(ib_run):
+    names = {p.name for p in ib_run.iterdir()}
+    assert {"config.yaml", "meta.json", "metrics.jsonl", "info_plane.jsonl", "checkpoint.pt", "final.pt"} <= names
+    assert not [n for n in names if n.endswith(".tmp")], "a temporary checkpoint file was left behind"
+
+
+def test_config_yaml_is_the_resolved_config_and_reloads(ib_run):
+    saved = yaml.safe_load((ib_run / "config.yaml").read_text())
+    assert saved["ib"]["enabled"] is True and saved["mask"]["refresh_every"] == 2
+    assert saved["optim"]["schedule"] == "step"  # defaults are written out, not left implicit
+    assert build_config(saved).model_dump() == saved | build_config(saved).model_dump()
+
+
+def test_meta_json_records_versions_commit_seed_and_hardware(ib_run):
+    meta = json.loads((ib_run / "meta.json").read_text())
+    assert meta["ibrar_version"] == __version__
+    assert meta["torch"] == torch.__version__
+    assert meta["git_commit"] is None or isinstance(meta["git_commit"], str)
+    assert meta["seed"] == 0
+    assert meta["device"] == "cpu"
+    for key in ("platform", "processor", "cpu_count", "python"):
+        assert meta[key], key
+
+
+def test_metrics_has_one_line_per_epoch_with_losses_accuracies_and_hsic(ib_run):
+    lines = metrics(ib_run)
+    assert [line["epoch"] for line in lines] == [1, 2, 3]
+    for line in lines:
+        for key in ("lr", "loss", "train_acc", "test_clean_acc", "test_pgd2_acc", "seconds"):
+            assert key in line, key
+        for layer in ("block2", "fc1"):  # small_cnn's robust layers
+            assert f"hsic_x/{layer}" in line and f"hsic_y/{layer}" in line
+        assert 0 <= line["train_acc"] <= 1 and 0 <= line["test_clean_acc"] <= 1
+        assert line["seconds"] >= 0
+
+
+def test_info_plane_rows_name_every_ib_layer(ib_run):
+    rows = [json.loads(line) for line in (ib_run / "info_plane.jsonl").read_text().splitlines()]
+    assert rows, "info_plane.jsonl is empty"
+    iterations = [r["iteration"] for r in rows]
+    assert iterations == sorted(iterations) and iterations[0] == 0
+    assert all(i % 3 == 0 for i in iterations)  # info_plane_every=3
+    assert set(rows[0]["hsic_x"]) == {"block1", "block2", "fc1"} == set(rows[0]["hsic_y"])
+
+
+def test_final_checkpoint_loads_into_an_evaluable_model(ib_run, image_folder):
+    bundle, config, state = load_trained(ib_run)
+    assert state["num_classes"] == 4 and config.ib.enabled
+    assert bundle.mask is not None and not bundle.model.training
+    with torch.no_grad():
+        assert bundle.model(torch.rand(2, 3, 32, 32)).shape == (2, 4)
+    checkpoint = load_file(ib_run / "checkpoint.pt")
+    assert checkpoint["epoch"] == 3
+
+
+@pytest.mark.parametrize("with_ib", [False, True], ids=["plain", "ibrar+mask"])
+@pytest.mark.parametrize("method", ["ce", "pgd_at", "trades", "mart", "vib"])
+def test_every_method_trains_one_epoch(method, with_ib, image_folder, tmp_path):
+    sections = IB_ON if with_ib else {}
+    config = run_config(image_folder, method={"name": method, "steps": 1},
+                        train={"epochs": 1, "eval_pgd_steps": 1, "info_plane_every": 0}, **sections)
+    train(config, tmp_path / "run", quiet=True)
+    (line,) = metrics(tmp_path / "run")
+    assert torch.isfinite(torch.tensor(line["loss"]))
+    assert any(k.startswith("hsic_x/") for k in line) == with_ib  # vib prefixes its layers with backbone.
+    assert (tmp_path / "run" / "final.pt").is_file()
+
+
+def test_loss_falls_on_learnable_data(image_folder, tmp_path):
+    config = run_config(image_folder, train={"epochs": 4, "eval_pgd_steps": 0, "info_plane_every": 0},
+                        data={"augment": False})
+    train(config, tmp_path / "run", quiet=True)
+    losses = [line["loss"] for line in metrics(tmp_path / "run")]
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_ib_epochs_turns_the_ib_terms_off_after_that_many_epochs(image_folder, tmp_path):
+    config = run_config(image_folder, ib={"enabled": True, "epochs": 1},
+                        train={"epochs": 2, "eval_pgd_steps": 0, "info_plane_every": 0})
+    train(config, tmp_path / "run", quiet=True)
+    first, second = metrics(tmp_path / "run")
+    assert "hsic_x/fc1" in first and "ib_penalty" in first
+    assert not [k for k in second if k.startswith("hsic_") or k == "ib_penalty"], second
+
+
+@pytest.mark.parametrize("sections", [
+    pytest.param(IB_ON, id="ce+ibrar+mask"),
+    pytest.param({"method": {"name": "pgd_at", "steps": 2}}, id="pgd_at"),
+    pytest.param({"method": {"name": "pgd_at", "steps": 1}, **IB_ON}, id="pgd_at+ibrar+mask"),
+])
+def test_resumed_run_ends_bit_identical_to_an_uninterrupted_one(sections, image_folder, tmp_path, monkeypatch):
+    config = run_config(image_folder, train={"epochs": 3, "eval_pgd_steps": 1}, **sections)
+    train(config, tmp_path / "straight", quiet=True)
+
+    stop_during_epoch(monkeypatch, stop_epoch=1)
+    with pytest.raises(KeyboardInterrupt, match="resume"):
+        train(config, tmp_path / "resumed", quiet=True)
+    monkeypatch.undo()
+    assert load_file(tmp_path / "resumed" / "checkpoint.pt")["epoch"] == 1
+    assert not (tmp_path / "resumed" / "final.pt").exists()
+
+    train(config, tmp_path / "resumed", resume=True, quiet=True)
+    assert_same_final_weights(tmp_path / "straight", tmp_path / "resumed")
+    straight, resumed = metrics(tmp_path / "straight"), metrics(tmp_path / "resumed")
+    assert [m["epoch"] for m in resumed] == [1, 2, 3]
+    for a, b in zip(straight, resumed, strict=True):
+        assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
+
+
+def test_resuming_a_finished_run_changes_nothing(ib_run, image_folder, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(ib_run, copy)
+    config = run_config(image_folder, train={"epochs": 3}, **IB_ON)
+    train(config, copy, resume=True, quiet=True)
+    assert_same_final_weights(ib_run, copy)
+    assert len(metrics(copy)) == 3
