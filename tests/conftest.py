@@ -4,9 +4,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 CLASSES = ["circle", "cross", "stripes", "square"]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """The test models are tiny: one thread avoids oversubscribing a shared 2-core machine (many times faster)."""
+    torch.set_num_threads(1)
 
 
 def write_image_folder(root: Path, per_class_train: int = 24, per_class_test: int = 8, size: int = 32,

@@ -1,4 +1,4 @@
-"""What happens when things go wrong: hostile or damaged checkpoints, killed runs, NaN losses, busy folders."""
+"""When things go wrong: hostile or damaged checkpoints, killed runs, NaN losses, busy folders."""
 
 from __future__ import annotations
 
@@ -52,8 +52,8 @@ def write_config(path: Path, data_root: Path, **sections) -> Path:
 
 
 def ibrar_process(*args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "")}
-    env = {k: v for k, v in env.items() if v != ""}
+    # CPU results are bit-identical only for the same thread count: match this process's.
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": str(torch.get_num_threads())}
     return subprocess.Popen([sys.executable, "-m", "ibrar", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
 
@@ -82,8 +82,8 @@ def metrics_lines(run_dir: Path) -> int:
 @pytest.fixture(scope="module")
 def finished_run(image_folder, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("runs") / "finished"
-    config = build_config(tiny_config(image_folder, train={"epochs": 1, "eval_pgd_steps": 0, "info_plane_every": 0},
-                                      ib={"enabled": True}, mask={"enabled": True}))
+    config = build_config(tiny_config(image_folder, ib={"enabled": True}, mask={"enabled": True},
+                                      train={"epochs": 1, "eval_pgd_steps": 0, "info_plane_every": 0}))
     train(config, run_dir, quiet=True)
     return run_dir
 
@@ -190,8 +190,8 @@ def test_resume_with_a_checkpoint_of_another_width_is_refused(image_folder, fini
 # ---- crash recovery ----------------------------------------------------------------------------------
 
 CRASH_SECTIONS = {
-    "data": {"batch_size": 8},
-    "train": {"epochs": 5, "eval_pgd_steps": 1, "info_plane_every": 5},
+    "data": {"batch_size": 16},
+    "train": {"epochs": 4, "eval_pgd_steps": 0, "info_plane_every": 4},
     "ib": {"enabled": True},
     "mask": {"enabled": True, "refresh_every": 3},
 }
@@ -209,16 +209,17 @@ def uninterrupted(image_folder, tmp_path_factory) -> Path:
 def test_sigkill_at_several_moments_then_resume_is_bit_identical(image_folder, uninterrupted, tmp_path):
     config_path = write_config(tmp_path / "config.yaml", image_folder, **CRASH_SECTIONS)
     run_dir = tmp_path / "run"
-    moments = [
-        ("soon after start", lambda: (run_dir / "config.yaml").is_file()),
-        ("after the first checkpoint", lambda: (run_dir / "checkpoint.pt").is_file()),
-        ("in a later epoch", lambda: metrics_lines(run_dir) >= 3),
+    moments = [  # each is given the number of finished epochs when its process started
+        ("soon after start", lambda done: (run_dir / "config.yaml").is_file()),
+        ("after the first checkpoint", lambda done: (run_dir / "checkpoint.pt").is_file()),
+        ("in the epoch after one this process finished", lambda done: metrics_lines(run_dir) > done),
     ]
     args = ["train", str(config_path), "--out", str(run_dir), "--quiet"]
     killed = 0
     for what, moment in moments:
+        done = metrics_lines(run_dir)
         proc = ibrar_process(*args)
-        if wait_for(moment, proc) and proc.poll() is None:
+        if wait_for(lambda moment=moment, done=done: moment(done), proc) and proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             killed += 1
         proc.communicate(timeout=60)
@@ -228,11 +229,12 @@ def test_sigkill_at_several_moments_then_resume_is_bit_identical(image_folder, u
     assert main(args) == 0
     assert same_final_weights(uninterrupted, run_dir)
     epochs = [json.loads(line)["epoch"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert epochs == [1, 2, 3, 4, 5]
+    assert epochs == [1, 2, 3, 4]
 
 
 @pytest.mark.slow
-def test_sigterm_stops_with_a_usable_checkpoint_and_resume_is_bit_identical(image_folder, uninterrupted, tmp_path):
+def test_sigterm_stops_with_a_usable_checkpoint_and_resume_is_bit_identical(image_folder, uninterrupted,
+                                                                            tmp_path):
     config_path = write_config(tmp_path / "config.yaml", image_folder, **CRASH_SECTIONS)
     run_dir = tmp_path / "run"
     proc = ibrar_process("train", str(config_path), "--out", str(run_dir), "--quiet")
@@ -272,7 +274,8 @@ def test_nan_loss_stops_with_epoch_and_batch_and_keeps_the_last_good_checkpoint(
 
 
 def test_cli_huge_learning_rate_exits_2_naming_epoch_and_batch(image_folder, tmp_path, capsys):
-    config_path = write_config(tmp_path / "config.yaml", image_folder, train={"epochs": 2, "eval_pgd_steps": 0})
+    config_path = write_config(tmp_path / "config.yaml", image_folder,
+                               train={"epochs": 2, "eval_pgd_steps": 0})
     code = main(["train", str(config_path), "--out", str(tmp_path / "run"), "--quiet", "optim.lr=1e30"])
     err = capsys.readouterr().err
     assert code == 2, err

@@ -96,7 +96,7 @@ def load_state(module: nn.Module, state: Any, what: str, path: str | Path) -> No
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
         shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                  for k in own if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape]
+                  for k in own if k in state and state[k].shape != own[k].shape]
         detail = "; ".join(filter(None, [
             f"missing keys {missing[:5]}" if missing else "",
             f"unexpected keys {unexpected[:5]}" if unexpected else "",
@@ -113,7 +113,8 @@ def find_checkpoint(path: str | Path) -> Path:
         for name in (FINAL, LATEST):
             if (path / name).is_file():
                 return path / name
-        raise CheckpointError(f"{path} holds no {FINAL} or {LATEST}; is it a run folder written by `ibrar train`?")
+        raise CheckpointError(f"{path} holds no {FINAL} or {LATEST}; "
+                              "is it a run folder written by `ibrar train`?")
     if path.is_file():
         return path
     raise CheckpointError(f"{path} does not exist: give a run folder or a checkpoint file")

@@ -49,7 +49,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         run_dir = Path(args.out) if args.out else Path("runs") / config.name
     trainer = train(config, run_dir, data_root=args.data_root, resume=bool(args.resume),
                     overwrite=args.overwrite, quiet=args.quiet)
-    if config.eval.attacks:
+    if config.eval.attacks and not args.no_eval:
         report = evaluate_run(run_dir, data_root=args.data_root, attacks=config.eval.attacks, n=config.eval.n,
                               quiet=args.quiet, test_data=trainer.test_data)
         print(report)
@@ -63,8 +63,41 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None
     steps = [int(s) for s in args.steps.split(",")] if args.steps else None
     report = evaluate_run(args.run, data_root=args.data_root, attacks=attacks, n=args.n, steps=steps,
-                          seed=args.seed, batch_size=args.batch_size, quiet=args.quiet, device=args.device)
+                          seed=args.seed, batch_size=args.batch_size, quiet=args.quiet, device=args.device,
+                          large_eps_check=not args.no_large_eps_check)
     print(report)
+    return 0
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from ibrar.experiments import build_experiment, run_commands, run_experiment
+
+    experiment = build_experiment(args.experiment, args.scale, seeds=args.seeds)
+    if args.print_commands:
+        print("\n".join(run_commands(experiment, args.out, args.data_root)))
+        return 0
+    log = (lambda _line: None) if args.quiet else print
+    folder = run_experiment(experiment, args.out, data_root=args.data_root, quiet=args.quiet, log=log)
+    print((folder / "results.md").read_text())
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from ibrar import plots
+
+    runs = args.runs
+    stem = args.out or f"{args.kind}"
+    if args.kind in ("tsne", "confusion") and args.n is not None and args.n < 2:
+        raise UsageError(f"ibrar plot: --n expects at least 2 examples, got {args.n}")
+    if args.kind == "confusion":
+        if len(runs) != 1:
+            raise UsageError("ibrar plot confusion: give exactly one RUN_DIR")
+        paths = plots.plot_confusion(runs[0], stem, data_root=args.data_root, n=args.n or 1000)
+    elif args.kind == "tsne":
+        paths = plots.plot_tsne(runs, stem, data_root=args.data_root, n=args.n or 500)
+    else:
+        paths = plots.PLOT_KINDS[args.kind](runs, stem)
+    print("\n".join(str(p) for p in paths))
     return 0
 
 
@@ -80,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars (for logs)")
+    p.add_argument("--no-eval", action="store_true", help="skip the evaluation (eval.attacks) after training")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="robustness evaluation of a run folder or checkpoint")
@@ -92,7 +126,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--no-large-eps-check", action="store_true",
+                   help="skip the masking check that PGD at eps=0.5 reaches ~0%% accuracy")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("reproduce", help="run a paper experiment; results beside the paper's")
+    p.add_argument("experiment", help="table1, table2, table3, table4, table6, fig2, fig4 or fig6")
+    p.add_argument("--scale", default="cpu",
+                   help="smoke: about a minute on tiny ImageFolder data; cpu: CPU-sized twins; paper: exact")
+    p.add_argument("--out", default="runs", help="runs go to OUT/<experiment>-<scale>/<run>/ (default runs)")
+    p.add_argument("--data-root")
+    p.add_argument("--seeds", type=int, default=1, help="runs per row with seeds 0..N-1 (mean ± std)")
+    p.add_argument("--print-commands", action="store_true",
+                   help="print one `ibrar train ... && ibrar eval ...` line per run instead of running them")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_reproduce)
+
+    p = sub.add_parser("plot", help="draw a paper figure from run folders (PNG and PDF)")
+    p.add_argument("kind", choices=["steps", "tsne", "convergence", "infoplane", "beta", "confusion"])
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", help="output file stem (default: KIND in the current folder)")
+    p.add_argument("--data-root", help="data folder for tsne and confusion")
+    p.add_argument("--n", type=int, help="test examples for tsne (default 500) and confusion (default 1000)")
+    p.set_defaults(func=_cmd_plot)
     return parser
 
 
@@ -124,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as err:
         print(f"interrupted: {err}" if str(err) else "interrupted", file=sys.stderr)
         return 130
+    except SystemExit as err:  # argparse's --help exits by itself; main returns the code instead
+        return err.code if isinstance(err.code, int) else 0
 
 
 if __name__ == "__main__":

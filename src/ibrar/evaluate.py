@@ -127,6 +127,9 @@ def _build(attacks: Mapping[str, Attack] | Sequence[str], model: nn.Module, eps:
 def _run_attack(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, batch_size: int,
                 seed: int) -> tuple[Tensor, Tensor, Tensor]:
     """Attack in batches; returns per-example (robust, clean CE, adversarial CE)."""
+    if len(x) == 0:  # nothing classified correctly: nothing to attack
+        empty = torch.zeros(0, device=x.device)
+        return empty.bool(), empty, empty
     robust, loss_clean, loss_adv = [], [], []
     with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
         torch.manual_seed(seed)

@@ -113,6 +113,10 @@ def build_model(config: RunConfig, num_classes: int, input_size: int) -> ModelBu
     if config.mask.enabled:
         if last_conv is None:
             raise ConfigError("mask.enabled: the model names no last convolutional layer; set model.last_conv")
+        try:
+            find_modules(model, [last_conv])
+        except ValueError as err:
+            raise ConfigError(f"model.last_conv: {err}") from None
         channels = _output_channels(model, last_conv, input_size)
         mk = config.mask
         try:
@@ -558,10 +562,19 @@ class Trainer:
         barrier()
 
 
+def check_model_config(config: RunConfig) -> None:
+    """Model name, IB layers, mask layer: ConfigError now, before the data is read (shapes only, no memory)."""
+    with torch.device("meta"):
+        bundle = build_model(config, num_classes=10, input_size=64 if config.data.name == "tinyimagenet" else 32)
+        if config.ib.enabled:
+            build_regularizer(config, bundle, 10)
+
+
 def train(config: RunConfig, run_dir: str | Path, data_root: str | Path | None = None, resume: bool = False,
           overwrite: bool = False, quiet: bool = False) -> Trainer:
     """Train one run into `run_dir` (resuming it when asked) and return the finished trainer."""
     run_dir = Path(run_dir)
+    check_model_config(config)
     main_process = int(os.environ.get("RANK", "0")) == 0
     if main_process:
         prepare_run_dir(run_dir, config, resume, overwrite)

@@ -33,5 +33,15 @@ def build_experiment(name: str, scale: str | Scale = "cpu", seeds: int = 1) -> E
     return module.build(resolved, seeds)
 
 
-__all__ = ["EXPERIMENTS", "SCALES", "Experiment", "RunSpec", "Scale", "build_experiment", "experiment_dir",
-           "get_scale", "run_commands", "run_experiment"]
+__all__ = [
+    "EXPERIMENTS",
+    "SCALES",
+    "Experiment",
+    "RunSpec",
+    "Scale",
+    "build_experiment",
+    "experiment_dir",
+    "get_scale",
+    "run_commands",
+    "run_experiment",
+]

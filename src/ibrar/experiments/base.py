@@ -21,20 +21,48 @@ CONFIG_ROOT = Path(__file__).resolve().parents[3] / "configs"
 
 # Logical attack names (what the paper's tables call them) -> the attack the registry builds at full scale.
 FULL_ATTACKS: dict[str, str] = {
-    "pgd10": "pgd10", "cw": "cw", "fgsm": "fgsm", "fab": "fab", "nifgsm": "nifgsm",
-    "autoattack": "autoattack", "adaptive10": "adaptive10", "adaptive100": "adaptive100",
+    "pgd10": "pgd10",
+    "cw": "cw",
+    "fgsm": "fgsm",
+    "fab": "fab",
+    "nifgsm": "nifgsm",
+    "autoattack": "autoattack",
+    "adaptive10": "adaptive10",
+    "adaptive100": "adaptive100",
 }
 # Smoke scale: the same attack families with a few steps; AutoAttack becomes a 3-step APGD-CE.
 SMOKE_ATTACKS: dict[str, str] = {
-    "pgd10": "pgd2", "cw": "cw3", "fgsm": "fgsm", "fab": "fab2", "nifgsm": "nifgsm2",
-    "autoattack": "apgd-ce3", "adaptive10": "adaptive2", "adaptive100": "adaptive3",
+    "pgd10": "pgd2",
+    "cw": "cw3",
+    "fgsm": "fgsm",
+    "fab": "fab2",
+    "nifgsm": "nifgsm2",
+    "autoattack": "apgd-ce3",
+    "adaptive10": "adaptive2",
+    "adaptive100": "adaptive3",
 }
 
-_CPU_OVERRIDES = ("model.width=0.25", "data.train_subset=10000", "optim.step_size=4", "train.epochs=10",
-                  "train.eval_subset=200", "train.info_plane_every=25", "eval.n=1000")
-_SMOKE_OVERRIDES = ("model.name=small_cnn", "model.width=0.25", "data.train_subset=32", "data.batch_size=16",
-                    "train.epochs=1", "train.eval_subset=8", "train.eval_pgd_steps=2", "train.info_plane_every=1",
-                    "method.steps=2", "mask.final_fit_batches=2")
+_CPU_OVERRIDES = (
+    "model.width=0.25",
+    "data.train_subset=10000",
+    "optim.step_size=4",
+    "train.epochs=10",
+    "train.eval_subset=200",
+    "train.info_plane_every=25",
+    "eval.n=1000",
+)
+_SMOKE_OVERRIDES = (
+    "model.name=small_cnn",
+    "model.width=0.25",
+    "data.train_subset=32",
+    "data.batch_size=16",
+    "train.epochs=1",
+    "train.eval_subset=8",
+    "train.eval_pgd_steps=2",
+    "train.info_plane_every=1",
+    "method.steps=2",
+    "mask.final_fit_batches=2",
+)
 
 
 @dataclass(frozen=True)
@@ -62,8 +90,17 @@ SCALES: dict[str, Scale] = {
     "cpu": Scale("cpu", "cpu", _CPU_OVERRIDES, (), FULL_ATTACKS, None, (1, 5, 10, 20, 50), True, 500),
     # Every smoke run reads the ImageFolder at --data-root, whatever dataset the paper's config names, and is
     # evaluated on its whole (tiny) test split, so that some examples are always classified correctly.
-    "smoke": Scale("smoke", "paper", _SMOKE_OVERRIDES, ("data.name=imagefolder", "eval.n=null"), SMOKE_ATTACKS,
-                   None, (1, 2), False, 32),
+    "smoke": Scale(
+        "smoke",
+        "paper",
+        _SMOKE_OVERRIDES,
+        ("data.name=imagefolder", "eval.n=null"),
+        SMOKE_ATTACKS,
+        None,
+        (1, 2),
+        False,
+        32,
+    ),
 }
 
 
@@ -96,7 +133,7 @@ class Experiment:
     scale: Scale
     seeds: int
     runs: list[RunSpec]
-    report: Callable[[Experiment, Path], Any]
+    report: Callable[[Experiment, Path, str | Path | None], Any]
     info: dict[str, Any] = field(default_factory=dict)
 
     def runs_of(self, group: str) -> list[RunSpec]:
@@ -106,7 +143,9 @@ class Experiment:
         return found
 
 
-def resolve_config(config_name: str, scale: Scale, config_root: Path = CONFIG_ROOT) -> tuple[Path, tuple[str, ...]]:
+def resolve_config(
+    config_name: str, scale: Scale, config_root: Path = CONFIG_ROOT
+) -> tuple[Path, tuple[str, ...]]:
     """The config file for a paper config name at a scale, and the overrides that size it."""
     twin = config_root / scale.config_dir / f"{config_name}.yaml"
     if scale.config_dir != "paper" and twin.is_file():
@@ -117,8 +156,15 @@ def resolve_config(config_name: str, scale: Scale, config_root: Path = CONFIG_RO
     return paper, scale.overrides
 
 
-def make_runs(name: str, config_name: str, scale: Scale, seeds: int, attacks: Sequence[str],
-              overrides: Sequence[str] = (), steps: Sequence[int] = ()) -> list[RunSpec]:
+def make_runs(
+    name: str,
+    config_name: str,
+    scale: Scale,
+    seeds: int,
+    attacks: Sequence[str],
+    overrides: Sequence[str] = (),
+    steps: Sequence[int] = (),
+) -> list[RunSpec]:
     """The specs of one row: one run per seed (named `<name>-seed<k>` when there is more than one)."""
     if not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds: expected a positive integer, got {seeds!r}")
@@ -131,8 +177,9 @@ def make_runs(name: str, config_name: str, scale: Scale, seeds: int, attacks: Se
     for seed in range(seeds):
         run_name = name if seeds == 1 else f"{name}-seed{seed}"
         seed_override = () if seeds == 1 else (f"seed={seed}",)
-        specs.append(RunSpec(run_name, name, config, (*base, *seed_override), concrete, n,
-                             tuple(steps), seed))
+        specs.append(
+            RunSpec(run_name, name, config, (*base, *seed_override), concrete, n, tuple(steps), seed)
+        )
     return specs
 
 
@@ -168,9 +215,14 @@ def run_state(run_dir: Path) -> str:
     return "new"
 
 
-def run_spec(spec: RunSpec, run_dir: Path, data_root: str | Path | None = None, quiet: bool = False,
-             large_eps_check: bool = True) -> str:
-    """Train (or resume) and evaluate one run unless it already finished; returns the state it was found in."""
+def run_spec(
+    spec: RunSpec,
+    run_dir: Path,
+    data_root: str | Path | None = None,
+    quiet: bool = False,
+    large_eps_check: bool = True,
+) -> str:
+    """Train (or resume) and evaluate one run unless it already finished; returns the state found."""
     from ibrar.run_eval import evaluate_run
     from ibrar.train import read_run_config, train
 
@@ -181,21 +233,41 @@ def run_spec(spec: RunSpec, run_dir: Path, data_root: str | Path | None = None, 
     if state in ("resume", "evaluate"):
         stored = read_run_config(run_dir)
         if stored.model_dump(mode="json") != config.model_dump(mode="json"):
-            raise ValueError(f"out: run folder {run_dir} holds a run with another config; delete it or pass "
-                             "another --out")
+            raise ValueError(
+                f"out: run folder {run_dir} holds a run with another config; delete it or pass another --out"
+            )
     test_data = None
     if state != "evaluate":
-        trainer = train(config, run_dir, data_root=data_root, resume=state == "resume",
-                        overwrite=state == "new", quiet=quiet)
+        trainer = train(
+            config,
+            run_dir,
+            data_root=data_root,
+            resume=state == "resume",
+            overwrite=state == "new",
+            quiet=quiet,
+        )
         test_data = trainer.test_data
-    evaluate_run(run_dir, data_root=data_root, attacks=list(spec.attacks), n=spec.n,
-                 steps=list(spec.steps) or None, seed=spec.seed, quiet=quiet, test_data=test_data,
-                 large_eps_check=large_eps_check)
+    evaluate_run(
+        run_dir,
+        data_root=data_root,
+        attacks=list(spec.attacks),
+        n=spec.n,
+        steps=list(spec.steps) or None,
+        seed=spec.seed,
+        quiet=quiet,
+        test_data=test_data,
+        large_eps_check=large_eps_check,
+    )
     return state
 
 
-def run_experiment(experiment: Experiment, out: str | Path = "runs", data_root: str | Path | None = None,
-                   quiet: bool = False, log: Callable[[str], None] = print) -> Path:
+def run_experiment(
+    experiment: Experiment,
+    out: str | Path = "runs",
+    data_root: str | Path | None = None,
+    quiet: bool = False,
+    log: Callable[[str], None] = print,
+) -> Path:
     """Run every spec in sequence, then write results.md / results.json (and figures) in the folder."""
     from ibrar.experiments.results import write_results
 
@@ -206,23 +278,36 @@ def run_experiment(experiment: Experiment, out: str | Path = "runs", data_root: 
         state = run_state(run_dir)
         verb = {"done": "skip (finished)", "evaluate": "evaluate", "resume": "resume", "new": "train"}[state]
         log(f"[{i}/{len(experiment.runs)}] {spec.name}: {verb}")
-        run_spec(spec, run_dir, data_root=data_root, quiet=quiet, large_eps_check=experiment.scale.large_eps_check)
-    results = experiment.report(experiment, folder)
+        run_spec(
+            spec, run_dir, data_root=data_root, quiet=quiet, large_eps_check=experiment.scale.large_eps_check
+        )
+    results = experiment.report(experiment, folder, data_root)
     md, js = write_results(results, folder)
     log(f"results: {md} and {js}")
     return folder
 
 
-def run_commands(experiment: Experiment, out: str | Path = "runs", data_root: str | Path | None = None) -> list[str]:
-    """One `ibrar train ... && ibrar eval ...` line per run; rerun `ibrar reproduce` afterwards for results."""
+def run_commands(
+    experiment: Experiment, out: str | Path = "runs", data_root: str | Path | None = None
+) -> list[str]:
+    """One `ibrar train ... && ibrar eval ...` line per run; rerun `ibrar reproduce` to collect results."""
     folder = experiment_dir(out, experiment)
     root = ["--data-root", str(data_root)] if data_root is not None else []
     lines = []
     for spec in experiment.runs:
         run_dir = str(folder / spec.name)
         train = ["ibrar", "train", str(spec.config), *spec.overrides, "--out", run_dir, *root, "--quiet"]
-        evaluate = ["ibrar", "eval", run_dir, "--attacks", ",".join(spec.attacks), "--seed", str(spec.seed),
-                    *root, "--quiet"]
+        evaluate = [
+            "ibrar",
+            "eval",
+            run_dir,
+            "--attacks",
+            ",".join(spec.attacks),
+            "--seed",
+            str(spec.seed),
+            *root,
+            "--quiet",
+        ]
         if spec.n is not None:
             evaluate += ["--n", str(spec.n)]
         if spec.steps:

@@ -10,10 +10,21 @@ from ibrar.experiments.base import Experiment, RunSpec, Scale, make_runs, read_e
 from ibrar.experiments.paper_numbers import FIGURE2_CLEAN
 from ibrar.experiments.results import Cell, Results, Row, Table, eval_table, group_values, new_results
 
-NETWORKS = (("ce", "table4-vgg16-1-ce", "CE"), ("hbar", "fig2-hbar", "HBaR"), ("vib", "fig2-vib", "VIB"),
-            ("ibrar-rob", "table4-vgg16-6-ibrar", "IB-RAR(rob)"), ("ibrar-all", "fig2-ibrar-all", "IB-RAR(all)"))
+NETWORKS = (
+    ("ce", "table4-vgg16-1-ce", "CE"),
+    ("hbar", "fig2-hbar", "HBaR"),
+    ("vib", "fig2-vib", "VIB"),
+    ("ibrar-rob", "table4-vgg16-6-ibrar", "IB-RAR(rob)"),
+    ("ibrar-all", "fig2-ibrar-all", "IB-RAR(all)"),
+)
 ATTACKS = ("pgd10", "cw", "nifgsm", "autoattack")
-COLUMNS = (("Natural", "clean"), ("PGD", "pgd10"), ("CW", "cw"), ("NIFGSM", "nifgsm"), ("AutoAttack", "autoattack"))
+COLUMNS = (
+    ("Natural", "clean"),
+    ("PGD", "pgd10"),
+    ("CW", "cw"),
+    ("NIFGSM", "nifgsm"),
+    ("AutoAttack", "autoattack"),
+)
 FAMILIES = (("pgd", "PGD"), ("cw", "CW"), ("nifgsm", "NIFGSM"))
 
 
@@ -28,25 +39,44 @@ def build(scale: Scale, seeds: int = 1) -> Experiment:
         runs += make_runs(group, config, scale, seeds, ATTACKS, steps=scale.curve_steps)
     rows = [(label, group) for group, _, label in NETWORKS]
 
-    def report(experiment: Experiment, folder: Path) -> Results:
+    def report(experiment: Experiment, folder: Path, data_root: str | Path | None = None) -> Results:
         from ibrar import plots
 
         paper = {group: {"Natural": FIGURE2_CLEAN[group]} for group, _, _ in NETWORKS}
-        tables = [eval_table(experiment, folder, "CIFAR-10 with VGG16, no adversarial training", rows, COLUMNS,
-                             paper)]
+        tables = [
+            eval_table(
+                experiment, folder, "CIFAR-10 with VGG16, no adversarial training", rows, COLUMNS, paper
+            )
+        ]
         for family, family_label in FAMILIES:
             curve = Table(f"{family_label} accuracy by number of steps", [str(s) for s in scale.curve_steps])
             for label, group in rows:
-                cells = {str(s): Cell(group_values(experiment, folder, group,
-                                                   lambda d, f=family, s=s: _curve_value(d, f, s)))
-                         for s in scale.curve_steps}
+                cells = {
+                    str(s): Cell(
+                        group_values(
+                            experiment, folder, group, lambda d, f=family, s=s: _curve_value(d, f, s)
+                        )
+                    )
+                    for s in scale.curve_steps
+                }
                 curve.rows.append(Row(label, group, cells))
             tables.append(curve)
         first = [folder / experiment.runs_of(group)[0].name for _, group in rows]
         figures = plots.plot_steps(first, folder / "fig2-steps", labels=[label for label, _ in rows])
-        notes = ["The paper reports only the clean accuracies of Figure 2 as numbers; its curves are plotted.",
-                 "The figure shows the first seed of each network."]
-        return new_results(experiment, tables, notes=notes, figures=[str(p.relative_to(folder)) for p in figures])
+        notes = [
+            "The paper reports only the clean accuracies of Figure 2 as numbers; its curves are plotted.",
+            "The figure shows the first seed of each network.",
+        ]
+        return new_results(
+            experiment, tables, notes=notes, figures=[str(p.relative_to(folder)) for p in figures]
+        )
 
-    return Experiment("fig2", "Figure 2: IB-based defences under attacks with growing steps", scale, seeds, runs,
-                      report, info={"attacks": ATTACKS})
+    return Experiment(
+        "fig2",
+        "Figure 2: IB-based defences under attacks with growing steps",
+        scale,
+        seeds,
+        runs,
+        report,
+        info={"attacks": ATTACKS},
+    )

@@ -14,7 +14,12 @@ from ibrar.experiments.results import Cell, Results, Row, Table, eval_table, gro
 SVHN = ("data.name=svhn",)
 NETWORKS = (
     ("mart", "table1-mart", (), "MART"),
-    ("mart-ib-first-epoch", "table1-mart", ("ib.enabled=true", "ib.epochs=1"), "MART + IB loss (epoch 1 only)"),
+    (
+        "mart-ib-first-epoch",
+        "table1-mart",
+        ("ib.enabled=true", "ib.epochs=1"),
+        "MART + IB loss (epoch 1 only)",
+    ),
     ("pgd_at", "table1-pgd_at", (), "PGD-AT"),
     ("pgd_at-ibrar", "table1-pgd_at-ibrar", (), "PGD-AT + IB-RAR"),
 )
@@ -37,20 +42,30 @@ def build(scale: Scale, seeds: int = 1) -> Experiment:
         runs += make_runs(group, config, scale, seeds, ATTACKS, (*SVHN, *overrides, *extra))
     rows = [(label, group) for group, _, _, label in NETWORKS]
 
-    def report(experiment: Experiment, folder: Path) -> Results:
+    def report(experiment: Experiment, folder: Path, data_root: str | Path | None = None) -> Results:
         from ibrar import plots
 
         table = eval_table(experiment, folder, "VGG16 on SVHN, final networks", rows, COLUMNS)
-        epochs = Table(f"First epoch with clean accuracy above the {FIGURE4_PLATEAU}% plateau (+0.5)", ["epoch"])
+        epochs = Table(
+            f"First epoch with clean accuracy above the {FIGURE4_PLATEAU}% plateau (+0.5)", ["epoch"]
+        )
         for label, group in rows:
-            epochs.rows.append(Row(label, group, {"epoch": Cell(group_values(experiment, folder, group,
-                                                                             first_epoch_above))}))
+            epochs.rows.append(
+                Row(label, group, {"epoch": Cell(group_values(experiment, folder, group, first_epoch_above))})
+            )
         first = [folder / experiment.runs_of(group)[0].name for _, group in rows]
-        figures = plots.plot_convergence(first, folder / "fig4-convergence", labels=[label for label, _ in rows])
-        notes = ["Per-epoch accuracies are the trainer's monitor on a fixed test subset (metrics.jsonl); the "
-                 "figure shows the first seed.", "The paper gives no table for Figure 4, only the plateau value."]
-        return new_results(experiment, [table, epochs], notes=notes,
-                           figures=[str(p.relative_to(folder)) for p in figures])
+        figures = plots.plot_convergence(
+            first, folder / "fig4-convergence", labels=[label for label, _ in rows]
+        )
+        notes = [
+            "Per-epoch accuracies are the trainer's monitor on a fixed test subset (metrics.jsonl); the "
+            "figure shows the first seed.",
+            "The paper gives no table for Figure 4, only the plateau value.",
+        ]
+        return new_results(
+            experiment, [table, epochs], notes=notes, figures=[str(p.relative_to(folder)) for p in figures]
+        )
 
-    return Experiment("fig4", "Figure 4: convergence on SVHN (VGG16)", scale, seeds, runs, report,
-                      info={"attacks": ATTACKS})
+    return Experiment(
+        "fig4", "Figure 4: convergence on SVHN (VGG16)", scale, seeds, runs, report, info={"attacks": ATTACKS}
+    )

@@ -64,7 +64,11 @@ TABLE6: dict[str, dict[str, float]] = {}
 
 # Figure 2: clean accuracy at the last epoch (the curves themselves are only plotted in the paper).
 FIGURE2_CLEAN: dict[str, float] = {
-    "ce": 89.88, "hbar": 91.93, "vib": 90.52, "ibrar-rob": 91.33, "ibrar-all": 91.97,
+    "ce": 89.88,
+    "hbar": 91.93,
+    "vib": 90.52,
+    "ibrar-rob": 91.33,
+    "ibrar-all": 91.97,
 }
 
 # Figure 4: the plateau the non-converging SVHN networks sit on (the paper's text), in %.

@@ -34,8 +34,13 @@ class Cell:
         return None if self.mean is None or self.paper is None else self.mean - self.paper
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean, "std": self.std, "values": self.values, "paper": self.paper,
-                "diff": self.diff}
+        return {
+            "mean": self.mean,
+            "std": self.std,
+            "values": self.values,
+            "paper": self.paper,
+            "diff": self.diff,
+        }
 
     def render(self) -> str:
         if self.mean is None:
@@ -63,14 +68,27 @@ class Table:
     rows: list[Row] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"title": self.title, "columns": self.columns,
-                "rows": [{"label": r.label, "run": r.group, "seeds": max((len(c.values) for c in r.cells.values()),
-                                                                          default=0),
-                          "cells": {k: c.to_dict() for k, c in r.cells.items()}} for r in self.rows]}
+        return {
+            "title": self.title,
+            "columns": self.columns,
+            "rows": [
+                {
+                    "label": r.label,
+                    "run": r.group,
+                    "seeds": max((len(c.values) for c in r.cells.values()), default=0),
+                    "cells": {k: c.to_dict() for k, c in r.cells.items()},
+                }
+                for r in self.rows
+            ],
+        }
 
     def to_markdown(self) -> str:
-        lines = [f"### {self.title}", "", "| run | " + " | ".join(self.columns) + " |",
-                 "| --- |" + " --- |" * len(self.columns)]
+        lines = [
+            f"### {self.title}",
+            "",
+            "| run | " + " | ".join(self.columns) + " |",
+            "| --- |" + " --- |" * len(self.columns),
+        ]
         for row in self.rows:
             cells = [row.cells[c].render() if c in row.cells else "-" for c in self.columns]
             lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
@@ -90,15 +108,27 @@ class Results:
     attacks: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"experiment": self.experiment, "title": self.title, "scale": self.scale, "seeds": self.seeds,
-                "attacks": self.attacks, "tables": [t.to_dict() for t in self.tables], "notes": self.notes,
-                "figures": self.figures, **self.extra}
+        return {
+            "experiment": self.experiment,
+            "title": self.title,
+            "scale": self.scale,
+            "seeds": self.seeds,
+            "attacks": self.attacks,
+            "tables": [t.to_dict() for t in self.tables],
+            "notes": self.notes,
+            "figures": self.figures,
+            **self.extra,
+        }
 
     def to_markdown(self) -> str:
-        lines = [f"# {self.title}", "",
-                 f"Scale: **{self.scale}**. Seeds per run: {self.seeds} (mean ± std over seeds when more than one).",
-                 "Each cell: measured / paper (measured − paper), accuracies in %; '-' where the paper gives no "
-                 "number.", ""]
+        lines = [
+            f"# {self.title}",
+            "",
+            f"Scale: **{self.scale}**. Seeds per run: {self.seeds} (mean ± std over seeds if more than one).",
+            "Each cell: measured / paper (measured − paper), accuracies in %; '-' where the paper gives no "
+            "number.",
+            "",
+        ]
         if self.attacks:
             used = ", ".join(f"{k} = `{v}`" for k, v in self.attacks.items())
             lines += [f"Attacks (column name = attack run at this scale): {used}.", ""]
@@ -119,16 +149,23 @@ def write_results(results: Results, folder: str | Path) -> tuple[Path, Path]:
     return md, js
 
 
-def group_values(experiment: Experiment, folder: Path, group: str,
-                 metric: Callable[[Path], float | None]) -> list[float]:
+def group_values(
+    experiment: Experiment, folder: Path, group: str, metric: Callable[[Path], float | None]
+) -> list[float]:
     """`metric` of each seed's run folder of a row (runs without the value are left out)."""
     values = [metric(folder / spec.name) for spec in experiment.runs_of(group)]
     return [v for v in values if v is not None]
 
 
-def eval_table(experiment: Experiment, folder: Path, title: str, rows: Sequence[tuple[str, str]],
-               columns: Sequence[tuple[str, str]], paper: Mapping[str, Mapping[str, float]] | None = None) -> Table:
-    """A table of eval.json accuracies: rows are (label, group), columns (label, logical attack or 'clean')."""
+def eval_table(
+    experiment: Experiment,
+    folder: Path,
+    title: str,
+    rows: Sequence[tuple[str, str]],
+    columns: Sequence[tuple[str, str]],
+    paper: Mapping[str, Mapping[str, float]] | None = None,
+) -> Table:
+    """eval.json accuracies: rows are (label, group), columns (label, logical attack or 'clean')."""
     paper = paper or {}
     table = Table(title, [label for label, _ in columns])
     for label, group in rows:
@@ -143,5 +180,12 @@ def eval_table(experiment: Experiment, folder: Path, title: str, rows: Sequence[
 
 def new_results(experiment: Experiment, tables: list[Table], **kwargs: Any) -> Results:
     used = {logical: experiment.scale.attacks[logical] for logical in experiment.info.get("attacks", ())}
-    return Results(experiment.name, experiment.title, experiment.scale.name, experiment.seeds, tables,
-                   attacks=used, **kwargs)
+    return Results(
+        experiment.name,
+        experiment.title,
+        experiment.scale.name,
+        experiment.seeds,
+        tables,
+        attacks=used,
+        **kwargs,
+    )

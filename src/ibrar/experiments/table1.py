@@ -15,8 +15,16 @@ from ibrar.experiments.results import Results, eval_table, new_results
 METHODS = ("pgd_at", "trades", "mart")
 METHOD_LABELS = {"pgd_at": "PGD-AT", "trades": "TRADES", "mart": "MART"}
 ATTACKS = ("pgd10", "cw", "fgsm", "fab", "nifgsm", "autoattack")
-COLUMNS = (("Natural", "clean"), ("PGD", "pgd10"), ("CW", "cw"), ("FGSM", "fgsm"), ("FAB", "fab"),
-           ("NIFGSM", "nifgsm"), ("AutoAttack", "autoattack"), ("Worst case", "worst_case"))
+COLUMNS = (
+    ("Natural", "clean"),
+    ("PGD", "pgd10"),
+    ("CW", "cw"),
+    ("FGSM", "fgsm"),
+    ("FAB", "fab"),
+    ("NIFGSM", "nifgsm"),
+    ("AutoAttack", "autoattack"),
+    ("Worst case", "worst_case"),
+)
 
 
 @dataclass(frozen=True)
@@ -29,8 +37,15 @@ class Block:
     overrides: tuple[str, ...] = ()
 
 
-def at_table(name: str, title: str, blocks: Sequence[Block], scale: Scale, seeds: int,
-             paper: dict[str, dict[str, float]], notes: Sequence[str] = ()) -> Experiment:
+def at_table(
+    name: str,
+    title: str,
+    blocks: Sequence[Block],
+    scale: Scale,
+    seeds: int,
+    paper: dict[str, dict[str, float]],
+    notes: Sequence[str] = (),
+) -> Experiment:
     """{method} x {without, with IB-RAR} for each block, each run evaluated under the Table 1 attacks."""
     runs: list[RunSpec] = []
     rows: list[tuple[str, list[tuple[str, str]]]] = []
@@ -43,9 +58,11 @@ def at_table(name: str, title: str, blocks: Sequence[Block], scale: Scale, seeds
                 block_rows.append((f"{METHOD_LABELS[method]}{label}", group))
         rows.append((block.title, block_rows))
 
-    def report(experiment: Experiment, folder: Path) -> Results:
-        tables = [eval_table(experiment, folder, block_title, block_rows, COLUMNS, paper)
-                  for block_title, block_rows in rows]
+    def report(experiment: Experiment, folder: Path, data_root: str | Path | None = None) -> Results:
+        tables = [
+            eval_table(experiment, folder, block_title, block_rows, COLUMNS, paper)
+            for block_title, block_rows in rows
+        ]
         return new_results(experiment, tables, notes=list(notes))
 
     return Experiment(name, title, scale, seeds, runs, report, info={"attacks": ATTACKS})
@@ -54,9 +71,18 @@ def at_table(name: str, title: str, blocks: Sequence[Block], scale: Scale, seeds
 def build(scale: Scale, seeds: int = 1) -> Experiment:
     blocks = [Block("CIFAR-10 with VGG16", "vgg16-cifar10", {m: f"table1-{m}" for m in METHODS})]
     tiny = {"pgd_at": "vgg16-tinyimagenet-pgd_at"}
-    if scale.name == "paper":  # the other two Tiny ImageNet pairs only at full scale (64x64 images are costly)
+    if (
+        scale.name == "paper"
+    ):  # the other two Tiny ImageNet pairs only at full scale (64x64 images are costly)
         tiny |= {m: f"table1-{m}" for m in ("trades", "mart")}
     blocks.append(Block("Tiny ImageNet with VGG16", "vgg16-tinyimagenet", tiny, ("data.name=tinyimagenet",)))
     notes = ["Tiny ImageNet: the PGD-AT pair at every scale, TRADES and MART pairs at paper scale only."]
-    return at_table("table1", "Table 1: adversarial training with and without IB-RAR (VGG16)", blocks, scale,
-                    seeds, TABLE1, notes)
+    return at_table(
+        "table1",
+        "Table 1: adversarial training with and without IB-RAR (VGG16)",
+        blocks,
+        scale,
+        seeds,
+        TABLE1,
+        notes,
+    )

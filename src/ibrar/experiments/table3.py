@@ -28,22 +28,41 @@ def build(scale: Scale, seeds: int = 1) -> Experiment:
         runs += make_runs(f"layers-{which}", IB_CONFIG, scale, seeds, ATTACKS, (f"ib.layers={which}",))
         rows.append((f"IB on {which} layers", f"layers-{which}"))
 
-    def report(experiment: Experiment, folder: Path) -> Results:
-        table = eval_table(experiment, folder, "PGD accuracy with the IB loss on one layer at a time", rows,
-                           COLUMNS)
+    def report(experiment: Experiment, folder: Path, data_root: str | Path | None = None) -> Results:
+        table = eval_table(
+            experiment, folder, "PGD accuracy with the IB loss on one layer at a time", rows, COLUMNS
+        )
         reference = table.rows[0].cells["PGD"].mean
         found = []
         for row in table.rows:
             pgd = row.cells["PGD"].mean
-            if row.group.startswith("layer-") and None not in (pgd, reference) and pgd - reference >= MARGIN_PP:
+            if (
+                row.group.startswith("layer-")
+                and None not in (pgd, reference)
+                and pgd - reference >= MARGIN_PP
+            ):
                 found.append(row.group.removeprefix("layer-"))
-        notes = [f"Robust layers = single-layer runs whose PGD accuracy beats CE only by >= {MARGIN_PP} "
-                 f"percentage points: {', '.join(found) or 'none'} (the paper names "
-                 f"{', '.join(TABLE3_ROBUST_LAYERS)} for VGG16 on CIFAR-10).",
-                 "The paper's Table 3 numbers are an image in our copy of the paper, so they are shown as '-'."]
-        extra = {"robust_layers_found": found, "margin_pp": MARGIN_PP, "ce_pgd": reference,
-                 "paper_robust_layers": list(TABLE3_ROBUST_LAYERS), "layers": list(layers)}
+        notes = [
+            f"Robust layers = single-layer runs whose PGD accuracy beats CE only by >= {MARGIN_PP} "
+            f"percentage points: {', '.join(found) or 'none'} (the paper names "
+            f"{', '.join(TABLE3_ROBUST_LAYERS)} for VGG16 on CIFAR-10).",
+            "The paper's Table 3 numbers are an image in our copy of the paper, so they are shown as '-'.",
+        ]
+        extra = {
+            "robust_layers_found": found,
+            "margin_pp": MARGIN_PP,
+            "ce_pgd": reference,
+            "paper_robust_layers": list(TABLE3_ROBUST_LAYERS),
+            "layers": list(layers),
+        }
         return new_results(experiment, [table], notes=notes, extra=extra)
 
-    return Experiment("table3", "Table 3: robust-layer selection (VGG16, no adversarial training)", scale,
-                      seeds, runs, report, info={"attacks": ATTACKS})
+    return Experiment(
+        "table3",
+        "Table 3: robust-layer selection (VGG16, no adversarial training)",
+        scale,
+        seeds,
+        runs,
+        report,
+        info={"attacks": ATTACKS},
+    )

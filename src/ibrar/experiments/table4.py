@@ -11,12 +11,24 @@ from ibrar.experiments.base import Experiment, RunSpec, Scale, make_runs
 from ibrar.experiments.paper_numbers import TABLE4
 from ibrar.experiments.results import Results, eval_table, new_results
 
-ROWS = (("1-ce", "(1) CE only"), ("2-ib", "(2) IB loss"), ("3-ce-hx", "(3) CE + α·ΣHSIC(X,T)"),
-        ("4-ce-hy", "(4) CE − β·ΣHSIC(Y,T)"), ("5-ce-mask", "(5) CE + mask"), ("6-ibrar", "(6) IB loss + mask"))
+ROWS = (
+    ("1-ce", "(1) CE only"),
+    ("2-ib", "(2) IB loss"),
+    ("3-ce-hx", "(3) CE + α·ΣHSIC(X,T)"),
+    ("4-ce-hy", "(4) CE − β·ΣHSIC(Y,T)"),
+    ("5-ce-mask", "(5) CE + mask"),
+    ("6-ibrar", "(6) IB loss + mask"),
+)
 MODELS = (("vgg16", "VGG16"), ("resnet18", "ResNet18"))
 ATTACKS = ("pgd10", "nifgsm", "fgsm", "autoattack")
-COLUMNS = (("Natural", "clean"), ("PGD", "pgd10"), ("NIFGSM", "nifgsm"), ("FGSM", "fgsm"),
-           ("AutoAttack", "autoattack"), ("Worst case", "worst_case"))
+COLUMNS = (
+    ("Natural", "clean"),
+    ("PGD", "pgd10"),
+    ("NIFGSM", "nifgsm"),
+    ("FGSM", "fgsm"),
+    ("AutoAttack", "autoattack"),
+    ("Worst case", "worst_case"),
+)
 
 
 def build(scale: Scale, seeds: int = 1) -> Experiment:
@@ -25,23 +37,53 @@ def build(scale: Scale, seeds: int = 1) -> Experiment:
         for row, _ in ROWS:
             runs += make_runs(f"{model}-{row}", f"table4-{model}-{row}", scale, seeds, ATTACKS)
 
-    def report(experiment: Experiment, folder: Path) -> Results:
+    def report(experiment: Experiment, folder: Path, data_root: str | Path | None = None) -> Results:
         from ibrar import plots
 
-        tables = [eval_table(experiment, folder, f"CIFAR-10 with {label}",
-                             [(row_label, f"{model}-{row}") for row, row_label in ROWS], COLUMNS, TABLE4)
-                  for model, label in MODELS]
-        first = {group: folder / experiment.runs_of(group)[0].name for group in
-                 ("vgg16-1-ce", "vgg16-2-ib", "vgg16-6-ibrar")}
-        figures = plots.plot_tsne([first["vgg16-1-ce"], first["vgg16-6-ibrar"]], folder / "fig3-tsne",
-                                  n=scale.plot_n, labels=["(a) CE", "(b) IB-RAR"])
-        figures += plots.plot_infoplane([first["vgg16-2-ib"], first["vgg16-1-ce"]], folder / "fig5-infoplane",
-                                        labels=["IB loss", "CE only"])
-        figures += plots.plot_confusion(first["vgg16-6-ibrar"], folder / "table5-confusion", n=scale.plot_n)
-        notes = ["Figure 3 (t-SNE), Figure 5 (information plane) and Table 5 (confusion of PGD examples) are "
-                 "drawn from the first seed of the VGG16 rows."]
-        return new_results(experiment, tables, notes=notes,
-                           figures=[str(p.relative_to(folder)) for p in figures])
+        tables = [
+            eval_table(
+                experiment,
+                folder,
+                f"CIFAR-10 with {label}",
+                [(row_label, f"{model}-{row}") for row, row_label in ROWS],
+                COLUMNS,
+                TABLE4,
+            )
+            for model, label in MODELS
+        ]
+        first = {
+            group: folder / experiment.runs_of(group)[0].name
+            for group in ("vgg16-1-ce", "vgg16-2-ib", "vgg16-6-ibrar")
+        }
+        figures = plots.plot_tsne(
+            [first["vgg16-1-ce"], first["vgg16-6-ibrar"]],
+            folder / "fig3-tsne",
+            data_root=data_root,
+            n=scale.plot_n,
+            labels=["(a) CE", "(b) IB-RAR"],
+        )
+        figures += plots.plot_infoplane(
+            [first["vgg16-2-ib"], first["vgg16-1-ce"]],
+            folder / "fig5-infoplane",
+            labels=["IB loss", "CE only"],
+        )
+        figures += plots.plot_confusion(
+            first["vgg16-6-ibrar"], folder / "table5-confusion", data_root=data_root, n=scale.plot_n
+        )
+        notes = [
+            "Figure 3 (t-SNE), Figure 5 (information plane) and Table 5 (confusion of PGD examples) are "
+            "drawn from the first seed of the VGG16 rows."
+        ]
+        return new_results(
+            experiment, tables, notes=notes, figures=[str(p.relative_to(folder)) for p in figures]
+        )
 
-    return Experiment("table4", "Table 4: ablation (no adversarial training)", scale, seeds, runs, report,
-                      info={"attacks": ATTACKS})
+    return Experiment(
+        "table4",
+        "Table 4: ablation (no adversarial training)",
+        scale,
+        seeds,
+        runs,
+        report,
+        info={"attacks": ATTACKS},
+    )

@@ -10,11 +10,20 @@ from ibrar.experiments.base import Experiment, RunSpec, Scale, make_runs
 from ibrar.experiments.paper_numbers import TABLE6
 from ibrar.experiments.results import Results, eval_table, new_results
 
-NETWORKS = (("plain-ce", "table4-vgg16-1-ce", "Plain (CE)"), ("plain-ibrar", "table4-vgg16-6-ibrar", "Plain (IB-RAR)"),
-            ("at-ibrar", "table1-pgd_at-ibrar", "PGD-AT (IB-RAR)"))
+NETWORKS = (
+    ("plain-ce", "table4-vgg16-1-ce", "Plain (CE)"),
+    ("plain-ibrar", "table4-vgg16-6-ibrar", "Plain (IB-RAR)"),
+    ("at-ibrar", "table1-pgd_at-ibrar", "PGD-AT (IB-RAR)"),
+)
 ATTACKS = ("pgd10", "adaptive10", "adaptive100", "autoattack")
-COLUMNS = (("Natural", "clean"), ("PGD", "pgd10"), ("PGD_AD-10", "adaptive10"), ("PGD_AD-100", "adaptive100"),
-           ("AutoAttack", "autoattack"), ("Worst case", "worst_case"))
+COLUMNS = (
+    ("Natural", "clean"),
+    ("PGD", "pgd10"),
+    ("PGD_AD-10", "adaptive10"),
+    ("PGD_AD-100", "adaptive100"),
+    ("AutoAttack", "autoattack"),
+    ("Worst case", "worst_case"),
+)
 
 
 def build(scale: Scale, seeds: int = 1) -> Experiment:
@@ -22,13 +31,28 @@ def build(scale: Scale, seeds: int = 1) -> Experiment:
     for group, config, _ in NETWORKS:
         runs += make_runs(group, config, scale, seeds, ATTACKS)
 
-    def report(experiment: Experiment, folder: Path) -> Results:
-        table = eval_table(experiment, folder, "CIFAR-10 with VGG16 under the adaptive attack PGD_AD",
-                           [(label, group) for group, _, label in NETWORKS], COLUMNS, TABLE6)
-        notes = ["PGD_AD maximises the network's own IB-RAR loss (Eq. 1); for the CE network it uses the "
-                 "default IB layers and weights.",
-                 "The paper's Table 6 is an image in our copy of the paper, so its numbers are shown as '-'."]
+    def report(experiment: Experiment, folder: Path, data_root: str | Path | None = None) -> Results:
+        table = eval_table(
+            experiment,
+            folder,
+            "CIFAR-10 with VGG16 under the adaptive attack PGD_AD",
+            [(label, group) for group, _, label in NETWORKS],
+            COLUMNS,
+            TABLE6,
+        )
+        notes = [
+            "PGD_AD maximises the network's own IB-RAR loss (Eq. 1); for the CE network it uses the "
+            "default IB layers and weights.",
+            "The paper's Table 6 is an image in our copy of the paper, so its numbers are shown as '-'.",
+        ]
         return new_results(experiment, [table], notes=notes)
 
-    return Experiment("table6", "Table 6: IB-RAR against the adaptive white-box attack", scale, seeds, runs,
-                      report, info={"attacks": ATTACKS})
+    return Experiment(
+        "table6",
+        "Table 6: IB-RAR against the adaptive white-box attack",
+        scale,
+        seeds,
+        runs,
+        report,
+        info={"attacks": ATTACKS},
+    )

@@ -1,0 +1,230 @@
+"""The `ibrar` command: every user mistake is one message and exit code 2; main never raises."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import tiny_config
+from ibrar.attacks import build_attack
+from ibrar.cli import main
+from ibrar.models import create_model
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def write_config(path: Path, data_root: Path, **sections) -> Path:
+    path.write_text(yaml.safe_dump(tiny_config(data_root, **sections)))
+    return path
+
+
+def run_main(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def cli_run(image_folder, tmp_path_factory) -> Path:
+    """A run trained end to end by `ibrar train`, evaluated with FGSM at its end."""
+    folder = tmp_path_factory.mktemp("cli")
+    config = write_config(folder / "config.yaml", image_folder, eval={"attacks": ["fgsm"], "n": 8},
+                          train={"epochs": 2, "eval_pgd_steps": 0, "info_plane_every": 0})
+    assert main(["train", str(config), "--out", str(folder / "run"), "--quiet", "train.epochs=1"]) == 0
+    return folder / "run"
+
+
+# ---- usage errors ------------------------------------------------------------------------------------
+
+
+def test_unknown_command_exits_2_with_a_message(capsys):
+    code, _, err = run_main(capsys, "trian")
+    assert code == 2 and "invalid choice: 'trian'" in err
+
+
+@pytest.mark.parametrize("argv", [["train", "c.yaml", "--bogus"], ["eval", "run", "--atacks", "fgsm"],
+                                  ["--x"]])
+def test_unknown_option_exits_2_with_a_message(argv, capsys):
+    code, _, err = run_main(capsys, *argv)
+    assert code == 2 and "unrecognized arguments" in err
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    code, _, err = run_main(capsys)
+    assert code == 2 and "train" in err and "eval" in err
+
+
+def test_help_returns_0_instead_of_exiting(capsys):
+    code, out, _ = run_main(capsys, "train", "--help")
+    assert code == 0 and "--resume" in out
+
+
+def test_train_needs_a_config_or_resume(capsys):
+    code, _, err = run_main(capsys, "train")
+    assert code == 2 and "CONFIG.yaml is needed" in err
+
+
+def test_train_refuses_a_config_together_with_resume(image_folder, tmp_path, capsys):
+    config = write_config(tmp_path / "c.yaml", image_folder)
+    code, _, err = run_main(capsys, "train", str(config), "--resume", str(tmp_path))
+    assert code == 2 and "not both" in err
+
+
+@pytest.mark.parametrize(("override", "key"), [("method.eps=-1", "method.eps"), ("modle.width=1", "modle"),
+                                               ("model.name=vgg17", "model.name"),
+                                               ("method.name=sgd", "method.name")])
+def test_config_mistake_exits_2_naming_the_key(override, key, image_folder, tmp_path, capsys):
+    config = write_config(tmp_path / "c.yaml", image_folder)
+    code, _, err = run_main(capsys, "train", str(config), "--out", str(tmp_path / "run"), override)
+    assert code == 2 and key in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_overrides_after_options_still_apply(image_folder, tmp_path, capsys):
+    config = write_config(tmp_path / "c.yaml", image_folder)
+    code, _, err = run_main(capsys, "train", str(config), "--out", str(tmp_path / "run"), "--quiet",
+                            "method.eps=-1")
+    assert code == 2 and "method.eps" in err
+
+
+def test_missing_data_folder_exits_2_naming_where_it_looked(tmp_path, capsys):
+    config = write_config(tmp_path / "c.yaml", tmp_path / "nothing-here")
+    code, _, err = run_main(capsys, "train", str(config), "--out", str(tmp_path / "run"))
+    assert code == 2
+    assert "imagefolder (train split) not found" in err
+    assert str(tmp_path / "nothing-here" / "train") in err and "--data-root" in err
+
+
+def test_missing_cifar_names_every_place_it_looked(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("IBRAR_DATA_ROOT", raising=False)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"model": {"name": "small_cnn", "width": 0.25}, "device": "cpu"}))
+    code, _, err = run_main(capsys, "train", str(config), "--data-root", str(tmp_path / "d"),
+                            "--out", str(tmp_path / "run"))
+    assert code == 2
+    assert str(tmp_path / "d" / "cifar-10-batches-py") in err and "cifar10-jpeg" in err
+
+
+def test_eval_of_a_folder_without_checkpoint_exits_2(tmp_path, capsys):
+    code, _, err = run_main(capsys, "eval", str(tmp_path))
+    assert code == 2 and "final.pt" in err
+    code, _, err = run_main(capsys, "eval", str(tmp_path / "absent"))
+    assert code == 2 and "does not exist" in err
+
+
+# ---- real runs ---------------------------------------------------------------------------------------
+
+
+def test_train_writes_the_run_folder_and_evaluates_it(cli_run):
+    config = yaml.safe_load((cli_run / "config.yaml").read_text())
+    assert config["train"]["epochs"] == 1  # the override after the options applied
+    assert (cli_run / "final.pt").is_file()
+    result = json.loads((cli_run / "eval.json").read_text())
+    assert "checkpoint" in result and "warnings" in result
+
+
+def test_eval_of_a_run_folder_writes_eval_json(cli_run, image_folder, capsys):
+    (cli_run / "eval.json").unlink()
+    code, out, _ = run_main(capsys, "eval", str(cli_run), "--data-root", str(image_folder), "--attacks",
+                            "fgsm,pgd2", "--n", "8", "--device", "cpu", "--quiet")
+    assert code == 0 and "fgsm" in out and "pgd2" in out
+    assert json.loads((cli_run / "eval.json").read_text())["checkpoint"].endswith("final.pt")
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--attacks", "nosuch"], "name must be one of"),
+    (["--n", "0"], "--n"),
+    (["--device", "tpu"], "invalid choice"),
+    (["--n", "many"], "invalid int value"),
+])
+def test_eval_bad_options_exit_2(argv, message, cli_run, capsys):
+    code, _, err = run_main(capsys, "eval", str(cli_run), "--device", "cpu", *argv)
+    assert code == 2 and message in err
+
+
+def test_python_dash_m_ibrar_reports_a_usage_error_without_traceback(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    proc = subprocess.run([sys.executable, "-m", "ibrar", "train", str(tmp_path / "nope.yaml")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    assert "nope.yaml does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ---- inputs given to attacks -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def attack():
+    model = create_model("small_cnn", num_classes=4, width=0.25)
+    return build_attack("pgd2", model, eps=8 / 255, seed=0)
+
+
+@pytest.mark.parametrize("images", [lambda: torch.rand(2, 3, 32, 32) * 255,
+                                    lambda: torch.rand(2, 3, 32, 32) - 1], ids=["0-255", "negative"])
+def test_images_outside_0_1_are_a_value_error(images, attack):
+    with pytest.raises(ValueError, match=r"x must have values in \[0, 1\]"):
+        attack(images(), torch.tensor([0, 1]))
+
+
+def test_uint8_images_are_a_value_error(attack):
+    with pytest.raises(ValueError, match="floating-point"):
+        attack(torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8), torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("labels", [[0, 4], [-1, 0]])
+def test_labels_outside_the_classes_are_a_value_error(labels, attack):
+    with pytest.raises(ValueError, match=r"class indices in \[0, 4\)"):
+        attack(torch.rand(2, 3, 32, 32), torch.tensor(labels))
+
+
+# ---- fuzz --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fuzz_files(tmp_path_factory) -> dict[str, str]:
+    """Paths the fuzzed command lines may use; no data exists anywhere, so no run can start training."""
+    folder = tmp_path_factory.mktemp("fuzz")
+    (folder / "empty").mkdir()
+    config = write_config(folder / "valid.yaml", folder / "no-data", train={"epochs": 1})
+    (folder / "broken.yaml").write_text("model: {name: [")
+    return {"valid": str(config), "broken": str(folder / "broken.yaml"), "empty": str(folder / "empty"),
+            "missing": str(folder / "missing"), "folder": str(folder)}
+
+
+TOKENS = ["train", "eval", "--resume", "--out", "--data-root", "--overwrite", "--quiet", "--attacks", "--n",
+          "--steps", "--seed", "--batch-size", "--device", "--help", "fgsm,pgd2", "0", "-3", "cpu", "cuda",
+          "train.epochs=1", "method.eps=8/255", "method.eps=-1", "model.name=nope", "ib.layers=[x]", "=",
+          "a=", "{valid}", "{broken}", "{empty}", "{missing}"]
+
+
+@settings(max_examples=100, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(argv=st.lists(st.one_of(st.sampled_from(TOKENS), st.text(max_size=10)), max_size=7))
+def test_fuzzed_command_lines_return_a_code_and_never_raise(argv, fuzz_files, monkeypatch, capsys):
+    if argv and argv[0] not in ("train", "eval") and not argv[0].startswith("-"):
+        argv = ["train", *argv]  # keep to the two commands whose failures are cheap
+    argv = [a.format(**fuzz_files) if a.startswith("{") and a.endswith("}") and a[1:-1] in fuzz_files else a
+            for a in argv]
+    monkeypatch.setenv("IBRAR_DATA_ROOT", fuzz_files["missing"])
+    cwd = os.getcwd()
+    os.chdir(fuzz_files["folder"])  # a default runs/<name> folder lands in the temporary folder
+    try:
+        code = main(argv)
+    finally:
+        os.chdir(cwd)
+    assert isinstance(code, int)
+    assert code in (0, 2), (argv, code)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    if code == 0:
+        assert "--help" in argv or "-h" in argv, argv

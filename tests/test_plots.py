@@ -1,0 +1,74 @@
+"""Every figure of `ibrar plot` is drawn from a small trained run folder as a non-empty PNG (and PDF)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_config
+from ibrar.cli import main
+from ibrar.config import build_config
+from ibrar.plots import PLOT_KINDS, confusion_markdown, plot_beta, plot_steps, top_confusions
+from ibrar.run_eval import evaluate_run
+from ibrar.train import train
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, image_folder):
+    """Two tiny IB runs (beta 0.05 and 0.1), trained and evaluated once with attack-steps curves."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("plot-runs")
+    dirs = []
+    for beta in (0.05, 0.1):
+        config = build_config(tiny_config(image_folder, ib={"enabled": True, "layers": "all", "beta": beta,
+                                                            "alpha": beta / 10}))
+        run_dir = folder / f"beta{beta}"
+        train(config, run_dir, quiet=True)
+        evaluate_run(run_dir, attacks=["fgsm", "pgd2"], n=16, steps=[1, 2], quiet=True, device="cpu",
+                     large_eps_check=False)
+        dirs.append(run_dir)
+    yield dirs
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("kind", sorted(PLOT_KINDS))
+def test_plot_command_writes_a_png_and_a_pdf(kind, runs, tmp_path, capsys):
+    stem = tmp_path / kind
+    run_args = [str(runs[0])] if kind == "confusion" else [str(r) for r in runs]
+    extra = ["--n", "16"] if kind in ("tsne", "confusion") else []
+    assert main(["plot", kind, *run_args, "--out", str(stem), *extra]) == 0
+    for suffix in (".png", ".pdf"):
+        assert (tmp_path / f"{kind}{suffix}").stat().st_size > 0
+    assert str(stem) in capsys.readouterr().out
+
+
+def test_confusion_writes_the_top_classes_as_markdown(runs, tmp_path):
+    assert main(["plot", "confusion", str(runs[0]), "--out", str(tmp_path / "t5"), "--n", "16"]) == 0
+    text = (tmp_path / "t5.md").read_text()
+    assert "| target class | #1 | #2 | #3 | #4 |" in text and text.count("\n| ") >= 4
+
+
+def test_top_confusions_leave_out_the_true_class_and_sort_by_count():
+    counts = np.array([[5, 1, 3], [2, 7, 0], [0, 0, 9]])
+    table = top_confusions(counts, ["a", "b", "c"], top=2)
+    assert table == {"a": [("c", 3), ("b", 1)], "b": [("a", 2)], "c": []}
+    assert "| b | a-2 | - |" in confusion_markdown(table, top=2)
+
+
+def test_plot_beta_rejects_an_attack_that_was_not_evaluated(runs, tmp_path):
+    with pytest.raises(ValueError, match="attacks"):
+        plot_beta(runs, tmp_path / "beta", attacks=["cw"])
+
+
+def test_plots_reject_a_missing_folder_and_mismatched_labels(runs, tmp_path):
+    with pytest.raises(ValueError, match="run_dirs"):
+        plot_steps([tmp_path / "nothing"], tmp_path / "steps")
+    with pytest.raises(ValueError, match="labels"):
+        plot_steps(runs, tmp_path / "steps", labels=["one"])
+
+
+def test_plot_command_reports_a_bad_n(runs, tmp_path, capsys):
+    assert main(["plot", "tsne", str(runs[0]), "--out", str(tmp_path / "x"), "--n", "1"]) == 2
+    assert "--n" in capsys.readouterr().err
