@@ -77,8 +77,10 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         print("\n".join(run_commands(experiment, args.out, args.data_root)))
         return 0
     log = (lambda _line: None) if args.quiet else print
-    folder = run_experiment(experiment, args.out, data_root=args.data_root, quiet=args.quiet, log=log)
-    print((folder / "results.md").read_text())
+    only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
+    folder = run_experiment(experiment, args.out, data_root=args.data_root, quiet=args.quiet, log=log, only=only)
+    if (folder / "results.md").is_file():
+        print((folder / "results.md").read_text())
     return 0
 
 
@@ -139,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=1, help="runs per row with seeds 0..N-1 (mean ± std)")
     p.add_argument("--print-commands", action="store_true",
                    help="print one `ibrar train ... && ibrar eval ...` line per run instead of running them")
+    p.add_argument("--only", help="comma-separated run or row names to run now (results once all have run)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_reproduce)
 

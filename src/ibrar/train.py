@@ -491,6 +491,18 @@ class Trainer:
         return out
 
     # -- the whole run --
+    def _tensorboard(self) -> Any:
+        """A SummaryWriter on `run_dir/tensorboard` when asked for and installed (rank 0 only)."""
+        if not (self.config.train.tensorboard and self.dist.is_main):
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            tqdm.write("train.tensorboard: tensorboard is not installed (pip install 'ibrar[tensorboard]'); "
+                       "metrics go to metrics.jsonl only")
+            return None
+        return SummaryWriter(str(self.run_dir / "tensorboard"))
+
     def _reset_logs(self, resumed: bool) -> None:
         """Logs end where the checkpoint ends: lines of an epoch that did not finish are dropped."""
         if resumed:
@@ -508,6 +520,7 @@ class Trainer:
         resumed = self.load_checkpoint()
         if self.dist.is_main:
             self._reset_logs(resumed)
+        writer = self._tensorboard()
         previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
         for s in previous:
             signal.signal(s, self._on_signal)
@@ -528,6 +541,10 @@ class Trainer:
                         "seconds": round(time.perf_counter() - start, 3)}
                 if self.dist.is_main:
                     _append_jsonl(self.run_dir / METRICS_FILE, [line])
+                if writer is not None:
+                    for key, value in line.items():
+                        if key != "epoch" and isinstance(value, (int, float)):
+                            writer.add_scalar(key, value, self.epoch)
                 self.save_checkpoint()
                 last = line
                 if not self.quiet:
@@ -537,6 +554,8 @@ class Trainer:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
+            if writer is not None:
+                writer.close()
         self.finish()
         return last
 

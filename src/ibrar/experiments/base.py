@@ -267,20 +267,33 @@ def run_experiment(
     data_root: str | Path | None = None,
     quiet: bool = False,
     log: Callable[[str], None] = print,
+    only: Sequence[str] | None = None,
 ) -> Path:
-    """Run every spec in sequence, then write results.md / results.json (and figures) in the folder."""
+    """Run every spec in sequence (or those named in `only`, by run or row name), then write results.md /
+    results.json (and figures) in the folder once every run of the experiment has finished."""
     from ibrar.experiments.results import write_results
 
     folder = experiment_dir(out, experiment)
     folder.mkdir(parents=True, exist_ok=True)
-    for i, spec in enumerate(experiment.runs, 1):
+    chosen = experiment.runs
+    if only:
+        known = {r.name for r in experiment.runs} | {r.group for r in experiment.runs}
+        unknown = sorted(set(only) - known)
+        if unknown:
+            raise ValueError(f"only: unknown runs {unknown}; this experiment has {sorted(known)}")
+        chosen = [r for r in experiment.runs if r.name in only or r.group in only]
+    for i, spec in enumerate(chosen, 1):
         run_dir = folder / spec.name
         state = run_state(run_dir)
         verb = {"done": "skip (finished)", "evaluate": "evaluate", "resume": "resume", "new": "train"}[state]
-        log(f"[{i}/{len(experiment.runs)}] {spec.name}: {verb}")
+        log(f"[{i}/{len(chosen)}] {spec.name}: {verb}")
         run_spec(
             spec, run_dir, data_root=data_root, quiet=quiet, large_eps_check=experiment.scale.large_eps_check
         )
+    done = sum(run_state(folder / r.name) == "done" for r in experiment.runs)
+    if done < len(experiment.runs):
+        log(f"{done} of {len(experiment.runs)} runs have finished; results.md is written when all have")
+        return folder
     results = experiment.report(experiment, folder, data_root)
     md, js = write_results(results, folder)
     log(f"results: {md} and {js}")
