@@ -330,3 +330,25 @@ def test_resume_of_a_folder_that_is_not_a_run_is_refused(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path / "empty"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "no config.yaml" in err and "Traceback" not in err
+
+
+def test_overwrite_with_a_failed_start_keeps_the_old_run(image_folder, tmp_path, capsys):
+    good = write_config(tmp_path / "good.yaml", image_folder,
+                        train={"epochs": 1, "eval_pgd_steps": 0, "info_plane_every": 0})
+    bad = write_config(tmp_path / "bad.yaml", tmp_path / "no-data-here")
+    run_dir = tmp_path / "run"
+    assert main(["train", str(good), "--out", str(run_dir), "--quiet"]) == 0
+    first = (run_dir / "final.pt").read_bytes()
+    assert main(["train", str(bad), "--out", str(run_dir), "--overwrite", "--quiet"]) == 2
+    capsys.readouterr()
+    assert (run_dir / "final.pt").read_bytes() == first
+
+
+def test_overrides_given_with_resume_are_kept_for_later_resumes(image_folder, tmp_path):
+    config_path = write_config(tmp_path / "config.yaml", image_folder,
+                               train={"epochs": 1, "eval_pgd_steps": 0, "info_plane_every": 0})
+    run_dir = tmp_path / "run"
+    assert main(["train", str(config_path), "--out", str(run_dir), "--quiet"]) == 0
+    assert main(["train", "--resume", str(run_dir), "train.epochs=2", "--quiet"]) == 0
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["epochs"] == 2
+    assert metrics_lines(run_dir) == 2

@@ -201,21 +201,27 @@ def load_data(config: RunConfig, data_root: str | Path | None) -> tuple[ImageDat
 # ---- the run folder ----------------------------------------------------------------------------------
 
 
-def prepare_run_dir(run_dir: Path, config: RunConfig, resume: bool, overwrite: bool) -> None:
-    """Refuse to mix two runs in one folder; --overwrite clears it, --resume requires the same config."""
+def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to mix two runs in one folder (before any work: nothing is touched here)."""
     config_path = run_dir / CONFIG_FILE
     if resume:
         if not config_path.is_file():
             raise RunFolderError(f"--resume {run_dir}: no {CONFIG_FILE} there, so there is no run to resume")
-        return
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            what = "another run's config" if config_path.is_file() else "files"
-            raise RunFolderError(f"output folder {run_dir} already holds {what}; pass --resume {run_dir} to "
-                                 "continue it, --overwrite to replace it, or --out to choose another folder")
+    elif run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+        what = "another run's config" if config_path.is_file() else "files"
+        raise RunFolderError(f"output folder {run_dir} already holds {what}; pass --resume {run_dir} to "
+                             "continue it, --overwrite to replace it, or --out to choose another folder")
+
+
+def create_run_dir(run_dir: Path, config: RunConfig, resume: bool) -> None:
+    """Clear the folder of a replaced run (only once the new one has started) and write the config.
+
+    On resume the config is written again, so overrides given with --resume hold for later resumes too.
+    """
+    if not resume and run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(dump_config(config))
+    (run_dir / CONFIG_FILE).write_text(dump_config(config))
 
 
 def read_run_config(run_dir: Path, overrides: list[str] | None = None) -> RunConfig:
@@ -594,15 +600,13 @@ def train(config: RunConfig, run_dir: str | Path, data_root: str | Path | None =
     """Train one run into `run_dir` (resuming it when asked) and return the finished trainer."""
     run_dir = Path(run_dir)
     check_model_config(config)
-    main_process = int(os.environ.get("RANK", "0")) == 0
-    if main_process:
-        prepare_run_dir(run_dir, config, resume, overwrite)
-    try:
-        trainer = Trainer(config, run_dir, data_root=data_root, quiet=quiet)
-    except BaseException:
-        if main_process and not resume and not (run_dir / LATEST).exists():
-            shutil.rmtree(run_dir, ignore_errors=True)  # nothing a later run could mistake for a result
-        raise
+    if int(os.environ.get("RANK", "0")) == 0:
+        check_run_dir(run_dir, resume, overwrite)
+    # Data and model are built before the folder is touched: a failed start leaves an old run intact.
+    trainer = Trainer(config, run_dir, data_root=data_root, quiet=quiet)
+    if trainer.dist.is_main:
+        create_run_dir(run_dir, config, resume)
+    barrier()
     if trainer.dist.is_main:
         meta = run_metadata(config.seed, trainer.device)
         meta.update({"world_size": trainer.dist.world_size, "per_rank_batch_size": config.data.batch_size,
