@@ -250,6 +250,36 @@ def test_sigterm_stops_with_a_usable_checkpoint_and_resume_is_bit_identical(imag
     assert same_final_weights(uninterrupted, run_dir)
 
 
+def test_preemption_mid_epoch_checkpoints_that_batch_and_resumes_bit_identical(image_folder, tmp_path,
+                                                                                 monkeypatch):
+    sections = {"method": {"name": "pgd_at", "steps": 1}, "ib": {"enabled": True},
+                "mask": {"enabled": True, "drop_fraction": 0.25, "refresh_every": 2},
+                "train": {"epochs": 2, "eval_subset": 8, "eval_pgd_steps": 1, "info_plane_every": 2}}
+    config = build_config(tiny_config(image_folder, **sections))
+    train(config, tmp_path / "whole", quiet=True)
+
+    calls = {"n": 0}
+
+    def stop_once_in_the_second_epoch(self, batch):
+        calls["n"] += 1
+        return calls["n"] == 9  # the third batch of epoch 2 (6 batches per epoch)
+
+    monkeypatch.setattr(Trainer, "_should_stop", stop_once_in_the_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "cut", quiet=True)
+    saved = load_file(tmp_path / "cut" / "checkpoint.pt")
+    assert (saved["epoch"], saved["batch_in_epoch"]) == (1, 3) and saved["partial"] is not None
+    monkeypatch.undo()
+    train(config, tmp_path / "cut", resume=True, quiet=True)
+    assert same_final_weights(tmp_path / "whole", tmp_path / "cut")
+    for name in ("metrics.jsonl", "info_plane.jsonl"):
+        whole = [json.loads(line) for line in (tmp_path / "whole" / name).read_text().splitlines()]
+        cut = [json.loads(line) for line in (tmp_path / "cut" / name).read_text().splitlines()]
+        for row in whole + cut:
+            row.pop("seconds", None)
+        assert cut == whole, name
+
+
 # ---- numerical guard ---------------------------------------------------------------------------------
 
 

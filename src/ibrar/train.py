@@ -320,6 +320,8 @@ class Trainer:
         self.monitor_loader = self._monitor_loader()
         self.epoch = 0
         self.iteration = 0
+        self.batch_in_epoch = 0  # > 0 only in a checkpoint written by a preempted (signalled) run
+        self._partial: dict[str, Any] | None = None  # that checkpoint's mid-epoch state
         self._stop_signal: int | None = None
 
     def _monitor_loader(self) -> BatchLoader | None:
@@ -343,6 +345,8 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch,
             "iteration": self.iteration,
+            "batch_in_epoch": self.batch_in_epoch,
+            "partial": self._partial,
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "config": self.config.model_dump(mode="json"),
@@ -365,7 +369,9 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = int(state["epoch"])
         self.iteration = int(state["iteration"])
-        torch.set_rng_state(state["rng_cpu"])
+        self.batch_in_epoch = int(state.get("batch_in_epoch") or 0)
+        self._partial = state.get("partial")
+        torch.set_rng_state(state["rng_cpu"].cpu())
         if state.get("rng_cuda") and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
         return True
@@ -388,6 +394,11 @@ class Trainer:
                     else contextlib.nullcontext())
         ib_on = self._ib_active(epoch)
         stats = EpochStats(self.device)
+        start_batch, partial = self.batch_in_epoch, self._partial
+        if partial is not None:  # resuming a preempted epoch: continue its random streams and its sums
+            attack_generator.set_state(partial["attack_rng"].cpu())
+            torch.set_rng_state(partial["rng_cpu"].cpu())
+            stats.sums, stats.count = dict(partial["stats"]), int(partial["count"])
         plane_rows: list[dict[str, Any]] = []
         plane_every = config.train.info_plane_every
         tapped = set(self.regularizer.layers if self.regularizer else ())
@@ -405,6 +416,8 @@ class Trainer:
                 return logits
 
             for batch, (x, y) in enumerate(self.train_loader):
+                if batch < start_batch:
+                    continue  # done before the preemption; the loader still draws it to keep its stream in step
                 if self.mask is not None:
                     self.mask.observe(x, y)
                 passes.clear()
@@ -442,9 +455,12 @@ class Trainer:
                 bar.update(1)
                 if not self.quiet and batch % 20 == 0:
                     bar.set_postfix(loss=f"{loss.item():.3f}")
-                if self._stop_signal is not None:
-                    break
+                if self._should_stop(batch):
+                    bar.close()
+                    self._save_preempted(epoch, batch + 1, attack_generator, stats, bad_batch, plane_rows)
+                    return {}
         bar.close()
+        self.batch_in_epoch, self._partial = 0, None
         if self.dist.enabled:
             bad_batch = all_reduce_sum(bad_batch.clamp_min(-1) + 1) - 1  # any rank's bad batch stops all
         bad = int(bad_batch)
@@ -459,12 +475,37 @@ class Trainer:
             if not math.isfinite(value):
                 raise NonFiniteLossError(f"{key} became NaN/Inf at epoch {epoch + 1}; the last good checkpoint "
                                          f"({self.run_dir / LATEST}) is kept")
+        self._write_plane(plane_rows)
+        return means
+
+    def _write_plane(self, plane_rows: list[dict[str, Any]]) -> None:
         rows = [{"iteration": r["iteration"], "epoch": r["epoch"],
                  "hsic_x": {k: float(v) for k, v in r["hsic_x"].items()},
                  "hsic_y": {k: float(v) for k, v in r["hsic_y"].items()}} for r in plane_rows]
         if self.dist.is_main:
             _append_jsonl(self.run_dir / INFO_PLANE_FILE, rows)
-        return means
+
+    def _should_stop(self, batch: int) -> bool:
+        """A signal arrived; under DDP every rank must agree, checked every 10 batches (same batch on all)."""
+        if not self.dist.enabled:
+            return self._stop_signal is not None
+        if batch % 10 != 9:
+            return False
+        flag = torch.tensor(float(self._stop_signal is not None), device=self.device)
+        return bool(all_reduce_sum(flag) > 0)
+
+    def _save_preempted(self, epoch: int, done: int, attack_generator: torch.Generator, stats: EpochStats,
+                        bad_batch: Tensor, plane_rows: list[dict[str, Any]]) -> None:
+        """SIGTERM/SIGINT: checkpoint mid-epoch (batches done, random streams, running sums) before exiting."""
+        if int(all_reduce_sum(bad_batch.clamp_min(-1) + 1)) > 0:  # a NaN in this epoch: keep the last good one
+            raise NonFiniteLossError(f"the training loss became NaN/Inf in epoch {epoch + 1} before the stop "
+                                     f"signal; the last good checkpoint ({self.run_dir / LATEST}) is kept")
+        self.batch_in_epoch = done
+        self._partial = {"attack_rng": attack_generator.get_state(), "rng_cpu": torch.get_rng_state(),
+                         "stats": {k: v.detach().clone() for k, v in stats.sums.items()}, "count": stats.count,
+                         "epoch": epoch}
+        self._write_plane(plane_rows)
+        self.save_checkpoint()
 
     # -- monitoring --
     def monitor(self) -> dict[str, float]:
@@ -536,9 +577,9 @@ class Trainer:
                 start = time.perf_counter()
                 lr = self.optimizer.param_groups[0]["lr"]
                 means = self.train_epoch(self.epoch)
-                if self._stop_signal is not None:
-                    # Preempted mid-epoch: the last complete checkpoint stays; that epoch reruns on resume.
-                    raise KeyboardInterrupt(f"stopped by signal {self._stop_signal}; resume with "
+                if self._partial is not None:  # the epoch was preempted and checkpointed mid-way
+                    raise KeyboardInterrupt(f"stopped by signal {self._stop_signal} after a checkpoint at epoch "
+                                            f"{self.epoch + 1}, batch {self.batch_in_epoch}; resume with "
                                             f"`ibrar train --resume {self.run_dir}`")
                 self.scheduler.step()
                 broadcast_buffers(self.model)
