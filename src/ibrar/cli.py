@@ -7,6 +7,7 @@ stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,6 +48,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
                              "or --resume RUN_DIR")
         config = load_config(config_path, overrides)
         run_dir = Path(args.out) if args.out else Path("runs") / config.name
+        # torchrun --max-restarts relaunches the same command after a failure: continue the run it started.
+        if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0 and (run_dir / "config.yaml").is_file():
+            args.resume = str(run_dir)
     trainer = train(config, run_dir, data_root=args.data_root, resume=bool(args.resume),
                     overwrite=args.overwrite, quiet=args.quiet)
     if config.eval.attacks and not args.no_eval:

@@ -38,6 +38,7 @@ from ibrar.reproducibility import run_metadata
 from ibrar.taps import find_modules, tap_layers, unwrap
 
 CONFIG_FILE = "config.yaml"
+SPIKE_FACTOR = 10.0  # a gradient norm or loss this many times the usual is logged as a spike
 METRICS_FILE = "metrics.jsonl"
 INFO_PLANE_FILE = "info_plane.jsonl"
 
@@ -264,18 +265,26 @@ class EpochStats:
 
     device: torch.device
     sums: dict[str, Tensor] = field(default_factory=dict)
+    peaks: dict[str, Tensor] = field(default_factory=dict)
     count: int = 0
 
     def add(self, name: str, value: Tensor, weight: float = 1.0) -> None:
         value = value.detach().float() * weight
         self.sums[name] = self.sums[name] + value if name in self.sums else value
 
+    def peak(self, name: str, value: Tensor) -> None:
+        """Keep the largest value seen (reported as is, not averaged)."""
+        value = value.detach().float()
+        self.peaks[name] = torch.maximum(self.peaks[name], value) if name in self.peaks else value
+
     def means(self) -> dict[str, float]:
-        if not self.sums:
+        names, peaks = list(self.sums), list(self.peaks)
+        if not names and not peaks:
             return {}
-        names = list(self.sums)
-        values = torch.stack([self.sums[n] for n in names]).cpu().tolist()
-        return {n: v / max(self.count, 1) for n, v in zip(names, values, strict=True)}
+        values = torch.stack([self.sums[n] for n in names] + [self.peaks[n] for n in peaks]).cpu().tolist()
+        out = {n: v / max(self.count, 1) for n, v in zip(names, values[: len(names)], strict=True)}
+        out.update(zip(peaks, values[len(names):], strict=True))
+        return out
 
 
 class Trainer:
@@ -445,6 +454,10 @@ class Trainer:
                                         torch.full_like(bad_batch, batch), bad_batch)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                # The gradient norm, on the device (max_norm=inf clips nothing): spikes are reported per epoch.
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float("inf"))
+                stats.add("grad_norm", grad_norm)
+                stats.peak("grad_norm_max", grad_norm)
                 self.optimizer.step()
                 stats.add("loss", loss)
                 for part, value in out.parts.items():
@@ -469,6 +482,8 @@ class Trainer:
                 f"the training loss became NaN/Inf at epoch {epoch + 1}, batch {bad}; stopped, and the last "
                 f"good checkpoint ({self.run_dir / LATEST}) is kept. Lower optim.lr or the IB weights")
         for value in stats.sums.values():
+            all_reduce_mean(value)
+        for value in stats.peaks.values():
             all_reduce_mean(value)
         means = stats.means()
         for key, value in means.items():
@@ -538,6 +553,21 @@ class Trainer:
         return out
 
     # -- the whole run --
+    def _report_spikes(self, means: dict[str, Any], previous: dict[str, Any]) -> None:
+        """Log (not stop) a gradient-norm spike within the epoch or a loss jump from the last epoch."""
+        epoch = self.epoch + 1
+        notes = []
+        if means.get("grad_norm_max", 0.0) > SPIKE_FACTOR * max(means.get("grad_norm", 0.0), 1e-12):
+            notes.append(f"gradient-norm spike in epoch {epoch}: max {means['grad_norm_max']:.3g} vs mean "
+                         f"{means['grad_norm']:.3g}")
+        if previous.get("loss") is not None and abs(means.get("loss", 0.0)) > SPIKE_FACTOR * max(
+                abs(previous["loss"]), 1e-12):
+            notes.append(f"loss spike in epoch {epoch}: {means['loss']:.4g} after {previous['loss']:.4g}")
+        for note in notes:
+            means.setdefault("warnings", []).append(note)
+            if self.dist.is_main:
+                tqdm.write(f"warning: {note}")
+
     def _tensorboard(self) -> Any:
         """A SummaryWriter on `run_dir/tensorboard` when asked for and installed (rank 0 only)."""
         if not (self.config.train.tensorboard and self.dist.is_main):
@@ -581,6 +611,7 @@ class Trainer:
                     raise KeyboardInterrupt(f"stopped by signal {self._stop_signal} after a checkpoint at epoch "
                                             f"{self.epoch + 1}, batch {self.batch_in_epoch}; resume with "
                                             f"`ibrar train --resume {self.run_dir}`")
+                self._report_spikes(means, last)
                 self.scheduler.step()
                 broadcast_buffers(self.model)
                 self.epoch += 1
