@@ -21,6 +21,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
+from ibrar.jsonl import read_jsonl  # noqa: E402
+
 FAMILY_TITLES = {"pgd": "PGD", "cw": "CW", "nifgsm": "NI-FGSM"}
 
 
@@ -62,13 +64,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise ValueError(f"run_dirs: {path} is missing; train the run first")
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut by a kill
-    return rows
+    return read_jsonl(path)
 
 
 # ---- Figure 2: accuracy against attack steps --------------------------------------------------------

@@ -30,6 +30,7 @@ from ibrar.config import ConfigError, RunConfig, build_config, dump_config
 from ibrar.data import BatchLoader, ImageData, load_split, resolve_data_root
 from ibrar.data.loader import balanced_subset, derived_seed
 from ibrar.distributed import all_reduce_mean, all_reduce_sum, barrier, broadcast_buffers, init_from_env
+from ibrar.jsonl import append_jsonl, truncate_jsonl
 from ibrar.mask import ChannelMask
 from ibrar.methods import Method, build_method
 from ibrar.models import create_model
@@ -232,28 +233,6 @@ def read_run_config(run_dir: Path, overrides: list[str] | None = None) -> RunCon
     if not path.is_file():
         raise RunFolderError(f"{run_dir}: no {CONFIG_FILE}; is it a run folder written by `ibrar train`?")
     return build_config(yaml.safe_load(path.read_text()), overrides)
-
-
-def _append_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        with path.open("a") as f:
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
-
-
-def _truncate_jsonl(path: Path, keep: Callable[[dict[str, Any]], bool]) -> None:
-    """Drop lines written after the checkpoint we resume from (an epoch that did not finish)."""
-    if not path.is_file():
-        return
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a kill
-        if keep(row):
-            rows.append(line)
-    path.write_text("".join(r + "\n" for r in rows))
 
 
 # ---- the loop ----------------------------------------------------------------------------------------
@@ -498,7 +477,7 @@ class Trainer:
                  "hsic_x": {k: float(v) for k, v in r["hsic_x"].items()},
                  "hsic_y": {k: float(v) for k, v in r["hsic_y"].items()}} for r in plane_rows]
         if self.dist.is_main:
-            _append_jsonl(self.run_dir / INFO_PLANE_FILE, rows)
+            append_jsonl(self.run_dir / INFO_PLANE_FILE, rows)
 
     def _should_stop(self, batch: int) -> bool:
         """A signal arrived; under DDP every rank must agree, checked every 10 batches (same batch on all)."""
@@ -583,8 +562,8 @@ class Trainer:
     def _reset_logs(self, resumed: bool) -> None:
         """Logs end where the checkpoint ends: lines of an epoch that did not finish are dropped."""
         if resumed:
-            _truncate_jsonl(self.run_dir / METRICS_FILE, lambda r: r.get("epoch", 0) <= self.epoch)
-            _truncate_jsonl(self.run_dir / INFO_PLANE_FILE, lambda r: r.get("iteration", 0) < self.iteration)
+            truncate_jsonl(self.run_dir / METRICS_FILE, lambda r: r.get("epoch", 0) <= self.epoch)
+            truncate_jsonl(self.run_dir / INFO_PLANE_FILE, lambda r: r.get("iteration", 0) < self.iteration)
         else:
             for name in (METRICS_FILE, INFO_PLANE_FILE):
                 (self.run_dir / name).unlink(missing_ok=True)
@@ -618,7 +597,7 @@ class Trainer:
                 line = {"epoch": self.epoch, "lr": lr, **means, **self.monitor(),
                         "seconds": round(time.perf_counter() - start, 3)}
                 if self.dist.is_main:
-                    _append_jsonl(self.run_dir / METRICS_FILE, [line])
+                    append_jsonl(self.run_dir / METRICS_FILE, [line])
                 if writer is not None:
                     for key, value in line.items():
                         if key != "epoch" and isinstance(value, (int, float)):

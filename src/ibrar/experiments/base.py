@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ibrar.config import load_config
+from ibrar.jsonl import read_jsonl
 from ibrar.models import create_model
 
 CONFIG_ROOT = Path(__file__).resolve().parents[3] / "configs"
@@ -351,11 +352,4 @@ def eval_metric(result: Mapping[str, Any], key: str) -> float | None:
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """The per-epoch lines of metrics.jsonl (a line cut by a kill is skipped)."""
-    path = run_dir / "metrics.jsonl"
-    rows = []
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
+    return read_jsonl(run_dir / "metrics.jsonl")
