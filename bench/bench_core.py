@@ -8,26 +8,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 from torch.nn import functional as F
 
 from ibrar import ChannelMask, IBRegularizer, tap_layers
 from ibrar.models import create_model
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, device: torch.device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
+from timing import CLOCK_NOTE, timed
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -89,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "mask_scoring_ratio": med["mask"] / ce,
     }
     print(f"VGG16 width {args.width}, batch {args.batch}, {device}, {torch.get_num_threads()} threads, "
-          f"median of {args.repeats}")
+          f"median of {args.repeats}; {CLOCK_NOTE}")
     print(f"  CE training step:                            {ce * 1000:9.1f} ms")
     print(f"  IB penalty, robust layers (isolated fwd+bwd): {result['penalty_robust_isolated_ratio']:9.2%} of a step")
     print(f"  IB penalty, all 7 layers (isolated fwd+bwd):  {result['penalty_all_isolated_ratio']:9.2%} of a step")

@@ -7,24 +7,13 @@ Run: `python bench/bench_scaling.py [--batches 50,100,200,400] [--width 0.25] [-
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 from torch.nn import functional as F
 
 from ibrar import ChannelMask, IBRegularizer, tap_layers
 from ibrar.models import create_model
-
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from timing import CLOCK_NOTE, median_seconds
 
 
 def measure_batch(model: torch.nn.Module, layers: list[str], m: int, repeats: int) -> tuple[float, ...]:
@@ -63,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     layers = list(model.ib_layers)
     result: dict[str, float] = {}
     print(f"VGG16 width {args.width}, {torch.get_num_threads()} threads; penalty = forward + backward of the "
-          "penalty alone; ratios to one CE step (forward + backward) at the same batch size")
+          f"penalty alone; ratios to one CE step (forward + backward) at the same batch size; {CLOCK_NOTE}")
     print(f"{'batch':>6} {'CE step ms':>11} {'3 robust layers':>16} {'all 7 layers':>13} {'mask scoring':>13}")
     for m in (int(b) for b in args.batches.split(",")):
         ce, rob, every, scoring = measure_batch(model, layers, m, args.repeats)

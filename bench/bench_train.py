@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 
@@ -18,6 +17,7 @@ from ibrar.data import BatchLoader, DataNotFoundError, ImageData, load_split, re
 from ibrar.data.loader import derived_seed
 from ibrar.taps import tap_layers
 from ibrar.train import build_model, build_regularizer, build_training_method
+from timing import CLOCK_NOTE, timed
 
 VARIANTS = {
     "CE": {"method": {"name": "ce"}},
@@ -89,13 +89,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     data_seconds: list[float] = []
     for i in range(args.steps):
         x, y = batches[1 + i % (len(batches) - 1)]
-        start = time.perf_counter()
-        next(iter(loader))  # one batch of the pipeline: index, convert to float, crop + flip
-        data_seconds.append(time.perf_counter() - start)
+        # one batch of the pipeline: index, convert to float, crop + flip
+        data_seconds.append(timed(lambda: next(iter(loader))))
         for v in variants:
-            start = time.perf_counter()
-            v.step(x, y)
-            seconds[v.name].append(time.perf_counter() - start)
+            seconds[v.name].append(timed(lambda v=v, x=x, y=y: v.step(x, y)))
     med = {k: statistics.median(v) for k, v in seconds.items()}
     data_s = statistics.median(data_seconds)
     result = {f"images_per_s/{k}": args.batch / v for k, v in med.items()}
@@ -103,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     result["ib_overhead/PGD-AT"] = med["PGD-AT + IB-RAR"] / med["PGD-AT"] - 1
     result["data_share_of_CE_step"] = data_s / med["CE"]
     print(f"VGG16 width {args.width}, batch {args.batch}, {torch.get_num_threads()} threads, "
-          f"median of {args.steps} steps, methods interleaved")
+          f"median of {args.steps} steps, methods interleaved; {CLOCK_NOTE}")
     for name in VARIANTS:
         print(f"  {name:18s} {args.batch / med[name]:8.1f} images/s  ({med[name] * 1000:.0f} ms/step)")
     print(f"  IB-RAR (IB loss + mask) adds {result['ib_overhead/CE']:+.1%} to a CE step, "
