@@ -5,7 +5,7 @@ cd "$(dirname "$0")"
 if [[ ! -x .venv/bin/ibrar ]]; then
   python3 -m venv .venv
   .venv/bin/python -m pip install --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -e .
+  .venv/bin/python -m pip install -e '.[test]'
 fi
 data_root=${IBRAR_DATA_ROOT:-$HOME/.cache/ibrar-data}
 if [[ ! -d $data_root/cifar10-jpeg && ! -d $data_root/cifar-10-batches-py && ! -d $data_root/cifar10 ]]; then

@@ -184,6 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:  # bad input caught by a library check (data, labels, options)
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt as err:
         print(f"interrupted: {err}" if str(err) else "interrupted", file=sys.stderr)
         return 130
