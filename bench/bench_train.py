@@ -12,11 +12,11 @@ import statistics
 
 import torch
 
+from ibrar.build import build_model, build_regularizer, build_training_method
 from ibrar.config import build_config
 from ibrar.data import BatchLoader, DataNotFoundError, ImageData, load_split, resolve_data_root
 from ibrar.data.loader import derived_seed
 from ibrar.taps import tap_layers
-from ibrar.train import build_model, build_regularizer, build_training_method
 from timing import CLOCK_NOTE, timed
 
 VARIANTS = {

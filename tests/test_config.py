@@ -10,8 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import tiny_config
+from ibrar.build import check_model_config
 from ibrar.config import ConfigError, RunConfig, build_config, dump_config, load_config, parse_override
-from ibrar.train import check_model_config, train
+from ibrar.train import train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SHIPPED = sorted(p for p in CONFIGS.rglob("*.yaml"))

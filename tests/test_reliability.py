@@ -20,7 +20,8 @@ from ibrar.checkpoint import CheckpointError, load_file, load_state
 from ibrar.cli import main
 from ibrar.config import build_config
 from ibrar.models import create_model
-from ibrar.train import NonFiniteLossError, Trainer, load_trained, train
+from ibrar.run_folder import load_trained
+from ibrar.train import NonFiniteLossError, Trainer, train
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 

@@ -33,7 +33,8 @@ def _split_config_and_overrides(config: str | None, overrides: list[str]) -> tup
 def _cmd_train(args: argparse.Namespace) -> int:
     from ibrar.config import load_config
     from ibrar.run_eval import evaluate_run
-    from ibrar.train import read_run_config, train
+    from ibrar.run_folder import read_run_config
+    from ibrar.train import train
 
     config_path, overrides = _split_config_and_overrides(args.config, args.overrides)
     if args.resume:
@@ -164,7 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ibrar.checkpoint import CheckpointError
     from ibrar.config import ConfigError
     from ibrar.data import DataNotFoundError
-    from ibrar.train import NonFiniteLossError, RunFolderError
+    from ibrar.run_folder import RunFolderError
+    from ibrar.train import NonFiniteLossError
 
     user_errors = (UsageError, ConfigError, CheckpointError, DataNotFoundError, RunFolderError, NonFiniteLossError)
     try:

@@ -125,8 +125,8 @@ def penultimate_features(
     run_dir: str | Path, data_root: str | Path | None = None, n: int = 500, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Penultimate-layer features of `n` clean test examples of a trained run, their labels, class names."""
+    from ibrar.run_folder import load_trained
     from ibrar.taps import tap_layers
-    from ibrar.train import load_trained
 
     _check_n(n)
     bundle, config, state = load_trained(run_dir)
@@ -294,7 +294,7 @@ def confusion_counts(
 ) -> tuple[np.ndarray, list[str]]:
     """counts[true, predicted] for PGD-`steps` examples of `n` test examples (the run's eval eps)."""
     from ibrar.attacks import PGD
-    from ibrar.train import load_trained
+    from ibrar.run_folder import load_trained
 
     _check_n(n)
     if not isinstance(steps, int) or steps < 1:

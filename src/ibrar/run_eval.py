@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from ibrar.attacks import build_attack
+from ibrar.build import build_regularizer, resolve_device
 from ibrar.checkpoint import find_checkpoint
 from ibrar.data import ImageData, load_split, resolve_data_root
 from ibrar.evaluate import evaluate, format_table, masking_warnings, steps_curve
-from ibrar.train import build_regularizer, load_trained, resolve_device
+from ibrar.run_folder import load_trained
 
 DEFAULT_ATTACKS = ("fgsm", "pgd10", "cw", "fab", "nifgsm")
 EVAL_FILE = "eval.json"

@@ -2,21 +2,18 @@
 
 A run folder holds `config.yaml` (resolved), `meta.json` (versions, hardware, seed), `metrics.jsonl` (one line
 per epoch), `info_plane.jsonl` (HSIC(X, T_l), HSIC(Y, T_l) every K iterations), `checkpoint.pt` (latest,
-written atomically at every epoch end) and `final.pt` (the trained weights and mask).
+written atomically at every epoch end, or mid-epoch on SIGTERM/SIGINT) and `final.pt` (weights and mask).
 Every epoch is a pure function of (weights, seed, epoch), so a resumed run ends bit-identical on the CPU.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import math
 import os
-import shutil
 import signal
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,214 +22,30 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ibrar.checkpoint import FINAL, LATEST, CheckpointError, load_file, load_state, save_atomic
-from ibrar.config import ConfigError, RunConfig, build_config, dump_config
-from ibrar.data import BatchLoader, ImageData, load_split, resolve_data_root
+from ibrar.build import (
+    build_model,
+    build_optimizer,
+    build_regularizer,
+    build_training_method,
+    check_model_config,
+    load_data,
+    resolve_device,
+)
+from ibrar.checkpoint import FINAL, LATEST, load_file, load_state, save_atomic
+from ibrar.config import RunConfig
+from ibrar.data import BatchLoader
 from ibrar.data.loader import balanced_subset, derived_seed
 from ibrar.distributed import all_reduce_mean, all_reduce_sum, barrier, broadcast_buffers, init_from_env
 from ibrar.jsonl import append_jsonl, truncate_jsonl
-from ibrar.mask import ChannelMask
-from ibrar.methods import Method, build_method
-from ibrar.models import create_model
-from ibrar.regularizer import IBRegularizer
 from ibrar.reproducibility import run_metadata
-from ibrar.taps import find_modules, tap_layers, unwrap
+from ibrar.run_folder import INFO_PLANE_FILE, METRICS_FILE, check_run_dir, create_run_dir
+from ibrar.taps import tap_layers, unwrap
 
-CONFIG_FILE = "config.yaml"
 SPIKE_FACTOR = 10.0  # a gradient norm or loss this many times the usual is logged as a spike
-METRICS_FILE = "metrics.jsonl"
-INFO_PLANE_FILE = "info_plane.jsonl"
-
-
-class RunFolderError(ValueError):
-    """The output folder cannot be used as asked (another run is there, or nothing to resume)."""
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss or an HSIC term became NaN/Inf; the last good checkpoint is kept."""
-
-
-# ---- building a run from its config ------------------------------------------------------------------
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: 'cuda' was asked for but no CUDA device is available; use device=cpu or auto")
-    return torch.device(name)
-
-
-@dataclass
-class ModelBundle:
-    """A model with the names the IB machinery needs and its (optional) channel mask."""
-
-    model: nn.Module
-    ib_layers: tuple[str, ...]
-    robust_layers: tuple[str, ...]
-    last_conv: str | None
-    mask: ChannelMask | None = None
-
-
-def _import_builder(spec: str) -> Callable[..., nn.Module]:
-    module_name, _, attr = spec.partition(":")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as err:
-        raise ConfigError(f"model.name: cannot import {spec!r} ({err}); use 'package.module:builder'") from None
-
-
-def build_model(config: RunConfig, num_classes: int, input_size: int) -> ModelBundle:
-    """The configured model (a registered name, or `package.module:builder` for a user's own), mask attached."""
-    mc = config.model
-    if ":" in mc.name:
-        model = _import_builder(mc.name)(num_classes=num_classes)
-    else:
-        try:
-            model = create_model(mc.name, num_classes=num_classes, width=mc.width, input_size=input_size)
-        except ValueError as err:
-            raise ConfigError(f"model.{err}") from None
-    ib_layers = tuple(mc.ib_layers or getattr(model, "ib_layers", ()))
-    robust_layers = tuple(mc.robust_layers or getattr(model, "robust_layers", ()) or ib_layers)
-    last_conv = mc.last_conv or getattr(model, "last_conv", None)
-    if not ib_layers:
-        raise ConfigError(f"model.ib_layers: {mc.name} declares no IB layers; name them in the config")
-    if config.method.name == "vib":
-        from ibrar.methods.vib import VIBClassifier
-
-        model = VIBClassifier(model, feature_layer=getattr(model, "penultimate", ib_layers[-1]),
-                              num_classes=num_classes, bottleneck_dim=config.method.vib_dim,
-                              input_shape=(3, input_size, input_size))
-        ib_layers = tuple(f"backbone.{n}" for n in ib_layers)
-        robust_layers = tuple(f"backbone.{n}" for n in robust_layers)
-        last_conv = f"backbone.{last_conv}" if last_conv else None
-    for what, names in (("ib_layers", ib_layers), ("robust_layers", robust_layers)):
-        try:
-            find_modules(model, names)
-        except ValueError as err:
-            raise ConfigError(f"model.{what}: {err}") from None
-    bundle = ModelBundle(model, ib_layers, robust_layers, last_conv)
-    if config.mask.enabled:
-        if last_conv is None:
-            raise ConfigError("mask.enabled: the model names no last convolutional layer; set model.last_conv")
-        try:
-            find_modules(model, [last_conv])
-        except ValueError as err:
-            raise ConfigError(f"model.last_conv: {err}") from None
-        channels = _output_channels(model, last_conv, input_size)
-        mk = config.mask
-        try:
-            bundle.mask = ChannelMask(channels, num_classes, rule=mk.rule, drop_fraction=mk.drop_fraction,
-                                      official_count=mk.official_count, refresh_every=mk.refresh_every,
-                                      at_eval=mk.at_eval, estimator=config.ib.estimator,
-                                      label_kernel=config.ib.label_kernel, sigma=config.ib.sigma)
-        except ValueError as err:
-            raise ConfigError(f"mask.{err}") from None
-        bundle.mask.attach(model, last_conv)
-    return bundle
-
-
-def _output_channels(model: nn.Module, layer: str, input_size: int) -> int:
-    with torch.no_grad(), tap_layers(model, [layer]) as feats:
-        was = model.training
-        model.eval()
-        model(torch.zeros(1, 3, input_size, input_size))
-        model.train(was)
-    out = feats[layer]
-    if out.dim() < 3:
-        raise ConfigError(f"mask: layer {layer!r} outputs shape {tuple(out.shape)}, not (N, C, H, W) feature maps")
-    return out.shape[1]
-
-
-def ib_layer_names(config: RunConfig, bundle: ModelBundle) -> tuple[str, ...]:
-    layers = config.ib.layers
-    if layers == "robust":
-        return bundle.robust_layers
-    if layers == "all":
-        return bundle.ib_layers
-    return tuple(layers)
-
-
-def build_regularizer(config: RunConfig, bundle: ModelBundle, num_classes: int,
-                      layers: tuple[str, ...] | None = None) -> IBRegularizer:
-    ib = config.ib
-    names = layers or ib_layer_names(config, bundle)
-    try:
-        find_modules(bundle.model, names)
-    except ValueError as err:
-        raise ConfigError(f"ib.layers: {err}") from None
-    return IBRegularizer(names, num_classes, alpha=ib.alpha, beta=ib.beta, estimator=ib.estimator,
-                         label_kernel=ib.label_kernel, sigma=ib.sigma, bandwidth=ib.bandwidth,
-                         x_source=ib.x_source)
-
-
-def build_training_method(config: RunConfig) -> Method:
-    m = config.method
-    params: dict[str, Any] = {}
-    if m.name in ("pgd_at", "trades", "mart"):
-        params = {"eps": m.eps, "alpha": m.alpha, "steps": m.steps}
-    if m.name in ("trades", "mart"):
-        params["beta"] = m.beta
-    if m.name == "trades":
-        params["variant"] = m.variant
-    if m.name == "vib":
-        params = {"beta": m.vib_beta}
-    return build_method(m.name, **params)
-
-
-def build_optimizer(config: RunConfig, model: nn.Module) -> tuple[torch.optim.Optimizer, Any]:
-    o = config.optim
-    optimizer = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum,
-                                weight_decay=o.weight_decay, nesterov=o.nesterov and o.momentum > 0)
-    if o.schedule == "step":
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=o.step_size, gamma=o.gamma)
-    elif o.schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.train.epochs)
-    else:
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _epoch: 1.0)
-    return optimizer, scheduler
-
-
-def load_data(config: RunConfig, data_root: str | Path | None) -> tuple[ImageData, ImageData]:
-    root = resolve_data_root(config.data.root or data_root)
-    train = load_split(config.data.name, root, "train", download=config.data.download)
-    test = load_split(config.data.name, root, "test", download=config.data.download)
-    return train, test
-
-
-# ---- the run folder ----------------------------------------------------------------------------------
-
-
-def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to mix two runs in one folder (before any work: nothing is touched here)."""
-    config_path = run_dir / CONFIG_FILE
-    if resume:
-        if not config_path.is_file():
-            raise RunFolderError(f"--resume {run_dir}: no {CONFIG_FILE} there, so there is no run to resume")
-    elif run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
-        what = "another run's config" if config_path.is_file() else "files"
-        raise RunFolderError(f"output folder {run_dir} already holds {what}; pass --resume {run_dir} to "
-                             "continue it, --overwrite to replace it, or --out to choose another folder")
-
-
-def create_run_dir(run_dir: Path, config: RunConfig, resume: bool) -> None:
-    """Clear the folder of a replaced run (only once the new one has started) and write the config.
-
-    On resume the config is written again, so overrides given with --resume hold for later resumes too.
-    """
-    if not resume and run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_FILE).write_text(dump_config(config))
-
-
-def read_run_config(run_dir: Path, overrides: list[str] | None = None) -> RunConfig:
-    import yaml
-
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise RunFolderError(f"{run_dir}: no {CONFIG_FILE}; is it a run folder written by `ibrar train`?")
-    return build_config(yaml.safe_load(path.read_text()), overrides)
 
 
 # ---- the loop ----------------------------------------------------------------------------------------
@@ -638,14 +451,6 @@ class Trainer:
         barrier()
 
 
-def check_model_config(config: RunConfig) -> None:
-    """Model name, IB layers, mask layer: ConfigError now, before the data is read (shapes only, no memory)."""
-    with torch.device("meta"):
-        bundle = build_model(config, num_classes=10, input_size=64 if config.data.name == "tinyimagenet" else 32)
-        if config.ib.enabled:
-            build_regularizer(config, bundle, 10)
-
-
 def train(config: RunConfig, run_dir: str | Path, data_root: str | Path | None = None, resume: bool = False,
           overwrite: bool = False, quiet: bool = False) -> Trainer:
     """Train one run into `run_dir` (resuming it when asked) and return the finished trainer."""
@@ -667,25 +472,3 @@ def train(config: RunConfig, run_dir: str | Path, data_root: str | Path | None =
     return trainer
 
 
-def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[ModelBundle, RunConfig, dict]:
-    """A run folder or checkpoint file -> the model (mask attached and loaded, eval mode) and its config."""
-    from ibrar.checkpoint import find_checkpoint
-
-    file = find_checkpoint(path)
-    state = load_file(file, map_location=device)
-    if "model" not in state or "config" not in state:
-        raise CheckpointError(f"checkpoint {file}: expected the keys 'model' and 'config' written by ibrar train")
-    config = build_config(state["config"])
-    num_classes = state.get("num_classes") or _classes_from_state(state["model"])
-    input_size = int(state.get("input_size") or 32)
-    bundle = build_model(config, num_classes, input_size)
-    load_state(bundle.model, state["model"], "model", file)
-    if bundle.mask is not None and state.get("mask") is not None:
-        load_state(bundle.mask, state["mask"], "channel mask", file)
-    bundle.model.to(device).eval()
-    return bundle, config, state
-
-
-def _classes_from_state(model_state: dict[str, Tensor]) -> int:
-    last_bias = [v for k, v in model_state.items() if k.endswith("bias") and v.dim() == 1][-1]
-    return int(last_bias.shape[0])

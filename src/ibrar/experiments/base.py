@@ -225,7 +225,8 @@ def run_spec(
 ) -> str:
     """Train (or resume) and evaluate one run unless it already finished; returns the state found."""
     from ibrar.run_eval import evaluate_run
-    from ibrar.train import read_run_config, train
+    from ibrar.run_folder import read_run_config
+    from ibrar.train import train
 
     state = run_state(run_dir)
     if state == "done":

@@ -1,0 +1,75 @@
+"""The run folder: what is in it, refusing to mix two runs in one, and loading a trained model back from it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ibrar.build import ModelBundle, build_model
+from ibrar.checkpoint import CheckpointError, find_checkpoint, load_file, load_state
+from ibrar.config import RunConfig, build_config, dump_config
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+INFO_PLANE_FILE = "info_plane.jsonl"
+
+
+class RunFolderError(ValueError):
+    """The output folder cannot be used as asked (another run is there, or nothing to resume)."""
+
+
+def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to mix two runs in one folder (before any work: nothing is touched here)."""
+    config_path = run_dir / CONFIG_FILE
+    if resume:
+        if not config_path.is_file():
+            raise RunFolderError(f"--resume {run_dir}: no {CONFIG_FILE} there, so there is no run to resume")
+    elif run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+        what = "another run's config" if config_path.is_file() else "files"
+        raise RunFolderError(f"output folder {run_dir} already holds {what}; pass --resume {run_dir} to "
+                             "continue it, --overwrite to replace it, or --out to choose another folder")
+
+
+def create_run_dir(run_dir: Path, config: RunConfig, resume: bool) -> None:
+    """Clear the folder of a replaced run (only once the new one has started) and write the config.
+
+    On resume the config is written again, so overrides given with --resume hold for later resumes too.
+    """
+    if not resume and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CONFIG_FILE).write_text(dump_config(config))
+
+
+def read_run_config(run_dir: Path, overrides: list[str] | None = None) -> RunConfig:
+    import yaml
+
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise RunFolderError(f"{run_dir}: no {CONFIG_FILE}; is it a run folder written by `ibrar train`?")
+    return build_config(yaml.safe_load(path.read_text()), overrides)
+
+
+def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[ModelBundle, RunConfig, dict]:
+    """A run folder or checkpoint file -> the model (mask attached and loaded, eval mode) and its config."""
+    file = find_checkpoint(path)
+    state = load_file(file, map_location=device)
+    if "model" not in state or "config" not in state:
+        raise CheckpointError(f"checkpoint {file}: expected the keys 'model' and 'config' written by ibrar train")
+    config = build_config(state["config"])
+    num_classes = state.get("num_classes") or _classes_from_state(state["model"])
+    input_size = int(state.get("input_size") or 32)
+    bundle = build_model(config, num_classes, input_size)
+    load_state(bundle.model, state["model"], "model", file)
+    if bundle.mask is not None and state.get("mask") is not None:
+        load_state(bundle.mask, state["mask"], "channel mask", file)
+    bundle.model.to(device).eval()
+    return bundle, config, state
+
+
+def _classes_from_state(model_state: dict[str, Tensor]) -> int:
+    last_bias = [v for k, v in model_state.items() if k.endswith("bias") and v.dim() == 1][-1]
+    return int(last_bias.shape[0])
