@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import ibrar
-from ibrar.hsic import KernelMatrix, gaussian_kernel, kernel_matrix, linear_kernel
+from ibrar.hsic import KernelMatrix, gaussian_kernel, kernel_matrix, linear_kernel, nocco, nocco_low_rank
 
 # ---- references, straight from METHOD.md section 2, in float64 NumPy with explicit loops/inverses ----
 
@@ -95,6 +95,16 @@ def test_precomputed_kernel_matrix_gives_the_same_value():
     assert isinstance(kx, KernelMatrix)
     for estimator in ("hsic", "nhsic", "nocco"):
         assert torch.allclose(ibrar.hsic(kx, y, estimator=estimator), ibrar.hsic(x, y, estimator=estimator))
+
+
+def test_low_rank_nocco_equals_nocco_with_the_linear_label_kernel():
+    x, _ = dependent_pair()
+    labels = torch.arange(x.shape[0]) % 4
+    y = torch.nn.functional.one_hot(labels, 5).double()  # one class never occurs: rank below c
+    k = torch.stack([gaussian_kernel(x), gaussian_kernel(x[:, :2])])
+    want = nocco(k, linear_kernel(y))
+    assert torch.allclose(nocco_low_rank(k, y), want, rtol=1e-8, atol=1e-10)
+    assert nocco_low_rank(k.float(), y.float()).dtype == torch.float32
 
 
 def test_median_bandwidth_uses_median_squared_distance():

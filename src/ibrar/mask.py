@@ -21,7 +21,15 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from ibrar.distributed import all_reduce_mean
-from ibrar.hsic import ESTIMATORS, Estimator, KernelKind, estimate, gaussian_kernel, kernel_matrix
+from ibrar.hsic import (
+    ESTIMATORS,
+    Estimator,
+    KernelKind,
+    estimate,
+    gaussian_kernel,
+    kernel_matrix,
+    nocco_low_rank,
+)
 from ibrar.regularizer import one_hot_labels
 from ibrar.taps import find_modules
 
@@ -87,8 +95,11 @@ class ChannelMask(nn.Module):
         f = features.detach().float()
         per_channel = f.reshape(f.shape[0], f.shape[1], -1).transpose(0, 1).contiguous()  # (C, m, d_c)
         kc = gaussian_kernel(per_channel, self.sigma)  # (C, m, m)
-        ky = kernel_matrix(one_hot_labels(y, self.num_classes), self.label_kernel, self.sigma).matrix
-        score_y = estimate(kc, ky, self.estimator)
+        onehot = one_hot_labels(y, self.num_classes)
+        if self.estimator == "nocco" and self.label_kernel == "linear":
+            score_y = nocco_low_rank(kc, onehot)  # same value, num_classes right-hand sides instead of m
+        else:
+            score_y = estimate(kc, kernel_matrix(onehot, self.label_kernel, self.sigma).matrix, self.estimator)
         score_x = None
         if x is not None:
             kx = kernel_matrix(x.detach().float(), "gaussian", self.sigma).matrix
