@@ -182,3 +182,42 @@ def test_resuming_a_finished_run_changes_nothing(ib_run, image_folder, tmp_path)
     train(config, copy, resume=True, quiet=True)
     assert_same_final_weights(ib_run, copy)
     assert len(metrics(copy)) == 3
+
+
+def _quick(image_folder, **train_section):
+    return build_config(tiny_config(image_folder, train={"epochs": 1, "eval_subset": 8, "eval_pgd_steps": 0,
+                                                         "info_plane_every": 0, **train_section}))
+
+
+def test_tensorboard_gets_every_metric_when_installed(image_folder, tmp_path, monkeypatch):
+    import sys
+    import types
+
+    written: list[tuple[str, float, int]] = []
+
+    class RecordingWriter:
+        def __init__(self, log_dir: str) -> None:
+            self.log_dir = log_dir
+
+        def add_scalar(self, tag: str, value: float, step: int) -> None:
+            written.append((tag, value, step))
+
+        def close(self) -> None:
+            written.append(("closed", 0.0, 0))
+
+    fake = types.ModuleType("torch.utils.tensorboard")
+    fake.SummaryWriter = RecordingWriter
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
+    train(_quick(image_folder, tensorboard=True), tmp_path / "run", quiet=True)
+    tags = {tag for tag, _, _ in written}
+    assert {"loss", "train_acc", "test_clean_acc", "lr", "closed"} <= tags
+    assert all(step == 1 for tag, _, step in written if tag != "closed")
+
+
+def test_tensorboard_missing_is_a_message_not_a_failure(image_folder, tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # makes the import fail
+    train(_quick(image_folder, tensorboard=True), tmp_path / "run", quiet=True)
+    assert "tensorboard is not installed" in capsys.readouterr().out
+    assert (tmp_path / "run" / "final.pt").is_file()
