@@ -11,7 +11,6 @@ from typing import Literal
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
 from ibrar.hsic import ESTIMATORS, KERNELS, Bandwidth, Estimator, KernelKind, KernelMatrix, hsic, kernel_matrix
 
@@ -36,7 +35,7 @@ def one_hot_labels(y: Tensor, num_classes: int) -> Tensor:
     """Labels (m,) -> one-hot float (m, num_classes), with a clear error for labels out of range.
 
     The range check reads the labels on the host, so it runs only for CPU tensors: on a GPU it would
-    synchronise every training step (there, `one_hot` itself asserts on the device).
+    synchronise every training step.
     """
     if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
         raise ValueError(f"y: expected integer class labels, got dtype {y.dtype}")
@@ -45,7 +44,8 @@ def one_hot_labels(y: Tensor, num_classes: int) -> Tensor:
     if y.numel() and y.device.type == "cpu" and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         raise ValueError(f"y: labels must lie in [0, {num_classes - 1}] (num_classes={num_classes}), "
                          f"got range [{int(y.min())}, {int(y.max())}]")
-    return F.one_hot(y.long(), num_classes).float()
+    # scatter rather than F.one_hot, which validates the labels on the host (a sync per step on a GPU)
+    return torch.zeros(y.shape[0], num_classes, device=y.device).scatter_(1, y.long()[:, None], 1.0)
 
 
 class IBRegularizer:
