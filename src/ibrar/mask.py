@@ -25,10 +25,11 @@ from ibrar.hsic import (
     ESTIMATORS,
     Estimator,
     KernelKind,
-    estimate,
+    combine,
     gaussian_kernel,
     kernel_matrix,
     nocco_low_rank,
+    prepare,
 )
 from ibrar.regularizer import one_hot_labels
 from ibrar.taps import find_modules
@@ -96,14 +97,16 @@ class ChannelMask(nn.Module):
         per_channel = f.reshape(f.shape[0], f.shape[1], -1).transpose(0, 1).contiguous()  # (C, m, d_c)
         kc = gaussian_kernel(per_channel, self.sigma)  # (C, m, m)
         onehot = one_hot_labels(y, self.num_classes)
-        if self.estimator == "nocco" and self.label_kernel == "linear":
-            score_y = nocco_low_rank(kc, onehot)  # same value, num_classes right-hand sides instead of m
-        else:
-            score_y = estimate(kc, kernel_matrix(onehot, self.label_kernel, self.sigma).matrix, self.estimator)
+        if x is None and self.estimator == "nocco" and self.label_kernel == "linear":
+            # The label side has rank <= num_classes: solving with that many right-hand sides is cheaper.
+            return nocco_low_rank(kc, onehot), None
+        pc = prepare(kc, self.estimator)
+        py = prepare(kernel_matrix(onehot, self.label_kernel, self.sigma).matrix, self.estimator)
+        score_y = combine(pc, py, self.estimator).float()
         score_x = None
         if x is not None:
-            kx = kernel_matrix(x.detach().float(), "gaussian", self.sigma).matrix
-            score_x = estimate(kc, kx, self.estimator)
+            px = prepare(kernel_matrix(x.detach().float(), "gaussian", self.sigma).matrix, self.estimator)
+            score_x = combine(pc, px, self.estimator).float()
         return score_y, score_x
 
     def select(self, score_y: Tensor, score_x: Tensor | None = None) -> Tensor:

@@ -12,7 +12,17 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ibrar.hsic import ESTIMATORS, KERNELS, Bandwidth, Estimator, KernelKind, KernelMatrix, hsic, kernel_matrix
+from ibrar.hsic import (
+    ESTIMATORS,
+    KERNELS,
+    Bandwidth,
+    Estimator,
+    KernelKind,
+    KernelMatrix,
+    combine,
+    kernel_matrix,
+    prepare,
+)
 
 XSource = Literal["clean", "adversarial"]
 
@@ -126,16 +136,20 @@ class IBRegularizer:
         dtype = torch.promote_types(features[self.layers[0]].dtype, torch.float32)
         kx = kx if kx is not None else self.input_kernel(x.to(dtype))
         ky = ky if ky is not None else self.label_kernel_matrix(y, dtype)
+        if kx.size != ky.size:
+            raise ValueError(f"x and y: expected the same batch size, got {kx.size} and {ky.size}")
+        # X's and Y's sides of the estimator are prepared once and shared by every layer.
+        px, py = prepare(kx.matrix, self.estimator), prepare(ky.matrix, self.estimator)
         loss = x.new_zeros((), dtype=dtype)
         terms = IBTerms(loss)
         for name in self.layers:
             t = features[name]
             if t.shape[0] != x.shape[0]:
                 raise ValueError(f"features[{name!r}]: batch size {t.shape[0]} differs from x's {x.shape[0]}")
-            kt = kernel_matrix(t.to(dtype), "gaussian", self.sigma, self.bandwidth)
+            pt = prepare(kernel_matrix(t.to(dtype), "gaussian", self.sigma, self.bandwidth).matrix, self.estimator)
             # Both terms are always computed: the information plane needs them even when a weight is 0.
-            h_x = hsic(kx, kt, self.estimator)
-            h_y = hsic(ky, kt, self.estimator)
+            h_x = combine(px, pt, self.estimator).to(dtype)
+            h_y = combine(py, pt, self.estimator).to(dtype)
             loss = loss + self.alpha * h_x - self.beta * h_y
             terms.hsic_x[name] = h_x.detach()
             terms.hsic_y[name] = h_y.detach()
