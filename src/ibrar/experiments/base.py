@@ -8,6 +8,7 @@ cluster scheduler can run them in parallel; the results are then collected by ru
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,8 @@ from ibrar.config import load_config
 from ibrar.jsonl import read_jsonl
 from ibrar.models import create_model
 
-CONFIG_ROOT = Path(__file__).resolve().parents[3] / "configs"
+# The shipped configs of a source checkout; IBRAR_CONFIGS points elsewhere (e.g. for an installed package).
+CONFIG_ROOT = Path(os.environ.get("IBRAR_CONFIGS", Path(__file__).resolve().parents[3] / "configs"))
 
 # Logical attack names (what the paper's tables call them) -> the attack the registry builds at full scale.
 FULL_ATTACKS: dict[str, str] = {
@@ -153,7 +155,8 @@ def resolve_config(
         return twin, ()
     paper = config_root / "paper" / f"{config_name}.yaml"
     if not paper.is_file():
-        raise ValueError(f"config_name: no {paper} (configs are looked up under {config_root})")
+        raise ValueError(f"config_name: no {paper} (configs are looked up under {config_root}; "
+                         "set IBRAR_CONFIGS to the configs/ folder of an ibrar checkout)")
     return paper, scale.overrides
 
 
