@@ -68,7 +68,7 @@ def build(scale: Scale, seeds: int = 1) -> Experiment:
             "The figure shows the first seed of each network.",
         ]
         return new_results(
-            experiment, tables, notes=notes, figures=[str(p.relative_to(folder)) for p in figures]
+            experiment, tables, notes=notes, folder=folder, figures=figures
         )
 
     return Experiment(

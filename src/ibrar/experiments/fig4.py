@@ -63,7 +63,7 @@ def build(scale: Scale, seeds: int = 1) -> Experiment:
             "The paper gives no table for Figure 4, only the plateau value.",
         ]
         return new_results(
-            experiment, [table, epochs], notes=notes, figures=[str(p.relative_to(folder)) for p in figures]
+            experiment, [table, epochs], notes=notes, folder=folder, figures=figures
         )
 
     return Experiment(

@@ -61,7 +61,7 @@ def build(scale: Scale, seeds: int = 1) -> Experiment:
             "Figures show the first seed of each β.",
         ]
         return new_results(
-            experiment, tables, notes=notes, figures=[str(p.relative_to(folder)) for p in figures]
+            experiment, tables, notes=notes, folder=folder, figures=figures
         )
 
     return Experiment(

@@ -178,8 +178,14 @@ def eval_table(
     return table
 
 
-def new_results(experiment: Experiment, tables: list[Table], **kwargs: Any) -> Results:
+def new_results(experiment: Experiment, tables: list[Table], folder: Path | None = None,
+                figures: Sequence[Path] = (), **kwargs: Any) -> Results:
+    """Results of an experiment; figure paths are stored relative to the experiment folder."""
     used = {logical: experiment.scale.attacks[logical] for logical in experiment.info.get("attacks", ())}
+    if figures:
+        if folder is None:
+            raise ValueError("folder: expected the experiment folder that the figures are relative to, got None")
+        kwargs["figures"] = [str(Path(p).relative_to(folder)) for p in figures]
     return Results(
         experiment.name,
         experiment.title,

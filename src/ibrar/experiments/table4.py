@@ -75,7 +75,7 @@ def build(scale: Scale, seeds: int = 1) -> Experiment:
             "drawn from the first seed of the VGG16 rows."
         ]
         return new_results(
-            experiment, tables, notes=notes, figures=[str(p.relative_to(folder)) for p in figures]
+            experiment, tables, notes=notes, folder=folder, figures=figures
         )
 
     return Experiment(
