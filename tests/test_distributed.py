@@ -11,6 +11,8 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from ibrar.config import build_config
+from ibrar.distributed import any_rank, init_from_env
+from ibrar.host_sync import forbid_host_sync
 from ibrar.train import train
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -79,10 +81,27 @@ def test_two_ranks_end_identical_and_match_one_process_with_the_global_batch(ima
 def test_ranks_share_one_mask_and_weights_with_ib_and_batchnorm(image_folder, tmp_path):
     config = tiny_config(image_folder, data={"batch_size": 8}, ib={"enabled": True},
                          mask={"enabled": True, "drop_fraction": 0.25, "refresh_every": 2},
-                         train={"epochs": 1, "eval_subset": 16, "eval_pgd_steps": 1, "info_plane_every": 0})
-    ranks = _spawn(config, tmp_path / "ddp")
+                         train={"epochs": 1, "eval_subset": 16, "eval_pgd_steps": 1, "info_plane_every": 0,
+                                "forbid_host_sync": True})
+    ranks = _spawn(config, tmp_path / "ddp")  # also: the DDP step reads nothing back to the host
     assert torch.equal(ranks[0]["mask"], ranks[1]["mask"])
     assert int((ranks[0]["mask"] == 0).sum()) > 0
     for key, value in ranks[0]["model"].items():
         assert torch.equal(value, ranks[1]["model"][key]), key
     assert (tmp_path / "ddp" / "final.pt").is_file()
+
+
+def _vote_worker(rank: int, world: int, port: int, votes: list[bool], out: str) -> None:
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    init_from_env("cpu")
+    with forbid_host_sync("cpu"):  # the stop vote is a host-side collective: allowed inside the step
+        result = any_rank(votes[rank])
+    Path(out, f"vote{rank}").write_text(str(result))
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize("votes", [[False, True], [False, False]], ids=["one-rank-stops", "none-stops"])
+def test_a_stop_signal_on_one_rank_stops_every_rank(votes, tmp_path):
+    mp.spawn(_vote_worker, args=(2, _free_port(), votes, str(tmp_path)), nprocs=2, join=True)
+    assert [(tmp_path / f"vote{r}").read_text() for r in range(2)] == [str(any(votes))] * 2

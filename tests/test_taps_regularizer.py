@@ -7,6 +7,7 @@ from torchvision.models import resnet18
 
 import ibrar
 from ibrar.regularizer import IBRegularizer, one_hot_labels
+from ibrar.taps import unwrap
 
 
 class Nested(nn.Module):
@@ -56,6 +57,15 @@ def test_taps_see_through_a_wrapper_with_module_attribute():
     assert feats["encoder.0"].shape == (3, 8)
 
 
+def test_taps_see_through_torch_compile_and_ddp_style_wrappers():
+    inner = Nested()
+    compiled = torch.compile(nn.DataParallel(inner), backend="eager")
+    assert unwrap(compiled) is inner
+    with ibrar.tap_layers(compiled, ["encoder.2.0"]) as feats:
+        compiled(torch.randn(3, 6))
+    assert feats["encoder.2.0"].shape == (3, 5)
+
+
 def test_unknown_layer_name_lists_valid_names():
     with pytest.raises(ValueError, match=r"not found.*valid names: encoder, encoder\.0"):
         with ibrar.tap_layers(Nested(), ["encoder.9"]):
@@ -84,6 +94,20 @@ def test_regularizer_equals_weighted_sum_of_hsic_terms():
         assert terms.hsic_y[name].item() == pytest.approx(hy.item(), rel=1e-9)
         want += 0.3 * hx - 0.7 * hy
     assert terms.loss.item() == pytest.approx(want.item(), rel=1e-9)
+
+
+def test_under_bf16_autocast_the_penalty_is_float32_and_exact_for_the_bf16_features():
+    """train.amp runs the forward in bf16; the HSIC terms must still be computed in float32 (not bf16)."""
+    x, y, _ = _features()
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 16), nn.ReLU(), nn.Linear(16, 3))
+    reg = IBRegularizer(["1"], num_classes=3, alpha=0.3, beta=0.7)
+    with ibrar.tap_layers(model, ["1"]) as feats, torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x.float())
+        terms = reg(x.float(), y, feats)
+    assert feats["1"].dtype == torch.bfloat16
+    assert terms.loss.dtype == torch.float32
+    reference = reg(x, y, {"1": feats["1"].double()})  # the same bf16 values, in float64
+    assert terms.loss.item() == pytest.approx(reference.loss.item(), rel=1e-4)
 
 
 def test_regularizer_gradient_reaches_the_features_and_the_label_term_pulls_the_right_way():

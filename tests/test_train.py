@@ -120,9 +120,10 @@ def test_final_checkpoint_loads_into_an_evaluable_model(ib_run, image_folder):
 def test_every_method_trains_one_epoch(method, with_ib, image_folder, tmp_path):
     sections = IB_ON if with_ib else {}
     config = run_config(image_folder, method={"name": method, "steps": 1}, data={"batch_size": 32},
-                        train={"epochs": 1, "eval_subset": 8, "eval_pgd_steps": 1, "info_plane_every": 0},
+                        train={"epochs": 1, "eval_subset": 8, "eval_pgd_steps": 1, "info_plane_every": 2,
+                               "forbid_host_sync": True},
                         **sections)
-    train(config, tmp_path / "run", quiet=True)
+    train(config, tmp_path / "run", quiet=True)  # forbid_host_sync: the step reads nothing back to the host
     (line,) = metrics(tmp_path / "run")
     assert torch.isfinite(torch.tensor(line["loss"]))
     assert any(k.startswith("hsic_x/") for k in line) == with_ib  # vib prefixes its layers with backbone.
@@ -221,3 +222,28 @@ def test_tensorboard_missing_is_a_message_not_a_failure(image_folder, tmp_path, 
     train(_quick(image_folder, tensorboard=True), tmp_path / "run", quiet=True)
     assert "tensorboard is not installed" in capsys.readouterr().out
     assert (tmp_path / "run" / "final.pt").is_file()
+
+
+def test_a_compiled_model_trains_like_the_eager_one_with_taps_and_mask(image_folder, tmp_path):
+    """torch.compile around the model (as train.compile does on CUDA; here with a CPU backend) must see the
+    IB taps and the mask's hook, give the same losses and weights, and trace the step without graph breaks."""
+    from torch._dynamo.utils import counters
+
+    config = run_config(image_folder, method={"name": "pgd_at", "steps": 1}, data={"batch_size": 32},
+                        train={"epochs": 1, "info_plane_every": 2}, **IB_ON)
+    results = {}
+    for compiled in (False, True):
+        (tmp_path / str(compiled)).mkdir()
+        trainer = Trainer(config, tmp_path / str(compiled), quiet=True)
+        if compiled:
+            torch._dynamo.reset()
+            counters.clear()
+            trainer.train_model = torch.compile(trainer.train_model, backend="aot_eager")
+        results[compiled] = (trainer.train_epoch(0), trainer.model.state_dict())
+    eager, compiled = results[False], results[True]
+    assert eager[0].keys() == compiled[0].keys()
+    for key, value in eager[0].items():
+        assert compiled[0][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    for key, value in eager[1].items():
+        assert torch.allclose(compiled[1][key], value, rtol=1e-4, atol=1e-6), key
+    assert not counters["graph_break"], dict(counters["graph_break"])

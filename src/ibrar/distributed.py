@@ -12,6 +12,10 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ibrar.host_sync import sync_allowed
+
+_host_group: dist.ProcessGroup | None = None  # gloo group for host-side collectives when the default is NCCL
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -33,9 +37,22 @@ def init_from_env(device_type: str) -> DistInfo:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistInfo()
+    global _host_group
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    # Small host-side agreements (the stop flag) go over gloo, so that they never wait for the GPU.
+    _host_group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when `flag` is true on any rank: a host-side (gloo) collective, no GPU involved."""
+    if not is_active():
+        return flag
+    votes = torch.tensor([float(flag)])
+    dist.all_reduce(votes, op=dist.ReduceOp.SUM, group=_host_group)
+    with sync_allowed():  # a host tensor
+        return bool(votes[0] > 0)
 
 
 def is_active() -> bool:

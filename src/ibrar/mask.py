@@ -85,7 +85,7 @@ class ChannelMask(nn.Module):
         self._pending: tuple[Tensor, Tensor] | None = None
         self._collected: list[Tensor] | None = None
         self._batch_mask: Tensor | None = None
-        self._count: int | None = None
+        self._count = 0  # a host copy of `step`, so that counting batches never reads the device
 
     # ---- scoring -------------------------------------------------------------------------------------
 
@@ -130,8 +130,6 @@ class ChannelMask(nn.Module):
         """Tell the mask about the next training batch; on every `refresh_every`-th batch it rescores."""
         if not self.enabled:
             return
-        if self._count is None:
-            self._count = int(self.step)  # read the buffer once; later batches need no device sync
         if self._count % self.refresh_every == 0:
             self._pending = (x, y)
         self._count += 1
@@ -203,7 +201,7 @@ class ChannelMask(nn.Module):
 
     def _load_from_state_dict(self, *args: object, **kwargs: object) -> None:
         super()._load_from_state_dict(*args, **kwargs)
-        self._count = None  # re-read the restored batch counter
+        self._count = int(self.step)  # the restored batch counter, read once here, outside the training step
 
     @property
     def dropped(self) -> list[int]:

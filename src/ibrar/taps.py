@@ -1,8 +1,8 @@
 """Capture the outputs of named layers of any model, without touching the model's code.
 
 The IB penalty needs hidden representations T_l; forward hooks let it read them from torchvision, timm or
-user models alike. Names are those of `model.named_modules()` (a DistributedDataParallel wrapper is seen
-through, so the same names work with and without it).
+user models alike. Names are those of `model.named_modules()` (DistributedDataParallel and torch.compile
+wrappers are seen through, so the same names work with and without them).
 """
 
 from __future__ import annotations
@@ -14,9 +14,14 @@ from torch import Tensor, nn
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The module a DistributedDataParallel / DataParallel wrapper holds, or the model itself."""
-    wrapped = getattr(model, "module", None)
-    return wrapped if isinstance(wrapped, nn.Module) else model
+    """The model inside any DistributedDataParallel / DataParallel / torch.compile wrappers, or the model."""
+    while True:
+        wrapped = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
+        if not isinstance(wrapped, nn.Module):
+            wrapped = getattr(model, "module", None)  # (Distributed)DataParallel
+        if not isinstance(wrapped, nn.Module):
+            return model
+        model = wrapped
 
 
 def find_modules(model: nn.Module, names: Sequence[str]) -> dict[str, nn.Module]:

@@ -35,7 +35,15 @@ from ibrar.checkpoint import FINAL, LATEST, load_file, load_state, save_atomic
 from ibrar.config import RunConfig
 from ibrar.data import BatchLoader
 from ibrar.data.loader import balanced_subset, derived_seed
-from ibrar.distributed import all_reduce_mean, all_reduce_sum, barrier, broadcast_buffers, init_from_env
+from ibrar.distributed import (
+    all_reduce_mean,
+    all_reduce_sum,
+    any_rank,
+    barrier,
+    broadcast_buffers,
+    init_from_env,
+)
+from ibrar.host_sync import forbid_host_sync, sync_allowed
 from ibrar.jsonl import append_jsonl, truncate_jsonl
 from ibrar.reproducibility import run_metadata
 from ibrar.run_folder import INFO_PLANE_FILE, METRICS_FILE, check_run_dir, create_run_dir
@@ -79,6 +87,34 @@ class EpochStats:
         return out
 
 
+class LossReadout:
+    """The progress bar's live loss without waiting for the device.
+
+    On CUDA the loss is copied asynchronously into pinned host memory and shown once the copy has landed
+    (a few batches late); on the CPU it is read directly. Either way the step never waits for the GPU.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.host = torch.zeros((), pin_memory=self.cuda)
+        self.event = torch.cuda.Event() if self.cuda else None
+        self.pending = False
+
+    def push(self, loss: Tensor) -> None:
+        if self.event is not None and self.pending and not self.event.query():
+            return  # the last copy is still in flight: skip this one rather than wait
+        self.host.copy_(loss.detach().float(), non_blocking=self.cuda)
+        if self.event is not None:
+            self.event.record()
+        self.pending = True
+
+    def latest(self) -> float | None:
+        if not self.pending or (self.event is not None and not self.event.query()):
+            return None
+        with sync_allowed():  # a host tensor whose copy has completed
+            return float(self.host)
+
+
 class Trainer:
     """Owns the state of one run: model, mask, optimizer, schedule, data, and the folder it writes."""
 
@@ -114,6 +150,10 @@ class Trainer:
             self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         if config.train.compile and self.device.type == "cuda":
             self.train_model = torch.compile(self.train_model)
+        fast_path = [k for k in ("amp", "channels_last", "compile") if getattr(config.train, k)]
+        if fast_path and self.device.type != "cuda" and not self.quiet:
+            tqdm.write(f"note: {', '.join('train.' + k for k in fast_path)} belong to the CUDA fast path and are "
+                       f"off on the {self.device.type}")
         self.train_loader = BatchLoader(self.train_data, config.data.batch_size, shuffle=True,
                                         augment=config.data.augment, seed=config.seed, device=self.device,
                                         subset=config.data.train_subset, rank=self.dist.rank,
@@ -208,7 +248,10 @@ class Trainer:
         bad_batch = torch.full((), -1, dtype=torch.long, device=self.device)
         bar = tqdm(total=len(self.train_loader), desc=f"epoch {epoch + 1}/{config.train.epochs}",
                    disable=self.quiet, leave=False, dynamic_ncols=True)
-        with tap_layers(model, sorted(tapped)) as feats:
+        readout = LossReadout(self.device)
+        stopped_after: int | None = None
+        sync_guard = forbid_host_sync(self.device) if config.train.forbid_host_sync else contextlib.nullcontext()
+        with tap_layers(model, sorted(tapped)) as feats, sync_guard:
             passes: dict[str, dict[str, Tensor]] = {}
 
             def forward(inputs: Tensor, pass_name: str) -> Tensor:
@@ -259,12 +302,17 @@ class Trainer:
                 self.iteration += 1
                 bar.update(1)
                 if not self.quiet and batch % 20 == 0:
-                    bar.set_postfix(loss=f"{loss.item():.3f}")
+                    shown = readout.latest()
+                    readout.push(loss)
+                    if shown is not None:
+                        bar.set_postfix(loss=f"{shown:.3f}")
                 if self._should_stop(batch):
-                    bar.close()
-                    self._save_preempted(epoch, batch + 1, attack_generator, stats, bad_batch, plane_rows)
-                    return {}
+                    stopped_after = batch + 1
+                    break
         bar.close()
+        if stopped_after is not None:
+            self._save_preempted(epoch, stopped_after, attack_generator, stats, bad_batch, plane_rows)
+            return {}
         self.batch_in_epoch, self._partial = 0, None
         if self.dist.enabled:
             bad_batch = all_reduce_sum(bad_batch.clamp_min(-1) + 1) - 1  # any rank's bad batch stops all
@@ -298,8 +346,7 @@ class Trainer:
             return self._stop_signal is not None
         if batch % 10 != 9:
             return False
-        flag = torch.tensor(float(self._stop_signal is not None), device=self.device)
-        return bool(all_reduce_sum(flag) > 0)
+        return any_rank(self._stop_signal is not None)
 
     def _save_preempted(self, epoch: int, done: int, attack_generator: torch.Generator, stats: EpochStats,
                         bad_batch: Tensor, plane_rows: list[dict[str, Any]]) -> None:
