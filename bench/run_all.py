@@ -22,6 +22,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import bench_core  # noqa: E402
+import bench_fast_path  # noqa: E402
 import bench_scaling  # noqa: E402
 import bench_train  # noqa: E402
 
@@ -55,6 +56,9 @@ def main(argv: list[str] | None = None) -> Path:
          ["--repeats", "2" if quick else "5"] + (["--batches", "50,100"] if quick else [])),
         ("Training throughput per method and the data pipeline's share (VGG16 width 0.25)", bench_train.main,
          ["--steps", "2" if quick else "6"] + (["--data-root", args.data_root] if args.data_root else [])),
+        ("The real training step per fast-path setting, and its host-device synchronisation check",
+         bench_fast_path.main, ["--batches", "2" if quick else "10", "--rounds", "2" if quick else "5"]
+         + (["--width", "0.25"] if quick else []) + (["--data-root", args.data_root] if args.data_root else [])),
     ]
     if args.checkpoint:
         import bench_eval
