@@ -57,11 +57,13 @@ def build_trainer(method_file: str, overrides: list[str], run_dir: Path) -> Trai
     return Trainer(load_config(CONFIGS / method_file, overrides), run_dir, quiet=True)
 
 
-def sync_check(method_file: str, overrides: list[str], run_dir: Path) -> str:
-    """One epoch with train.forbid_host_sync on: 'none' or the first synchronisation it met."""
-    trainer = build_trainer(method_file, overrides + ["train.forbid_host_sync=true"], run_dir)
+def sync_check(trainer: Trainer, epoch: int) -> str:
+    """One more epoch of a warmed-up (compiled) trainer with train.forbid_host_sync on: 'none' or the first
+    synchronisation it met. Warmed up, so that compilation is not counted as part of the step."""
+    train = trainer.config.train.model_copy(update={"forbid_host_sync": True})
+    trainer.config = trainer.config.model_copy(update={"train": train})
     try:
-        trainer.train_epoch(0)
+        trainer.train_epoch(epoch)
     except HostSyncError as error:
         return f"FOUND: {error}"
     return "none"
@@ -101,7 +103,7 @@ def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> dict[s
     med = {key: statistics.median(v) for key, v in seconds.items()}
 
     fastest = list(settings)[-1]
-    sync = sync_check(METHODS["PGD-AT + IB-RAR"], common + settings[fastest], scratch / "sync")
+    sync = sync_check(trainers[(fastest, "PGD-AT + IB-RAR")], args.rounds + 1)
     name = torch.cuda.get_device_name(device) if cuda else "CPU"
     print(f"VGG16 width {width}, batch {args.batch}, {name}; the Trainer's epoch loop over {args.batches} batches "
           f"(loader, mask, inner PGD-10, loss, IB terms, backward, SGD), median of {args.rounds} interleaved "

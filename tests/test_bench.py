@@ -16,3 +16,20 @@ def test_fast_path_bench_times_both_methods_and_finds_no_host_sync(tmp_path, cap
     assert math.isfinite(result["ib_overhead/fp32"]) and result["speedup/fp32"] == 1.0
     assert result["sync_free"] == 1.0
     assert "host-device synchronisation inside the step" in capsys.readouterr().out
+
+
+def test_fast_path_bench_reports_a_host_sync_in_the_step(tmp_path, capsys, monkeypatch):
+    from ibrar.methods.pgd_at import PGDAT
+
+    original = PGDAT.loss
+
+    def loss_with_a_read(self, forward, x, y, x_adv):
+        out = original(self, forward, x, y, x_adv)
+        out.loss.item()
+        return out
+
+    monkeypatch.setattr(PGDAT, "loss", loss_with_a_read)
+    result = bench_fast_path.main(["--device", "cpu", "--width", "0.0625", "--batch", "8", "--batches", "1",
+                                   "--rounds", "1", "--data-root", str(tmp_path / "absent")])
+    assert result["sync_free"] == 0.0
+    assert "FOUND: host-device synchronisation: Tensor.item" in capsys.readouterr().out

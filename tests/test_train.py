@@ -226,11 +226,12 @@ def test_tensorboard_missing_is_a_message_not_a_failure(image_folder, tmp_path, 
 
 def test_a_compiled_model_trains_like_the_eager_one_with_taps_and_mask(image_folder, tmp_path):
     """torch.compile around the model (as train.compile does on CUDA; here with a CPU backend) must see the
-    IB taps and the mask's hook, give the same losses and weights, and trace the step without graph breaks."""
+    IB taps and the mask's hook, give the same losses and weights, and trace the step without graph breaks;
+    the host-sync guard stays on throughout (reads made by the compiler itself are not the step's)."""
     from torch._dynamo.utils import counters
 
     config = run_config(image_folder, method={"name": "pgd_at", "steps": 1}, data={"batch_size": 32},
-                        train={"epochs": 1, "info_plane_every": 2}, **IB_ON)
+                        train={"epochs": 1, "info_plane_every": 2, "forbid_host_sync": True}, **IB_ON)
     results = {}
     for compiled in (False, True):
         (tmp_path / str(compiled)).mkdir()

@@ -9,6 +9,7 @@ called from. It misses syncs hidden inside C++ operators; it lets tests and CPU 
 from __future__ import annotations
 
 import contextlib
+import sys
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,9 +39,22 @@ def _outside_torch_frame() -> str:
     return "inside PyTorch"
 
 
+_COMPILER_DIRS = tuple(f"{Path(torch.__file__).parent / sub}" for sub in ("_dynamo", "_inductor", "_functorch", "fx"))
+
+
+def _in_compiler() -> bool:
+    """torch.compile reads tensors while it traces and compiles: that is compilation, not the step."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code.co_filename.startswith(_COMPILER_DIRS):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _watched(tensor: object) -> bool:
     return (isinstance(tensor, Tensor) and _state["allowed"] == 0
-            and tensor.device.type == _state["watched"] and tensor.device.type != "meta")
+            and tensor.device.type == _state["watched"] and tensor.device.type != "meta" and not _in_compiler())
 
 
 def _guard(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
