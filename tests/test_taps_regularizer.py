@@ -157,3 +157,20 @@ def test_regularizer_rejects_labels_out_of_range_and_missing_layers():
         IBRegularizer(["zzz"], num_classes=3)(x, y, feats)
     with pytest.raises(ValueError, match="same batch size"):
         reg(x[:5], y, feats)
+
+
+def test_channels_last_features_give_the_same_penalty_and_mask_scores():
+    """train.channels_last changes the memory layout of every conv output; HSIC must not notice."""
+    from ibrar.mask import ChannelMask
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(10, 3, 6, 6, generator=g)
+    y = torch.arange(10) % 4
+    t = torch.randn(10, 8, 5, 5, generator=g)
+    t_last = t.to(memory_format=torch.channels_last)
+    assert not t_last.is_contiguous() and torch.equal(t, t_last)
+    reg = IBRegularizer(["t"], num_classes=4)
+    assert torch.allclose(reg(x, y, {"t": t}).loss, reg(x.to(memory_format=torch.channels_last), y,
+                                                          {"t": t_last}).loss, rtol=1e-6)
+    mask = ChannelMask(8, num_classes=4)
+    assert torch.allclose(mask.channel_scores(t, y)[0], mask.channel_scores(t_last, y)[0], rtol=1e-5)
