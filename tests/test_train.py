@@ -248,3 +248,10 @@ def test_a_compiled_model_trains_like_the_eager_one_with_taps_and_mask(image_fol
     for key, value in eager[1].items():
         assert torch.allclose(compiled[1][key], value, rtol=1e-4, atol=1e-6), key
     assert not counters["graph_break"], dict(counters["graph_break"])
+
+
+def test_fast_path_options_on_the_cpu_are_off_with_a_note(image_folder, tmp_path, capsys):
+    config = run_config(image_folder, train={"epochs": 1, "amp": True, "compile": True, "eval_pgd_steps": 0})
+    trainer = Trainer(config, tmp_path, quiet=False)
+    assert trainer.train_model is trainer.model  # not compiled
+    assert "train.amp, train.compile belong to the CUDA fast path and are off on the cpu" in capsys.readouterr().out
