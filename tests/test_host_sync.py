@@ -67,6 +67,33 @@ def test_loss_readout_shows_the_pushed_loss_on_the_cpu():
         assert readout.latest() == 0.25
 
 
+class FakeEvent:
+    """Stands in for torch.cuda.Event: `done` says whether the copy recorded before it has landed."""
+
+    def __init__(self) -> None:
+        self.done = False
+        self.records = 0
+
+    def record(self) -> None:
+        self.records += 1
+
+    def query(self) -> bool:
+        return self.done
+
+
+def test_loss_readout_never_waits_for_a_copy_in_flight():
+    readout = LossReadout(torch.device("cpu"))
+    readout.event = event = FakeEvent()  # the CUDA branch's logic, driven by hand
+    readout.push(torch.tensor(1.5))
+    assert event.records == 1 and readout.latest() is None  # copy in flight: nothing shown, nothing awaited
+    readout.push(torch.tensor(9.0))
+    assert event.records == 1  # skipped: the buffer is still being written
+    event.done = True
+    assert readout.latest() == 1.5
+    readout.push(torch.tensor(2.5))
+    assert event.records == 2 and readout.latest() == 2.5  # (the fake's copy is synchronous, its event done)
+
+
 def test_a_training_step_that_reads_the_loss_is_caught(image_folder, tmp_path, monkeypatch):
     original = PGDAT.loss
 
