@@ -24,6 +24,8 @@ _READS = ("item", "tolist", "numpy", "cpu", "nonzero", "unique", "masked_select"
 _FUNCTIONS = ("nonzero", "unique", "masked_select")
 
 _state: dict[str, Any] = {"depth": 0, "allowed": 0, "watched": None}
+_TORCH_DIR = Path(torch.__file__).parent
+_COMPILER_DIRS = tuple(str(_TORCH_DIR / sub) for sub in ("_dynamo", "_inductor", "_functorch", "fx"))
 
 
 class HostSyncError(RuntimeError):
@@ -32,14 +34,10 @@ class HostSyncError(RuntimeError):
 
 def _outside_torch_frame() -> str:
     """'file:line in function' of the innermost caller that is not PyTorch itself."""
-    torch_dir = str(Path(torch.__file__).parent)
     for frame in reversed(traceback.extract_stack()):
-        if not frame.filename.startswith(torch_dir) and frame.filename != __file__:
+        if not frame.filename.startswith(str(_TORCH_DIR)) and frame.filename != __file__:
             return f"{frame.filename}:{frame.lineno} in {frame.name}"
     return "inside PyTorch"
-
-
-_COMPILER_DIRS = tuple(f"{Path(torch.__file__).parent / sub}" for sub in ("_dynamo", "_inductor", "_functorch", "fx"))
 
 
 def _in_compiler() -> bool:
