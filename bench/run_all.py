@@ -1,8 +1,10 @@
-"""Run every benchmark and write bench/RESULTS.md: one command, every figure a ratio measured in one run.
+"""Run every benchmark, write one JSON artifact per section to results/bench/, and regenerate bench/RESULTS.md
+from them (`ibrar report`): one command, every figure a ratio measured in one run.
 
-    python bench/run_all.py [--quick] [--data-root DIR] [--checkpoint RUN_DIR]
+    python bench/run_all.py [--quick] [--data-root DIR] [--checkpoint RUN_DIR] [--root CHECKOUT]
 
---quick shrinks every benchmark (narrow model, few repeats) for a smoke check of the suite itself.
+--quick shrinks every benchmark (narrow model, few repeats) for a smoke check of the suite itself; it writes
+its artifacts like a full run, so give it --root on a scratch copy of the checkout.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import platform
 import sys
 import time
@@ -29,8 +32,7 @@ import bench_train  # noqa: E402
 
 def machine() -> str:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, {gpu}; "
-            f"torch {torch.__version__}, Python {platform.python_version()}")
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, {gpu}"
 
 
 def capture(fn, argv: list[str]) -> tuple[object, str, float]:
@@ -46,7 +48,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--checkpoint", default=None, help="a trained run folder for the evaluation benchmark")
-    parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    parser.add_argument("--root", default=str(HERE.parent),
+                        help="the checkout whose results/bench/ and bench/RESULTS.md are written (default: this one)")
     args = parser.parse_args(argv)
     quick = args.quick
     runs = [
@@ -66,20 +69,25 @@ def main(argv: list[str] | None = None) -> Path:
         runs.append(("Evaluation against torchattacks (same examples)", bench_eval.main,
                      ["--checkpoint", args.checkpoint, "--n", "64" if quick else "1000"]
                      + (["--data-root", args.data_root] if args.data_root else [])))
-    sections = [
-        "# Benchmark results",
-        "",
-        f"Written by `python bench/run_all.py{' --quick' if quick else ''}` on "
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Machine: {machine()}.",
-        "Every figure is a ratio of timings taken side by side in the same run (shared machines are noisy).",
-    ]
-    for title, fn, bench_argv in runs:
+    from ibrar.report import RESULTS_DIR, write_docs
+    from ibrar.reproducibility import git_commit
+
+    root = Path(args.root)
+    folder = root / RESULTS_DIR / "bench"
+    folder.mkdir(parents=True, exist_ok=True)
+    for order, (title, fn, bench_argv) in enumerate(runs):
         print(f"running: {title}", file=sys.stderr)
+        date = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
         _, text, seconds = capture(fn, bench_argv)
-        sections += ["", f"## {title}", "", f"`{fn.__module__}.py {' '.join(bench_argv)}` ({seconds:.0f} s)", "",
-                     "```", text.rstrip(), "```"]
-    out = Path(args.out)
-    out.write_text("\n".join(sections) + "\n")
+        artifact = {"title": title, "module": fn.__module__, "order": order,
+                    "command": f"python bench/{fn.__module__}.py {' '.join(bench_argv)}",
+                    "seconds": round(seconds, 1), "date": date, "machine": machine(), "torch": torch.__version__,
+                    "python": platform.python_version(), "git_commit": git_commit(HERE), "output": text}
+        path = folder / f"{fn.__module__}.json"
+        path.write_text(json.dumps(artifact, indent=2) + "\n")
+        print(f"wrote {path}", file=sys.stderr)
+    write_docs(root, only=["bench"])
+    out = root / "bench" / "RESULTS.md"
     print(f"wrote {out}", file=sys.stderr)
     return out
 

@@ -108,6 +108,27 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from ibrar import report
+
+    if args.action == "collect":
+        if not args.runs:
+            raise UsageError("ibrar report collect: give one or more finished RUN_DIRs")
+        for run in args.runs:
+            print(report.collect_run(run, args.into))
+        return 0
+    if args.runs or args.into:
+        raise UsageError("ibrar report: RUN_DIRs and --into belong to `ibrar report collect`")
+    if args.check:
+        drifted = report.check_docs(args.root)
+        print("\n".join(drifted) if drifted else "every generated table matches results/",
+              file=sys.stderr if drifted else sys.stdout)
+        return 1 if drifted else 0
+    for path in report.write_docs(args.root):
+        print(f"rewrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ibrar", description="Train robust classifiers with IB-RAR and evaluate them honestly.")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
@@ -157,6 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="data folder for tsne and confusion")
     p.add_argument("--n", type=int, help="test examples for tsne (default 500) and confusion (default 1000)")
     p.set_defaults(func=_cmd_plot)
+
+    p = sub.add_parser("report", help="the documented tables from results/ (render, --check, collect RUN_DIR...)")
+    p.add_argument("action", nargs="?", default="render", choices=["render", "collect"])
+    p.add_argument("runs", nargs="*", metavar="RUN_DIR", help="finished run folders to collect")
+    p.add_argument("--into", help="collect into this folder (default results/<experiment>-<scale>)")
+    p.add_argument("--check", action="store_true", help="exit 1 naming each table that differs from results/")
+    p.add_argument("--root", default=".", help="the ibrar checkout whose docs and results/ are used")
+    p.set_defaults(func=_cmd_report)
     return parser
 
 

@@ -16,6 +16,7 @@ from ibrar.build import build_regularizer, resolve_device
 from ibrar.checkpoint import find_checkpoint
 from ibrar.data import ImageData, load_split, resolve_data_root
 from ibrar.evaluate import evaluate, format_table, masking_warnings, steps_curve
+from ibrar.reproducibility import run_metadata
 from ibrar.run_folder import load_trained
 
 DEFAULT_ATTACKS = ("fgsm", "pgd10", "cw", "fab", "nifgsm")
@@ -65,6 +66,7 @@ def evaluate_run(
                                 large_eps=0.5 if large_eps_check else None, batch_size=batch_size)
     result["warnings"] = warnings
     result["reference"] = config.eval.reference
+    result["meta"] = run_metadata(seed, dev)  # when, where and at which commit this evaluation ran
     out_dir = Path(path) if Path(path).is_dir() else Path(path).parent
     (out_dir / EVAL_FILE).write_text(json.dumps(result, indent=2))
     return render(report, result, config.eval.reference, config.eval.reference_label)

@@ -152,8 +152,9 @@ def write_results(results: Results, folder: str | Path) -> tuple[Path, Path]:
 def group_values(
     experiment: Experiment, folder: Path, group: str, metric: Callable[[Path], float | None]
 ) -> list[float]:
-    """`metric` of each seed's run folder of a row (runs without the value are left out)."""
-    values = [metric(folder / spec.name) for spec in experiment.runs_of(group)]
+    """`metric` of each seed's run folder of a row (runs without eval.json or without the value are left out)."""
+    values = [metric(folder / spec.name) for spec in experiment.runs_of(group)
+              if (folder / spec.name / "eval.json").is_file()]
     return [v for v in values if v is not None]
 
 

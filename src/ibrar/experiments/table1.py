@@ -65,7 +65,8 @@ def at_table(
         ]
         return new_results(experiment, tables, notes=list(notes))
 
-    return Experiment(name, title, scale, seeds, runs, report, info={"attacks": ATTACKS})
+    # "rows": (block title, [(row label, run group)]) for readers of the runs other than `report` (ibrar report).
+    return Experiment(name, title, scale, seeds, runs, report, info={"attacks": ATTACKS, "rows": rows})
 
 
 def build(scale: Scale, seeds: int = 1) -> Experiment:

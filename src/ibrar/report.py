@@ -1,0 +1,515 @@
+"""`ibrar report`: every table of numbers in README.md, docs/reproduction.md and bench/RESULTS.md is generated
+from the small run artifacts committed under `results/`, so that each number traces back to the run that made it.
+
+`collect_run` copies a finished run's small files (never a checkpoint) into `results/`; `render_docs` rewrites
+the text between `<!-- report:NAME -->` and `<!-- /report -->` in the docs and leaves the prose around it alone;
+`check_docs` names the tables whose text no longer matches the artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ibrar.experiments.base import eval_metric, read_eval, read_metrics
+
+RESULTS_DIR = "results"
+# What a run folder contributes to results/: config, versions and hardware, per-epoch log, evaluation.
+ARTIFACTS = ("config.yaml", "meta.json", "metrics.jsonl", "eval.json", "info_plane.jsonl")
+OPTIONAL_SIZE_LIMIT = 1 << 20  # bytes; a larger info_plane.jsonl stays behind (the others are always small)
+MARKER = re.compile(r"(<!-- report:(?P<name>[A-Za-z0-9_.-]+) -->\n)(?P<body>.*?)(<!-- /report -->)", re.S)
+
+
+class ReportError(ValueError):
+    """A run that cannot be collected, or docs whose markers do not match the known tables."""
+
+
+# ---- collecting run folders -------------------------------------------------------------------------
+
+
+def default_into(run_dir: Path) -> Path:
+    """results/<experiment>-<scale> for a run of `ibrar reproduce` (runs/<experiment>-<scale>/<run>)."""
+    parent = run_dir.resolve().parent.name
+    if parent in ("", "runs", RESULTS_DIR):
+        raise ReportError(f"--into: {run_dir} is not inside an experiment folder (runs/<experiment>-<scale>/); "
+                          "name the results folder, e.g. --into results/quickstart")
+    return Path(RESULTS_DIR) / parent
+
+
+def collect_run(run_dir: str | Path, into: str | Path | None = None) -> Path:
+    """Copy the small artifacts of a finished run to `into/<run name>/` (replacing an earlier copy)."""
+    run_dir = Path(run_dir)
+    if run_dir.suffix == ".pt" or run_dir.is_file():
+        raise ReportError(f"RUN_DIR: {run_dir} is a file; give the run folder (checkpoints are never collected)")
+    if not run_dir.is_dir():
+        raise ReportError(f"RUN_DIR: {run_dir} does not exist")
+    for required in ("config.yaml", "meta.json", "metrics.jsonl", "eval.json"):
+        if not (run_dir / required).is_file():
+            hint = f"; evaluate it first: ibrar eval {run_dir}" if required == "eval.json" else ""
+            raise ReportError(f"RUN_DIR: {run_dir} has no {required}, so it is not a finished run{hint}")
+    target = Path(into) if into is not None else default_into(run_dir)
+    target = target / run_dir.resolve().name
+    if target.resolve() == run_dir.resolve():
+        raise ReportError(f"--into: {target} is the run folder itself; choose a folder under {RESULTS_DIR}/")
+    if target.is_dir():
+        strays = sorted(p.name for p in target.iterdir() if p.name not in ARTIFACTS)
+        if strays:
+            raise ReportError(f"--into: {target} holds other files ({', '.join(strays)}); it is not a results "
+                              "copy of a run, so it is left alone")
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for name in ARTIFACTS:
+        source = run_dir / name
+        if source.is_file() and (name in ("config.yaml", "meta.json", "metrics.jsonl", "eval.json")
+                                 or source.stat().st_size <= OPTIONAL_SIZE_LIMIT):
+            shutil.copyfile(source, target / name)
+    return target
+
+
+# ---- reading the artifacts --------------------------------------------------------------------------
+
+
+def has_eval(run_dir: Path) -> bool:
+    return (run_dir / "eval.json").is_file()
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def machine_of(meta: dict[str, Any]) -> str:
+    """The hardware a run used, in words, from meta.json (the same fields for training and evaluation)."""
+    if not meta:
+        return "machine not recorded"
+    threads = meta.get("torch_threads")
+    thread_text = f"{threads} torch thread{'s' if threads != 1 else ''}" if threads is not None else "threads ?"
+    cores = f" ({meta['cpu_count']} cores)" if meta.get("cpu_count") else ""
+    gpu = meta.get("gpu") or "no GPU"
+    return f"{meta.get('processor') or '?'}{cores}, {thread_text}, {gpu}"
+
+
+def _commits(metas: Sequence[dict[str, Any]]) -> str:
+    found = sorted({m["git_commit"][:7] for m in metas if m.get("git_commit")})
+    missing = any(not m.get("git_commit") for m in metas)
+    if not found:
+        return "commit not recorded"
+    text = ("commit " if len(found) == 1 else "commits ") + ", ".join(f"`{c}`" for c in found)
+    return text + (" (some runs record none)" if missing else "")
+
+
+def _dates(metas: Sequence[dict[str, Any]]) -> str:
+    days = sorted({str(m["started"])[:10] for m in metas if m.get("started")})
+    if not days:
+        return "date not recorded"
+    return days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
+
+
+def _distinct(values: Sequence[str]) -> str:
+    return "; ".join(dict.fromkeys(values))
+
+
+def _minutes(values: Sequence[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.1f} min"
+    if len(values) == 2:
+        return f"{values[0]:.1f} and {values[1]:.1f} min"
+    low, high = f"{min(values):.1f}", f"{max(values):.1f}"
+    return f"{low} min per run" if low == high else f"{low}–{high} min per run"
+
+
+def source_line(run_dirs: Sequence[Path], root: Path) -> str:
+    """Where a table's numbers come from: folder, dates, machines, commits, minutes, test examples."""
+    run_dirs = [d for d in run_dirs if has_eval(d)]
+    folders = sorted({d.parent for d in run_dirs})
+    where = ", ".join(f"`{_relative(f, root)}/`" for f in folders)
+    names = ", ".join(f"`{d.name}`" for d in run_dirs) if len(run_dirs) <= 2 else f"{len(run_dirs)} runs"
+    metas = [_read_json(d / "meta.json") for d in run_dirs]
+    evals = [read_eval(d) for d in run_dirs]
+    epochs = sorted({len(read_metrics(d)) for d in run_dirs})
+    train_minutes = [sum(float(r.get("seconds", 0.0)) for r in read_metrics(d)) / 60 for d in run_dirs]
+    eval_minutes = [float(e.get("seconds", 0.0)) / 60 for e in evals]
+    epoch_text = " or ".join(str(e) for e in epochs)
+    parts = [
+        f"Source: {names} in {where} (generated by `ibrar report`).",
+        f"Trained {_dates(metas)} at {_commits(metas)} on {_distinct([machine_of(m) for m in metas])}: "
+        f"{epoch_text} epoch{'' if epochs == [1] else 's'}, {_minutes(train_minutes)}.",
+    ]
+    eval_metas = [e["meta"] for e in evals if isinstance(e.get("meta"), dict)]
+    evaluated = "Evaluated"  # eval.json records when, where and at which commit (an older one may not)
+    if len(eval_metas) == len(evals):
+        evaluated += (f" {_dates(eval_metas)} at {_commits(eval_metas)} on "
+                      f"{_distinct([machine_of(m) for m in eval_metas])}")
+    sizes = _distinct([f"{int(e['n']):,} test images (seed {e.get('seed', 0)})" for e in evals if "n" in e])
+    parts.append(f"{evaluated}: {sizes}, {_minutes(eval_minutes)}.")
+    return " ".join(parts)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def not_run(what: str, folders: Sequence[Path], root: Path) -> str:
+    where = " or ".join(f"`{_relative(f, root)}/`" for f in folders)
+    return f"{what}: not run (no eval.json in {where})."
+
+
+def linf_case(result: dict[str, Any]) -> tuple[list[str], float | None] | None:
+    """The attacks that eval.json says entered its L-infinity worst case, and that case's eps (None: it does
+    not say, as in an eval.json written before threat models were separated).
+
+    `worst_cases` lists one entry per threat model ({"norm": "Linf", "eps": ..., "attacks": [...]}, the
+    L-infinity one at the evaluation's eps first); a mapping from a threat-model name to its entry is read too.
+    """
+    cases = result.get("worst_cases")
+    if isinstance(cases, dict):
+        entries = list(cases.items())
+    elif isinstance(cases, list):
+        entries = [(None, c) for c in cases]
+    else:
+        return None
+    for key, entry in entries:
+        labels = [key] if key is not None else []
+        if isinstance(entry, dict):
+            labels += [entry.get(k) for k in ("norm", "threat_model", "name")]
+        if not any(isinstance(label, str) and "inf" in label.lower() for label in labels):
+            continue
+        attacks = entry if isinstance(entry, list) else entry.get("attacks") if isinstance(entry, dict) else None
+        eps = entry.get("eps") if isinstance(entry, dict) else None
+        if attacks is not None:
+            return [str(a) for a in attacks], (float(eps) if isinstance(eps, (int, float)) else None)
+    return None
+
+
+def linf_worst_case(run_dir: Path) -> float | None:
+    """eval.json's worst case, in %, only when eval.json declares it to be over L-infinity attacks alone."""
+    result = read_eval(run_dir)
+    return eval_metric(result, "worst_case") if linf_case(result) is not None else None
+
+
+def eps_text(eps: float | None) -> str:
+    """8/255 for 0.0313..., else the number."""
+    if eps is None:
+        return "the evaluation's ε"
+    steps = eps * 255
+    return f"ε = {round(steps)}/255" if abs(steps - round(steps)) < 1e-6 else f"ε = {eps:g}"
+
+
+# ---- formatting -------------------------------------------------------------------------------------
+
+
+def _signed(value: float, digits: int) -> str:
+    text = f"{abs(value):.{digits}f}"
+    if float(text) == 0:
+        return text
+    return ("+" if value > 0 else "−") + text
+
+
+def _measured(cell: Any, digits: int, ran: bool = True) -> str:
+    """Mean (± std over seeds); 'not run' when the row has no evaluated run, '-' when it lacks this attack."""
+    if cell.mean is None:
+        return "-" if ran else "not run"
+    if cell.std is None:
+        return f"{cell.mean:.{digits}f}"
+    return f"{cell.mean:.{digits}f} ± {cell.std:.{digits}f}"
+
+
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+# ---- tables of single runs (the README's quickstart pair, the CE baseline) --------------------------
+
+_ATTACK_LABELS = {"fgsm": "FGSM", "pgd10": "PGD-10", "autoattack": "AutoAttack"}
+
+
+def runs_table(
+    folder: Path,
+    rows: Sequence[tuple[str, str]],
+    root: Path,
+    required: Sequence[str],
+    optional: Sequence[str],
+    what: str,
+) -> str:
+    """Rows are (label, run folder name); columns 'clean' plus attacks; optional ones only if evaluated."""
+    runs = [(label, folder / name) for label, name in rows]
+    done = [d for _, d in runs if has_eval(d)]
+    if not done:
+        return not_run(what, [folder], root)
+    results = {d: read_eval(d) for d in done}
+    columns = ["clean", *required]
+    columns += [a for a in optional if any(eval_metric(r, a) is not None for r in results.values())]
+    header = ["", *[_ATTACK_LABELS.get(c, c) for c in columns]]
+    body = []
+    for label, run_dir in runs:
+        if run_dir not in results:
+            body.append([f"{label}", *["not run"] * len(columns)])
+            continue
+        values = [eval_metric(results[run_dir], c) for c in columns]
+        body.append([label, *["-" if v is None else f"{v:.1f}%" for v in values]])
+    return "\n".join([*_markdown_table(header, body), "", source_line(done, root)])
+
+
+def quickstart_table(results: Path, root: Path) -> str:
+    return runs_table(
+        results / "quickstart",
+        [("IB-RAR (quickstart)", "quickstart"), ("CE only (quickstart-ce)", "quickstart-ce")],
+        root,
+        required=("fgsm", "pgd10"),
+        optional=("autoattack",),
+        what="The quickstart pair",
+    )
+
+
+def ce_fast_table(results: Path, root: Path) -> str:
+    return runs_table(
+        results / "baselines",
+        [("CE, VGG16 width 0.25 (cpu-ce-fast)", "cpu-ce-fast")],
+        root,
+        required=(),
+        optional=("fgsm", "pgd10", "autoattack"),
+        what="The CPU-sized CE baseline",
+    )
+
+
+# ---- the paper's tables, beside the paper's numbers -------------------------------------------------
+
+
+def _experiment(name: str, scale: str, folder: Path) -> Any:
+    """The experiment's run list, with as many seeds as the collected folders hold (`<run>-seed<k>`)."""
+    from ibrar.experiments import build_experiment
+
+    seeds = [int(m.group(1)) for d in (folder.iterdir() if folder.is_dir() else ())
+             if (m := re.search(r"-seed(\d+)$", d.name))]
+    return build_experiment(name, scale, seeds=max(seeds) + 1 if seeds else 1)
+
+
+def _group_dirs(experiment: Any, folder: Path, groups: Sequence[str]) -> list[Path]:
+    return [folder / spec.name for group in groups for spec in experiment.runs_of(group)
+            if has_eval(folder / spec.name)]
+
+
+_TABLE1_HEADER = {"PGD": "PGD-10", "CW": "CW-L2", "NIFGSM": "NI-FGSM", "Worst case": "L∞ worst case"}
+
+
+def table1_tables(results: Path, root: Path, scale: str = "cpu") -> str:
+    """Table 1 per method pair (without / with IB-RAR), ours beside the paper's, with each pair's source."""
+    from ibrar.experiments import table1
+    from ibrar.experiments.paper_numbers import TABLE1
+    from ibrar.experiments.results import Cell, eval_table, group_values
+
+    folder = results / f"table1-{scale}"
+    experiment = _experiment("table1", scale, folder)
+    attack_columns = [c for c in table1.COLUMNS if c[1] != "worst_case"]
+    labels = [label for label, _ in table1.COLUMNS]
+    header = ["method", *[_TABLE1_HEADER.get(label, label) for label in labels]]
+    out: list[str] = []
+    worst_lists: dict[str, None] = {}
+    for block_title, block_rows in experiment.info["rows"]:
+        for (base_label, base), (ib_label, ib) in zip(block_rows[::2], block_rows[1::2], strict=True):
+            title = f"**{base_label}, {block_title}**"
+            dirs = _group_dirs(experiment, folder, (base, ib))
+            if not dirs:
+                out += [not_run(title, [folder / base, folder / ib], root), ""]
+                continue
+            table = eval_table(experiment, folder, title, [(base_label, base), (ib_label, ib)], attack_columns, TABLE1)
+            for row in table.rows:
+                row.cells["Worst case"] = Cell(group_values(experiment, folder, row.group, linf_worst_case))
+            ours = [[f"{row.label} (ours, {scale})",
+                     *[_measured(row.cells[c], 2, bool(_group_dirs(experiment, folder, [row.group])))
+                       for c in labels]] for row in table.rows]
+            paper = [[f"{row.label} (paper)", *["-" if row.cells[c].paper is None else f"{row.cells[c].paper:.2f}"
+                                                for c in labels]] for row in table.rows]
+            out += [title, "", *_markdown_table(header, [
+                *ours, ["difference", *_differences([r.cells for r in table.rows], labels, "mean")],
+                *paper, ["difference (paper)", *_differences([r.cells for r in table.rows], labels, "paper")],
+            ]), "", source_line(dirs, root), ""]
+            for d in dirs:
+                case = linf_case(read_eval(d))
+                worst_lists[f"{eps_text(case[1])}: {', '.join(case[0])}" if case is not None else ""] = None
+    listed = [w for w in worst_lists if w]
+    note = ("CW-L2 is an L2 attack (unbounded in L∞) and is reported in its own column; it never enters the L∞ "
+            "worst case, which is the per-example worst over the L∞ attacks at the evaluation's ε that eval.json "
+            "lists under `worst_cases`")
+    note += f" ({'; '.join(listed)})." if listed else "."
+    if "" in worst_lists:
+        note += " An eval.json without `worst_cases` (written before threat models were separated) shows no L∞ " \
+                "worst case."
+    return "\n".join([*out, note])
+
+
+def _differences(rows: Sequence[dict[str, Any]], labels: Sequence[str], which: str) -> list[str]:
+    """With IB-RAR minus without, per column ('-' where either side is missing)."""
+    cells = []
+    for label in labels:
+        base, ib = (getattr(r[label], which) for r in rows)
+        cells.append("-" if base is None or ib is None else _signed(ib - base, 2))
+    return cells
+
+
+_TABLE4_COLUMNS = ("Natural", "PGD", "NIFGSM", "FGSM", "AutoAttack")
+
+
+def table4_table(results: Path, root: Path, scale: str = "cpu") -> str:
+    """Table 4's rows with VGG16 and ResNet18 side by side, each beside the paper's."""
+    from ibrar.experiments import table4
+    from ibrar.experiments.paper_numbers import TABLE4
+    from ibrar.experiments.results import eval_table
+
+    folder = results / f"table4-{scale}"
+    experiment = _experiment("table4", scale, folder)
+    groups = [f"{model}-{row}" for model, _ in table4.MODELS for row, _ in table4.ROWS]
+    dirs = _group_dirs(experiment, folder, groups)
+    if not dirs:
+        return not_run("Table 4", [folder], root)
+    columns = [c for c in table4.COLUMNS if c[0] in _TABLE4_COLUMNS]
+    tables = {model: eval_table(experiment, folder, label, [(row_label, f"{model}-{row}")
+                                                              for row, row_label in table4.ROWS], columns, TABLE4)
+              for model, label in table4.MODELS}
+    header = ["row"]
+    for _, label in table4.MODELS:
+        header += [f"{label}: Natural / PGD-10 / NI-FGSM / FGSM / AA", f"paper {label} (Nat / PGD / NI / FGSM)"]
+    body = []
+    for i, (_, row_label) in enumerate(table4.ROWS):
+        line = [row_label]
+        for model, _ in table4.MODELS:
+            row = tables[model].rows[i]
+            if _group_dirs(experiment, folder, [row.group]):
+                line.append(" / ".join(_measured(row.cells[c], 1) for c in _TABLE4_COLUMNS))
+            else:
+                line.append("not run")
+            cells = row.cells
+            paper = [cells[c].paper for c in _TABLE4_COLUMNS[:-1]]
+            line.append(" / ".join("-" if p is None else f"{p:.2f}" for p in paper))
+        body.append(line)
+    return "\n".join([*_markdown_table(header, body), "", "AA = AutoAttack. " + source_line(dirs, root)])
+
+
+# ---- benchmarks -------------------------------------------------------------------------------------
+
+BENCH_FIELDS = ("title", "command", "seconds", "machine", "date", "torch", "output")
+
+
+def read_bench(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The benchmark sections under results/bench/ with their files, in the order run_all.py runs them."""
+    sections = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        section = json.loads(path.read_text())
+        missing = [k for k in BENCH_FIELDS if k not in section]
+        if missing:
+            raise ReportError(f"{path}: missing {', '.join(missing)}; bench/run_all.py writes these artifacts")
+        sections.append((section.get("order", 0), path, section))
+    return [(p, s) for _, p, s in sorted(sections, key=lambda t: (t[0], t[1].name))]
+
+
+def bench_sections(results: Path, root: Path) -> str:
+    folder = results / "bench"
+    sections = read_bench(folder)
+    if not sections:
+        return not_run("Benchmarks", [folder], root)
+    lines: list[str] = []
+    for path, s in sections:
+        commit = f"commit `{s['git_commit'][:7]}`" if s.get("git_commit") else "commit not recorded"
+        seconds = "time not recorded" if s["seconds"] is None else f"{s['seconds']:.0f} s"
+        lines += [f"## {s['title']}", "",
+                  f"`{s['command']}`: {seconds}, measured {s['date']} on {s['machine']} "
+                  f"(torch {s['torch']}, {commit}; `{_relative(path, root)}`).", ""]
+        if s.get("note"):
+            lines += [s["note"], ""]
+        lines += ["```", s["output"].rstrip("\n"), "```", ""]
+    return "\n".join(lines).rstrip("\n")
+
+
+# ---- the docs ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DocTable:
+    """A generated table: its marker name, the doc (relative to the repository root) and its renderer."""
+
+    name: str
+    doc: str
+    render: Callable[[Path, Path], str]  # (results folder, repository root) -> markdown
+
+
+TABLES: tuple[DocTable, ...] = (
+    DocTable("quickstart", "README.md", quickstart_table),
+    DocTable("table1-cpu", "docs/reproduction.md", table1_tables),
+    DocTable("table4-cpu", "docs/reproduction.md", table4_table),
+    DocTable("ce-fast", "docs/reproduction.md", ce_fast_table),
+    DocTable("bench", "bench/RESULTS.md", bench_sections),
+)
+
+
+def _tables_by_doc(only: Sequence[str] | None) -> dict[str, dict[str, DocTable]]:
+    known = {t.name for t in TABLES}
+    unknown = sorted(set(only or ()) - known)
+    if unknown:
+        raise ReportError(f"only: unknown tables {unknown}; the generated tables are {sorted(known)}")
+    docs: dict[str, dict[str, DocTable]] = {}
+    for table in TABLES:
+        if only is None or table.name in only:
+            docs.setdefault(table.doc, {})[table.name] = table
+    return docs
+
+
+def render_docs(root: str | Path = ".", results: str | Path | None = None,
+                only: Sequence[str] | None = None) -> dict[Path, tuple[str, str, list[str]]]:
+    """Each doc's (current text, regenerated text, names of tables whose text changed)."""
+    root = Path(root)
+    results = Path(results) if results is not None else root / RESULTS_DIR
+    out = {}
+    for doc, tables in _tables_by_doc(only).items():
+        path = root / doc
+        if not path.is_file():
+            raise ReportError(f"root: {path} does not exist; run `ibrar report` in the ibrar checkout (or --root)")
+        text = path.read_text()
+        found = [m.group("name") for m in MARKER.finditer(text)]
+        every = {t.name for t in TABLES if t.doc == doc}
+        stray = sorted(set(found) - every)
+        if stray:
+            raise ReportError(f"{doc}: unknown report markers {stray}; known here: {sorted(every)}")
+        for name in tables:
+            if found.count(name) != 1:
+                raise ReportError(f"{doc}: expected one '<!-- report:{name} -->' ... '<!-- /report -->' block, "
+                                  f"found {found.count(name)}")
+        changed: list[str] = []
+
+        def replace(match: re.Match[str], tables: dict[str, DocTable] = tables, changed: list[str] = changed) -> str:
+            table = tables.get(match.group("name"))
+            if table is None:
+                return match.group(0)
+            body = table.render(results, root).rstrip("\n") + "\n"
+            if body != match.group("body"):
+                changed.append(table.name)
+            return match.group(1) + body + match.group(4)
+
+        out[path] = (text, MARKER.sub(replace, text), changed)
+    return out
+
+
+def write_docs(root: str | Path = ".", results: str | Path | None = None,
+               only: Sequence[str] | None = None) -> list[Path]:
+    """Regenerate the tables in place; returns the docs that changed."""
+    written = []
+    for path, (old, new, _) in render_docs(root, results, only).items():
+        if new != old:
+            path.write_text(new)
+            written.append(path)
+    return written
+
+
+def check_docs(root: str | Path = ".", results: str | Path | None = None) -> list[str]:
+    """One line per table whose text in the docs differs from what the artifacts give (empty: all match)."""
+    return [f"{path.relative_to(Path(root)).as_posix()}: table '{name}' differs from {RESULTS_DIR}/; "
+            "run `ibrar report` to regenerate it"
+            for path, (_, _, changed) in render_docs(root, results).items() for name in changed]
