@@ -50,6 +50,9 @@ def fake_run(folder: Path, name: str, clean: float, attacks: dict[str, float], w
     if linf is not None:
         result["worst_cases"] = [{"norm": "Linf", "eps": 8 / 255, "attacks": linf, "accuracy": result["worst_case"]},
                                  {"norm": "L2", "eps": None, "attacks": ["cw"], "accuracy": 0.05}]
+    for attack in result["attacks"]:
+        if attack["name"] == "cw":  # an L2 attack: its own threat model and the size of what it found
+            attack.update(norm="L2", eps=None, median_l2=0.5 + clean / 1000)
     (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
     for file in extra:
         (run_dir / file).write_bytes(b"not a real checkpoint")
@@ -144,6 +147,8 @@ def test_table1_puts_each_pair_beside_the_paper_and_keeps_cw_out_of_the_linf_wor
     assert "| difference (paper) | +1.20 | +2.64 | +4.03 | +3.21 | +5.19 | +4.34 | - | - |" in text
     assert "**TRADES, CIFAR-10 with VGG16**: not run (no eval.json in `results/table1-cpu/vgg16-cifar10-trades/`" \
         in text
+    assert "Median L2 size of the successful CW-L2 perturbations: `vgg16-cifar10-pgd_at` 0.536, " \
+        "`vgg16-cifar10-pgd_at-ibrar` 0.543." in text
     linf_note = re.search(r"CW-L2 is an L2 attack.*", text).group(0)
     assert "(ε = 8/255: fgsm, pgd10, fab, nifgsm, autoattack)" in linf_note
     assert "cw" not in linf_note.split("(ε = 8/255:")[1]

@@ -332,7 +332,7 @@ def table1_tables(results: Path, root: Path, scale: str = "cpu") -> str:
             out += [title, "", *_markdown_table(header, [
                 *ours, ["difference", *_differences([r.cells for r in table.rows], labels, "mean")],
                 *paper, ["difference (paper)", *_differences([r.cells for r in table.rows], labels, "paper")],
-            ]), "", source_line(dirs, root), ""]
+            ]), "", *_median_l2_line(dirs, experiment.scale.attack("cw")), source_line(dirs, root), ""]
             for d in dirs:
                 case = linf_case(read_eval(d))
                 worst_lists[f"{eps_text(case[1])}: {', '.join(case[0])}" if case is not None else ""] = None
@@ -345,6 +345,18 @@ def table1_tables(results: Path, root: Path, scale: str = "cpu") -> str:
         note += " An eval.json without `worst_cases` (written before threat models were separated) shows no L∞ " \
                 "worst case."
     return "\n".join([*out, note])
+
+
+def _median_l2_line(dirs: Sequence[Path], attack: str) -> list[str]:
+    """The median L2 size of the L2 attack's successful perturbations per run, when eval.json records it."""
+    sizes = []
+    for d in dirs:
+        found = [a.get("median_l2") for a in read_eval(d).get("attacks", []) if a.get("name") == attack]
+        if found and isinstance(found[0], (int, float)):
+            sizes.append(f"`{d.name}` {found[0]:.3f}")
+    if not sizes:
+        return []
+    return [f"Median L2 size of the successful CW-L2 perturbations: {', '.join(sizes)}.", ""]
 
 
 def _differences(rows: Sequence[dict[str, Any]], labels: Sequence[str], which: str) -> list[str]:
