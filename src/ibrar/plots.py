@@ -370,6 +370,57 @@ def plot_confusion(
     return [md, *save_figure(fig, out_stem)]
 
 
+# ---- the scale study: robust accuracy against width and training length ---------------------------
+
+SCALE_AXES = {"width": ("width multiplier", 1.0), "epochs": ("epochs (all 50,000 images)", 60.0)}
+
+
+def plot_scale_study(
+    series: dict[str, dict[str, list[tuple[float, dict[str, Any]]]]],
+    out_stem: str | Path,
+    paper: dict[str, dict[str, float]] | None = None,
+    metrics: Sequence[str] = ("PGD", "AutoAttack"),
+) -> list[Path]:
+    """One panel per axis: each row's robust accuracy (mean over seeds, bars from the lowest to the highest
+    seed) against the axis; the paper's value of the row is a star at the paper's setting.
+
+    ``series[axis][row_label]`` is a list of (axis value, cells) with cells mapping a column name to an
+    object with ``values`` (one accuracy in % per seed), as the experiments' result tables hold them.
+    """
+    axes_found = [axis for axis in SCALE_AXES if series.get(axis)]
+    if not axes_found:
+        raise ValueError(f"series: expected points on at least one of the axes {list(SCALE_AXES)}, got none")
+    fig, axes = plt.subplots(1, len(axes_found), figsize=(5.5 * len(axes_found), 4), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    styles = {"PGD": "-", "AutoAttack": "--", "FGSM": ":", "NIFGSM": "-."}
+    for ax, axis in zip(axes[0], axes_found, strict=True):
+        xlabel, paper_x = SCALE_AXES[axis]
+        for colour, (row_label, row_points) in zip(colours, series[axis].items(), strict=False):
+            ordered = sorted(row_points, key=lambda item: item[0])
+            for metric in metrics:
+                xs, means, lows, highs = [], [], [], []
+                for x, cells in ordered:
+                    values = list(cells[metric].values) if metric in cells else []
+                    if values:
+                        xs.append(x)
+                        means.append(float(np.mean(values)))
+                        lows.append(means[-1] - min(values))
+                        highs.append(max(values) - means[-1])
+                if xs:
+                    ax.errorbar(xs, means, yerr=[lows, highs], color=colour, linestyle=styles.get(metric, "-"),
+                                marker="o", capsize=3, label=f"{row_label}: {metric}")
+            paper_value = (paper or {}).get(row_label, {}).get(metrics[0])
+            if paper_value is not None:
+                ax.plot([paper_x], [paper_value], marker="*", markersize=12, color=colour, linestyle="none",
+                        label=f"{row_label}: paper {metrics[0]}")
+        ax.set(xlabel=xlabel, ylabel="robust accuracy (%)", title=f"Robust accuracy against {axis}")
+        if axis == "width":
+            ax.set_xscale("log", base=2)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="best")
+    return save_figure(fig, out_stem)
+
+
 PLOT_KINDS: dict[str, Callable[..., list[Path]]] = {
     "steps": plot_steps,
     "tsne": plot_tsne,

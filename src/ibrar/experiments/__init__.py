@@ -19,7 +19,7 @@ from ibrar.experiments.base import (
     run_experiment,
 )
 
-EXPERIMENTS = ("table1", "table2", "table3", "table4", "table6", "fig2", "fig4", "fig6")
+EXPERIMENTS = ("table1", "table2", "table3", "table4", "table6", "fig2", "fig4", "fig6", "scale")
 
 
 def build_experiment(name: str, scale: str | Scale = "cpu", seeds: int = 1) -> Experiment:

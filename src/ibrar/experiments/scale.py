@@ -1,0 +1,114 @@
+"""The scale study: does Table 4's robustness without adversarial training grow as the CPU-sized setting
+approaches the paper's? Rows (1) CE, (2) IB loss and (6) IB-RAR on VGG16, one factor at a time:
+
+- width: 0.25, 0.5, 1.0 (10,000 training images, 10 epochs, the CPU twin's schedule);
+- training length, rows (1) and (6): width 0.25 on all 50,000 images for 10 epochs (the CPU twin's StepLR
+  every 4 epochs) and for the paper's 60 epochs (StepLR 20 / 0.2).
+
+Points that take under about 20 CPU minutes are trained with two seeds, so the seed spread is visible.
+At paper scale the study collapses to its end point, the paper's own setting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ibrar.experiments.base import Experiment, RunSpec, Scale, format_number, make_runs
+from ibrar.experiments.paper_numbers import TABLE4
+from ibrar.experiments.results import Results, Table, eval_table, new_results
+
+ROWS = (("1-ce", "(1) CE only"), ("2-ib", "(2) IB loss"), ("6-ibrar", "(6) IB-RAR"))
+LENGTH_ROWS = ("1-ce", "6-ibrar")
+ATTACKS = ("pgd10", "fgsm", "nifgsm", "autoattack")
+COLUMNS = (
+    ("Natural", "clean"),
+    ("PGD", "pgd10"),
+    ("NIFGSM", "nifgsm"),
+    ("FGSM", "fgsm"),
+    ("AutoAttack", "autoattack"),
+)
+
+
+@dataclass(frozen=True)
+class Point:
+    """One setting of the study: its axis ('width' or 'epochs'), its value there, and how it is reached."""
+
+    axis: str
+    value: float
+    label: str
+    overrides: tuple[str, ...]
+    cheap: bool  # under ~20 CPU minutes: trained with two seeds
+
+
+def points(scale: Scale) -> list[Point]:
+    """The settings of the study at a scale (smoke: the same shape, tiny)."""
+    if scale.name == "paper":
+        return [Point("width", 1.0, "paper setting", (), False)]
+    widths = (0.25, 0.5) if scale.name == "smoke" else (0.25, 0.5, 1.0)
+    short, long = (1, 2) if scale.name == "smoke" else (10, 60)
+    found = [
+        # Width 0.25 is the CPU twin unchanged, so its runs are Table 4's cpu-scale runs.
+        Point("width", w, f"width {format_number(w)}", () if w == 0.25 else (f"model.width={format_number(w)}",),
+              w < 1.0)
+        for w in widths
+    ]
+    all_images = "data.train_subset=null"
+    found.append(Point("epochs", short, f"50k images, {short} epochs", (all_images, f"train.epochs={short}"), False))
+    found.append(Point("epochs", long, f"50k images, {long} epochs",
+                       (all_images, f"train.epochs={long}", f"optim.step_size={max(1, long // 3)}"), False))
+    return found
+
+
+def run_group(row: str, point: Point) -> str:
+    """The row name of one (Table 4 row, setting) pair, e.g. `1-ce-width0.5` or `6-ibrar-epochs60`."""
+    shown = format_number(point.value) if point.axis == "width" else str(int(point.value))
+    return f"{row}-{point.axis}{shown}"
+
+
+def build(scale: Scale, seeds: int = 1) -> Experiment:
+    runs: list[RunSpec] = []
+    study = points(scale)
+    for point in study:
+        rows = LENGTH_ROWS if point.axis == "epochs" else tuple(r for r, _ in ROWS)
+        point_seeds = max(seeds, 2) if point.cheap else seeds
+        for row in rows:
+            runs += make_runs(run_group(row, point), f"table4-vgg16-{row}", scale, point_seeds, ATTACKS,
+                              point.overrides)
+
+    def report(experiment: Experiment, folder: Path, data_root: str | Path | None = None) -> Results:
+        from ibrar import plots
+
+        tables: list[Table] = []
+        series: dict[str, dict[str, list[tuple[float, dict]]]] = {}
+        for axis, title in (("width", "Width (10,000 images, 10 epochs)"),
+                            ("epochs", "Training length (width 0.25, all 50,000 images)")):
+            pairs = [(row, label, p) for p in study if p.axis == axis for row, label in ROWS
+                     if axis != "epochs" or row in LENGTH_ROWS]
+            if not pairs:
+                continue
+            rows = [(f"{label}, {p.label}", run_group(row, p)) for row, label, p in pairs]
+            paper = {run_group(row, p): TABLE4[f"vgg16-{row}"] for row, _, p in pairs}
+            table = eval_table(experiment, folder, title, rows, COLUMNS, paper)
+            tables.append(table)
+            for (_, label, p), table_row in zip(pairs, table.rows, strict=True):
+                series.setdefault(axis, {}).setdefault(label, []).append((p.value, table_row.cells))
+        figures = plots.plot_scale_study(
+            series, folder / "scale-study", paper={label: TABLE4[f"vgg16-{row}"] for row, label in ROWS}
+        )
+        notes = [
+            "Each cell: our mean over seeds (± std where two seeds ran) / the paper's value for the row at its "
+            "full setting (VGG16 width 1, 50,000 images, 60 epochs) / the difference.",
+            "Width 0.25 with 10,000 images and 10 epochs is Table 4's cpu-scale setting.",
+        ]
+        return new_results(experiment, tables, notes=notes, folder=folder, figures=figures)
+
+    return Experiment(
+        "scale",
+        "Scale study: Table 4 rows (1), (2), (6) on VGG16 as the CPU setting approaches the paper's",
+        scale,
+        seeds,
+        runs,
+        report,
+        info={"attacks": ATTACKS},
+    )
