@@ -85,6 +85,8 @@ def test_check_stage_rehearses_the_cuda_tests_and_the_fast_path_bench(rehearsal,
     assert (Path(rehearsal["IBRAR_GPU_SCRATCH"]) / "site" / f"{PROBE}.py").is_file()
     assert "== check: FINISHED" in log
     assert_comes_back(out)
+    assert kit.collect(out, tmp_path / "results") == [tmp_path / "results" / "gpu-check"]
+    assert (tmp_path / "results" / "gpu-check" / "check.json").is_file()
 
 
 def test_table4_row_stops_at_its_time_budget_resumes_in_the_next_call_and_exports_its_run(rehearsal, tmp_path):
@@ -111,6 +113,9 @@ def test_table4_row_stops_at_its_time_budget_resumes_in_the_next_call_and_export
     assert [c["status"] == "finished" for c in gpu["calls"]] == [False, True]
     assert gpu["minutes_total"] == pytest.approx(sum(c["minutes"] for c in gpu["calls"]), abs=0.02)
     assert_comes_back(tmp_path / "call2")
+    # back here, into results/<experiment>-<scale>/<run>/, where the report command reads runs
+    assert kit.collect(tmp_path / "call2", tmp_path / "results") == [tmp_path / "results" / run]
+    assert (tmp_path / "results" / run / "eval.json").read_text() == (exported / "eval.json").read_text()
 
 
 def test_a_rehearsal_skips_wheels_whose_module_already_imports(tmp_path):

@@ -4,6 +4,7 @@
     python3 bench/gpu/kit.py install WHEELS SITE [--rehearsal]   pip-install carried wheels into SITE, offline
     python3 bench/gpu/kit.py unpack TARBALL DEST          unpack the carried CIFAR-10 (once per machine)
     python3 bench/gpu/kit.py slim WHEEL PREFIX            drop files a wheel bundles but nothing imports
+    python3 bench/gpu/kit.py collect FILES_AT             copy a device call's results into results/
 
 What travels in a device call: the tracked files, the untracked files git does not ignore, a `shared/` folder
 in the checkout, and the carried paths (the kit folder, `.gpu-kit`); together at most 64 MiB.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -148,6 +150,33 @@ def unpack(tarball: Path, dest: Path) -> Path:
     return dest
 
 
+# ---- results back here -----------------------------------------------------------------------------------
+
+
+def collect(files_at: Path, results: Path) -> list[Path]:
+    """Copy what a device call brought back into `results/`: each run folder ($OUT/<experiment>-<scale>/<run>/)
+    to results/<experiment>-<scale>/<run>/, and a `check` stage's files to results/gpu-check/. Returns them."""
+    copied = []
+    for config in sorted(files_at.glob("*/*/config.yaml")):
+        dest = results / config.parent.parent.name / config.parent.name
+        dest.mkdir(parents=True, exist_ok=True)
+        for item in config.parent.iterdir():
+            shutil.copyfile(item, dest / item.name)
+        copied.append(dest)
+    if (files_at / "check.json").is_file():
+        dest = results / "gpu-check"
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ("check.json", "check.md", "stage.json"):
+            if (files_at / name).is_file():
+                shutil.copyfile(files_at / name, dest / name)
+        copied.append(dest)
+    for path in copied:
+        print(f"{path}: {', '.join(sorted(p.name for p in path.iterdir()))}")
+    if not copied:
+        print(f"nothing to collect in {files_at}: no <experiment>-<scale>/<run>/config.yaml and no check.json")
+    return copied
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -161,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("slim", help="drop a folder (e.g. bundled test data) from a wheel, RECORD included")
     p.add_argument("wheel", type=Path)
     p.add_argument("prefix")
+    p = sub.add_parser("collect", help="copy a device call's results (its files_at folder) into results/")
+    p.add_argument("files_at", type=Path)
+    p.add_argument("--results", type=Path, default=REPO / "results")
     p = sub.add_parser("unpack", help="unpack the carried image-folder tarball")
     p.add_argument("tarball", type=Path)
     p.add_argument("dest", type=Path)
@@ -169,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         return check_size(args.repo, args.kit)
     if args.command == "install":
         install_wheels(args.wheels, args.site, args.rehearsal)
+        return 0
+    if args.command == "collect":
+        collect(args.files_at, args.results)
         return 0
     if args.command == "slim":
         slim_wheel(args.wheel, args.prefix)

@@ -56,8 +56,8 @@ class Context:
     runs: Path
     train_until: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_TRAIN_UNTIL_S", 510))
     call_limit: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_CALL_LIMIT_S", 570))
-    eval_full_s: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_EVAL_FULL_S", 150))
-    eval_subset_s: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_EVAL_SUBSET_S", 210))
+    eval_full_s: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_EVAL_FULL_S", 120))
+    eval_subset_s: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_EVAL_SUBSET_S", 180))
 
     @classmethod
     def from_env(cls, stage: str) -> Context:
@@ -426,10 +426,14 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("error: no CUDA device here; on a CPU machine rehearse with IBRAR_GPU_KIT_REHEARSAL=1")
     info = device_info()
     write_stage_json(ctx, "running", info)
-    if args.stage == "check":
-        status, extra = stage_check(ctx, info), {}
-    else:
-        status, extra = stage_table4(ctx, info, args.stage.removeprefix("table4-"))
+    try:
+        if args.stage == "check":
+            status, extra = stage_check(ctx, info), {}
+        else:
+            status, extra = stage_table4(ctx, info, args.stage.removeprefix("table4-"))
+    except Exception as error:
+        write_stage_json(ctx, f"failed: {type(error).__name__}: {error}", info, next="(fix the error; see stage.log)")
+        raise
     finished = status.startswith("finished")
     extra["next"] = "" if finished else f"bash bench/gpu/run.sh {args.stage}"
     write_stage_json(ctx, status, info, **extra)
