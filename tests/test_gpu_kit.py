@@ -83,7 +83,7 @@ def test_check_stage_rehearses_the_cuda_tests_and_the_fast_path_bench(rehearsal,
     # the set-up installed the carried wheel offline into the scratch site folder
     assert stage["wheels"]["installed"] == [f"{PROBE}-0.0.0-py3-none-any.whl"]
     assert (Path(rehearsal["IBRAR_GPU_SCRATCH"]) / "site" / f"{PROBE}.py").is_file()
-    assert "== check: FINISHED" in log
+    assert "== check: FINISHED" in log and "of 64 MiB: fits" in log  # the size check runs in a rehearsal
     assert_comes_back(out)
     assert kit.collect(out, tmp_path / "results") == [tmp_path / "results" / "gpu-check"]
     assert (tmp_path / "results" / "gpu-check" / "check.json").is_file()

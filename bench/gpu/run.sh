@@ -30,6 +30,8 @@ log=$OUT/stage.log
 {
   echo "== ibrar GPU kit: stage $stage ($( [[ $rehearsal == 1 ]] && echo rehearsal on the CPU || echo device )) $(date -u +%FT%TZ)"
   site=$scratch/site
+  # 0. what a device call would send (here only: the GPU machine gets the tree without .git)
+  [[ $rehearsal == 1 ]] && "$python" bench/gpu/kit.py size --kit "$kit"
   # 1. the packages the machine lacks, from carried wheels (offline; a rehearsal skips those that import here)
   install_args=()
   [[ $rehearsal == 1 ]] && install_args+=(--rehearsal)

@@ -307,8 +307,8 @@ def evaluate_row(ctx: Context, spec: Any, scale: Any, config: Any, run_dir: Path
         if test_data is None:
             test_data = load_split(config.data.name, resolve_data_root(config.data.root or ctx.data_root), "test")
         whole = path is full_file
-        n = None if whole else min(AA_SUBSET, len(test_data))
-        print(f"== evaluating {spec.name}: {', '.join(attacks)} on {n or len(test_data)} test examples", flush=True)
+        n = len(test_data) if whole else min(AA_SUBSET, len(test_data))  # explicit: no default subset applies
+        print(f"== evaluating {spec.name}: {', '.join(attacks)} on {n} test examples", flush=True)
         started = time.time()
         report = evaluate_run(run_dir, data_root=ctx.data_root, attacks=attacks, n=n, seed=spec.seed, quiet=True,
                               test_data=test_data, large_eps_check=scale.large_eps_check and whole)
@@ -381,7 +381,8 @@ def stage_table4(ctx: Context, info: dict[str, Any], row: str) -> tuple[str, dic
             export_run(ctx, run_dir)
             status = evaluate_row(ctx, spec, experiment.scale, config, run_dir)
     except KeyboardInterrupt as stop:
-        status = f"stopped by the time budget ({stop}); {progress(run_dir)}: call again to continue"
+        print(f"   stopped: {stop}", flush=True)
+        status = f"stopped by the call's time budget ({progress(run_dir)}): call again to continue"
     record_call(ctx, run_dir, info, status)
     where["epochs_done"] = (_metric_lines(run_dir) or [{"epoch": 0}])[-1]["epoch"]
     export_run(ctx, run_dir)
@@ -389,6 +390,25 @@ def stage_table4(ctx: Context, info: dict[str, Any], row: str) -> tuple[str, dic
 
 
 # ---- main --------------------------------------------------------------------------------------------
+
+RUNTIME_MODULES = ("pydantic", "yaml", "tqdm", "numpy", "PIL", "matplotlib", "sklearn", "torchvision", "pyautoattack")
+
+
+def preflight(rehearsal: bool) -> None:
+    """Every module ibrar needs at run time imports (pyautoattack is needed only by the evaluation, minutes
+    later: fail now, not after the training). A rehearsal only warns."""
+    import importlib.util
+
+    missing = [name for name in RUNTIME_MODULES if importlib.util.find_spec(name) is None]
+    if not missing:
+        return
+    message = (f"not importable here: {', '.join(missing)}; carry them as wheels (bench/gpu/wheels.txt, "
+               "bash bench/gpu/prepare.sh, carry: [\".gpu-kit\"])")
+    if not rehearsal:
+        raise SystemExit(f"error: {message}")
+    print(f"rehearsal: {message}", flush=True)
+
+
 
 
 def finalize(ctx: Context, rc: int) -> None:
@@ -420,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context.from_env(args.stage)
     if not (args.stage == "check" or args.stage.startswith("table4-")):
         parser.error(f"stage: expected check or table4-ROW (e.g. table4-1), got {args.stage!r}")
+    preflight(ctx.rehearsal)
     import torch
 
     if not ctx.rehearsal and not torch.cuda.is_available():
