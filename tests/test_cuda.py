@@ -208,8 +208,9 @@ def test_a_pgd_at_ib_rar_step_in_fp32_agrees_on_cpu_and_cuda(image_folder, tmp_p
     cpu, cpu_means = one_epoch(step_config(image_folder, "cpu"), tmp_path / "cpu")
     gpu, gpu_means = one_epoch(step_config(image_folder, "cuda"), tmp_path / "cuda")
     assert gpu.device.type == "cuda"
-    for key in ("loss", "ib_penalty", "train_acc"):
+    for key in ("loss", "ib_penalty"):
         assert gpu_means[key] == pytest.approx(cpu_means[key], rel=1e-3, abs=1e-5), key
+    assert abs(gpu_means["train_acc"] - cpu_means["train_acc"]) <= 1 / 16 + 1e-6  # one near-tie may flip
     assert_same_weights(cpu, gpu, rtol=1e-3, atol=1e-5)
     assert torch.equal(gpu.mask.mask.cpu(), cpu.mask.mask)
 
@@ -282,6 +283,7 @@ def _free_port() -> int:
 
 def _nccl_worker(rank: int, port: int, config: dict, out: str) -> None:
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # as exact_float32 does
     torch.cuda.set_device(0)
     torch.distributed.init_process_group("nccl", rank=rank, world_size=1)
     try:
