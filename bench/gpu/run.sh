@@ -35,7 +35,7 @@ log=$OUT/stage.log
   # 1. the packages the machine lacks, from carried wheels (offline; a rehearsal skips those that import here)
   install_args=()
   [[ $rehearsal == 1 ]] && install_args+=(--rehearsal)
-  "$python" bench/gpu/kit.py install "$kit/wheels" "$site" "${install_args[@]}"
+  "$python" bench/gpu/kit.py install "$kit/wheels" "$site" ${install_args[@]+"${install_args[@]}"}
   export PYTHONPATH=$site:$repo/src:$repo/bench${PYTHONPATH:+:$PYTHONPATH}
   # 2. CIFAR-10 (or, in a rehearsal, whatever tiny image folder the kit carries)
   "$python" bench/gpu/kit.py unpack "$kit/cifar10-jpeg.tar.gz" "$scratch/data/cifar10-jpeg"
