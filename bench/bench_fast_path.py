@@ -115,6 +115,8 @@ def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> dict[s
         overhead = ibrar / plain - 1
         result[f"ib_overhead/{setting}"] = overhead
         result[f"speedup/{setting}"] = base / plain
+        result[f"step_ms/{setting}/PGD-AT"] = plain * 1000
+        result[f"step_ms/{setting}/PGD-AT + IB-RAR"] = ibrar * 1000
         print(f"  {setting:32s} PGD-AT {plain * 1000:8.1f} ms/step ({base / plain:4.2f}x fp32)   "
               f"+ IB-RAR {ibrar * 1000:8.1f} ms/step   IB-RAR adds {overhead:+.2%}")
     if not cuda:

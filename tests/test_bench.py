@@ -12,7 +12,9 @@ import bench_fast_path  # noqa: E402
 def test_fast_path_bench_times_both_methods_and_finds_no_host_sync(tmp_path, capsys):
     result = bench_fast_path.main(["--device", "cpu", "--width", "0.0625", "--batch", "8", "--batches", "2",
                                    "--rounds", "1", "--data-root", str(tmp_path / "absent")])
-    assert set(result) == {"ib_overhead/fp32", "speedup/fp32", "sync_free"}
+    assert set(result) == {"ib_overhead/fp32", "speedup/fp32", "sync_free", "step_ms/fp32/PGD-AT",
+                           "step_ms/fp32/PGD-AT + IB-RAR"}
+    assert result["step_ms/fp32/PGD-AT + IB-RAR"] > 0
     assert math.isfinite(result["ib_overhead/fp32"]) and result["speedup/fp32"] == 1.0
     assert result["sync_free"] == 1.0
     assert "host-device synchronisation inside the step" in capsys.readouterr().out

@@ -153,3 +153,15 @@ def test_bad_options_are_rejected(kwargs, match):
 def test_wrong_feature_shape_is_rejected():
     with pytest.raises(ValueError, match="features"):
         ChannelMask(C, num_classes=4).channel_scores(torch.randn(5, C + 1), torch.zeros(5, dtype=torch.long))
+
+
+def test_the_mask_moves_like_any_module_and_keeps_working():
+    # .to() goes through nn.Module._apply, which a helper of the same name once shadowed (the mask then could
+    # not follow the model to a GPU)
+    mask = ChannelMask(8, num_classes=4, drop_fraction=0.25)
+    mask.mask[:2] = 0.0
+    assert mask.to(torch.float64) is mask and mask.mask.dtype == torch.float64 and mask.step.dtype == torch.long
+    model = nn.Sequential(nn.Conv2d(3, 8, 1)).eval()
+    mask.attach(model, "0")
+    out = model(torch.ones(2, 3, 4, 4))
+    assert out.dtype == torch.float32 and (out[:, :2] == 0).all() and (out[:, 2:] != 0).any()

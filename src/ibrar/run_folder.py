@@ -67,6 +67,8 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     if bundle.mask is not None and state.get("mask") is not None:
         load_state(bundle.mask, state["mask"], "channel mask", file)
     bundle.model.to(device).eval()
+    if bundle.mask is not None:  # not a submodule of the model: it moves on its own
+        bundle.mask.to(device)
     return bundle, config, state
 
 

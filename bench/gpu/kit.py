@@ -1,0 +1,216 @@
+"""The GPU kit's set-up steps, standard library only (they run before ibrar's own dependencies are importable).
+
+    python3 bench/gpu/kit.py size [--kit DIR]             what travels to the GPU machine; fails above 64 MiB
+    python3 bench/gpu/kit.py install WHEELS SITE [--rehearsal]   pip-install carried wheels into SITE, offline
+    python3 bench/gpu/kit.py unpack TARBALL DEST          unpack the carried CIFAR-10 (once per machine)
+    python3 bench/gpu/kit.py slim WHEEL PREFIX            drop files a wheel bundles but nothing imports
+    python3 bench/gpu/kit.py collect FILES_AT             copy a device call's results into results/
+
+What travels in a device call: the tracked files, the untracked files git does not ignore, a `shared/` folder
+in the checkout, and the carried paths (the kit folder, `.gpu-kit`); together at most 64 MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+TRAVEL_LIMIT = 64 * 1024 * 1024  # the device tool's limit on the working tree plus carried paths
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_KIT = REPO / ".gpu-kit"
+INSTALLED_LIST = "ibrar-kit-installed.txt"  # in the target folder: the wheels the last set-up installed
+
+
+# ---- what travels ----------------------------------------------------------------------------------
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()] if folder.is_dir() else []
+
+
+def travel_files(repo: Path = REPO, carried: list[Path] | None = None) -> list[Path]:
+    """Every file a device call sends: git's tracked + untracked-not-ignored files, shared/, the carried paths."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo,
+                            capture_output=True, check=True).stdout.decode()
+    files = {(repo / name).resolve() for name in listed.split("\0") if name}
+    for folder in [repo / "shared", *(carried or [])]:
+        files |= {p.resolve() for p in _folder_files(folder)}
+    return sorted(p for p in files if p.is_file())
+
+
+def travel_size(repo: Path = REPO, kit: Path = DEFAULT_KIT) -> tuple[int, dict[str, int]]:
+    """Total bytes that travel, and a breakdown: the working tree, and each top-level entry of the kit."""
+    kit = kit.resolve()
+    breakdown: dict[str, int] = {}
+    total = 0
+    for path in travel_files(repo, [kit]):
+        size = path.stat().st_size
+        total += size
+        if path.is_relative_to(kit):
+            key = f"{kit.name}/{path.relative_to(kit).parts[0]}"
+        else:
+            key = "working tree (tracked + untracked, not ignored)"
+        breakdown[key] = breakdown.get(key, 0) + size
+    return total, breakdown
+
+
+def check_size(repo: Path = REPO, kit: Path = DEFAULT_KIT, limit: int = TRAVEL_LIMIT) -> int:
+    """Print what travels; exit code 1 when it exceeds the device tool's limit."""
+    total, breakdown = travel_size(repo, kit)
+    for key, size in sorted(breakdown.items(), key=lambda kv: -kv[1]):
+        print(f"  {size / 2**20:8.2f} MiB  {key}")
+    verdict = "fits" if total <= limit else "TOO LARGE"
+    print(f"what travels to the GPU machine: {total / 2**20:.2f} MiB of {limit / 2**20:.0f} MiB: {verdict}")
+    if total > limit:
+        print("  make it smaller: drop wheels the device already has (KINDS.md lists its packages), or ignore "
+              "large untracked files (.gitignore)", file=sys.stderr)
+        return 1
+    return 0
+
+
+# ---- carried wheels ----------------------------------------------------------------------------------
+
+
+def import_name(wheel: Path) -> str:
+    """The module a wheel provides, from its file name (`pydantic_core-2.50.5-...whl` -> `pydantic_core`)."""
+    return wheel.name.split("-")[0].lower()
+
+
+def install_wheels(wheels: Path, site: Path, rehearsal: bool = False, python: str = sys.executable) -> list[str]:
+    """pip-install every wheel in `wheels` into `site` without an index or dependencies; returns what was installed.
+
+    On the GPU machine every carried wheel is installed. In a rehearsal (a CPU machine whose Python may not be
+    3.12) a wheel whose module already imports here is skipped: its cp312 build might not load here.
+    """
+    found = sorted(wheels.glob("*.whl")) if wheels.is_dir() else []
+    chosen = [w for w in found if not (rehearsal and importlib.util.find_spec(import_name(w)) is not None)]
+    for wheel in sorted(set(found) - set(chosen)):
+        print(f"rehearsal: {import_name(wheel)} already imports here; {wheel.name} not installed")
+    if not found:
+        print(f"no wheels in {wheels}: nothing to install (run bench/gpu/prepare.sh to carry them)")
+    if chosen:
+        site.mkdir(parents=True, exist_ok=True)
+        subprocess.run([python, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                        "--no-cache-dir", "--upgrade", "--disable-pip-version-check", "--target", str(site),
+                        *map(str, chosen)], check=True)
+        print(f"installed into {site}: {', '.join(w.name for w in chosen)}")
+    if site.is_dir():
+        (site / INSTALLED_LIST).write_text("".join(f"{w.name}\n" for w in chosen))
+    return [w.name for w in chosen]
+
+
+def slim_wheel(wheel: Path, drop_prefix: str) -> int:
+    """Rewrite `wheel` without the files under `drop_prefix` (and their RECORD lines); returns bytes saved."""
+    before = wheel.stat().st_size
+    slimmed = wheel.with_suffix(".slim")
+    with zipfile.ZipFile(wheel) as source, zipfile.ZipFile(slimmed, "w", zipfile.ZIP_DEFLATED) as target:
+        for item in source.infolist():
+            if item.filename.startswith(drop_prefix):
+                continue
+            data = source.read(item)
+            if item.filename.endswith(".dist-info/RECORD"):
+                kept = [line for line in data.decode().splitlines(keepends=True) if not line.startswith(drop_prefix)]
+                data = "".join(kept).encode()
+            target.writestr(item, data)
+    slimmed.replace(wheel)
+    saved = before - wheel.stat().st_size
+    print(f"{wheel.name}: dropped {drop_prefix} ({saved / 2**20:.1f} MiB)")
+    return saved
+
+
+# ---- carried data ------------------------------------------------------------------------------------
+
+
+def unpack(tarball: Path, dest: Path) -> Path:
+    """Unpack the image-folder tarball into `dest` once (a `.complete` marker makes later calls free)."""
+    marker = dest / ".complete"
+    if marker.is_file():
+        print(f"data already unpacked in {dest}")
+        return dest
+    if not tarball.is_file():
+        raise SystemExit(f"error: no {tarball}; run bench/gpu/prepare.sh (it copies CIFAR-10 into the kit)")
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(tarball) as archive:
+        try:
+            archive.extractall(dest, filter="data")
+        except TypeError:  # a Python without extraction filters (before 3.10.12 / 3.11.4)
+            archive.extractall(dest)
+    splits = [s for s in ("train", "test") if (dest / s).is_dir()]
+    if splits != ["train", "test"]:
+        raise SystemExit(f"error: {tarball} holds no train/ and test/ image folders")
+    count = sum(1 for s in splits for p in (dest / s).rglob("*") if p.is_file())
+    marker.write_text(f"{count}\n")
+    print(f"unpacked {count} images into {dest}")
+    return dest
+
+
+# ---- results back here -----------------------------------------------------------------------------------
+
+
+def collect(files_at: Path, results: Path) -> list[Path]:
+    """Copy what a device call brought back into `results/`: each run folder ($OUT/<experiment>-<scale>/<run>/)
+    to results/<experiment>-<scale>/<run>/, and a `check` stage's files to results/gpu-check/. Returns them."""
+    copied = []
+    for config in sorted(files_at.glob("*/*/config.yaml")):
+        dest = results / config.parent.parent.name / config.parent.name
+        dest.mkdir(parents=True, exist_ok=True)
+        for item in config.parent.iterdir():
+            shutil.copyfile(item, dest / item.name)
+        copied.append(dest)
+    if (files_at / "check.json").is_file():
+        dest = results / "gpu-check"
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ("check.json", "check.md", "stage.json"):
+            if (files_at / name).is_file():
+                shutil.copyfile(files_at / name, dest / name)
+        copied.append(dest)
+    for path in copied:
+        print(f"{path}: {', '.join(sorted(p.name for p in path.iterdir()))}")
+    if not copied:
+        print(f"nothing to collect in {files_at}: no <experiment>-<scale>/<run>/config.yaml and no check.json")
+    return copied
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("size", help="what travels to the GPU machine; exit 1 above 64 MiB")
+    p.add_argument("--kit", type=Path, default=DEFAULT_KIT)
+    p.add_argument("--repo", type=Path, default=REPO)
+    p = sub.add_parser("install", help="install carried wheels offline into a target folder")
+    p.add_argument("wheels", type=Path)
+    p.add_argument("site", type=Path)
+    p.add_argument("--rehearsal", action="store_true")
+    p = sub.add_parser("slim", help="drop a folder (e.g. bundled test data) from a wheel, RECORD included")
+    p.add_argument("wheel", type=Path)
+    p.add_argument("prefix")
+    p = sub.add_parser("collect", help="copy a device call's results (its files_at folder) into results/")
+    p.add_argument("files_at", type=Path)
+    p.add_argument("--results", type=Path, default=REPO / "results")
+    p = sub.add_parser("unpack", help="unpack the carried image-folder tarball")
+    p.add_argument("tarball", type=Path)
+    p.add_argument("dest", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "size":
+        return check_size(args.repo, args.kit)
+    if args.command == "install":
+        install_wheels(args.wheels, args.site, args.rehearsal)
+        return 0
+    if args.command == "collect":
+        collect(args.files_at, args.results)
+        return 0
+    if args.command == "slim":
+        slim_wheel(args.wheel, args.prefix)
+        return 0
+    unpack(args.tarball, args.dest)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Run HERE (where pip reaches the package index), before a session that has a GPU: fills the ignored kit
+# folder .gpu-kit/ with what the GPU machine lacks, then checks that what travels stays under 64 MiB.
+#
+#   .gpu-kit/wheels/*.whl          bench/gpu/wheels.txt for CPython 3.12, manylinux x86-64 (pyautoattack slimmed)
+#   .gpu-kit/cifar10-jpeg.tar.gz   CIFAR-10 as JPEG image folders (19 MB), from ../shared/data
+#   .gpu-kit/source.json           the commit the kit was prepared at
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+kit=${IBRAR_GPU_KIT:-$repo/.gpu-kit}
+python=${PYTHON:-python3}
+cd "$repo"
+# ../shared beside the checkout (or beside the main checkout, from a git worktree)
+main_checkout=$(dirname "$(git rev-parse --path-format=absolute --git-common-dir 2>/dev/null || echo "$repo/.git")")
+tarball=${IBRAR_CIFAR10_TARBALL:-}
+for candidate in "$repo/../shared/data/cifar10-jpeg.tar.gz" "$main_checkout/../shared/data/cifar10-jpeg.tar.gz"; do
+  [[ -z $tarball && -f $candidate ]] && tarball=$candidate
+done
+
+mkdir -p "$kit/wheels"
+rm -f "$kit"/wheels/*.whl  # one version of each: two of one package stop the whole install there
+mapfile -t wanted < <(grep -v -e '^#' -e '^[[:space:]]*$' bench/gpu/wheels.txt)
+"$python" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+  --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d "$kit/wheels" "${wanted[@]}"
+# pyautoattack ships a 42 MB test model in pyautoattack/examples/, which nothing imports
+for wheel in "$kit"/wheels/pyautoattack-*.whl; do
+  [[ -f $wheel ]] && "$python" bench/gpu/kit.py slim "$wheel" pyautoattack/examples/
+done
+
+if [[ ! -f $kit/cifar10-jpeg.tar.gz ]] || ! cmp -s "$tarball" "$kit/cifar10-jpeg.tar.gz"; then
+  [[ -f $tarball ]] || { echo "error: no ../shared/data/cifar10-jpeg.tar.gz; set IBRAR_CIFAR10_TARBALL to it" >&2; exit 2; }
+  install -m 0644 "$tarball" "$kit/cifar10-jpeg.tar.gz"
+fi
+
+commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+dirty=$([[ -n $(git status --porcelain 2>/dev/null) ]] && echo true || echo false)
+printf '{"commit": "%s", "uncommitted_changes": %s, "prepared_utc": "%s"}\n' \
+  "$commit" "$dirty" "$(date -u +%FT%TZ)" >"$kit/source.json"
+
+ls -l "$kit/wheels"
+"$python" bench/gpu/kit.py size --kit "$kit"

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# One device call = one stage of the GPU kit (bench/gpu/README.md):
+#
+#   bash bench/gpu/run.sh check          CUDA tests + the fast-path benchmark on full-width VGG16, batch 100
+#   bash bench/gpu/run.sh table4-1       one paper-scale Table 4 row (1, 2, 6, ... or e.g. resnet18-6); trains
+#                                        until ~8.5 minutes have passed, then says whether to call it again
+#   bash bench/gpu/run.sh --rehearse STAGE   the same on the CPU with tiny sizes (or IBRAR_GPU_KIT_REHEARSAL=1)
+#
+# Set-up inside every call: the wheels carried in .gpu-kit/wheels are pip-installed offline into $scratch/site,
+# CIFAR-10 is unpacked from .gpu-kit/cifar10-jpeg.tar.gz (once per machine), ibrar runs from src/ (no install).
+# Results (JSON, markdown, logs; never checkpoints) go to $OUT, at most two folders down.
+set -euo pipefail
+if [[ ${1:-} == --rehearse ]]; then export IBRAR_GPU_KIT_REHEARSAL=1; shift; fi
+stage=${1:?usage: bash bench/gpu/run.sh [--rehearse] check|table4-ROW}
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+export IBRAR_GPU_T0=${IBRAR_GPU_T0:-$(date +%s.%N)}
+rehearsal=${IBRAR_GPU_KIT_REHEARSAL:-0}
+[[ $rehearsal == 1 ]] && default_scratch=/tmp/ibrar-gpu-rehearsal || default_scratch=/tmp/ibrar-gpu
+scratch=${IBRAR_GPU_SCRATCH:-$default_scratch}
+kit=${IBRAR_GPU_KIT:-$repo/.gpu-kit}
+python=${IBRAR_GPU_PYTHON:-python3}
+if [[ -z ${OUT:-} ]]; then
+  [[ $rehearsal == 1 ]] || { echo "error: \$OUT is unset (the device tool sets it; rehearse with --rehearse)" >&2; exit 2; }
+  export OUT=$scratch/out
+fi
+mkdir -p "$OUT" "$scratch"
+cd "$repo"
+log=$OUT/stage.log
+
+{
+  echo "== ibrar GPU kit: stage $stage ($( [[ $rehearsal == 1 ]] && echo rehearsal on the CPU || echo device )) $(date -u +%FT%TZ)"
+  site=$scratch/site
+  # 0. what a device call would send (here only: the GPU machine gets the tree without .git)
+  [[ $rehearsal == 1 ]] && "$python" bench/gpu/kit.py size --kit "$kit"
+  # 1. the packages the machine lacks, from carried wheels (offline; a rehearsal skips those that import here)
+  install_args=()
+  [[ $rehearsal == 1 ]] && install_args+=(--rehearsal)
+  "$python" bench/gpu/kit.py install "$kit/wheels" "$site" ${install_args[@]+"${install_args[@]}"}
+  export PYTHONPATH=$site:$repo/src:$repo/bench${PYTHONPATH:+:$PYTHONPATH}
+  # 2. CIFAR-10 (or, in a rehearsal, whatever tiny image folder the kit carries)
+  "$python" bench/gpu/kit.py unpack "$kit/cifar10-jpeg.tar.gz" "$scratch/data/cifar10-jpeg"
+  export IBRAR_DATA_ROOT=$scratch/data/cifar10-jpeg
+  export IBRAR_GPU_SCRATCH=$scratch IBRAR_GPU_KIT=$kit PYTHONUNBUFFERED=1
+  [[ -f $kit/source.json ]] && export IBRAR_GPU_SOURCE=$kit/source.json
+  echo "set-up done after $("$python" -c "import time; print(round(time.time() - $IBRAR_GPU_T0, 1))") s"
+  # 3. the stage; SIGTERM before the call's 10-minute limit lets training checkpoint and the results be written
+  rc=0
+  timeout -s TERM -k 15 "${IBRAR_GPU_STAGE_TIMEOUT_S:-580}" "$python" bench/gpu/stages.py "$stage" || rc=$?
+  "$python" bench/gpu/stages.py finalize "$stage" --rc "$rc" || true
+  exit "$rc"
+} 2>&1 | tee "$log"
+exit "${PIPESTATUS[0]}"

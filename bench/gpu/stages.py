@@ -1,0 +1,467 @@
+"""The GPU kit's stages, one per device call (run them through bench/gpu/run.sh, which does the set-up first).
+
+    check         the CUDA tests (tests/test_cuda.py) and bench/bench_fast_path.py on full-width VGG16 at batch
+                  100 (fp32, bf16 + channels_last, + torch.compile): IB-RAR's share of a PGD-AT step (goal: under
+                  3%) and the host-sync check -> $OUT/check.json, check.md, cuda-tests.xml
+    table4-ROW    one Table 4 row at paper scale (ROW: 1..6, a row name such as 2-ib, or resnet18-6), trained into
+                  a run folder on the machine's disk until the call's time budget is spent; once trained, its
+                  evaluation (the paper's attacks on the whole test set, then all of them with AutoAttack on a
+                  seeded subset of 1,000) -> $OUT/table4-paper/<run>/{config.yaml, meta.json, metrics.jsonl,
+                  info_plane.jsonl, eval.json, gpu.json}: the layout of results/<experiment>-<scale>/<run>/
+    finalize      (run.sh calls it last) marks stage.json of a stage that was killed
+
+Every stage writes $OUT/stage.json (device, torch version, minutes, status, what to call next). A rehearsal
+(IBRAR_GPU_KIT_REHEARSAL=1) runs the same code on the CPU with tiny sizes: the smoke scale for Table 4, a
+width-1/16 VGG16 on random images for the benchmark; the CUDA tests skip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench"))
+
+EXPORTED = ("config.yaml", "meta.json", "metrics.jsonl", "info_plane.jsonl", "eval.json", "gpu.json")
+AA_SUBSET = 1000  # AutoAttack's examples (a seeded subset of the test set), as in the paper's tables
+
+
+def _env_seconds(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+@dataclass
+class Context:
+    """Where a stage reads and writes, and its clock (t0: when run.sh started, set-up included)."""
+
+    stage: str
+    out: Path
+    rehearsal: bool
+    t0: float
+    data_root: Path
+    runs: Path
+    train_until: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_TRAIN_UNTIL_S", 510))
+    call_limit: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_CALL_LIMIT_S", 570))
+    eval_full_s: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_EVAL_FULL_S", 120))
+    eval_subset_s: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_EVAL_SUBSET_S", 180))
+
+    @classmethod
+    def from_env(cls, stage: str) -> Context:
+        rehearsal = os.environ.get("IBRAR_GPU_KIT_REHEARSAL", "0") == "1"
+        default_scratch = "/tmp/ibrar-gpu-rehearsal" if rehearsal else "/tmp/ibrar-gpu"
+        scratch = Path(os.environ.get("IBRAR_GPU_SCRATCH", default_scratch))
+        out = Path(os.environ.get("OUT") or scratch / "out")
+        runs = Path(os.environ.get("IBRAR_GPU_RUNS", scratch / "runs" if rehearsal else "/root/gpu-runs"))
+        data_root = Path(os.environ.get("IBRAR_DATA_ROOT", scratch / "data" / "cifar10-jpeg"))
+        t0 = float(os.environ.get("IBRAR_GPU_T0", time.time()))
+        return cls(stage, out, rehearsal, t0, data_root, runs)
+
+    def elapsed(self) -> float:
+        return time.time() - self.t0
+
+    def remaining(self) -> float:
+        return self.call_limit - self.elapsed()
+
+
+# ---- stage.json --------------------------------------------------------------------------------------
+
+
+def device_info() -> dict[str, Any]:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return {
+        "device": torch.cuda.get_device_name(0) if cuda else "CPU (no GPU: rehearsal)",
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": sys.version.split()[0],
+        "gpu_count": torch.cuda.device_count() if cuda else 0,
+    }
+
+
+def _installed_wheels() -> dict[str, list[str]]:
+    kit = Path(os.environ.get("IBRAR_GPU_KIT", REPO / ".gpu-kit"))
+    site = Path(os.environ.get("IBRAR_GPU_SCRATCH", "/tmp/ibrar-gpu")) / "site" / "ibrar-kit-installed.txt"
+    return {"carried": sorted(p.name for p in (kit / "wheels").glob("*.whl")),
+            "installed": site.read_text().split() if site.is_file() else []}
+
+
+def _source() -> dict[str, Any] | None:
+    path = os.environ.get("IBRAR_GPU_SOURCE")
+    return json.loads(Path(path).read_text()) if path and Path(path).is_file() else None
+
+
+def write_stage_json(ctx: Context, status: str, info: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    record = {
+        "stage": ctx.stage,
+        "status": status,
+        "rehearsal": ctx.rehearsal,
+        **info,
+        "minutes": round(ctx.elapsed() / 60, 2),
+        "started_utc": datetime.fromtimestamp(ctx.t0, timezone.utc).isoformat(timespec="seconds"),
+        "source": _source(),
+        "wheels": _installed_wheels(),
+        **extra,
+    }
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    (ctx.out / "stage.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+# ---- check -----------------------------------------------------------------------------------------
+
+
+def junit_summary(path: Path) -> dict[str, Any]:
+    """Counts and the failing tests' names and first message lines from a pytest JUnit XML file."""
+    if not path.is_file():
+        return {"error": f"no {path.name}: pytest did not finish"}
+    root = ET.parse(path).getroot()
+    suite = root if root.tag == "testsuite" else root.find("testsuite")
+    counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+    failed = []
+    for case in suite.iter("testcase"):
+        for kind in ("failure", "error"):
+            node = case.find(kind)
+            if node is not None:
+                message = (node.get("message") or "").strip().splitlines()
+                failed.append(f"{case.get('name')}: {message[0][:300] if message else kind}")
+    counts["passed"] = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
+    return {**counts, "seconds": float(suite.get("time", 0)), "failed": failed}
+
+
+def run_cuda_tests(ctx: Context, timeout: float) -> dict[str, Any]:
+    xml = ctx.out / "cuda-tests.xml"
+    command = [sys.executable, "-m", "pytest", "tests/test_cuda.py", "-m", "cuda", "-q", "-rfEs",
+               "-p", "no:cacheprovider", f"--junitxml={xml}"]
+    print(f"== CUDA tests: {' '.join(command[1:])}", flush=True)
+    try:
+        rc = subprocess.run(command, cwd=REPO, timeout=timeout).returncode
+    except subprocess.TimeoutExpired:
+        rc = "timeout"
+    summary = junit_summary(xml)
+    summary["exit_code"] = rc
+    return summary
+
+
+def fast_path_args(ctx: Context) -> list[str]:
+    if ctx.rehearsal:  # tiny: seconds on one CPU thread; random images (the bench writes them)
+        return ["--device", "cpu", "--width", "0.0625", "--batch", "8", "--batches", "2", "--rounds", "1",
+                "--data-root", str(ctx.data_root / "absent")]
+    return ["--device", "cuda", "--width", "1.0", "--batch", "100", "--batches", "10", "--rounds", "5",
+            "--data-root", str(ctx.data_root)]
+
+
+def check_markdown(info: dict[str, Any], tests: dict[str, Any], bench: dict[str, float], args: list[str]) -> str:
+    lines = [f"# GPU check on {info['device']} (torch {info['torch']}, CUDA {info['cuda']})", "",
+             f"CUDA tests (tests/test_cuda.py, -m cuda): {tests.get('passed', 0)} passed, "
+             f"{tests.get('failures', 0)} failed, {tests.get('errors', 0)} errors, {tests.get('skipped', 0)} "
+             f"skipped ({tests.get('seconds', 0):.0f} s)."]
+    lines += [f"- FAILED {name}" for name in tests.get("failed", [])]
+    if tests.get("error"):
+        lines.append(f"- {tests['error']}")
+    lines += ["", f"`python bench/bench_fast_path.py {' '.join(args)}`: the Trainer's step of VGG16, "
+              "median of interleaved rounds.", "",
+              "| setting | PGD-AT ms/step | + IB-RAR ms/step | IB-RAR adds | goal < 3% | speed-up vs fp32 |",
+              "| --- | ---: | ---: | ---: | --- | ---: |"]
+    for key in [k for k in bench if k.startswith("ib_overhead/")]:
+        setting = key.split("/", 1)[1]
+        overhead = bench[key]
+        lines.append(f"| {setting} | {bench[f'step_ms/{setting}/PGD-AT']:.1f} | "
+                     f"{bench[f'step_ms/{setting}/PGD-AT + IB-RAR']:.1f} | {overhead:+.2%} | "
+                     f"{'met' if overhead < 0.03 else 'NOT met'} | {bench[f'speedup/{setting}']:.2f}x |")
+    sync = "none found" if bench.get("sync_free") == 1.0 else "FOUND (see stage.log)"
+    lines += ["", f"Host-device synchronisation inside the step (fastest setting, PGD-AT + IB-RAR): {sync}.", ""]
+    return "\n".join(lines)
+
+
+def stage_check(ctx: Context, info: dict[str, Any]) -> str:
+    import bench_fast_path
+
+    tests = run_cuda_tests(ctx, timeout=max(60.0, min(240.0, ctx.remaining() - 300)))
+    args = fast_path_args(ctx)
+    print(f"== fast-path benchmark: bench/bench_fast_path.py {' '.join(args)}", flush=True)
+    bench = bench_fast_path.main(args)
+    goals = {key.split("/", 1)[1]: value < 0.03 for key, value in bench.items() if key.startswith("ib_overhead/")}
+    result = {**info, "cuda_tests": tests, "fast_path": {"args": args, **bench},
+              "goals": {"ib_rar_under_3pct": goals, "sync_free": bench.get("sync_free") == 1.0}}
+    (ctx.out / "check.json").write_text(json.dumps(result, indent=2) + "\n")
+    markdown = check_markdown(info, tests, bench, args)
+    (ctx.out / "check.md").write_text(markdown)
+    print(markdown)
+    failed = (tests.get("failures", 0) or tests.get("errors", 0) or tests.get("error")
+              or tests["exit_code"] not in (0, 5))
+    return "finished, with CUDA test failures" if failed else "finished"
+
+
+# ---- table4 ------------------------------------------------------------------------------------------
+
+
+def find_row(experiment: Any, row: str) -> Any:
+    """'1' / '1-ce' / 'vgg16-1' / 'vgg16-1-ce' / 'resnet18-6' -> the run spec of that row (VGG16 by default)."""
+    names = [spec.name for spec in experiment.runs]
+    wanted = row if row.startswith(("vgg16-", "resnet18-")) else f"vgg16-{row}"
+    matches = [n for n in names if n == wanted or n.startswith(wanted + "-")]
+    if len(matches) != 1:
+        raise SystemExit(f"error: table4 row {row!r}: expected one of {names} (or the row's number, e.g. 6)")
+    return next(spec for spec in experiment.runs if spec.name == matches[0])
+
+
+@contextlib.contextmanager
+def deadline(at: float, run_dir: Path) -> Iterator[None]:
+    """Training stops at the first batch end after `at` (a time.time()) as if SIGTERM had come: the Trainer
+    checkpoints mid-epoch and raises KeyboardInterrupt, and the next call resumes. A real SIGTERM outside the
+    Trainer's loop (run.sh's timeout during the evaluation) raises KeyboardInterrupt too. Every 30 s at a batch
+    end it prints the epochs done so far."""
+    from ibrar.train import Trainer
+
+    if not hasattr(Trainer, "_should_stop"):
+        raise RuntimeError("ibrar.train.Trainer._should_stop is gone: bench/gpu/stages.py's deadline needs the "
+                           "Trainer's per-batch stop check")
+    original = Trainer._should_stop
+    last_report = [time.time()]
+
+    def should_stop(trainer: Trainer, batch: int) -> bool:
+        now = time.time()
+        if now - last_report[0] >= 30:
+            last_report[0] = now
+            print(f"   ... {progress(run_dir)}", flush=True)
+        if now >= at and trainer._stop_signal is None:
+            trainer._on_signal(signal.SIGTERM, None)  # the time budget is spent: checkpoint and stop
+        return original(trainer, batch)
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    Trainer._should_stop = should_stop
+    try:
+        yield
+    finally:
+        Trainer._should_stop = original
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _metric_lines(run_dir: Path) -> list[dict[str, Any]]:
+    from ibrar.jsonl import read_jsonl
+
+    return read_jsonl(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").is_file() else []
+
+
+def progress(run_dir: Path) -> str:
+    lines = _metric_lines(run_dir)
+    if not lines:
+        return "no epoch finished yet"
+    last = lines[-1]
+    shown = {k: round(v, 4) for k, v in last.items() if k in ("loss", "train_acc", "test_clean_acc", "seconds")
+             or k.startswith("test_pgd")}
+    return f"epoch {last['epoch']} done: {shown}"
+
+
+def merge_evaluations(full: dict[str, Any], subset: dict[str, Any], subset_attack: str) -> dict[str, Any]:
+    """eval.json of the row: the whole-test-set evaluation, plus AutoAttack's entry from the subset evaluation
+    (marked with its own n), plus the whole subset evaluation under subsets.n<N>."""
+    merged = dict(full)
+    extra = [{**entry, "n": subset["n"], "subset_seed": subset["seed"], "clean_on_subset": subset["clean"]}
+             for entry in subset["attacks"] if entry["name"] == subset_attack]
+    merged["attacks"] = [*full["attacks"], *extra]
+    merged["subsets"] = {f"n{subset['n']}": subset}
+    merged.setdefault("notes", []).append(
+        f"{subset_attack} ran on a seeded subset of {subset['n']} of the {full['n']} test examples (seed "
+        f"{subset['seed']}, clean accuracy there {subset['clean']:.2%}); its entry carries that n. worst_case is "
+        f"over the attacks run on all {full['n']} examples; subsets.n{subset['n']} holds every attack, "
+        f"{subset_attack} included, on the subset, with its own worst case.")
+    merged["warnings"] = [*full.get("warnings", []), *(f"(subset n={subset['n']}) {w}"
+                                                        for w in subset.get("warnings", []))]
+    return merged
+
+
+def evaluate_row(ctx: Context, spec: Any, scale: Any, config: Any, run_dir: Path) -> str:
+    """The two evaluation pieces (each saved as soon as it is done); 'finished' or why to call again."""
+    from ibrar.data import load_split, resolve_data_root
+    from ibrar.run_eval import EVAL_FILE, evaluate_run
+
+    subset_attack = scale.attack("autoattack")
+    full_file, subset_file = run_dir / "eval-full.json", run_dir / f"eval-n{AA_SUBSET}.json"
+    test_data = None
+    for path, attacks, budget in ((full_file, [a for a in spec.attacks if a != subset_attack], ctx.eval_full_s),
+                                  (subset_file, list(spec.attacks), ctx.eval_subset_s)):
+        if path.is_file():
+            continue
+        if ctx.remaining() < budget:
+            return (f"trained; evaluation ({path.name}) needs about {budget:.0f} s and {ctx.remaining():.0f} s are "
+                    "left: call again")
+        if test_data is None:
+            test_data = load_split(config.data.name, resolve_data_root(config.data.root or ctx.data_root), "test")
+        whole = path is full_file
+        n = len(test_data) if whole else min(AA_SUBSET, len(test_data))  # explicit: no default subset applies
+        print(f"== evaluating {spec.name}: {', '.join(attacks)} on {n} test examples", flush=True)
+        started = time.time()
+        report = evaluate_run(run_dir, data_root=ctx.data_root, attacks=attacks, n=n, seed=spec.seed, quiet=True,
+                              test_data=test_data, large_eps_check=scale.large_eps_check and whole)
+        print(report, flush=True)
+        print(f"   ({time.time() - started:.0f} s)", flush=True)
+        os.replace(run_dir / EVAL_FILE, path)
+    merged = merge_evaluations(json.loads(full_file.read_text()), json.loads(subset_file.read_text()), subset_attack)
+    (run_dir / EVAL_FILE).write_text(json.dumps(merged, indent=2))
+    return "finished"
+
+
+def record_call(ctx: Context, run_dir: Path, info: dict[str, Any], status: str) -> None:
+    """run_dir/gpu.json: the device, torch version and minutes of every call that worked on this run."""
+    path = run_dir / "gpu.json"
+    record = json.loads(path.read_text()) if path.is_file() else {"calls": []}
+    calls = [c for c in record["calls"] if c.get("t0") != ctx.t0]
+    lines = _metric_lines(run_dir)
+    calls.append({"t0": ctx.t0, "stage": ctx.stage, "device": info["device"], "torch": info["torch"],
+                  "cuda": info["cuda"], "rehearsal": ctx.rehearsal,
+                  "started_utc": datetime.fromtimestamp(ctx.t0, timezone.utc).isoformat(timespec="seconds"),
+                  "minutes": round(ctx.elapsed() / 60, 2), "epochs_done": lines[-1]["epoch"] if lines else 0,
+                  "status": status})
+    record.update({k: info[k] for k in ("device", "torch", "cuda")}, calls=calls, source=_source(),
+                  minutes_total=round(sum(c["minutes"] for c in calls), 2))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def export_run(ctx: Context, run_dir: Path) -> Path:
+    """Copy the run's small files to $OUT/<experiment>-<scale>/<run>/ (two folders down: they all come back)."""
+    dest = ctx.out / run_dir.parent.name / run_dir.name
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in EXPORTED:
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, dest / name)
+    return dest
+
+
+def stage_table4(ctx: Context, info: dict[str, Any], row: str) -> tuple[str, dict[str, Any]]:
+    from ibrar.config import load_config
+    from ibrar.experiments import build_experiment, experiment_dir
+    from ibrar.experiments.base import run_state
+    from ibrar.run_folder import read_run_config
+    from ibrar.train import train
+
+    scale_name = "smoke" if ctx.rehearsal else "paper"
+    experiment = build_experiment("table4", scale_name)
+    spec = find_row(experiment, row)
+    run_dir = experiment_dir(ctx.runs, experiment) / spec.name
+    config = load_config(spec.config, list(spec.overrides))
+    state = run_state(run_dir)
+    if state in ("resume", "evaluate") and (read_run_config(run_dir).model_dump(mode="json")
+                                            != config.model_dump(mode="json")):
+        raise SystemExit(f"error: {run_dir} holds a run with another config; delete it (rm -r {run_dir})")
+    where = {"run": f"{run_dir.parent.name}/{run_dir.name}", "run_dir": str(run_dir), "epochs": config.train.epochs}
+    print(f"== {ctx.stage}: {spec.name} at {scale_name} scale in {run_dir} (found: {state})", flush=True)
+    if state == "done":
+        where["epochs_done"] = (_metric_lines(run_dir) or [{"epoch": 0}])[-1]["epoch"]
+        export_run(ctx, run_dir)
+        return "finished (already, in an earlier call)", where
+    status = "finished"
+    try:
+        if state in ("new", "resume"):
+            with deadline(ctx.t0 + ctx.train_until, run_dir):
+                train(config, run_dir, data_root=ctx.data_root, resume=state == "resume",
+                      overwrite=state == "new", quiet=True)
+            print(f"   trained: {progress(run_dir)} after {ctx.elapsed() / 60:.1f} min", flush=True)
+        if state != "done":
+            record_call(ctx, run_dir, info, "trained")
+            export_run(ctx, run_dir)
+            status = evaluate_row(ctx, spec, experiment.scale, config, run_dir)
+    except KeyboardInterrupt as stop:
+        print(f"   stopped: {stop}", flush=True)
+        status = f"stopped by the call's time budget ({progress(run_dir)}): call again to continue"
+    record_call(ctx, run_dir, info, status)
+    where["epochs_done"] = (_metric_lines(run_dir) or [{"epoch": 0}])[-1]["epoch"]
+    export_run(ctx, run_dir)
+    return status, where
+
+
+# ---- main --------------------------------------------------------------------------------------------
+
+RUNTIME_MODULES = ("pydantic", "yaml", "tqdm", "numpy", "PIL", "matplotlib", "sklearn", "torchvision", "pyautoattack")
+
+
+def preflight(rehearsal: bool) -> None:
+    """Every module ibrar needs at run time imports (pyautoattack is needed only by the evaluation, minutes
+    later: fail now, not after the training). A rehearsal only warns."""
+    import importlib.util
+
+    missing = [name for name in RUNTIME_MODULES if importlib.util.find_spec(name) is None]
+    if not missing:
+        return
+    message = (f"not importable here: {', '.join(missing)}; carry them as wheels (bench/gpu/wheels.txt, "
+               "bash bench/gpu/prepare.sh, carry: [\".gpu-kit\"])")
+    if not rehearsal:
+        raise SystemExit(f"error: {message}")
+    print(f"rehearsal: {message}", flush=True)
+
+
+
+
+def finalize(ctx: Context, rc: int) -> None:
+    """After the stage's process ended: a stage.json still saying 'running' means it was killed."""
+    path = ctx.out / "stage.json"
+    record = json.loads(path.read_text()) if path.is_file() else {"stage": ctx.stage}
+    killed = record.get("status", "running") == "running"
+    if killed:
+        record["status"] = f"stopped (exit code {rc}) before it finished: see stage.log; call again"
+        record["next"] = f"bash bench/gpu/run.sh {ctx.stage}"
+    record["minutes"] = round(ctx.elapsed() / 60, 2)
+    record["exit_code"] = rc
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    if killed:
+        print(f"== {ctx.stage}: CALL AGAIN ({record['next']}) -- {record['status']}")
+    print(f"== {ctx.stage} took {record['minutes']} min in all; results in {ctx.out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stage", help="check, table4-ROW, or finalize")
+    parser.add_argument("finalized", nargs="?", help="(finalize) the stage it finalizes")
+    parser.add_argument("--rc", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.stage == "finalize":
+        finalize(Context.from_env(args.finalized or "?"), args.rc)
+        return 0
+    ctx = Context.from_env(args.stage)
+    if not (args.stage == "check" or args.stage.startswith("table4-")):
+        parser.error(f"stage: expected check or table4-ROW (e.g. table4-1), got {args.stage!r}")
+    preflight(ctx.rehearsal)
+    import torch
+
+    if not ctx.rehearsal and not torch.cuda.is_available():
+        raise SystemExit("error: no CUDA device here; on a CPU machine rehearse with IBRAR_GPU_KIT_REHEARSAL=1")
+    info = device_info()
+    write_stage_json(ctx, "running", info)
+    try:
+        if args.stage == "check":
+            status, extra = stage_check(ctx, info), {}
+        else:
+            status, extra = stage_table4(ctx, info, args.stage.removeprefix("table4-"))
+    except Exception as error:
+        write_stage_json(ctx, f"failed: {type(error).__name__}: {error}", info, next="(fix the error; see stage.log)")
+        raise
+    finished = status.startswith("finished")
+    extra["next"] = "" if finished else f"bash bench/gpu/run.sh {args.stage}"
+    write_stage_json(ctx, status, info, **extra)
+    verdict = "FINISHED" if finished else f"CALL AGAIN ({extra['next']})"
+    print(f"== {args.stage}: {verdict} -- {status}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""The GPU kit (bench/gpu/) rehearsed on the CPU through the same scripts a device call runs: set-up (an offline
+wheel install, the carried data), the `check` stage, a `table4-1` row that stops at its time budget and resumes
+in the next call, and what comes back under $OUT; plus the 64 MiB check on what travels."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import write_image_folder
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench" / "gpu"))
+
+import kit  # noqa: E402
+
+PROBE = "ibrar_kit_probe"
+
+
+def make_wheel(folder: Path, name: str, files: dict[str, str]) -> Path:
+    """A minimal pure-Python wheel, built from nothing (enough for `pip install --no-index`)."""
+    dist_info = f"{name}-0.0.0.dist-info"
+    contents = {**files,
+                f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.0.0\n",
+                f"{dist_info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    contents[f"{dist_info}/RECORD"] = "".join(f"{path},,\n" for path in [*contents, f"{dist_info}/RECORD"])
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel = folder / f"{name}-0.0.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, text in contents.items():
+            archive.writestr(path, text)
+    return wheel
+
+
+@pytest.fixture(scope="module")
+def rehearsal(tmp_path_factory) -> dict[str, str]:
+    """A kit like prepare.sh's, but tiny: one probe wheel and a small image-folder tarball; the environment of a
+    rehearsed device call (its scratch folder keeps run folders between calls, as a warm machine does)."""
+    root = tmp_path_factory.mktemp("gpu-kit")
+    make_wheel(root / "kit" / "wheels", PROBE, {f"{PROBE}.py": "ANSWER = 42\n"})
+    images = write_image_folder(root / "images", per_class_train=8, per_class_test=8)
+    with tarfile.open(root / "kit" / "cifar10-jpeg.tar.gz", "w:gz") as archive:
+        archive.add(images / "train", "train")
+        archive.add(images / "test", "test")
+    return {**os.environ, "IBRAR_GPU_KIT": str(root / "kit"), "IBRAR_GPU_SCRATCH": str(root / "scratch"),
+            "IBRAR_GPU_PYTHON": sys.executable, "OMP_NUM_THREADS": "1", "IBRAR_GPU_KIT_REHEARSAL": "1"}
+
+
+def device_call(env: dict[str, str], out: Path, stage: str, **extra: str) -> tuple[dict, str]:
+    """`bash bench/gpu/run.sh STAGE` as the device tool runs it (a fresh, empty $OUT); returns stage.json, log."""
+    out.mkdir(parents=True)
+    done = subprocess.run(["bash", "bench/gpu/run.sh", stage], cwd=REPO, env={**env, "OUT": str(out), **extra},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (out / "stage.log").read_text() == done.stdout  # the log comes back with the results
+    return json.loads((out / "stage.json").read_text()), done.stdout
+
+
+def assert_comes_back(out: Path) -> None:
+    """The device tool returns at most 8 files, at most two folders down."""
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert 0 < len(files) <= 8, files
+    assert all(len(p.relative_to(out).parts) <= 3 for p in files), files
+
+
+def test_check_stage_rehearses_the_cuda_tests_and_the_fast_path_bench(rehearsal, tmp_path):
+    stage, log = device_call(rehearsal, tmp_path / "out", "check")
+    out = tmp_path / "out"
+    assert stage["status"] == "finished" and stage["rehearsal"] and stage["next"] == ""
+    assert {"device", "torch", "minutes"} <= set(stage)
+    check = json.loads((out / "check.json").read_text())
+    tests = check["cuda_tests"]
+    assert tests["tests"] > 20 and tests["skipped"] == tests["tests"]  # no GPU here: every CUDA test skips
+    assert check["goals"]["sync_free"] is True and "fp32" in check["goals"]["ib_rar_under_3pct"]
+    assert "| fp32 |" in (out / "check.md").read_text()
+    # the set-up installed the carried wheel offline into the scratch site folder
+    assert stage["wheels"]["installed"] == [f"{PROBE}-0.0.0-py3-none-any.whl"]
+    assert (Path(rehearsal["IBRAR_GPU_SCRATCH"]) / "site" / f"{PROBE}.py").is_file()
+    assert "== check: FINISHED" in log and "of 64 MiB: fits" in log  # the size check runs in a rehearsal
+    assert_comes_back(out)
+    assert kit.collect(out, tmp_path / "results") == [tmp_path / "results" / "gpu-check"]
+    assert (tmp_path / "results" / "gpu-check" / "check.json").is_file()
+
+
+def test_table4_row_stops_at_its_time_budget_resumes_in_the_next_call_and_exports_its_run(rehearsal, tmp_path):
+    run = Path("table4-smoke") / "vgg16-1-ce"
+    first, log = device_call(rehearsal, tmp_path / "call1", "table4-1", IBRAR_GPU_TRAIN_UNTIL_S="0")
+    assert first["next"] == "bash bench/gpu/run.sh table4-1" and "call again" in first["status"]
+    assert "CALL AGAIN" in log
+    exported = tmp_path / "call1" / run
+    assert (exported / "config.yaml").is_file() and not (exported / "eval.json").exists()
+    assert not list((tmp_path / "call1").rglob("*.pt"))  # never checkpoints
+
+    second, log = device_call(rehearsal, tmp_path / "call2", "table4-1")
+    assert second["status"] == "finished" and second["epochs_done"] == second["epochs"] == 1
+    assert "== table4-1: FINISHED" in log and "(found: resume)" in log
+    exported = tmp_path / "call2" / run
+    assert sorted(p.name for p in exported.iterdir()) == sorted(
+        ["config.yaml", "meta.json", "metrics.jsonl", "info_plane.jsonl", "eval.json", "gpu.json"])
+    evaluation = json.loads((exported / "eval.json").read_text())
+    names = [a["name"] for a in evaluation["attacks"]]
+    assert names == ["pgd2", "nifgsm2", "fgsm", "apgd-ce3"]  # the smoke scale's pgd10, nifgsm, fgsm, autoattack
+    subset_entry = evaluation["attacks"][-1]
+    assert subset_entry["n"] == evaluation["subsets"][f"n{subset_entry['n']}"]["n"]
+    gpu = json.loads((exported / "gpu.json").read_text())
+    assert [c["status"] == "finished" for c in gpu["calls"]] == [False, True]
+    assert gpu["minutes_total"] == pytest.approx(sum(c["minutes"] for c in gpu["calls"]), abs=0.02)
+    assert_comes_back(tmp_path / "call2")
+    # back here, into results/<experiment>-<scale>/<run>/, where the report command reads runs
+    assert kit.collect(tmp_path / "call2", tmp_path / "results") == [tmp_path / "results" / run]
+    assert (tmp_path / "results" / run / "eval.json").read_text() == (exported / "eval.json").read_text()
+
+
+def test_a_rehearsal_skips_wheels_whose_module_already_imports(tmp_path):
+    wheels = tmp_path / "wheels"
+    make_wheel(wheels, "pytest", {"pytest_shadow.py": ""})  # `pytest` imports here
+    assert kit.install_wheels(wheels, tmp_path / "site", rehearsal=True) == []
+    assert not (tmp_path / "site").exists()
+
+
+def test_slimming_a_wheel_drops_a_folder_and_its_record_lines(tmp_path):
+    files = {f"{PROBE}/__init__.py": "", f"{PROBE}/examples/model.pt": "x" * 5000}
+    wheel = make_wheel(tmp_path / "wheels", PROBE, files)
+    assert kit.slim_wheel(wheel, f"{PROBE}/examples/") > 0
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        record = archive.read(f"{PROBE}-0.0.0.dist-info/RECORD").decode()
+    assert f"{PROBE}/__init__.py" in names and not any("examples" in n for n in names + record.splitlines())
+    assert kit.install_wheels(tmp_path / "wheels", tmp_path / "site") == [wheel.name]
+    assert (tmp_path / "site" / PROBE / "__init__.py").is_file()
+
+
+def test_what_travels_is_measured_and_refused_above_the_limit(tmp_path, capsys):
+    empty_kit = tmp_path / ".gpu-kit"
+    (empty_kit / "wheels").mkdir(parents=True)
+    (empty_kit / "wheels" / "a.whl").write_bytes(b"x" * 4096)
+    total, breakdown = kit.travel_size(REPO, empty_kit)
+    assert breakdown[".gpu-kit/wheels"] == 4096
+    assert total - 4096 == breakdown["working tree (tracked + untracked, not ignored)"] > 0
+    assert kit.check_size(REPO, empty_kit) == 0  # the checkout itself is far below 64 MiB
+    assert kit.check_size(REPO, empty_kit, limit=total - 1) == 1
+    assert "TOO LARGE" in capsys.readouterr().out
+    # the kit folder is ignored by git: it travels only when carried, and is never committed
+    ignored = subprocess.run(["git", "check-ignore", "-q", ".gpu-kit/wheels/x.whl"], cwd=REPO)
+    assert ignored.returncode == 0
