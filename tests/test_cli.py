@@ -145,7 +145,7 @@ def test_eval_of_a_run_folder_writes_eval_json(cli_run, image_folder, capsys):
     (["--attacks", "nosuch"], "name must be one of"),
     (["--n", "0"], "--n"),
     (["--device", "tpu"], "invalid choice"),
-    (["--n", "many"], "invalid int value"),
+    (["--n", "many"], "or 'all'"),
 ])
 def test_eval_bad_options_exit_2(argv, message, cli_run, capsys):
     code, _, err = run_main(capsys, "eval", str(cli_run), "--device", "cpu", *argv)

@@ -21,7 +21,7 @@ def report() -> EvalReport:
     model = trained_model()
     x, y = test_data(96)
     attacks = {"fgsm": FGSM(model, EPS), "pgd5": PGD(model, EPS, steps=5), "square": Square(model, EPS, 200)}
-    return evaluate(model, x, y, attacks, batch_size=40, n=64, seed=3)
+    return evaluate(model, x, y, attacks, batch_size=40, n=64, seed=3, eps=EPS)
 
 
 def test_worst_case_is_never_above_any_attack(report):
@@ -61,8 +61,8 @@ def test_cascade_gives_the_same_worst_case_for_deterministic_attacks():
     model = trained_model()
     x, y = test_data(96)
     attacks = {"fgsm": FGSM(model, EPS), "pgd5": PGD(model, EPS, steps=5, random_start=False)}
-    full = evaluate(model, x, y, attacks, n=64, seed=3)
-    cascade = evaluate(model, x, y, attacks, n=64, seed=3, worst_case_only=True)
+    full = evaluate(model, x, y, attacks, n=64, seed=3, eps=EPS)
+    cascade = evaluate(model, x, y, attacks, n=64, seed=3, worst_case_only=True, eps=EPS)
     assert cascade.attacks[0].accuracy is None
     assert cascade.attacks[1].n_attacked <= full.attacks[1].n_attacked
     assert cascade.worst_case == full.worst_case
@@ -122,7 +122,7 @@ class _MaskedModel(nn.Module):
 def test_masking_warnings_fire_on_a_masked_model():
     masked = _MaskedModel(trained_model())
     x, y = test_data(64)
-    rep = evaluate(masked, x, y, {"pgd": PGD(masked, 0.2, steps=5), "square": Square(masked, 0.2, 300)})
+    rep = evaluate(masked, x, y, {"pgd": PGD(masked, 0.2, steps=5), "square": Square(masked, 0.2, 300)}, eps=0.2)
     warnings = masking_warnings(rep, masked, x, y, curve={1: 0.5, 10: 0.6}, large_eps=0.5)
     text = "\n".join(warnings)
     assert "rises with more steps" in text
