@@ -127,3 +127,21 @@ def test_masking_warnings_fire_on_a_masked_model():
     text = "\n".join(warnings)
     assert "rises with more steps" in text
     assert "beats every white-box" in text or "did not rise" in text
+
+
+def test_cw_never_enters_the_linf_worst_case():
+    from ibrar.attacks import CW
+
+    model = trained_model()
+    x, y = test_data(64)
+    rep = evaluate(model, x, y, {"fgsm": FGSM(model, EPS), "cw": CW(model, steps=20)}, eps=EPS)
+    d = json.loads(json.dumps(rep.to_dict()))
+    linf, l2 = d["worst_cases"]
+    assert linf == {"norm": "Linf", "eps": EPS, "attacks": ["fgsm"], "accuracy": d["worst_case"]}
+    assert d["worst_case"] == rep.result("fgsm").accuracy > rep.result("cw").accuracy  # CW is stronger, unbounded
+    assert l2["norm"] == "L2" and l2["eps"] is None and l2["attacks"] == ["cw"]
+    cw = d["attacks"][1]
+    assert cw["norm"] == "L2" and cw["eps"] is None and cw["median_l2"] > 0
+    assert "median_l2" not in d["attacks"][0]
+    table = format_table(rep)
+    assert "Linf 6/255" in table and "over fgsm" in table and "over cw" in table
