@@ -1,7 +1,8 @@
 """Auto-PGD (Croce & Hein 2020): PGD without a step size to tune, the first stage of AutoAttack.
 
 The step size starts at 2 eps and is halved at checkpoints where the loss stopped rising
-(too few increasing steps, or no new best since the last checkpoint); after a halving the run
+(at most ``rho`` of the steps since the last checkpoint increased it, the reference's ``<=``, or no new
+best since the last checkpoint); after a halving the run
 restarts from the best point. Steps carry momentum 0.75. APGD-T maximises the targeted DLR loss
 towards each of the top ``n_target_classes`` other classes in turn.
 """
@@ -77,7 +78,7 @@ def apgd_linf(
 
         since_check += 1
         if since_check == period:  # a checkpoint: halve the step where progress stalled
-            too_few_increases = n_increase < rho * period
+            too_few_increases = n_increase <= rho * period
             no_new_best = ~halved_at_check & (loss_max <= loss_max_at_check)
             halve = too_few_increases | no_new_best
             step_size = torch.where(halve, step_size / 2, step_size)
