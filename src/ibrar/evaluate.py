@@ -422,7 +422,7 @@ def format_autoattack(block: Mapping[str, Any]) -> str:
     budget = "" if block["standard_budget"] else f", reduced budget {block['budget']}"
     stages = " -> ".join(f"{STAGE_LABELS[k]} {v:.2%}" for k, v in block["stages"].items())
     lines = [f"autoattack = {block['implementation']} {block['package_version']}, {block['version']} version"
-             f"{budget}, {block['norm']} eps={block['eps']:.6g}, seed {block['seed']}, "
+             f"{budget}, {threat_label('linf', block['eps'])}, seed {block['seed']}, "
              f"{block['n_target_classes']} target classes, batch size {block['batch_size']}: {stages}"]
     lines += [f"WARNING (AutoAttack's own check): {w}" for w in block["warnings"]]
     return "\n".join(lines)

@@ -328,8 +328,7 @@ def run_commands(
             *root,
             "--quiet",
         ]
-        if spec.n is not None:
-            evaluate += ["--n", str(spec.n)]
+        evaluate += ["--n", "all" if spec.n is None else str(spec.n)]
         if spec.steps:
             evaluate += ["--steps", ",".join(str(s) for s in spec.steps)]
         lines.append(f"{shlex.join(train)} && {shlex.join(evaluate)}")
