@@ -234,3 +234,15 @@ def test_square_schedule_follows_the_iteration_count_as_the_reference_standard_v
     assert square_fraction(0.8, 11, 300, rescale=True) == 0.8 / 8
     assert Square(trained_model()).params()["rescale_schedule"] is False
 
+
+
+def test_apgd_halves_its_step_when_exactly_rho_of_the_steps_raised_the_loss():
+    from ibrar.attacks.apgd import halve_step
+
+    increases = torch.tensor([2.0, 3.0, 4.0])  # of a period of 4 steps, rho = 0.75: 3 is exactly rho * period
+    halved_last = torch.ones(3, dtype=torch.bool)  # so only the increase count decides
+    best = torch.ones(3)
+    assert halve_step(increases, 4, 0.75, halved_last, best, best).tolist() == [True, True, False]
+    # not halved last time and no new best since: halve whatever the count
+    assert halve_step(increases, 4, 0.75, ~halved_last, best, best).tolist() == [True, True, True]
+    assert halve_step(increases, 4, 0.75, ~halved_last, best + 1, best).tolist() == [True, True, False]

@@ -257,3 +257,22 @@ def test_eval_autoattack_equals_the_reference_run_on_the_same_examples(cli_run, 
     x, y = test.images[index].float() / 255, test.labels[index].long()
     expected, _ = reference_stages(bundle.model.eval(), x, y, 8 / 255, **budget)
     assert percent(block["stages"]) == expected
+
+
+def test_eval_defaults_to_1000_examples_or_the_whole_smaller_test_set(cli_run, image_folder, capsys):
+    code, out, _ = run_main(capsys, "eval", str(cli_run), "--data-root", str(image_folder), "--attacks", "fgsm",
+                            "--device", "cpu", "--no-large-eps-check")
+    assert code == 0 and "evaluating 32 test examples with fgsm: estimated time about" in out
+    assert json.loads((cli_run / "eval.json").read_text())["n"] == 32  # 1,000 asked, the test set holds 32
+    code, _, _ = run_main(capsys, "eval", str(cli_run), "--data-root", str(image_folder), "--attacks", "fgsm",
+                          "--n", "all", "--device", "cpu", "--quiet", "--no-large-eps-check")
+    assert code == 0 and json.loads((cli_run / "eval.json").read_text())["n"] == 32
+    code, _, err = run_main(capsys, "eval", str(cli_run), "--data-root", str(image_folder), "--n", "40",
+                            "--device", "cpu", "--quiet")
+    assert code == 2 and "--n all" in err
+
+
+def test_default_eval_attacks_are_the_papers_plus_autoattack():
+    from ibrar.run_eval import DEFAULT_ATTACKS, DEFAULT_N
+
+    assert DEFAULT_ATTACKS == ("fgsm", "pgd10", "cw", "fab", "nifgsm", "autoattack") and DEFAULT_N == 1000

@@ -114,7 +114,7 @@ class EvalReport:
 
 
 def _jsonable(params: Mapping[str, Any]) -> dict[str, Any]:
-    plain = (int, float, str, bool, list, type(None))
+    plain = (int, float, str, bool, list, dict, type(None))
     return {k: v if isinstance(v, plain) else repr(v) for k, v in params.items()}
 
 
@@ -255,7 +255,7 @@ def evaluate(
                 report.autoattack = result.to_dict()
                 report.robust[name] = robust.cpu()
                 report.attacks.append(AttackResult(
-                    name=name, params=attack.params(), attack_class=type(attack).__name__,
+                    name=name, params=result.params, attack_class=type(attack).__name__,
                     accuracy=robust.float().mean().item(), n_robust=int(robust.sum()), n_attacked=len(y),
                     seconds=result.seconds, norm=norm, eps=bound))
                 continue

@@ -31,6 +31,13 @@ def targeted_dlr_loss(logits: Tensor, y: Tensor, target: Tensor) -> Tensor:
     return -(z_y - z_t) / (z[:, -1] - 0.5 * (z[:, -3] + z[:, -4]) + 1e-12)
 
 
+def halve_step(n_increase: Tensor, period: int, rho: float, halved_last: Tensor, loss_max: Tensor,
+               loss_max_last: Tensor) -> Tensor:
+    """APGD's checkpoint rule, per example: halve when at most ``rho`` of the last ``period`` steps raised the
+    loss (the reference's ``<=``), or when the step was not halved last time and the best loss did not rise."""
+    return (n_increase <= rho * period) | (~halved_last & (loss_max <= loss_max_last))
+
+
 def apgd_linf(
     model: nn.Module,
     x: Tensor,
@@ -78,9 +85,7 @@ def apgd_linf(
 
         since_check += 1
         if since_check == period:  # a checkpoint: halve the step where progress stalled
-            too_few_increases = n_increase <= rho * period
-            no_new_best = ~halved_at_check & (loss_max <= loss_max_at_check)
-            halve = too_few_increases | no_new_best
+            halve = halve_step(n_increase, period, rho, halved_at_check, loss_max, loss_max_at_check)
             step_size = torch.where(halve, step_size / 2, step_size)
             x_adv = torch.where(batch_view(halve, x), x_max, x_adv)
             grad = torch.where(batch_view(halve, x), grad_max, grad)
