@@ -167,3 +167,33 @@ def test_square_stage_beating_the_gradient_stages_is_a_masking_warning(model):
     assert any("Square stage lowered" in w for w in masking_warnings(report))
     report.autoattack["stages"].update({"square": 0.5})
     assert not any("Square stage" in w for w in masking_warnings(report))
+
+
+def test_an_evaluation_killed_inside_a_stage_resumes_from_the_references_per_batch_state(model, tmp_path):
+    x, y = test_data(48)
+    wrapped = _Interruptible(model)
+    attack = ReferenceAutoAttack(wrapped, EPS, **BUDGET)
+    batches = []
+
+    class Kill(logging.Handler):
+        def emit(self, record):
+            if record.getMessage().startswith("fab-t - 1/"):  # FAB-T's first batch is done and saved
+                batches.append(record.getMessage())
+                wrapped.armed = True
+
+    logger = logging.getLogger("auto-attack")
+    kill = Kill()
+    logger.addHandler(kill)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            attack.run(x, y, batch_size=4, state_dir=tmp_path)
+    finally:
+        logger.removeHandler(kill)
+    saved = json.loads((tmp_path / STATE_FILE).read_text())["_robust_flags"]
+    wrapped.armed = False
+    resumed = attack.run(x, y, batch_size=4, state_dir=tmp_path)
+    assert batches and resumed.resumed_stages == ["apgd-ce", "apgd-t"]
+    values = list(resumed.stages.values())
+    assert values == sorted(values, reverse=True)
+    # what FAB-T broke before the kill stays broken: the final mask is within the saved robust flags
+    assert not (resumed.robust & ~torch.tensor(saved)).any()

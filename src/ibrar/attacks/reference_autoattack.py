@@ -223,8 +223,7 @@ class ReferenceAutoAttack:
             sub = _read_state(state_path)
             if stage in done or sub is None or (stage == "clean" and len(subset) != len(x)):
                 return
-            before = _latest(done)
-            now = torch.zeros(len(x), dtype=torch.bool) if before is None else before.clone()
+            now = torch.zeros(len(x), dtype=torch.bool)  # outside the subset: broken before this call
             now[subset] = sub
             done[stage] = now
             progress["stages"][stage] = now.tolist()
@@ -239,9 +238,8 @@ class ReferenceAutoAttack:
             with _listening(handler):
                 x_adv, _ = aa.run_standard_evaluation(x[subset], y[subset], batch_size=batch_size,
                                                       state_path=state_path)
-        for stage in ("clean", *STAGES):  # stages the reference skipped because nothing robust was left
-            if stage not in done:
-                done[stage] = torch.zeros(len(x), dtype=torch.bool) if stage != "clean" else flags.clone()
+        for stage in STAGES:  # stages the reference skipped because nothing robust was left
+            done.setdefault(stage, torch.zeros(len(x), dtype=torch.bool))
         robust = done[STAGES[-1]].clone()
         if len(subset):
             with torch.no_grad():  # the final mask from the reference's adversarial examples themselves
@@ -250,7 +248,7 @@ class ReferenceAutoAttack:
             robust[subset] = (pred == y[subset]).cpu() & done[STAGES[-1]][subset]
         progress_path.unlink(missing_ok=True)
         state_path.unlink(missing_ok=True)
-        stages = {s: done[s].float().mean().item() for s in ("clean", *STAGES)}
+        stages = {s: done[s].float().mean().item() for s in ("clean", *STAGES) if s in done}
         stages[STAGES[-1]] = robust.float().mean().item()
         return AutoAttackResult(n=len(x), stages=stages, robust=robust, warnings=handler.warnings,
                                 seconds=time.perf_counter() - start, params=params, resumed_stages=resumed)
