@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ibrar.attacks import CW, NIFGSM, PGD, Attack, ReferenceAutoAttack, build_attack
+from ibrar.attacks import CW, NIFGSM, PGD, Attack, ReferenceAutoAttack, build_attack, parse_attack_name
 from ibrar.attacks.reference_autoattack import DEFAULT_BATCH_SIZE as AUTOATTACK_BATCH_SIZE
 from ibrar.attacks.reference_autoattack import STAGE_LABELS
 
@@ -151,7 +151,7 @@ def _predict(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
 
 
 def _build(attacks: Mapping[str, AnyAttack] | Sequence[str], model: nn.Module, eps: float,
-           attack_params: Mapping[str, Any]) -> dict[str, AnyAttack]:
+           attack_params: Mapping[str, Any], seed: int) -> dict[str, AnyAttack]:
     if isinstance(attacks, Mapping):
         for name, attack in attacks.items():
             if not isinstance(attack, (Attack, ReferenceAutoAttack)):
@@ -160,7 +160,13 @@ def _build(attacks: Mapping[str, AnyAttack] | Sequence[str], model: nn.Module, e
         return dict(attacks)
     if isinstance(attacks, str):
         raise ValueError(f"attacks must be a list of names or a dict of attacks, got the string {attacks!r}")
-    return {name: build_attack(name, model, eps=eps, **attack_params) for name in attacks}
+    built = {}
+    for name in attacks:
+        params = dict(attack_params)
+        if parse_attack_name(name)[0] == "autoattack":
+            params.setdefault("seed", seed)  # the reference runs with the evaluation's seed
+        built[name] = build_attack(name, model, eps=eps, **params)
+    return built
 
 
 def _same_threat(threat: tuple[str, float | None], norm: str, eps: float | None) -> bool:
@@ -237,7 +243,7 @@ def evaluate(
     indices = select_subset(len(images), n, seed)
     device = torch.device(device) if device is not None else _model_device(model)
     x, y = images[indices].to(device), labels[indices].to(device)
-    built = _build(attacks, model, eps, attack_params or {})
+    built = _build(attacks, model, eps, attack_params or {}, seed)
 
     modes = {module: module.training for module in model.modules()}
     model.eval()
