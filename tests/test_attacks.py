@@ -19,7 +19,7 @@ from ibrar.attacks import (
     PGD,
     AdaptivePGD,
     Attack,
-    AutoAttack,
+    ReferenceAutoAttack,
     Square,
     build_attack,
     parse_attack_name,
@@ -42,9 +42,8 @@ FACTORIES = {
     "apgd-ce": lambda m, seed=None: APGD(m, EPS, steps=10, seed=seed),
     "apgd-dlr": lambda m, seed=None: APGD(m, EPS, steps=10, loss="dlr", n_restarts=2, seed=seed),
     "apgd-t": lambda m, seed=None: APGDT(m, EPS, steps=10, n_target_classes=3, seed=seed),
-    "square": lambda m, seed=None: Square(m, EPS, n_queries=300, seed=seed),
-    "autoattack": lambda m, seed=None: AutoAttack(m, EPS, steps=5, n_queries=50, n_target_classes=2,
-                                                  seed=seed),
+    # 300 queries: the window schedule is stretched over them (the standard schedule assumes 5000)
+    "square": lambda m, seed=None: Square(m, EPS, n_queries=300, rescale_schedule=True, seed=seed),
 }
 
 
@@ -138,8 +137,6 @@ def test_bad_parameters_raise_value_error():
         PGD(model, loss="mse")
     with pytest.raises(ValueError, match="restarts"):
         PGD(model, restarts=0)
-    with pytest.raises(ValueError, match="version"):
-        AutoAttack(model, version="plus")
     with pytest.raises(ValueError, match="model"):
         FGSM("not a model")  # type: ignore[arg-type]
 
@@ -205,7 +202,7 @@ def test_registry_parses_names_and_rejects_unknown():
     assert parse_attack_name("nifgsm10") == ("nifgsm", 10)
     assert isinstance(build_attack("fab", model), FAB)
     assert build_attack("pgd100", model, eps=4 / 255).steps == 100
-    assert isinstance(build_attack("autoattack", model), AutoAttack)
+    assert isinstance(build_attack("autoattack", model), ReferenceAutoAttack)
     assert isinstance(build_attack("square", model, n_queries=10), Square)
     with pytest.raises(ValueError, match="pgd"):
         build_attack("deepfool", model)
@@ -225,3 +222,27 @@ def test_adaptive_pgd_maximises_ce_plus_ib_penalty():
     assert isinstance(attack, Attack) and (x_adv - x).abs().max() <= EPS + 1e-6
     assert accuracy(model, x_adv, y) < accuracy(model, x, y) - 0.25
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_square_schedule_follows_the_iteration_count_as_the_reference_standard_version():
+    from ibrar.attacks.square import square_fraction
+
+    # pyautoattack's standard AutoAttack builds Square with resc_schedule=False: p halves after iteration 10
+    assert square_fraction(0.8, 10, 300) == 0.8 and square_fraction(0.8, 11, 300) == 0.4
+    assert square_fraction(0.8, 8001, 5000) == 0.8 / 512
+    # rescaled (torchattacks' default): iteration 11 of 300 is 366 on the 10,000 scale
+    assert square_fraction(0.8, 11, 300, rescale=True) == 0.8 / 8
+    assert Square(trained_model()).params()["rescale_schedule"] is False
+
+
+
+def test_apgd_halves_its_step_when_exactly_rho_of_the_steps_raised_the_loss():
+    from ibrar.attacks.apgd import halve_step
+
+    increases = torch.tensor([2.0, 3.0, 4.0])  # of a period of 4 steps, rho = 0.75: 3 is exactly rho * period
+    halved_last = torch.ones(3, dtype=torch.bool)  # so only the increase count decides
+    best = torch.ones(3)
+    assert halve_step(increases, 4, 0.75, halved_last, best, best).tolist() == [True, True, False]
+    # not halved last time and no new best since: halve whatever the count
+    assert halve_step(increases, 4, 0.75, ~halved_last, best, best).tolist() == [True, True, True]
+    assert halve_step(increases, 4, 0.75, ~halved_last, best + 1, best).tolist() == [True, True, False]

@@ -35,3 +35,16 @@ def test_fast_path_bench_reports_a_host_sync_in_the_step(tmp_path, capsys, monke
                                    "--rounds", "1", "--data-root", str(tmp_path / "absent")])
     assert result["sync_free"] == 0.0
     assert "FOUND: host-device synchronisation: Tensor.item" in capsys.readouterr().out
+
+
+def test_eval_bench_reports_per_example_agreement_with_torchattacks_on_a_tiny_model(capsys):
+    import pytest
+
+    pytest.importorskip("torchattacks")
+    import bench_eval
+
+    result = bench_eval.main(["--model", "tiny", "--n", "12", "--cw-steps", "2", "--batch-size", "6"])
+    assert set(result) == {f"agreement/{a}" for a in ("fgsm", "pgd10", "cw2", "fab", "nifgsm")}
+    assert all(0 <= v <= 1 for v in result.values())
+    assert result["agreement/fgsm"] == 1.0  # the same tensor on both sides (tests/test_attacks_vs_torchattacks.py)
+    assert "per-example agreement" in capsys.readouterr().out

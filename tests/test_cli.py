@@ -145,7 +145,7 @@ def test_eval_of_a_run_folder_writes_eval_json(cli_run, image_folder, capsys):
     (["--attacks", "nosuch"], "name must be one of"),
     (["--n", "0"], "--n"),
     (["--device", "tpu"], "invalid choice"),
-    (["--n", "many"], "invalid int value"),
+    (["--n", "many"], "or 'all'"),
 ])
 def test_eval_bad_options_exit_2(argv, message, cli_run, capsys):
     code, _, err = run_main(capsys, "eval", str(cli_run), "--device", "cpu", *argv)
@@ -228,3 +228,51 @@ def test_fuzzed_command_lines_return_a_code_and_never_raise(argv, fuzz_files, mo
     assert "Traceback" not in err
     if code == 0:
         assert "--help" in argv or "-h" in argv, argv
+
+
+def test_eval_autoattack_equals_the_reference_run_on_the_same_examples(cli_run, image_folder, capsys,
+                                                                       monkeypatch):
+    """`ibrar eval RUN --attacks autoattack --n N`: per-stage accuracies equal to pyautoattack's standard
+    version (seed 0, batch size 250) on the seeded subset, the model loaded as ibrar loads it. Only the
+    budget is cut (20 steps, 300 queries, on both sides) to keep the test suite fast."""
+    from ibrar.attacks import ReferenceAutoAttack, registry
+    from ibrar.data import load_split
+    from ibrar.evaluate import select_subset
+    from ibrar.run_folder import load_trained
+    from test_reference_autoattack import percent, reference_stages
+
+    budget = {"n_iter": 20, "n_queries": 300}
+    monkeypatch.setitem(registry._FAMILIES, "autoattack",
+                        (None, lambda m, eps, s, **p: ReferenceAutoAttack(m, eps=eps, **p, **budget)))
+    (cli_run / "eval.json").unlink(missing_ok=True)
+    code, out, _ = run_main(capsys, "eval", str(cli_run), "--data-root", str(image_folder), "--attacks",
+                            "autoattack", "--n", "24", "--device", "cpu", "--no-large-eps-check")
+    assert code == 0 and "estimated time about" in out and "rough estimate" in out
+    block = json.loads((cli_run / "eval.json").read_text())["autoattack"]
+    assert block["budget"] == budget and block["batch_size"] == 250 and block["n_target_classes"] == 3
+
+    bundle, _, _ = load_trained(cli_run, device="cpu")
+    test = load_split("imagefolder", image_folder, "test")
+    index = select_subset(len(test.labels), 24, 0)
+    x, y = test.images[index].float() / 255, test.labels[index].long()
+    expected, _ = reference_stages(bundle.model.eval(), x, y, 8 / 255, **budget)
+    assert percent(block["stages"]) == expected
+
+
+def test_eval_defaults_to_1000_examples_or_the_whole_smaller_test_set(cli_run, image_folder, capsys):
+    code, out, _ = run_main(capsys, "eval", str(cli_run), "--data-root", str(image_folder), "--attacks", "fgsm",
+                            "--device", "cpu", "--no-large-eps-check")
+    assert code == 0 and "evaluating 32 test examples with fgsm: estimated time about" in out
+    assert json.loads((cli_run / "eval.json").read_text())["n"] == 32  # 1,000 asked, the test set holds 32
+    code, _, _ = run_main(capsys, "eval", str(cli_run), "--data-root", str(image_folder), "--attacks", "fgsm",
+                          "--n", "all", "--device", "cpu", "--quiet", "--no-large-eps-check")
+    assert code == 0 and json.loads((cli_run / "eval.json").read_text())["n"] == 32
+    code, _, err = run_main(capsys, "eval", str(cli_run), "--data-root", str(image_folder), "--n", "40",
+                            "--device", "cpu", "--quiet")
+    assert code == 2 and "--n all" in err
+
+
+def test_default_eval_attacks_are_the_papers_plus_autoattack():
+    from ibrar.run_eval import DEFAULT_ATTACKS, DEFAULT_N
+
+    assert DEFAULT_ATTACKS == ("fgsm", "pgd10", "cw", "fab", "nifgsm", "autoattack") and DEFAULT_N == 1000

@@ -21,7 +21,7 @@ def report() -> EvalReport:
     model = trained_model()
     x, y = test_data(96)
     attacks = {"fgsm": FGSM(model, EPS), "pgd5": PGD(model, EPS, steps=5), "square": Square(model, EPS, 200)}
-    return evaluate(model, x, y, attacks, batch_size=40, n=64, seed=3)
+    return evaluate(model, x, y, attacks, batch_size=40, n=64, seed=3, eps=EPS)
 
 
 def test_worst_case_is_never_above_any_attack(report):
@@ -61,8 +61,8 @@ def test_cascade_gives_the_same_worst_case_for_deterministic_attacks():
     model = trained_model()
     x, y = test_data(96)
     attacks = {"fgsm": FGSM(model, EPS), "pgd5": PGD(model, EPS, steps=5, random_start=False)}
-    full = evaluate(model, x, y, attacks, n=64, seed=3)
-    cascade = evaluate(model, x, y, attacks, n=64, seed=3, worst_case_only=True)
+    full = evaluate(model, x, y, attacks, n=64, seed=3, eps=EPS)
+    cascade = evaluate(model, x, y, attacks, n=64, seed=3, worst_case_only=True, eps=EPS)
     assert cascade.attacks[0].accuracy is None
     assert cascade.attacks[1].n_attacked <= full.attacks[1].n_attacked
     assert cascade.worst_case == full.worst_case
@@ -122,8 +122,26 @@ class _MaskedModel(nn.Module):
 def test_masking_warnings_fire_on_a_masked_model():
     masked = _MaskedModel(trained_model())
     x, y = test_data(64)
-    rep = evaluate(masked, x, y, {"pgd": PGD(masked, 0.2, steps=5), "square": Square(masked, 0.2, 300)})
+    rep = evaluate(masked, x, y, {"pgd": PGD(masked, 0.2, steps=5), "square": Square(masked, 0.2, 300)}, eps=0.2)
     warnings = masking_warnings(rep, masked, x, y, curve={1: 0.5, 10: 0.6}, large_eps=0.5)
     text = "\n".join(warnings)
     assert "rises with more steps" in text
     assert "beats every white-box" in text or "did not rise" in text
+
+
+def test_cw_never_enters_the_linf_worst_case():
+    from ibrar.attacks import CW
+
+    model = trained_model()
+    x, y = test_data(64)
+    rep = evaluate(model, x, y, {"fgsm": FGSM(model, EPS), "cw": CW(model, steps=20)}, eps=EPS)
+    d = json.loads(json.dumps(rep.to_dict()))
+    linf, l2 = d["worst_cases"]
+    assert linf == {"norm": "Linf", "eps": EPS, "attacks": ["fgsm"], "accuracy": d["worst_case"]}
+    assert d["worst_case"] == rep.result("fgsm").accuracy > rep.result("cw").accuracy  # CW is stronger, unbounded
+    assert l2["norm"] == "L2" and l2["eps"] is None and l2["attacks"] == ["cw"]
+    cw = d["attacks"][1]
+    assert cw["norm"] == "L2" and cw["eps"] is None and cw["median_l2"] > 0
+    assert "median_l2" not in d["attacks"][0]
+    table = format_table(rep)
+    assert "Linf 6/255" in table and "over fgsm" in table and "over cw" in table

@@ -62,6 +62,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _n_examples(text: str) -> int | None:
+    if text.strip().lower() == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of test examples or 'all', got {text!r}") from None
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from ibrar.run_eval import evaluate_run
 
@@ -147,11 +156,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="robustness evaluation of a run folder or checkpoint")
     p.add_argument("run", metavar="RUN_DIR_OR_CHECKPOINT")
     p.add_argument("--data-root")
-    p.add_argument("--attacks", help="comma-separated: fgsm,pgd10,cw,fab,nifgsm,autoattack,adaptive,...")
-    p.add_argument("--n", type=int, help="number of test examples (default: the whole test set)")
+    p.add_argument("--attacks", help="comma-separated (default fgsm,pgd10,cw,fab,nifgsm,autoattack; "
+                                     "autoattack is the reference pyautoattack, standard version); also "
+                                     "apgd-ce, apgd-t, fab-t, square, adaptive, ...")
+    p.add_argument("--n", type=_n_examples, default=1000,
+                   help="test examples: a seeded subset of N (default 1000), or 'all' for the whole test set")
     p.add_argument("--steps", help="attack-steps curve for PGD, CW and NI-FGSM, e.g. 1,5,10,20,50")
     p.add_argument("--seed", type=int, default=0, help="chooses the subset and seeds the attacks")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="default: 256 for ibrar's attacks, the reference's own 250 for autoattack")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--no-large-eps-check", action="store_true",

@@ -3,7 +3,11 @@ and checks for gradient masking, so that a robustness number means what it says.
 
 ``evaluate(model, images, labels, ["pgd10", "cw", "autoattack"])`` is the whole API a user needs.
 Each attack runs once on the clean-correct examples, so its accuracy is the one it achieves alone;
-the worst case is then the per-example AND over the attacks, exact at no extra cost.
+the worst case is then the per-example AND over the attacks, exact at no extra cost. A worst case
+belongs to one threat model: the reported ``worst_case`` is taken over the L-inf attacks at the
+evaluation's ``eps`` only; unbounded L2 attacks such as CW get their own (``worst_cases``).
+``autoattack`` is the reference implementation (pyautoattack), run on all ``n`` examples as the
+reference runs them; its per-example result enters the worst case like any other attack's.
 ``worst_case_only=True`` runs a cascade instead (each attack only on the examples still robust,
 as AutoAttack does), which is faster but gives no per-attack accuracy.
 """
@@ -13,17 +17,22 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ibrar.attacks import CW, NIFGSM, PGD, Attack, build_attack
+from ibrar.attacks import CW, NIFGSM, PGD, Attack, ReferenceAutoAttack, build_attack, parse_attack_name
+from ibrar.attacks.reference_autoattack import DEFAULT_BATCH_SIZE as AUTOATTACK_BATCH_SIZE
+from ibrar.attacks.reference_autoattack import STAGE_LABELS
 
 # Attacks that ascend a loss: their adversarial loss should exceed the clean one.
 _ASCENT_ATTACKS = ("FGSM", "PGD", "NIFGSM", "APGD", "APGDT", "AdaptivePGD")
 _BLACK_BOX = ("Square",)
+DEFAULT_BATCH_SIZE = 256  # ibrar's own attacks; the reference AutoAttack keeps its own default (250)
+AnyAttack = Attack | ReferenceAutoAttack
 
 
 @dataclass
@@ -39,6 +48,26 @@ class AttackResult:
     attack_class: str = ""
     loss_clean: float | None = None  # mean CE on the attacked examples, before and after the attack
     loss_adv: float | None = None
+    norm: str = "linf"  # the threat model: "linf" with eps, or "l2" (unbounded here: eps None)
+    eps: float | None = None
+    median_l2: float | None = None  # L2 attacks: median L2 size of the successful perturbations
+
+
+@dataclass
+class WorstCase:
+    """The per-example worst case over the attacks of one threat model."""
+
+    norm: str
+    eps: float | None
+    attacks: list[str]
+    accuracy: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"norm": _NORM_LABELS[self.norm], "eps": self.eps, "attacks": list(self.attacks),
+                "accuracy": self.accuracy}
+
+
+_NORM_LABELS = {"linf": "Linf", "l2": "L2"}
 
 
 @dataclass
@@ -48,10 +77,13 @@ class EvalReport:
     n: int
     seed: int
     clean: float
-    worst_case: float
+    worst_case: float  # over the L-inf attacks at ``eps`` (the evaluation's threat model)
     attacks: list[AttackResult] = field(default_factory=list)
     worst_case_only: bool = False
     seconds: float = 0.0
+    eps: float = 8 / 255
+    worst_cases: list[WorstCase] = field(default_factory=list)  # one per threat model, ``worst_case``'s first
+    autoattack: dict[str, Any] | None = None  # the reference AutoAttack's per-stage results, when run
     indices: Tensor | None = field(default=None, repr=False)
     robust: dict[str, Tensor] = field(default_factory=dict, repr=False)  # per-example masks
 
@@ -63,20 +95,26 @@ class EvalReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no tensors)."""
-        return {
-            "n": self.n, "seed": self.seed, "clean": self.clean, "worst_case": self.worst_case,
+        out = {
+            "n": self.n, "seed": self.seed, "clean": self.clean, "eps": self.eps, "worst_case": self.worst_case,
+            "worst_cases": [w.to_dict() for w in self.worst_cases],
             "worst_case_only": self.worst_case_only, "seconds": self.seconds,
             "attacks": [
                 {"name": r.name, "attack": r.attack_class, "params": _jsonable(r.params),
+                 "norm": _NORM_LABELS[r.norm], "eps": r.eps,
                  "accuracy": r.accuracy, "n_robust": r.n_robust, "n_attacked": r.n_attacked,
-                 "seconds": r.seconds, "loss_clean": r.loss_clean, "loss_adv": r.loss_adv}
+                 "seconds": r.seconds, "loss_clean": r.loss_clean, "loss_adv": r.loss_adv,
+                 **({"median_l2": r.median_l2} if r.norm == "l2" else {})}
                 for r in self.attacks
             ],
         }
+        if self.autoattack is not None:
+            out["autoattack"] = self.autoattack
+        return out
 
 
 def _jsonable(params: Mapping[str, Any]) -> dict[str, Any]:
-    plain = (int, float, str, bool, list, type(None))
+    plain = (int, float, str, bool, list, dict, type(None))
     return {k: v if isinstance(v, plain) else repr(v) for k, v in params.items()}
 
 
@@ -112,25 +150,56 @@ def _predict(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
     return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
-def _build(attacks: Mapping[str, Attack] | Sequence[str], model: nn.Module, eps: float,
-           attack_params: Mapping[str, Any]) -> dict[str, Attack]:
+def _build(attacks: Mapping[str, AnyAttack] | Sequence[str], model: nn.Module, eps: float,
+           attack_params: Mapping[str, Any], seed: int) -> dict[str, AnyAttack]:
     if isinstance(attacks, Mapping):
         for name, attack in attacks.items():
-            if not isinstance(attack, Attack):
-                raise ValueError(f"attacks[{name!r}] must be an ibrar Attack, got {type(attack).__name__}")
+            if not isinstance(attack, (Attack, ReferenceAutoAttack)):
+                raise ValueError(f"attacks[{name!r}] must be an ibrar Attack or ReferenceAutoAttack, got "
+                                 f"{type(attack).__name__}")
         return dict(attacks)
     if isinstance(attacks, str):
         raise ValueError(f"attacks must be a list of names or a dict of attacks, got the string {attacks!r}")
-    return {name: build_attack(name, model, eps=eps, **attack_params) for name in attacks}
+    built = {}
+    for name in attacks:
+        params = dict(attack_params)
+        if parse_attack_name(name)[0] == "autoattack":
+            params.setdefault("seed", seed)  # the reference runs with the evaluation's seed
+        built[name] = build_attack(name, model, eps=eps, **params)
+    return built
+
+
+def _same_threat(threat: tuple[str, float | None], norm: str, eps: float | None) -> bool:
+    if threat[0] != norm:
+        return False
+    return threat[1] is eps is None or (threat[1] is not None and eps is not None
+                                        and abs(threat[1] - eps) < 1e-9)
+
+
+def _worst_cases(attacks: list[AttackResult], robust: Mapping[str, Tensor], correct: Tensor,
+                 eps: float) -> list[WorstCase]:
+    """The per-example AND within each threat model; the L-inf ball of radius ``eps`` comes first."""
+    threats: list[tuple[str, float | None]] = [("linf", float(eps))]
+    for r in attacks:
+        if not any(_same_threat(t, r.norm, r.eps) for t in threats):
+            threats.append((r.norm, r.eps))
+    out = []
+    for norm, bound in threats:
+        names = [r.name for r in attacks if _same_threat((r.norm, r.eps), norm, bound)]
+        worst = correct.cpu().clone()
+        for name in names:
+            worst &= robust[name]
+        out.append(WorstCase(norm, bound, names, worst.float().mean().item()))
+    return out
 
 
 def _run_attack(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, batch_size: int,
-                seed: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Attack in batches; returns per-example (robust, clean CE, adversarial CE)."""
+                seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Attack in batches; returns per-example (robust, clean CE, adversarial CE, L2 size of the perturbation)."""
     if len(x) == 0:  # nothing classified correctly: nothing to attack
         empty = torch.zeros(0, device=x.device)
-        return empty.bool(), empty, empty
-    robust, loss_clean, loss_adv = [], [], []
+        return empty.bool(), empty, empty, empty
+    robust, loss_clean, loss_adv, l2 = [], [], [], []
     with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
         torch.manual_seed(seed)
         for i in range(0, len(x), batch_size):
@@ -141,62 +210,85 @@ def _run_attack(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, batch_si
             robust.append(logits_adv.argmax(1) == yb)
             loss_clean.append(F.cross_entropy(logits, yb, reduction="none"))
             loss_adv.append(F.cross_entropy(logits_adv, yb, reduction="none"))
-    return torch.cat(robust), torch.cat(loss_clean), torch.cat(loss_adv)
+            l2.append((x_adv - xb).flatten(1).norm(dim=1))
+    return torch.cat(robust), torch.cat(loss_clean), torch.cat(loss_adv), torch.cat(l2)
 
 
 def evaluate(
     model: nn.Module,
     images: Tensor,
     labels: Tensor,
-    attacks: Mapping[str, Attack] | Sequence[str],
-    batch_size: int = 256,
+    attacks: Mapping[str, AnyAttack] | Sequence[str],
+    batch_size: int | None = None,
     device: torch.device | str | None = None,
     seed: int = 0,
     n: int | None = None,
     worst_case_only: bool = False,
     eps: float = 8 / 255,
     attack_params: Mapping[str, Any] | None = None,
+    state_dir: str | Path | None = None,
 ) -> EvalReport:
     """Clean accuracy, accuracy under each attack and the per-example worst case, on the same examples.
 
     ``attacks`` is a dict of built attacks or a list of names for :func:`ibrar.attacks.build_attack`
     (built with ``eps`` and ``attack_params``). ``images`` may be float in [0, 1] or uint8.
-    Examples misclassified when clean count as broken and are never attacked. The model is put
-    in eval mode and restored afterwards.
+    Examples misclassified when clean count as broken and are never attacked by ibrar's attacks; the
+    reference AutoAttack runs on all ``n`` examples in order, as the reference does, with its own batch
+    size (250) unless ``batch_size`` is given, and resumes from ``state_dir`` when given. ``worst_case``
+    is over the L-inf attacks at ``eps``. The model is put in eval mode and restored afterwards.
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be an int >= 1 or None, got {batch_size!r}")
     images, labels = _prepare(images, labels)
     indices = select_subset(len(images), n, seed)
     device = torch.device(device) if device is not None else _model_device(model)
     x, y = images[indices].to(device), labels[indices].to(device)
-    built = _build(attacks, model, eps, attack_params or {})
+    built = _build(attacks, model, eps, attack_params or {}, seed)
 
     modes = {module: module.training for module in model.modules()}
     model.eval()
     start = time.perf_counter()
     try:
-        correct = _predict(model, x, batch_size).argmax(1) == y
-        worst = correct.clone()
+        correct = _predict(model, x, batch_size or DEFAULT_BATCH_SIZE).argmax(1) == y
+        still_robust: dict[tuple[str, float | None], Tensor] = {}  # per threat model, for the cascade
         report = EvalReport(n=len(y), seed=seed, clean=correct.float().mean().item(), worst_case=0.0,
-                            worst_case_only=worst_case_only, indices=indices)
+                            worst_case_only=worst_case_only, indices=indices, eps=float(eps))
         for name, attack in built.items():
-            todo = (worst if worst_case_only else correct).nonzero().squeeze(1)
+            norm, bound = attack.threat_model
+            if isinstance(attack, ReferenceAutoAttack):
+                result = attack.run(x, y, batch_size=batch_size or AUTOATTACK_BATCH_SIZE, state_dir=state_dir)
+                robust = result.robust.to(device)
+                report.autoattack = result.to_dict()
+                report.robust[name] = robust.cpu()
+                report.attacks.append(AttackResult(
+                    name=name, params=result.params, attack_class=type(attack).__name__,
+                    accuracy=robust.float().mean().item(), n_robust=int(robust.sum()), n_attacked=len(y),
+                    seconds=result.seconds, norm=norm, eps=bound))
+                continue
+            key = (norm, None if bound is None else round(bound, 9))
+            todo = (still_robust.setdefault(key, correct.clone()) if worst_case_only else correct)
+            todo = todo.nonzero().squeeze(1)
             t0 = time.perf_counter()
-            robust_sub, loss_clean, loss_adv = _run_attack(attack, model, x[todo], y[todo], batch_size, seed)
+            robust_sub, loss_clean, loss_adv, l2 = _run_attack(attack, model, x[todo], y[todo],
+                                                               batch_size or DEFAULT_BATCH_SIZE, seed)
             seconds = time.perf_counter() - t0
             robust = torch.zeros_like(correct)
             robust[todo] = robust_sub
-            worst &= robust
+            if worst_case_only:
+                still_robust[key] &= robust
             report.robust[name] = robust.cpu()
+            broken = l2[~robust_sub]
             report.attacks.append(AttackResult(
                 name=name, params=attack.params(), attack_class=type(attack).__name__,
                 accuracy=None if worst_case_only else robust.float().mean().item(),
                 n_robust=int(robust.sum()), n_attacked=len(todo), seconds=seconds,
                 loss_clean=loss_clean.mean().item() if len(todo) else None,
                 loss_adv=loss_adv.mean().item() if len(todo) else None,
+                norm=norm, eps=bound,
+                median_l2=broken.median().item() if norm == "l2" and len(broken) else None,
             ))
-        report.worst_case = worst.float().mean().item()
+        report.worst_cases = _worst_cases(report.attacks, report.robust, correct, eps)
+        report.worst_case = report.worst_cases[0].accuracy
         report.seconds = time.perf_counter() - start
     finally:
         for module, training in modes.items():
@@ -245,7 +337,9 @@ def masking_warnings(
 ) -> list[str]:
     """Signs of gradient masking, each a sentence with the figures; an empty list when none is seen.
 
-    - a black-box attack (Square) beats every white-box attack;
+    - a black-box attack (Square) beats every white-box attack of its threat model, or, inside the
+      reference AutoAttack, its Square stage breaks more than ``tolerance`` of the examples that
+      APGD-CE, APGD-T and FAB-T left robust;
     - accuracy rises with the number of steps in ``curve`` (from :func:`steps_curve`);
     - an ascent attack whose mean loss did not rise (``loss_adv <= loss_clean``);
     - with ``large_eps`` (e.g. 0.5) and ``model``/``images``/``labels`` (the same ones given to
@@ -253,15 +347,22 @@ def masking_warnings(
       model without masking cannot do.
     """
     warnings: list[str] = []
-    accs = {r.name: r.accuracy for r in report.attacks if r.accuracy is not None}
-    black = {r.name: accs[r.name] for r in report.attacks if r.attack_class in _BLACK_BOX and r.name in accs}
-    white = {r.name: accs[r.name] for r in report.attacks
-             if r.attack_class not in _BLACK_BOX and r.attack_class != "AutoAttack" and r.name in accs}
-    for name, acc in black.items():
-        if white and acc < min(white.values()) - tolerance:
+    for b in report.attacks:
+        if b.attack_class not in _BLACK_BOX or b.accuracy is None:
+            continue
+        white = {r.name: r.accuracy for r in report.attacks if r.accuracy is not None
+                 and r.attack_class not in (*_BLACK_BOX, "ReferenceAutoAttack") and (r.norm, r.eps) == (b.norm, b.eps)}
+        if white and b.accuracy < min(white.values()) - tolerance:
             best = min(white, key=white.get)
-            warnings.append(f"black-box {name} ({acc:.1%}) beats every white-box attack (best: {best} "
+            warnings.append(f"black-box {b.name} ({b.accuracy:.1%}) beats every white-box attack (best: {best} "
                             f"{white[best]:.1%}): gradients are likely masked")
+    if report.autoattack is not None:
+        stages = report.autoattack["stages"]
+        white_box = stages["fab-t"]  # robust after all three gradient-based stages
+        if stages["square"] < white_box - tolerance:
+            warnings.append(f"AutoAttack's black-box Square stage lowered robust accuracy from {white_box:.1%} "
+                            f"(after APGD-CE, APGD-T, FAB-T) to {stages['square']:.1%}: gradients are "
+                            "likely masked")
     if curve:
         ordered = sorted(curve.items())
         for (s0, a0), (s1, a1) in zip(ordered, ordered[1:], strict=False):
@@ -291,17 +392,43 @@ def masking_warnings(
     return warnings
 
 
+def threat_label(norm: str, eps: float | None) -> str:
+    """``"Linf 8/255"``, ``"Linf 0.1"``, ``"L2"`` (unbounded)."""
+    if eps is None:
+        return _NORM_LABELS[norm]
+    k = eps * 255
+    return f"{_NORM_LABELS[norm]} {round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{_NORM_LABELS[norm]} {eps:.4g}"
+
+
 def format_table(report: EvalReport) -> str:
-    """A plain-text table of the report for the terminal."""
-    rows = [("clean", f"{report.clean:.2%}", "", "", "")]
+    """A plain-text table of the report for the terminal: one worst case per threat model."""
+    rows = [("clean", "", f"{report.clean:.2%}", "", "", "")]
     for r in report.attacks:
         acc = "cascade" if r.accuracy is None else f"{r.accuracy:.2%}"
-        loss = "" if r.loss_clean is None else f"{r.loss_clean:.3f} -> {r.loss_adv:.3f}"
-        rows.append((r.name, acc, str(r.n_robust), f"{r.seconds:.1f}s", loss))
-    rows.append(("worst case", f"{report.worst_case:.2%}", str(round(report.worst_case * report.n)), "", ""))
-    header = ("attack", "accuracy", "robust", "time", "CE clean -> adv")
+        note = "" if r.loss_clean is None else f"CE {r.loss_clean:.3f} -> {r.loss_adv:.3f}"
+        if r.norm == "l2":
+            note = "median L2 of successes: " + ("-" if r.median_l2 is None else f"{r.median_l2:.3f}")
+        rows.append((r.name, threat_label(r.norm, r.eps), acc, str(r.n_robust), f"{r.seconds:.1f}s", note))
+    for w in report.worst_cases:
+        note = "over " + (", ".join(w.attacks) if w.attacks else "no attack (= clean)")
+        rows.append(("worst case", threat_label(w.norm, w.eps), f"{w.accuracy:.2%}",
+                     str(round(w.accuracy * report.n)), "", note))
+    header = ("attack", "threat model", "accuracy", "robust", "time", "")
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = [f"n = {report.n} examples, seed = {report.seed}"]
     for row in [header, *rows]:
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    if report.autoattack is not None:
+        lines.append(format_autoattack(report.autoattack))
+    return "\n".join(lines)
+
+
+def format_autoattack(block: Mapping[str, Any]) -> str:
+    """One line per reference AutoAttack evaluation: its parameters and the robust accuracy after each stage."""
+    budget = "" if block["standard_budget"] else f", reduced budget {block['budget']}"
+    stages = " -> ".join(f"{STAGE_LABELS[k]} {v:.2%}" for k, v in block["stages"].items())
+    lines = [f"autoattack = {block['implementation']} {block['package_version']}, {block['version']} version"
+             f"{budget}, {threat_label('linf', block['eps'])}, seed {block['seed']}, "
+             f"{block['n_target_classes']} target classes, batch size {block['batch_size']}: {stages}"]
+    lines += [f"WARNING (AutoAttack's own check): {w}" for w in block["warnings"]]
     return "\n".join(lines)

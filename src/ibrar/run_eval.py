@@ -1,7 +1,9 @@
 """Evaluate a trained run folder (or checkpoint): what `ibrar eval` and the end of `ibrar train` do.
 
-Loads the model and mask safely, picks the same seeded test subset every time, runs the attacks through
-`ibrar.evaluate`, adds the attack-steps curves and the gradient-masking checks, and writes `eval.json`.
+Loads the model and mask safely, picks the same seeded test subset every time (1,000 examples unless told
+otherwise), says how long it expects to take, runs the attacks through `ibrar.evaluate`, adds the
+attack-steps curves and the gradient-masking checks, and writes `eval.json`. The reference AutoAttack keeps
+its resumable state in the run folder while it runs.
 """
 
 from __future__ import annotations
@@ -11,15 +13,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ibrar.attacks import build_attack
 from ibrar.build import build_regularizer, resolve_device
 from ibrar.checkpoint import find_checkpoint
 from ibrar.data import ImageData, load_split, resolve_data_root
-from ibrar.evaluate import evaluate, format_table, masking_warnings, steps_curve
+from ibrar.eval_estimate import estimate_seconds, format_duration
+from ibrar.evaluate import DEFAULT_BATCH_SIZE, evaluate, format_table, masking_warnings, select_subset, steps_curve
 from ibrar.reproducibility import run_metadata
 from ibrar.run_folder import load_trained
 
-DEFAULT_ATTACKS = ("fgsm", "pgd10", "cw", "fab", "nifgsm")
+DEFAULT_ATTACKS = ("fgsm", "pgd10", "cw", "fab", "nifgsm", "autoattack")  # the paper's, plus AutoAttack
+DEFAULT_N = 1000  # a seeded subset of the test set (the whole set when it is smaller)
 EVAL_FILE = "eval.json"
 
 
@@ -27,16 +33,20 @@ def evaluate_run(
     path: str | Path,
     data_root: str | Path | None = None,
     attacks: Sequence[str] | None = None,
-    n: int | None = None,
+    n: int | None = DEFAULT_N,
     steps: Sequence[int] | None = None,
     seed: int = 0,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     quiet: bool = False,
     device: str = "auto",
     test_data: ImageData | None = None,
     large_eps_check: bool = True,
 ) -> str:
-    """Run the evaluation, write `eval.json` beside the checkpoint, and return the table to print."""
+    """Run the evaluation, write `eval.json` beside the checkpoint, and return the table to print.
+
+    ``n=None`` is the whole test set; the default 1,000 becomes the whole set when that is smaller.
+    ``batch_size=None``: 256 for ibrar's attacks, the reference's own 250 for AutoAttack.
+    """
     dev = resolve_device(device)
     bundle, config, state = load_trained(path, device=dev)
     model = bundle.model
@@ -46,30 +56,51 @@ def evaluate_run(
     names = list(attacks) if attacks is not None else list(DEFAULT_ATTACKS)
     if n is not None and n < 1:
         raise ValueError(f"--n: expected a positive number of test examples, got {n}")
+    total = len(test_data.labels)
+    if n == DEFAULT_N and n > total:
+        n = None
+    if n is not None and n > total:
+        raise ValueError(f"--n: the test set has {total} examples, got {n}; pass --n all for all of them")
     built = {}
     for name in names:
         params: dict[str, Any] = {"seed": seed}
         if name.startswith("adaptive"):  # PGD_AD maximises the run's own IB-RAR loss
             params["regularizer"] = build_regularizer(config, bundle, int(state.get("num_classes") or 10))
         built[name] = build_attack(name, model, eps=config.eval.eps, **params)
+    out_dir = Path(path) if Path(path).is_dir() else Path(path).parent
+    if not quiet:
+        print(estimate_message(model, test_data, built, n, seed, batch_size, dev), flush=True)
     report = evaluate(model, test_data.images, test_data.labels, built, batch_size=batch_size, device=dev,
-                      seed=seed, n=n)
+                      seed=seed, n=n, eps=config.eval.eps, state_dir=out_dir)
     result = report.to_dict()
     result["checkpoint"] = str(find_checkpoint(path))
     curves: dict[str, dict[int, float]] = {}
     for family in ("pgd", "cw", "nifgsm") if steps else ():
         curves[family] = steps_curve(model, test_data.images, test_data.labels, family, steps=list(steps),
-                                     eps=config.eval.eps, batch_size=batch_size, device=dev, seed=seed, n=n)
+                                     eps=config.eval.eps, batch_size=batch_size or DEFAULT_BATCH_SIZE,
+                                     device=dev, seed=seed, n=n)
     if curves:
         result["curves"] = {fam: {str(k): v for k, v in c.items()} for fam, c in curves.items()}
     warnings = masking_warnings(report, model, test_data.images, test_data.labels, curve=curves.get("pgd"),
-                                large_eps=0.5 if large_eps_check else None, batch_size=batch_size)
+                                large_eps=0.5 if large_eps_check else None,
+                                batch_size=batch_size or DEFAULT_BATCH_SIZE)
     result["warnings"] = warnings
     result["reference"] = config.eval.reference
     result["meta"] = run_metadata(seed, dev)  # when, where and at which commit this evaluation ran
-    out_dir = Path(path) if Path(path).is_dir() else Path(path).parent
     (out_dir / EVAL_FILE).write_text(json.dumps(result, indent=2))
     return render(report, result, config.eval.reference, config.eval.reference_label)
+
+
+def estimate_message(model: Any, test_data: ImageData, attacks: dict[str, Any], n: int | None, seed: int,
+                     batch_size: int | None, device: Any) -> str:
+    """One line: how many examples and attacks, and the estimated time (said to be an estimate)."""
+    count = len(test_data.labels) if n is None else n
+    index = select_subset(len(test_data.labels), n, seed)[: min(batch_size or DEFAULT_BATCH_SIZE, 128)]
+    x = test_data.images[index].to(device)
+    x = x.float() / 255 if x.dtype == torch.uint8 else x
+    seconds, how = estimate_seconds(model, x, test_data.labels[index].long().to(device), count, attacks)
+    return (f"evaluating {count} test examples with {', '.join(attacks)}: estimated time about "
+            f"{format_duration(seconds)} (a rough estimate: {how})")
 
 
 def render(report: Any, result: dict[str, Any], reference: dict[str, float] | None, label: str) -> str:

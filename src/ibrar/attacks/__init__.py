@@ -2,17 +2,19 @@
 
 Every attack is ``Attack(model, ...)`` called as ``attack(x, y) -> x_adv`` on a batch in [0, 1];
 ``pgd_linf`` is the functional core the training methods use for their inner maximisation.
+``ReferenceAutoAttack`` is the exception: it runs Croce and Hein's own AutoAttack (pyautoattack) on a whole
+set of examples.
 """
 
 from .adaptive import AdaptivePGD
 from .apgd import APGD, APGDT, apgd_linf, dlr_loss, targeted_dlr_loss
-from .autoattack import AutoAttack
 from .base import Attack, ce_loss, cw_loss, input_gradient, margin, project_linf
 from .cw import CW
 from .fab import FAB, project_onto_hyperplane_linf
 from .fgsm import FGSM
 from .nifgsm import NIFGSM
 from .pgd import PGD, pgd_linf
+from .reference_autoattack import AutoAttackResult, ReferenceAutoAttack
 from .registry import attack_names, build_attack, parse_attack_name
 from .square import Square
 
@@ -24,9 +26,10 @@ __all__ = [
     "FGSM",
     "NIFGSM",
     "PGD",
+    "ReferenceAutoAttack",
     "AdaptivePGD",
     "Attack",
-    "AutoAttack",
+    "AutoAttackResult",
     "Square",
     "apgd_linf",
     "attack_names",

@@ -1,7 +1,8 @@
 """Auto-PGD (Croce & Hein 2020): PGD without a step size to tune, the first stage of AutoAttack.
 
 The step size starts at 2 eps and is halved at checkpoints where the loss stopped rising
-(too few increasing steps, or no new best since the last checkpoint); after a halving the run
+(at most ``rho`` of the steps since the last checkpoint increased it, the reference's ``<=``, or no new
+best since the last checkpoint); after a halving the run
 restarts from the best point. Steps carry momentum 0.75. APGD-T maximises the targeted DLR loss
 towards each of the top ``n_target_classes`` other classes in turn.
 """
@@ -28,6 +29,13 @@ def targeted_dlr_loss(logits: Tensor, y: Tensor, target: Tensor) -> Tensor:
     z_y = logits.gather(1, y[:, None]).squeeze(1)
     z_t = logits.gather(1, target[:, None]).squeeze(1)
     return -(z_y - z_t) / (z[:, -1] - 0.5 * (z[:, -3] + z[:, -4]) + 1e-12)
+
+
+def halve_step(n_increase: Tensor, period: int, rho: float, halved_last: Tensor, loss_max: Tensor,
+               loss_max_last: Tensor) -> Tensor:
+    """APGD's checkpoint rule, per example: halve when at most ``rho`` of the last ``period`` steps raised the
+    loss (the reference's ``<=``), or when the step was not halved last time and the best loss did not rise."""
+    return (n_increase <= rho * period) | (~halved_last & (loss_max <= loss_max_last))
 
 
 def apgd_linf(
@@ -77,9 +85,7 @@ def apgd_linf(
 
         since_check += 1
         if since_check == period:  # a checkpoint: halve the step where progress stalled
-            too_few_increases = n_increase < rho * period
-            no_new_best = ~halved_at_check & (loss_max <= loss_max_at_check)
-            halve = too_few_increases | no_new_best
+            halve = halve_step(n_increase, period, rho, halved_at_check, loss_max, loss_max_at_check)
             step_size = torch.where(halve, step_size / 2, step_size)
             x_adv = torch.where(batch_view(halve, x), x_max, x_adv)
             grad = torch.where(batch_view(halve, x), grad_max, grad)

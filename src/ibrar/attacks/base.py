@@ -79,6 +79,11 @@ class Attack:
     norm: str = "linf"
     eps: float = 0.0
 
+    @property
+    def threat_model(self) -> tuple[str, float | None]:
+        """``(norm, eps)``: the ball the attack searches; L2 attacks here are unbounded (eps None)."""
+        return (self.norm, float(self.eps) if self.norm == "linf" else None)
+
     def __init__(self, model: nn.Module, seed: int | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")

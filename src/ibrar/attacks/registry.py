@@ -12,13 +12,13 @@ from torch import nn
 
 from .adaptive import AdaptivePGD
 from .apgd import APGD, APGDT
-from .autoattack import AutoAttack
 from .base import Attack
 from .cw import CW
 from .fab import FAB
 from .fgsm import FGSM
 from .nifgsm import NIFGSM
 from .pgd import PGD
+from .reference_autoattack import ReferenceAutoAttack
 from .square import Square
 
 # family -> (default steps or None when a number is not accepted, builder(model, eps, steps, **params))
@@ -33,7 +33,8 @@ _FAMILIES: dict[str, tuple[int | None, Any]] = {
     "apgd-dlr": (100, lambda m, eps, s, **p: APGD(m, eps=eps, steps=s, loss="dlr", **p)),
     "apgd-t": (100, lambda m, eps, s, **p: APGDT(m, eps=eps, steps=s, **p)),
     "square": (None, lambda m, eps, s, **p: Square(m, eps=eps, **p)),
-    "autoattack": (None, lambda m, eps, s, **p: AutoAttack(m, eps=eps, **p)),
+    # Croce and Hein's own code (pyautoattack), standard version: see reference_autoattack.py.
+    "autoattack": (None, lambda m, eps, s, **p: ReferenceAutoAttack(m, eps=eps, **p)),
     "adaptive": (10, lambda m, eps, s, **p: AdaptivePGD(m, eps=eps, steps=s, **p)),
 }
 
@@ -62,9 +63,11 @@ def parse_attack_name(name: str) -> tuple[str, int | None]:
     return family, default_steps
 
 
-def build_attack(name: str, model: nn.Module, eps: float = 8 / 255, **run_params: Any) -> Attack:
+def build_attack(name: str, model: nn.Module, eps: float = 8 / 255,
+                 **run_params: Any) -> Attack | ReferenceAutoAttack:
     """Build the attack a name denotes; ``run_params`` go to its constructor (e.g. ``seed``,
-    ``regularizer`` for ``adaptive``, ``alpha``, ``restarts``)."""
+    ``regularizer`` for ``adaptive``, ``alpha``, ``restarts``). ``autoattack`` is the reference's
+    evaluation (:class:`ReferenceAutoAttack`), which runs on a whole set of examples, not per batch."""
     family, steps = parse_attack_name(name)
     if family == "adaptive" and "regularizer" not in run_params:
         raise ValueError("regularizer: the adaptive attack needs the model's IBRegularizer, got none")

@@ -168,15 +168,23 @@ def eval_table(
 ) -> Table:
     """eval.json accuracies: rows are (label, group), columns (label, logical attack or 'clean')."""
     paper = paper or {}
-    table = Table(title, [label for label, _ in columns])
+    table = Table(title, [_shown_label(experiment, label, key) for label, key in columns])
     for label, group in rows:
         cells = {}
         for col_label, key in columns:
             name = key if key in ("clean", "worst_case") else experiment.scale.attack(key)
             values = group_values(experiment, folder, group, lambda d, n=name: eval_metric(read_eval(d), n))
-            cells[col_label] = Cell(values, paper.get(group, {}).get(col_label))
+            cells[_shown_label(experiment, col_label, key)] = Cell(values, paper.get(group, {}).get(col_label))
         table.rows.append(Row(label, group, cells))
     return table
+
+
+def _shown_label(experiment: Experiment, label: str, key: str) -> str:
+    """A column is labelled AutoAttack only when it holds the reference's standard AutoAttack; at smoke scale
+    the stand-in says what it is."""
+    if key == "autoattack" and experiment.scale.attack(key) != "autoattack":
+        return f"{experiment.scale.attack(key)} (smoke stand-in, not AutoAttack)"
+    return label
 
 
 def new_results(experiment: Experiment, tables: list[Table], folder: Path | None = None,

@@ -1,0 +1,199 @@
+"""The number called AutoAttack is the reference's (pyautoattack, standard version): per-stage accuracies equal
+to the reference's own run on the same examples, its sanity-check warnings kept, an interrupted run resumed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+import pyautoattack
+import pytest
+import torch
+from torch import nn
+
+from attack_fixtures import test_data, trained_model
+from ibrar.attacks import ReferenceAutoAttack, build_attack
+from ibrar.attacks.reference_autoattack import PROGRESS_FILE, STATE_FILE
+from ibrar.evaluate import evaluate, masking_warnings, select_subset
+
+EPS = 6 / 255  # partial robustness on the tiny model: every stage has examples left to work on
+BUDGET = {"n_iter": 5, "n_queries": 60}  # the reference's own budget knobs, cut for test speed
+
+
+def reference_stages(model, x, y, eps, n_iter=100, n_queries=5000, batch_size=250):
+    """The reference run by hand: per-stage accuracies as its logger prints them, and its x_adv."""
+    aa = pyautoattack.AutoAttack(model, norm="Linf", eps=eps, version="standard", seed=0)
+    targets = min(9, int(model(x[:1]).shape[1]) - 1)
+    aa.apgd_targeted.n_target_classes = aa.fab.n_target_classes = targets
+    if n_iter != 100:
+        aa.apgd.n_iter = aa.apgd_targeted.n_iter = aa.fab.n_iter = n_iter
+    aa.square.n_queries = n_queries
+    lines = []
+
+    class Lines(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger("auto-attack")
+    handler, level = Lines(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        with torch.random.fork_rng():
+            x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=batch_size)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    stages = {"clean": re.search(r"initial accuracy: ([\d.]+)%", "\n".join(lines)).group(1)}
+    for stage in ("APGD-CE", "APGD-T", "FAB-T", "SQUARE"):
+        found = re.search(rf"robust accuracy after {stage}: ([\d.]+)%", "\n".join(lines))
+        stages[stage.lower()] = found.group(1) if found else "0.00"
+    return stages, x_adv
+
+
+def percent(stages):
+    return {k: f"{100 * v:.2f}" for k, v in stages.items()}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return trained_model()
+
+
+def test_per_stage_accuracies_equal_the_reference_run_on_the_same_examples(model):
+    x_all, y_all = test_data(96)
+    report = evaluate(model, x_all, y_all, {"autoattack": ReferenceAutoAttack(model, EPS, **BUDGET)}, n=60,
+                      seed=0, eps=EPS, batch_size=16)
+    index = select_subset(96, 60, 0)
+    x, y = x_all[index], y_all[index]
+    expected, x_adv = reference_stages(model, x, y, EPS, batch_size=16, **BUDGET)
+    block = report.autoattack
+    assert percent(block["stages"]) == expected
+    assert len(set(expected.values())) > 2  # the stages did work: the check is not vacuous
+    with torch.no_grad():
+        robust = model(x_adv).argmax(1) == y
+    assert torch.equal(report.robust["autoattack"], robust)
+    assert report.worst_case == pytest.approx(robust.float().mean().item())
+    assert block["implementation"] == "pyautoattack" and block["package_version"] == pyautoattack.__version__
+    assert block["version"] == "standard" and block["norm"] == "Linf" and block["eps"] == EPS
+    assert block["seed"] == 0 and block["n_target_classes"] == 9 and block["batch_size"] == 16
+    assert block["budget"] == BUDGET and block["standard_budget"] is False
+
+
+def test_the_name_autoattack_builds_the_reference_with_its_standard_budget(model):
+    attack = build_attack("autoattack", model, eps=8 / 255, seed=3)
+    assert isinstance(attack, ReferenceAutoAttack)
+    params = attack.params(num_classes=4)
+    assert params["standard_budget"] and params["budget"] == {"n_iter": 100, "n_queries": 5000}
+    assert params["n_target_classes"] == 3 and params["seed"] == 3  # min(9, classes - 1)
+    aa = attack.reference(num_classes=4)
+    assert aa.attacks_to_run == ["apgd-ce", "apgd-t", "fab-t", "square"] and aa.version == "standard"
+    assert aa.apgd_targeted.n_target_classes == 3 and aa.fab.n_target_classes == 3
+    assert aa.square.n_queries == 5000 and aa.apgd.n_iter == 100 and not aa.square.rescale_schedule
+
+
+class _Softmax(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x).softmax(1)
+
+
+def test_a_model_returning_probabilities_gets_the_references_warning(model):
+    x, y = test_data(16)
+    wrapped = _Softmax(model)
+    report = evaluate(wrapped, x, y, {"autoattack": ReferenceAutoAttack(wrapped, EPS, n_iter=2, n_queries=5)},
+                      eps=EPS)
+    data = json.loads(json.dumps(report.to_dict()))
+    assert any("probability distribution" in w for w in data["autoattack"]["warnings"])
+
+
+class _Interruptible(nn.Module):
+    """The tiny model, interrupted at the first forward pass after the reference finished APGD-T."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.armed = False
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.armed:
+            raise KeyboardInterrupt("killed")
+        return self.inner(x)
+
+
+def test_an_interrupted_evaluation_resumes_from_its_state_in_the_folder(model, tmp_path):
+    x, y = test_data(48)
+    wrapped = _Interruptible(model)
+    attack = ReferenceAutoAttack(wrapped, EPS, **BUDGET)
+
+    class Kill(logging.Handler):
+        def emit(self, record):
+            if record.getMessage().startswith("robust accuracy after APGD-T"):
+                wrapped.armed = True
+
+    logger = logging.getLogger("auto-attack")
+    kill = Kill()
+    logger.addHandler(kill)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            attack.run(x, y, batch_size=16, state_dir=tmp_path)
+    finally:
+        logger.removeHandler(kill)
+    assert (tmp_path / STATE_FILE).is_file() and (tmp_path / PROGRESS_FILE).is_file()
+    wrapped.armed, wrapped.calls = False, 0
+    resumed = attack.run(x, y, batch_size=16, state_dir=tmp_path)
+    calls_resumed = wrapped.calls
+    assert resumed.resumed_stages == ["apgd-ce", "apgd-t"]
+    assert not (tmp_path / STATE_FILE).exists() and not (tmp_path / PROGRESS_FILE).exists()  # done: cleaned
+
+    wrapped.calls = 0
+    fresh = attack.run(x, y, batch_size=16, state_dir=tmp_path)
+    assert fresh.resumed_stages == [] and wrapped.calls > calls_resumed  # the resumed call skipped work
+    assert resumed.stages == fresh.stages
+    assert torch.equal(resumed.robust, fresh.robust)
+
+
+def test_square_stage_beating_the_gradient_stages_is_a_masking_warning(model):
+    x, y = test_data(16)
+    report = evaluate(model, x, y, {"autoattack": ReferenceAutoAttack(model, EPS, n_iter=2, n_queries=5)},
+                      eps=EPS)
+    report.autoattack["stages"].update({"fab-t": 0.5, "square": 0.3})
+    assert any("Square stage lowered" in w for w in masking_warnings(report))
+    report.autoattack["stages"].update({"square": 0.5})
+    assert not any("Square stage" in w for w in masking_warnings(report))
+
+
+def test_an_evaluation_killed_inside_a_stage_resumes_from_the_references_per_batch_state(model, tmp_path):
+    x, y = test_data(48)
+    wrapped = _Interruptible(model)
+    attack = ReferenceAutoAttack(wrapped, EPS, **BUDGET)
+    batches = []
+
+    class Kill(logging.Handler):
+        def emit(self, record):
+            if record.getMessage().startswith("fab-t - 1/"):  # FAB-T's first batch is done and saved
+                batches.append(record.getMessage())
+                wrapped.armed = True
+
+    logger = logging.getLogger("auto-attack")
+    kill = Kill()
+    logger.addHandler(kill)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            attack.run(x, y, batch_size=4, state_dir=tmp_path)
+    finally:
+        logger.removeHandler(kill)
+    saved = json.loads((tmp_path / STATE_FILE).read_text())["_robust_flags"]
+    wrapped.armed = False
+    resumed = attack.run(x, y, batch_size=4, state_dir=tmp_path)
+    assert batches and resumed.resumed_stages == ["apgd-ce", "apgd-t"]
+    values = list(resumed.stages.values())
+    assert values == sorted(values, reverse=True)
+    # what FAB-T broke before the kill stays broken: the final mask is within the saved robust flags
+    assert not (resumed.robust & ~torch.tensor(saved)).any()
