@@ -22,7 +22,8 @@ LINF = ["fgsm", "pgd10", "fab", "nifgsm", "autoattack"]
 
 def fake_run(folder: Path, name: str, clean: float, attacks: dict[str, float], worst_case: float | None = None,
              linf: list[str] | None = LINF, minutes: float = 40.0, commit: str = "0123456789abcdef",
-             started: str = "2026-11-26T01:02:03+00:00", n: int = 1000, extra: tuple[str, ...] = ()) -> Path:
+             started: str = "2026-11-26T01:02:03+00:00", n: int = 1000, extra: tuple[str, ...] = (),
+             eval_extra: dict | None = None) -> Path:
     """A finished run folder in the real on-disk formats (what `ibrar train` and `ibrar eval` write)."""
     run_dir = folder / name
     run_dir.mkdir(parents=True)
@@ -53,6 +54,7 @@ def fake_run(folder: Path, name: str, clean: float, attacks: dict[str, float], w
     for attack in result["attacks"]:
         if attack["name"] == "cw":  # an L2 attack: its own threat model and the size of what it found
             attack.update(norm="L2", eps=None, median_l2=0.5 + clean / 1000)
+    result.update(eval_extra or {})
     (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
     for file in extra:
         (run_dir / file).write_bytes(b"not a real checkpoint")
@@ -186,6 +188,188 @@ def test_tables_without_artifacts_say_not_run(checkout):
     assert report.quickstart_table(results, checkout).startswith("The quickstart pair: not run")
     assert report.bench_sections(results, checkout).startswith("Benchmarks: not run")
 
+
+# ---- the experiments of issue 15: scale study, Table 3, Table 6, Figure 2 ----------------------------
+
+REFERENCE_AA = {"implementation": "pyautoattack", "package_version": "0.2.0", "version": "standard", "norm": "Linf",
+                "eps": 8 / 255, "seed": 0, "n_target_classes": 9, "budget": {"n_iter": 100, "n_queries": 5000},
+                "standard_budget": True, "batch_size": 250, "warnings": [],
+                "stages": {"clean": 0.6, "apgd-ce": 0.01, "apgd-t": 0.0, "fab-t": 0.0, "square": 0.0}}
+SCALE_ATTACKS = {"pgd10": 0.0, "nifgsm": 1.0, "fgsm": 3.0, "autoattack": 0.0}
+STEPS = (1, 5, 10, 20, 50)
+
+
+def curves(start: float) -> dict:
+    """eval.json's attack-steps curves (fractions), falling with the steps."""
+    return {"curves": {family: {str(s): round(start / s, 4) for s in STEPS} for family in ("pgd", "cw", "nifgsm")}}
+
+
+def test_scale_study_has_a_table_per_axis_with_the_seed_spread_and_the_papers_rows(checkout):
+    results = checkout / "results"
+    for seed, (clean, pgd) in enumerate(((60.0, 0.0), (62.0, 0.2))):
+        fake_run(results / "scale-cpu", f"1-ce-width0.25-seed{seed}", clean, {**SCALE_ATTACKS, "pgd10": pgd},
+                 eval_extra={"autoattack": REFERENCE_AA})
+    fake_run(results / "scale-cpu", "6-ibrar-width0.5-seed0", 65.0,
+             {"pgd10": 5.0, "nifgsm": 6.0, "fgsm": 20.0, "autoattack": 0.5}, eval_extra={"autoattack": REFERENCE_AA})
+    fake_run(results / "scale-cpu", "1-ce-width1.0", 70.0, {"pgd10": 0.0, "nifgsm": 0.5, "fgsm": 5.0,
+                                                            "autoattack": 0.0}, eval_extra={"autoattack": REFERENCE_AA})
+    text = report.scale_tables(results, checkout)
+
+    width, length = text.split("**Training length")
+    assert width.startswith("**Width (10,000 images, 10 epochs)**")
+    assert "| row, setting | seeds | Natural | PGD-10 | NI-FGSM | FGSM | AutoAttack |" in width
+    assert "| (1) CE only, width 0.25 | 2 | 61.0 ± 1.4 | 0.1 ± 0.1 | 1.0 ± 0.0 | 3.0 ± 0.0 | 0.0 ± 0.0 |" in width
+    assert "| (6) IB-RAR, width 0.5 | 1 of 2 | 65.0 | 5.0 | 6.0 | 20.0 | 0.5 |" in width
+    # a costly point has one seed and keeps its plain name beside the two-seed cheap points
+    assert "| (1) CE only, width 1.0 | 1 | 70.0 | 0.0 | 0.5 | 5.0 | 0.0 |" in width
+    assert "| (2) IB loss, width 0.5 | 0 of 2 | not run | not run | not run | not run | not run |" in width
+    assert "| (6) IB-RAR, paper (width 1, 50,000 images, 60 epochs) | - | 91.50 | 35.86 | 37.44 | 55.92 | - |" in width
+    assert "AutoAttack is the reference implementation: `pyautoattack` 0.2.0 (standard version, seed 0, " \
+           "9 target classes)." in width
+    assert "Source: 4 runs in `results/scale-cpu/`" in width
+    assert length.startswith(" (width 0.25, all 50,000 images)**: not run (no eval.json in "
+                             "`results/scale-cpu/1-ce-epochs10/` or ")
+    assert report.source_line([results / "scale-cpu" / "1-ce-width1.0"], checkout) not in length
+
+
+def test_an_autoattack_number_not_from_the_reference_and_the_checks_warnings_are_stated(checkout):
+    results = checkout / "results"
+    warned = {**REFERENCE_AA, "warnings": ["Square found adversarial examples the white-box attacks missed"]}
+    fake_run(results / "scale-cpu", "1-ce-epochs10", 70.0, SCALE_ATTACKS, eval_extra={"autoattack": warned})
+    fake_run(results / "scale-cpu", "6-ibrar-epochs10", 70.0, SCALE_ATTACKS,
+             eval_extra={"warnings": ["PGD accuracy does not fall with more steps"]})
+    text = report.scale_tables(results, checkout)
+    assert "**Width (10,000 images, 10 epochs)**: not run" in text
+    assert "AutoAttack of `6-ibrar-epochs10`: from an eval.json without the reference's `autoattack` block " \
+           "(ibrar's own re-implementation, evaluated before the reference), not the reference." in text
+    assert "Warning of AutoAttack's own checks (`1-ce-epochs10`): Square found adversarial examples the " \
+           "white-box attacks missed." in text
+    assert "Warning of ibrar's gradient-masking checks (`6-ibrar-epochs10`): PGD accuracy does not fall with " \
+           "more steps." in text
+
+
+def test_table6_shows_the_adaptive_attack_and_the_linf_worst_case(checkout):
+    results = checkout / "results"
+    adaptive = {"pgd10": 2.2, "adaptive10": 1.1, "adaptive100": 0.5, "autoattack": 0.3}
+    fake_run(results / "table6-cpu", "plain-ce", 60.6, {"pgd10": 0.2, "adaptive10": 0.1, "adaptive100": 0.0,
+                                                        "autoattack": 0.0}, linf=list(adaptive))
+    fake_run(results / "table6-cpu", "plain-ibrar", 61.6, adaptive, linf=list(adaptive), worst_case=0.2)
+    text = report.table6_table(results, checkout)
+
+    assert "| network | Natural | PGD-10 | PGD_AD-10 | PGD_AD-100 | AutoAttack | L∞ worst case |" in text
+    assert "| Plain (CE) (ours, cpu) | 60.6 | 0.2 | 0.1 | 0.0 | 0.0 | 0.0 |" in text
+    assert "| Plain (IB-RAR) (ours, cpu) | 61.6 | 2.2 | 1.1 | 0.5 | 0.3 | 0.2 |" in text
+    assert "| PGD-AT (IB-RAR) (ours, cpu) | not run | not run | not run | not run | not run | not run |" in text
+    assert "(paper)" not in text  # Table 6 is an image in our copy of the paper
+    assert "(ε = 8/255: pgd10, adaptive10, adaptive100, autoattack)." in text
+    assert text.endswith(report.source_line([results / "table6-cpu" / n for n in ("plain-ce", "plain-ibrar")],
+                                            checkout))
+
+
+def test_figure2_puts_clean_accuracy_beside_the_papers_and_tabulates_the_step_curves(checkout):
+    results = checkout / "results"
+    fake_run(results / "fig2-cpu", "ce", 60.6, {"pgd10": 0.2, "cw": 5.0, "nifgsm": 1.0, "autoattack": 0.0},
+             eval_extra=curves(0.3))
+    fake_run(results / "fig2-cpu", "ibrar-rob", 62.0, {"pgd10": 1.5, "cw": 7.0, "nifgsm": 2.5, "autoattack": 0.1},
+             eval_extra=curves(0.5))
+    text = report.fig2_tables(results, checkout)
+
+    assert "| network | Natural | paper Natural | PGD-10 | CW-L2 | NI-FGSM | AutoAttack |" in text
+    assert "| CE | 60.6 | 89.88 | 0.2 | 5.0 | 1.0 | 0.0 |" in text
+    assert "| VIB | not run | 90.52 | not run | not run | not run | not run |" in text
+    assert "| IB-RAR(rob) | 62.0 | 91.33 | 1.5 | 7.0 | 2.5 | 0.1 |" in text
+    assert "Median L2 size of the successful CW-L2 perturbations: `ce` 0.561, `ibrar-rob` 0.562." in text
+    titles = re.findall(r"^\*\*(.+): accuracy by number of attack steps\*\*$", text, re.M)
+    assert titles == ["PGD", "CW-L2", "NI-FGSM"]
+    assert text.count("| network | 1 step | 5 steps | 10 steps | 20 steps | 50 steps |") == 3
+    assert "| IB-RAR(rob) | 50.0 | 10.0 | 5.0 | 2.5 | 1.0 |" in text
+    assert text.count("Source: `ce`, `ibrar-rob` in `results/fig2-cpu/`") == 2  # the accuracies and the curves
+
+
+def test_figure2_without_curves_says_the_curves_did_not_run(checkout):
+    results = checkout / "results"
+    fake_run(results / "fig2-cpu", "ce", 60.6, {"pgd10": 0.2, "cw": 5.0, "nifgsm": 1.0, "autoattack": 0.0})
+    text = report.fig2_tables(results, checkout)
+    assert "| CE | 60.6 | 89.88 |" in text
+    assert text.endswith("Attack-steps curves: not run (no eval.json in `results/fig2-cpu/` holds `curves`).")
+
+
+def test_table3_names_the_robust_layers_with_the_experiments_own_procedure(checkout):
+    from ibrar.experiments import table3
+
+    results = checkout / "results"
+    fake_run(results / "table3-cpu", "ce", 60.6, {"pgd10": 0.2, "autoattack": 0.0})
+    fake_run(results / "table3-cpu", "layer-block5", 61.6, {"pgd10": 0.2 + table3.MARGIN_PP, "autoattack": 0.0})
+    fake_run(results / "table3-cpu", "layer-fc1", 62.6, {"pgd10": 1.2, "autoattack": 0.0})
+    text = report.table3_table(results, checkout)
+
+    assert "| network | Natural | PGD-10 | AutoAttack | PGD-10 − CE only |" in text
+    assert "| CE only | 60.6 | 0.2 | 0.0 | - |" in text
+    assert "| IB on block5 | 61.6 | 2.2 | 0.0 | +2.0 |" in text
+    assert "| IB on fc1 | 62.6 | 1.2 | 0.0 | +1.0 |" in text
+    assert "| IB on robust layers | not run | not run | not run | - |" in text
+    assert "Robust layers the procedure names (PGD-10 at least 2 points above CE only): block5, from 2 of the 7 " \
+           "single-layer networks; the paper names block5, fc1, fc2." in text
+
+    shutil.rmtree(results / "table3-cpu" / "ce")
+    text = report.table3_table(results, checkout)
+    assert "| CE only | not run | not run | not run | - |" in text
+    assert "| IB on block5 | 61.6 | 2.2 | 0.0 | - |" in text
+    assert "Robust layers: none can be named yet, since CE only has not been evaluated" in text
+
+
+def test_the_new_tables_say_not_run_without_artifacts_and_render_into_their_markers(checkout):
+    results = checkout / "results"
+    expected = {
+        "scale-cpu": "Scale study: not run (no eval.json in `results/scale-cpu/`).",
+        "table3-cpu": "Table 3: not run (no eval.json in `results/table3-cpu/`).",
+        "table6-cpu": "Table 6: not run (no eval.json in `results/table6-cpu/`).",
+        "fig2-cpu": "Figure 2: not run (no eval.json in `results/fig2-cpu/`).",
+    }
+    text = (checkout / "docs" / "reproduction.md").read_text()
+    for name, line in expected.items():
+        assert next(t for t in report.TABLES if t.name == name).render(results, checkout) == line
+        assert block(text, name) == line + "\n"  # the committed docs hold the "not run" text
+    fake_run(results / "table6-cpu", "plain-ce", 60.6, {"pgd10": 0.2, "adaptive10": 0.1, "adaptive100": 0.0,
+                                                        "autoattack": 0.0})
+    drifted = [line for line in report.check_docs(checkout) if not line.startswith("bench/")]  # bench: none here
+    assert drifted == [
+        "docs/reproduction.md: table 'table6-cpu' differs from results/; run `ibrar report` to regenerate it"]
+    report.write_docs(checkout)
+    assert "| Plain (CE) (ours, cpu) | 60.6 |" in block((checkout / "docs" / "reproduction.md").read_text(),
+                                                       "table6-cpu")
+
+
+# ---- figures ----------------------------------------------------------------------------------------
+
+
+def test_figures_are_redrawn_from_the_artifacts_alone(checkout, capsys):
+    results = checkout / "results"
+    assert set(report.draw_figures(checkout).values()) == {
+        "no eval.json in `results/scale-cpu/`",
+        "no eval.json in `results/fig2-cpu/` holds `curves`",
+        "no eval.json in `results/table1-cpu/`",
+        "no run of `vgg16-2-ib` or `vgg16-1-ce` in `results/table4-cpu/` has info_plane.jsonl (a file over 1 MiB "
+        "is not collected)",
+    }
+    assert not (checkout / "docs" / "figures").exists()
+
+    fake_run(results / "scale-cpu", "1-ce-width1.0", 70.0, SCALE_ATTACKS)
+    fake_run(results / "fig2-cpu", "ce", 60.6, {"pgd10": 0.2}, eval_extra=curves(0.3))
+    fake_run(results / "table1-cpu", "vgg16-cifar10-pgd_at", 36.1, TABLE1_PGD_AT)
+    run = fake_run(results / "table4-cpu", "vgg16-1-ce", 60.6, SCALE_ATTACKS)
+    (run / "info_plane.jsonl").write_text("".join(
+        json.dumps({"iteration": i, "hsic_x": {"fc1": 1.0 + i, "fc2": 0.5}, "hsic_y": {"fc1": 0.1 * i, "fc2": 0.2}})
+        + "\n" for i in range(3)))
+    assert main(["report", "--figures", "--root", str(checkout)]) == 0
+
+    figures = checkout / "docs" / "figures"
+    assert sorted(p.name for p in figures.iterdir()) == sorted(
+        f"{figure.name}.{ext}" for figure in report.FIGURES for ext in ("png", "pdf"))
+    assert all(p.stat().st_size > 0 for p in figures.iterdir())
+    assert f"drew {figures / 'scale-cpu-scale-study.png'}" in capsys.readouterr().out
+    assert report.check_docs(checkout) == []  # --figures rewrote the tables too; the figures are never checked
+    assert main(["report", "--check", "--figures", "--root", str(checkout)]) == 2
 
 # ---- drift ------------------------------------------------------------------------------------------
 

@@ -128,6 +128,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
         return 0
     if args.runs or args.into:
         raise UsageError("ibrar report: RUN_DIRs and --into belong to `ibrar report collect`")
+    if args.check and args.figures:
+        raise UsageError("ibrar report: --check checks the tables and --figures redraws the figures; give one")
     if args.check:
         drifted = report.check_docs(args.root)
         print("\n".join(drifted) if drifted else "every generated table matches results/",
@@ -135,6 +137,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
         return 1 if drifted else 0
     for path in report.write_docs(args.root):
         print(f"rewrote {path}")
+    for name, drawn in (report.draw_figures(args.root) if args.figures else {}).items():
+        print(f"drew {', '.join(str(p) for p in drawn)}" if isinstance(drawn, list) else f"not drawn {name}: {drawn}")
     return 0
 
 
@@ -197,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="*", metavar="RUN_DIR", help="finished run folders to collect")
     p.add_argument("--into", help="collect into this folder (default results/<experiment>-<scale>)")
     p.add_argument("--check", action="store_true", help="exit 1 naming each table that differs from results/")
+    p.add_argument("--figures", action="store_true",
+                   help="also redraw the figures that need only results/ into docs/figures/ (not checked)")
     p.add_argument("--root", default=".", help="the ibrar checkout whose docs and results/ are used")
     p.set_defaults(func=_cmd_report)
     return parser

@@ -202,6 +202,39 @@ def eps_text(eps: float | None) -> str:
     return f"ε = {round(steps)}/255" if abs(steps - round(steps)) < 1e-6 else f"ε = {eps:g}"
 
 
+def evaluation_notes(dirs: Sequence[Path]) -> list[str]:
+    """Which AutoAttack the runs' AutoAttack column holds (eval.json's `autoattack` block names the reference and
+    its parameters), and what the reference's own checks and ibrar's gradient-masking checks warned."""
+    used: dict[str, None] = {}
+    own: list[str] = []
+    warned: dict[tuple[str, str], list[str]] = {}
+    for d in dirs:
+        result = read_eval(d)
+        for text in result.get("warnings") or []:
+            warned.setdefault(("ibrar's gradient-masking checks", str(text)), []).append(f"`{d.name}`")
+        if eval_metric(result, "autoattack") is None:
+            continue
+        block = result.get("autoattack")
+        if not isinstance(block, dict) or not block.get("implementation"):
+            own.append(f"`{d.name}`")
+            continue
+        budget = "" if block.get("standard_budget", True) else f", reduced budget {block.get('budget')}"
+        used[f"`{block['implementation']}` {block.get('package_version', '?')} ({block.get('version', '?')} "
+             f"version, seed {block.get('seed', '?')}, {block.get('n_target_classes', '?')} target classes"
+             f"{budget})"] = None
+        for text in block.get("warnings") or []:
+            warned.setdefault(("AutoAttack's own checks", str(text)), []).append(f"`{d.name}`")
+    parts = []
+    if used:
+        parts.append(f"AutoAttack is the reference implementation: {'; '.join(used)}.")
+    if own:
+        parts.append(f"AutoAttack of {', '.join(own)}: from an eval.json without the reference's `autoattack` "
+                     "block (ibrar's own re-implementation, evaluated before the reference), not the reference.")
+    for (source, text), runs in warned.items():
+        parts.append(f"Warning of {source} ({', '.join(runs)}): {text.rstrip('.')}.")
+    return [" ".join(parts), ""] if parts else []
+
+
 # ---- formatting -------------------------------------------------------------------------------------
 
 
@@ -285,12 +318,15 @@ def ce_fast_table(results: Path, root: Path) -> str:
 
 
 def _experiment(name: str, scale: str, folder: Path) -> Any:
-    """The experiment's run list, with as many seeds as the collected folders hold (`<run>-seed<k>`)."""
+    """The experiment's run list, with as many seeds as the collected folders hold (`<run>-seed<k>`): of the
+    build with one seed and the one with max(k) + 1, the one whose run names match more collected folders (the
+    scale study trains its cheap points with two seeds and the others with one)."""
     from ibrar.experiments import build_experiment
 
-    seeds = [int(m.group(1)) for d in (folder.iterdir() if folder.is_dir() else ())
-             if (m := re.search(r"-seed(\d+)$", d.name))]
-    return build_experiment(name, scale, seeds=max(seeds) + 1 if seeds else 1)
+    collected = {d.name for d in folder.iterdir() if d.is_dir()} if folder.is_dir() else set()
+    seeds = [int(m.group(1)) for name_ in collected if (m := re.search(r"-seed(\d+)$", name_))]
+    builds = [build_experiment(name, scale, seeds=s) for s in sorted({1, max(seeds, default=0) + 1})]
+    return max(builds, key=lambda e: len(collected & {r.name for r in e.runs}))
 
 
 def _group_dirs(experiment: Any, folder: Path, groups: Sequence[str]) -> list[Path]:
@@ -298,7 +334,7 @@ def _group_dirs(experiment: Any, folder: Path, groups: Sequence[str]) -> list[Pa
             if has_eval(folder / spec.name)]
 
 
-_TABLE1_HEADER = {"PGD": "PGD-10", "CW": "CW-L2", "NIFGSM": "NI-FGSM", "Worst case": "L∞ worst case"}
+_HEADER = {"PGD": "PGD-10", "CW": "CW-L2", "NIFGSM": "NI-FGSM", "Worst case": "L∞ worst case"}
 
 
 def table1_tables(results: Path, root: Path, scale: str = "cpu") -> str:
@@ -311,7 +347,7 @@ def table1_tables(results: Path, root: Path, scale: str = "cpu") -> str:
     experiment = _experiment("table1", scale, folder)
     attack_columns = [c for c in table1.COLUMNS if c[1] != "worst_case"]
     labels = [label for label, _ in table1.COLUMNS]
-    header = ["method", *[_TABLE1_HEADER.get(label, label) for label in labels]]
+    header = ["method", *[_HEADER.get(label, label) for label in labels]]
     out: list[str] = []
     worst_lists: dict[str, None] = {}
     for block_title, block_rows in experiment.info["rows"]:
@@ -332,10 +368,9 @@ def table1_tables(results: Path, root: Path, scale: str = "cpu") -> str:
             out += [title, "", *_markdown_table(header, [
                 *ours, ["difference", *_differences([r.cells for r in table.rows], labels, "mean")],
                 *paper, ["difference (paper)", *_differences([r.cells for r in table.rows], labels, "paper")],
-            ]), "", *_median_l2_line(dirs, experiment.scale.attack("cw")), source_line(dirs, root), ""]
-            for d in dirs:
-                case = linf_case(read_eval(d))
-                worst_lists[f"{eps_text(case[1])}: {', '.join(case[0])}" if case is not None else ""] = None
+            ]), "", *_median_l2_line(dirs, experiment.scale.attack("cw")), *evaluation_notes(dirs),
+                source_line(dirs, root), ""]
+            worst_lists.update(_linf_lists(dirs))
     listed = [w for w in worst_lists if w]
     note = ("CW-L2 is an L2 attack (unbounded in L∞) and is reported in its own column; it never enters the L∞ "
             "worst case, which is the per-example worst over the L∞ attacks at the evaluation's ε that eval.json "
@@ -345,6 +380,16 @@ def table1_tables(results: Path, root: Path, scale: str = "cpu") -> str:
         note += " An eval.json without `worst_cases` (written before threat models were separated) shows no L∞ " \
                 "worst case."
     return "\n".join([*out, note])
+
+
+def _linf_lists(dirs: Sequence[Path]) -> dict[str, None]:
+    """'ε = 8/255: fgsm, pgd10, ...' per distinct L-infinity worst case of the runs ('' for an eval.json that
+    lists none), in order."""
+    lists: dict[str, None] = {}
+    for d in dirs:
+        case = linf_case(read_eval(d))
+        lists[f"{eps_text(case[1])}: {', '.join(case[0])}" if case is not None else ""] = None
+    return lists
 
 
 def _median_l2_line(dirs: Sequence[Path], attack: str) -> list[str]:
@@ -403,7 +448,160 @@ def table4_table(results: Path, root: Path, scale: str = "cpu") -> str:
             paper = [cells[c].paper for c in _TABLE4_COLUMNS[:-1]]
             line.append(" / ".join("-" if p is None else f"{p:.2f}" for p in paper))
         body.append(line)
-    return "\n".join([*_markdown_table(header, body), "", "AA = AutoAttack. " + source_line(dirs, root)])
+    return "\n".join([*_markdown_table(header, body), "", *evaluation_notes(dirs),
+                      "AA = AutoAttack. " + source_line(dirs, root)])
+
+
+def _ran(experiment: Any, folder: Path, group: str) -> int:
+    return len(_group_dirs(experiment, folder, [group]))
+
+
+def _cells(cells: dict[str, Any], columns: Sequence[str], ran: bool, digits: int = 1) -> list[str]:
+    return [_measured(cells[c], digits, ran) for c in columns]
+
+
+def _paper_rows(rows: Sequence[Any], columns: Sequence[str], label: Callable[[Any], str]) -> list[list[str]]:
+    """The paper's value per column of each row (a row per distinct label), when the paper gives any."""
+    out: dict[str, list[str]] = {}
+    for row in rows:
+        values = [row.cells[c].paper for c in columns]
+        if any(v is not None for v in values):
+            out.setdefault(label(row), ["-" if v is None else f"{v:.2f}" for v in values])
+    return [[name, *values] for name, values in out.items()]
+
+
+def scale_tables(results: Path, root: Path, scale: str = "cpu") -> str:
+    """The scale study: a table per axis (width, training length) of Table 4's rows (1), (2), (6) on VGG16,
+    mean ± std over the seeds that ran, with the paper's Table 4 values at its full setting below."""
+    from ibrar.experiments import scale as study
+
+    folder = results / f"scale-{scale}"
+    experiment = _experiment("scale", scale, folder)
+    tables, _ = study.study_tables(experiment, folder)
+    if not _group_dirs(experiment, folder, [row.group for table in tables for row in table.rows]):
+        return not_run("Scale study", [folder], root)
+    columns = [label for label, _ in study.COLUMNS]
+    header = ["row, setting", "seeds", *[_HEADER.get(c, c) for c in columns]]
+    out: list[str] = []
+    for table in tables:
+        title = f"**{table.title}**"
+        dirs = _group_dirs(experiment, folder, [row.group for row in table.rows])
+        if not dirs:
+            runs = [folder / spec.name for row in table.rows for spec in experiment.runs_of(row.group)]
+            out += [not_run(title, runs, root), ""]
+            continue
+        body = []
+        for row in table.rows:
+            ran, planned = _ran(experiment, folder, row.group), len(experiment.runs_of(row.group))
+            seeds = str(ran) if ran == planned else f"{ran} of {planned}"
+            body.append([row.label, seeds, *_cells(row.cells, columns, ran > 0)])
+        paper = _paper_rows(table.rows, columns,
+                            lambda row: f"{row.label.split(', ')[0]}, paper (width 1, 50,000 images, 60 epochs)")
+        body += [[label, "-", *values] for label, *values in paper]
+        out += [title, "", *_markdown_table(header, body), "", *evaluation_notes(dirs), source_line(dirs, root), ""]
+    out.append("Each cell of ours: the mean over the seeds that ran (± their standard deviation where two ran); "
+               "the paper's rows are its Table 4 values at its full setting. Width 0.25 with 10,000 images and 10 "
+               "epochs is Table 4's cpu-scale setting.")
+    return "\n".join(out)
+
+
+def table6_table(results: Path, root: Path, scale: str = "cpu") -> str:
+    """Table 6, the adaptive attack PGD_AD against plain CE, plain IB-RAR and PGD-AT + IB-RAR networks."""
+    from ibrar.experiments import table6
+    from ibrar.experiments.results import Cell, group_values
+
+    folder = results / f"table6-{scale}"
+    experiment = _experiment("table6", scale, folder)
+    dirs = _group_dirs(experiment, folder, [group for group, _, _ in table6.NETWORKS])
+    if not dirs:
+        return not_run("Table 6", [folder], root)
+    table = table6.adaptive_table(experiment, folder)
+    for row in table.rows:  # the worst case over the L-inf attacks only, as eval.json declares it
+        row.cells["Worst case"] = Cell(group_values(experiment, folder, row.group, linf_worst_case))
+    columns = [label for label, _ in table6.COLUMNS]
+    body = [[f"{row.label} (ours, {scale})", *_cells(row.cells, columns, _ran(experiment, folder, row.group) > 0)]
+            for row in table.rows]
+    body += _paper_rows(table.rows, columns, lambda row: f"{row.label} (paper)")
+    listed = [w for w in _linf_lists(dirs) if w]
+    note = "The L∞ worst case is the per-example worst over the L∞ attacks that eval.json lists under `worst_cases`"
+    note += f" ({'; '.join(listed)})." if listed else " (an eval.json without `worst_cases` shows none)."
+    return "\n".join([*_markdown_table(["network", *[_HEADER.get(c, c) for c in columns]], body), "", note, "",
+                      *evaluation_notes(dirs), source_line(dirs, root)])
+
+
+_FAMILY = {"CW": "CW-L2", "NIFGSM": "NI-FGSM"}
+
+
+def fig2_tables(results: Path, root: Path, scale: str = "cpu") -> str:
+    """Figure 2's networks under PGD-10, CW-L2, NI-FGSM and AutoAttack (clean beside the paper's), then the
+    attack-steps curves as one table per attack family."""
+    from ibrar.experiments import fig2
+
+    folder = results / f"fig2-{scale}"
+    experiment = _experiment("fig2", scale, folder)
+    dirs = _group_dirs(experiment, folder, [group for _, group in fig2.ROWS])
+    if not dirs:
+        return not_run("Figure 2", [folder], root)
+    main, *curves = fig2.network_tables(experiment, folder)
+    columns = [label for label, _ in fig2.COLUMNS]
+    header = ["network", "Natural", "paper Natural", *[_HEADER.get(c, c) for c in columns[1:]]]
+    body = []
+    for row in main.rows:
+        ran = _ran(experiment, folder, row.group) > 0
+        natural = row.cells["Natural"]
+        body.append([row.label, _measured(natural, 1, ran), "-" if natural.paper is None else f"{natural.paper:.2f}",
+                     *_cells(row.cells, columns[1:], ran)])
+    out = [*_markdown_table(header, body), "", *_median_l2_line(dirs, experiment.scale.attack("cw")),
+           *evaluation_notes(dirs), source_line(dirs, root), ""]
+    curve_dirs = [d for d in dirs if read_eval(d).get("curves")]
+    if not curve_dirs:
+        return "\n".join([*out, f"Attack-steps curves: not run (no eval.json in `{_relative(folder, root)}/` "
+                                 "holds `curves`)."])
+    for (_, family_label), table in zip(fig2.FAMILIES, curves, strict=True):
+        rows = [[row.label, *_cells(row.cells, table.columns, _ran(experiment, folder, row.group) > 0)]
+                for row in table.rows]
+        out += [f"**{_FAMILY.get(family_label, family_label)}: accuracy by number of attack steps**", "",
+                *_markdown_table(["network", *[f"{s} steps" if s != "1" else "1 step" for s in table.columns]],
+                                 rows), ""]
+    out.append(source_line(curve_dirs, root))
+    return "\n".join(out)
+
+
+def table3_table(results: Path, root: Path, scale: str = "cpu") -> str:
+    """Table 3: one network per IB layer, all layers, the robust layers and CE only, and the layers that the
+    selection procedure (ibrar.experiments.table3.robust_layers) names from these runs."""
+    from ibrar.experiments import table3
+    from ibrar.experiments.paper_numbers import TABLE3_ROBUST_LAYERS
+
+    folder = results / f"table3-{scale}"
+    experiment = _experiment("table3", scale, folder)
+    dirs = _group_dirs(experiment, folder, [group for _, group in experiment.info["rows"]])
+    if not dirs:
+        return not_run("Table 3", [folder], root)
+    table = table3.layer_table(experiment, folder)
+    found, reference = table3.robust_layers(table)
+    columns = [label for label, _ in table3.COLUMNS]
+    header = ["network", *[_HEADER.get(c, c) for c in columns], "PGD-10 − CE only"]
+    body = []
+    for row in table.rows:
+        pgd = row.cells["PGD"].mean
+        gain = "-" if row.group == "ce" or None in (pgd, reference) else _signed(pgd - reference, 1)
+        body.append([row.label, *_cells(row.cells, columns, _ran(experiment, folder, row.group) > 0), gain])
+    margin = f"{table3.MARGIN_PP:g}"
+    layers = list(experiment.info["layers"])
+    evaluated = [layer for layer in layers if _ran(experiment, folder, f"layer-{layer}")]
+    paper = ", ".join(TABLE3_ROBUST_LAYERS)
+    if reference is None:
+        named = (f"Robust layers: none can be named yet, since CE only has not been evaluated (a layer is robust "
+                 f"when its network's PGD-10 accuracy beats CE only's by at least {margin} points).")
+    else:
+        named = (f"Robust layers the procedure names (PGD-10 at least {margin} points above CE only): "
+                 f"{', '.join(found) or 'none'}")
+        if len(evaluated) < len(layers):
+            named += f", from {len(evaluated)} of the {len(layers)} single-layer networks"
+        named += f"; the paper names {paper}."
+    return "\n".join([*_markdown_table(header, body), "", named, "", *evaluation_notes(dirs),
+                      source_line(dirs, root)])
 
 
 # ---- benchmarks -------------------------------------------------------------------------------------
@@ -457,6 +655,10 @@ TABLES: tuple[DocTable, ...] = (
     DocTable("quickstart", "README.md", quickstart_table),
     DocTable("table1-cpu", "docs/reproduction.md", table1_tables),
     DocTable("table4-cpu", "docs/reproduction.md", table4_table),
+    DocTable("table3-cpu", "docs/reproduction.md", table3_table),
+    DocTable("table6-cpu", "docs/reproduction.md", table6_table),
+    DocTable("fig2-cpu", "docs/reproduction.md", fig2_tables),
+    DocTable("scale-cpu", "docs/reproduction.md", scale_tables),
     DocTable("ce-fast", "docs/reproduction.md", ce_fast_table),
     DocTable("bench", "bench/RESULTS.md", bench_sections),
 )
@@ -525,3 +727,104 @@ def check_docs(root: str | Path = ".", results: str | Path | None = None) -> lis
     return [f"{path.relative_to(Path(root)).as_posix()}: table '{name}' differs from {RESULTS_DIR}/; "
             "run `ibrar report` to regenerate it"
             for path, (_, _, changed) in render_docs(root, results).items() for name in changed]
+
+
+# ---- figures from the artifacts ---------------------------------------------------------------------
+
+FIGURES_DIR = "docs/figures"
+
+
+class NotDrawn(Exception):
+    """A figure whose runs are not (all) in results/: the message says which are missing."""
+
+
+def _first_runs(experiment: Any, folder: Path, rows: Sequence[tuple[str, str]]) -> list[tuple[str, Path]]:
+    """(label, first evaluated seed's folder) of each (label, group) row that has one."""
+    found = [(label, _group_dirs(experiment, folder, [group])) for label, group in rows]
+    return [(label, dirs[0]) for label, dirs in found if dirs]
+
+
+def scale_figure(results: Path, root: Path, stem: Path, scale: str = "cpu") -> list[Path]:
+    """The scale study's robust accuracy against width and training length, the paper's values marked."""
+    from ibrar import plots
+    from ibrar.experiments import scale as study
+
+    folder = results / f"scale-{scale}"
+    experiment = _experiment("scale", scale, folder)
+    tables, series = study.study_tables(experiment, folder)
+    if not _group_dirs(experiment, folder, [row.group for table in tables for row in table.rows]):
+        raise NotDrawn(f"no eval.json in `{_relative(folder, root)}/`")
+    return plots.plot_scale_study(series, stem, paper=study.PAPER)
+
+
+def fig2_figure(results: Path, root: Path, stem: Path, scale: str = "cpu") -> list[Path]:
+    """Figure 2: accuracy against attack steps (eval.json `curves`), first seed of each network."""
+    from ibrar import plots
+    from ibrar.experiments import fig2
+
+    folder = results / f"fig2-{scale}"
+    runs = [(label, d) for label, d in _first_runs(_experiment("fig2", scale, folder), folder, fig2.ROWS)
+            if read_eval(d).get("curves")]
+    if not runs:
+        raise NotDrawn(f"no eval.json in `{_relative(folder, root)}/` holds `curves`")
+    return plots.plot_steps([d for _, d in runs], stem, labels=[label for label, _ in runs])
+
+
+def table1_convergence(results: Path, root: Path, stem: Path, scale: str = "cpu") -> list[Path]:
+    """Clean and PGD test accuracy per epoch (metrics.jsonl) of each Table 1 run, first seed."""
+    from ibrar import plots
+
+    folder = results / f"table1-{scale}"
+    experiment = _experiment("table1", scale, folder)
+    rows = [(label if i == 0 else f"{label}, {title}", group)
+            for i, (title, block_rows) in enumerate(experiment.info["rows"]) for label, group in block_rows]
+    runs = _first_runs(experiment, folder, rows)
+    if not runs:
+        raise NotDrawn(f"no eval.json in `{_relative(folder, root)}/`")
+    return plots.plot_convergence([d for _, d in runs], stem, labels=[label for label, _ in runs])
+
+
+def table4_infoplane(results: Path, root: Path, stem: Path, scale: str = "cpu") -> list[Path]:
+    """Figure 5: the information plane (info_plane.jsonl) of Table 4's VGG16 rows (2) and (1), first seed."""
+    from ibrar import plots
+    from ibrar.experiments import table4
+
+    folder = results / f"table4-{scale}"
+    rows = [(label, group) for group, label in table4.INFOPLANE]
+    runs = [(label, d) for label, d in _first_runs(_experiment("table4", scale, folder), folder, rows)
+            if (d / "info_plane.jsonl").is_file()]
+    if not runs:
+        groups = " or ".join(f"`{group}`" for group, _ in table4.INFOPLANE)
+        raise NotDrawn(f"no run of {groups} in `{_relative(folder, root)}/` has info_plane.jsonl (a file over "
+                       f"{OPTIONAL_SIZE_LIMIT >> 20} MiB is not collected)")
+    return plots.plot_infoplane([d for _, d in runs], stem, labels=[label for label, _ in runs])
+
+
+@dataclass(frozen=True)
+class DocFigure:
+    """A figure redrawn from results/ alone: its file stem under docs/figures/ and the function that draws it."""
+
+    name: str
+    draw: Callable[[Path, Path, Path], list[Path]]  # (results folder, repository root, out stem) -> files
+
+
+FIGURES: tuple[DocFigure, ...] = (
+    DocFigure("scale-cpu-scale-study", scale_figure),
+    DocFigure("fig2-cpu-steps", fig2_figure),
+    DocFigure("table1-cpu-convergence", table1_convergence),
+    DocFigure("table4-cpu-fig5-infoplane", table4_infoplane),
+)
+
+
+def draw_figures(root: str | Path = ".", results: str | Path | None = None) -> dict[str, list[Path] | str]:
+    """Redraw each figure into docs/figures/ (PNG and PDF); per figure its files, or why it was not drawn.
+    Figures are not checked for drift (their bytes vary with matplotlib); the tables are."""
+    root = Path(root)
+    results = Path(results) if results is not None else root / RESULTS_DIR
+    out: dict[str, list[Path] | str] = {}
+    for figure in FIGURES:
+        try:
+            out[figure.name] = figure.draw(results, root, root / FIGURES_DIR / figure.name)
+        except NotDrawn as reason:
+            out[figure.name] = str(reason)
+    return out

@@ -26,6 +26,7 @@ COLUMNS = (
     ("AutoAttack", "autoattack"),
 )
 FAMILIES = (("pgd", "PGD"), ("cw", "CW"), ("nifgsm", "NIFGSM"))
+ROWS = tuple((label, group) for group, _, label in NETWORKS)  # (label, run group), in the figure's order
 
 
 def _curve_value(run_dir: Path, family: str, steps: int) -> float | None:
@@ -33,43 +34,38 @@ def _curve_value(run_dir: Path, family: str, steps: int) -> float | None:
     return None if value is None else 100 * float(value)
 
 
+def network_tables(experiment: Experiment, folder: Path) -> list[Table]:
+    """The accuracies beside the paper's clean ones, then one table per attack family: accuracy by steps."""
+    paper = {group: {"Natural": FIGURE2_CLEAN[group]} for group, _, _ in NETWORKS}
+    tables = [eval_table(experiment, folder, "CIFAR-10 with VGG16, no adversarial training", ROWS, COLUMNS, paper)]
+    steps = experiment.scale.curve_steps
+    for family, family_label in FAMILIES:
+        curve = Table(f"{family_label} accuracy by number of steps", [str(s) for s in steps])
+        for label, group in ROWS:
+            cells = {
+                str(s): Cell(group_values(experiment, folder, group, lambda d, f=family, s=s: _curve_value(d, f, s)))
+                for s in steps
+            }
+            curve.rows.append(Row(label, group, cells))
+        tables.append(curve)
+    return tables
+
+
 def build(scale: Scale, seeds: int = 1) -> Experiment:
     runs: list[RunSpec] = []
     for group, config, _ in NETWORKS:
         runs += make_runs(group, config, scale, seeds, ATTACKS, steps=scale.curve_steps)
-    rows = [(label, group) for group, _, label in NETWORKS]
 
     def report(experiment: Experiment, folder: Path, data_root: str | Path | None = None) -> Results:
         from ibrar import plots
 
-        paper = {group: {"Natural": FIGURE2_CLEAN[group]} for group, _, _ in NETWORKS}
-        tables = [
-            eval_table(
-                experiment, folder, "CIFAR-10 with VGG16, no adversarial training", rows, COLUMNS, paper
-            )
-        ]
-        for family, family_label in FAMILIES:
-            curve = Table(f"{family_label} accuracy by number of steps", [str(s) for s in scale.curve_steps])
-            for label, group in rows:
-                cells = {
-                    str(s): Cell(
-                        group_values(
-                            experiment, folder, group, lambda d, f=family, s=s: _curve_value(d, f, s)
-                        )
-                    )
-                    for s in scale.curve_steps
-                }
-                curve.rows.append(Row(label, group, cells))
-            tables.append(curve)
-        first = [folder / experiment.runs_of(group)[0].name for _, group in rows]
-        figures = plots.plot_steps(first, folder / "fig2-steps", labels=[label for label, _ in rows])
+        first = [folder / experiment.runs_of(group)[0].name for _, group in ROWS]
+        figures = plots.plot_steps(first, folder / "fig2-steps", labels=[label for label, _ in ROWS])
         notes = [
             "The paper reports only the clean accuracies of Figure 2 as numbers; its curves are plotted.",
             "The figure shows the first seed of each network.",
         ]
-        return new_results(
-            experiment, tables, notes=notes, folder=folder, figures=figures
-        )
+        return new_results(experiment, network_tables(experiment, folder), notes=notes, folder=folder, figures=figures)
 
     return Experiment(
         "fig2",

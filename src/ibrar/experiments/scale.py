@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ibrar.experiments.base import Experiment, RunSpec, Scale, format_number, make_runs
 from ibrar.experiments.paper_numbers import TABLE4
-from ibrar.experiments.results import Results, Table, eval_table, new_results
+from ibrar.experiments.results import Cell, Results, Table, eval_table, new_results
 
 ROWS = (("1-ce", "(1) CE only"), ("2-ib", "(2) IB loss"), ("6-ibrar", "(6) IB-RAR"))
 LENGTH_ROWS = ("1-ce", "6-ibrar")
@@ -66,6 +66,34 @@ def run_group(row: str, point: Point) -> str:
     return f"{row}-{point.axis}{shown}"
 
 
+AXES = (("width", "Width (10,000 images, 10 epochs)"),
+        ("epochs", "Training length (width 0.25, all 50,000 images)"))
+# The paper's Table 4 values of the rows, at its full setting (what the figure marks).
+PAPER = {label: TABLE4[f"vgg16-{row}"] for row, label in ROWS}
+
+Series = dict[str, dict[str, list[tuple[float, dict[str, Cell]]]]]
+
+
+def study_tables(experiment: Experiment, folder: Path) -> tuple[list[Table], Series]:
+    """One table per axis from the runs' eval.json (rows without an evaluated run have empty cells), and the
+    same cells as the figure's series: ``series[axis][row label] = [(axis value, cells), ...]``."""
+    study = points(experiment.scale)
+    tables: list[Table] = []
+    series: Series = {}
+    for axis, title in AXES:
+        pairs = [(row, label, p) for p in study if p.axis == axis for row, label in ROWS
+                 if axis != "epochs" or row in LENGTH_ROWS]
+        if not pairs:
+            continue
+        rows = [(f"{label}, {p.label}", run_group(row, p)) for row, label, p in pairs]
+        paper = {run_group(row, p): TABLE4[f"vgg16-{row}"] for row, _, p in pairs}
+        table = eval_table(experiment, folder, title, rows, COLUMNS, paper)
+        tables.append(table)
+        for (_, label, p), table_row in zip(pairs, table.rows, strict=True):
+            series.setdefault(axis, {}).setdefault(label, []).append((p.value, table_row.cells))
+    return tables, series
+
+
 def build(scale: Scale, seeds: int = 1) -> Experiment:
     runs: list[RunSpec] = []
     study = points(scale)
@@ -79,23 +107,8 @@ def build(scale: Scale, seeds: int = 1) -> Experiment:
     def report(experiment: Experiment, folder: Path, data_root: str | Path | None = None) -> Results:
         from ibrar import plots
 
-        tables: list[Table] = []
-        series: dict[str, dict[str, list[tuple[float, dict]]]] = {}
-        for axis, title in (("width", "Width (10,000 images, 10 epochs)"),
-                            ("epochs", "Training length (width 0.25, all 50,000 images)")):
-            pairs = [(row, label, p) for p in study if p.axis == axis for row, label in ROWS
-                     if axis != "epochs" or row in LENGTH_ROWS]
-            if not pairs:
-                continue
-            rows = [(f"{label}, {p.label}", run_group(row, p)) for row, label, p in pairs]
-            paper = {run_group(row, p): TABLE4[f"vgg16-{row}"] for row, _, p in pairs}
-            table = eval_table(experiment, folder, title, rows, COLUMNS, paper)
-            tables.append(table)
-            for (_, label, p), table_row in zip(pairs, table.rows, strict=True):
-                series.setdefault(axis, {}).setdefault(label, []).append((p.value, table_row.cells))
-        figures = plots.plot_scale_study(
-            series, folder / "scale-study", paper={label: TABLE4[f"vgg16-{row}"] for row, label in ROWS}
-        )
+        tables, series = study_tables(experiment, folder)
+        figures = plots.plot_scale_study(series, folder / "scale-study", paper=PAPER)
         notes = [
             "Each cell: our mean over seeds (± std where two seeds ran) / the paper's value for the row at its "
             "full setting (VGG16 width 1, 50,000 images, 60 epochs) / the difference.",

@@ -9,12 +9,31 @@ from pathlib import Path
 
 from ibrar.experiments.base import Experiment, RunSpec, Scale, make_runs, model_layers
 from ibrar.experiments.paper_numbers import TABLE3_ROBUST_LAYERS
-from ibrar.experiments.results import Results, eval_table, new_results
+from ibrar.experiments.results import Results, Table, eval_table, new_results
 
 MARGIN_PP = 2.0
 ATTACKS = ("pgd10", "autoattack")
 COLUMNS = (("Natural", "clean"), ("PGD", "pgd10"), ("AutoAttack", "autoattack"))
 IB_CONFIG = "table4-vgg16-2-ib"  # CE + the IB loss, no mask, no adversarial training
+
+
+def layer_table(experiment: Experiment, folder: Path) -> Table:
+    """Natural, PGD and AutoAttack accuracy of CE only, each single-layer network, all and robust layers."""
+    return eval_table(
+        experiment, folder, "PGD accuracy with the IB loss on one layer at a time", experiment.info["rows"], COLUMNS
+    )
+
+
+def robust_layers(table: Table) -> tuple[list[str], float | None]:
+    """The layers whose single-layer network beats CE only (the first row) by `MARGIN_PP` points of PGD
+    accuracy, and CE only's PGD accuracy (None: CE only has not been evaluated, so no layer is named)."""
+    reference = table.rows[0].cells["PGD"].mean
+    found = []
+    for row in table.rows:
+        pgd = row.cells["PGD"].mean
+        if row.group.startswith("layer-") and None not in (pgd, reference) and pgd - reference >= MARGIN_PP:
+            found.append(row.group.removeprefix("layer-"))
+    return found, reference
 
 
 def build(scale: Scale, seeds: int = 1) -> Experiment:
@@ -29,19 +48,8 @@ def build(scale: Scale, seeds: int = 1) -> Experiment:
         rows.append((f"IB on {which} layers", f"layers-{which}"))
 
     def report(experiment: Experiment, folder: Path, data_root: str | Path | None = None) -> Results:
-        table = eval_table(
-            experiment, folder, "PGD accuracy with the IB loss on one layer at a time", rows, COLUMNS
-        )
-        reference = table.rows[0].cells["PGD"].mean
-        found = []
-        for row in table.rows:
-            pgd = row.cells["PGD"].mean
-            if (
-                row.group.startswith("layer-")
-                and None not in (pgd, reference)
-                and pgd - reference >= MARGIN_PP
-            ):
-                found.append(row.group.removeprefix("layer-"))
+        table = layer_table(experiment, folder)
+        found, reference = robust_layers(table)
         notes = [
             f"Robust layers = single-layer runs whose PGD accuracy beats CE only by >= {MARGIN_PP} "
             f"percentage points: {', '.join(found) or 'none'} (the paper names "
@@ -64,5 +72,5 @@ def build(scale: Scale, seeds: int = 1) -> Experiment:
         seeds,
         runs,
         report,
-        info={"attacks": ATTACKS},
+        info={"attacks": ATTACKS, "rows": rows, "layers": layers},
     )

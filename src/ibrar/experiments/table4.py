@@ -29,6 +29,7 @@ COLUMNS = (
     ("AutoAttack", "autoattack"),
     ("Worst case", "worst_case"),
 )
+INFOPLANE = (("vgg16-2-ib", "IB loss"), ("vgg16-1-ce", "CE only"))  # Figure 5: (run group, label), first seeds
 
 
 def build(scale: Scale, seeds: int = 1) -> Experiment:
@@ -63,9 +64,9 @@ def build(scale: Scale, seeds: int = 1) -> Experiment:
             labels=["(a) CE", "(b) IB-RAR"],
         )
         figures += plots.plot_infoplane(
-            [first["vgg16-2-ib"], first["vgg16-1-ce"]],
+            [first[group] for group, _ in INFOPLANE],
             folder / "fig5-infoplane",
-            labels=["IB loss", "CE only"],
+            labels=[label for _, label in INFOPLANE],
         )
         figures += plots.plot_confusion(
             first["vgg16-6-ibrar"], folder / "table5-confusion", data_root=data_root, n=scale.plot_n

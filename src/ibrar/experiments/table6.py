@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ibrar.experiments.base import Experiment, RunSpec, Scale, make_runs
 from ibrar.experiments.paper_numbers import TABLE6
-from ibrar.experiments.results import Results, eval_table, new_results
+from ibrar.experiments.results import Results, Table, eval_table, new_results
 
 NETWORKS = (
     ("plain-ce", "table4-vgg16-1-ce", "Plain (CE)"),
@@ -26,20 +26,25 @@ COLUMNS = (
 )
 
 
+def adaptive_table(experiment: Experiment, folder: Path) -> Table:
+    """The three networks under ordinary PGD, PGD_AD with 10 and 100 steps, AutoAttack, and the worst case."""
+    return eval_table(
+        experiment,
+        folder,
+        "CIFAR-10 with VGG16 under the adaptive attack PGD_AD",
+        [(label, group) for group, _, label in NETWORKS],
+        COLUMNS,
+        TABLE6,
+    )
+
+
 def build(scale: Scale, seeds: int = 1) -> Experiment:
     runs: list[RunSpec] = []
     for group, config, _ in NETWORKS:
         runs += make_runs(group, config, scale, seeds, ATTACKS)
 
     def report(experiment: Experiment, folder: Path, data_root: str | Path | None = None) -> Results:
-        table = eval_table(
-            experiment,
-            folder,
-            "CIFAR-10 with VGG16 under the adaptive attack PGD_AD",
-            [(label, group) for group, _, label in NETWORKS],
-            COLUMNS,
-            TABLE6,
-        )
+        table = adaptive_table(experiment, folder)
         notes = [
             "PGD_AD maximises the network's own IB-RAR loss (Eq. 1); for the CE network it uses the "
             "default IB layers and weights.",
