@@ -13,10 +13,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ibrar.errors import IbrarError
 from ibrar.hsic import Bandwidth, Estimator, KernelKind
 
 
-class ConfigError(ValueError):
+class ConfigError(IbrarError, ValueError):
     """A configuration that cannot run; the message names each bad key and what it accepts."""
 
 

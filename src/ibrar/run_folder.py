@@ -11,13 +11,14 @@ from torch import Tensor
 from ibrar.build import ModelBundle, build_model
 from ibrar.checkpoint import CheckpointError, find_checkpoint, load_file, load_state
 from ibrar.config import RunConfig, build_config, dump_config
+from ibrar.errors import IbrarError
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 INFO_PLANE_FILE = "info_plane.jsonl"
 
 
-class RunFolderError(ValueError):
+class RunFolderError(IbrarError, ValueError):
     """The output folder cannot be used as asked (another run is there, or nothing to resume)."""
 
 

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from ibrar.data.cache import cache_path, read_cache, source_fingerprint, write_cache
+from ibrar.errors import IbrarError
 
 DATASETS = ("cifar10", "cifar100", "svhn", "tinyimagenet", "imagefolder")
 SPLITS = ("train", "test")
@@ -55,7 +56,7 @@ class ImageData:
         return len(self.classes)
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataNotFoundError(IbrarError, FileNotFoundError):
     """The dataset is not on disk (and could not be downloaded); the message lists where we looked."""
 
 
