@@ -7,3 +7,7 @@ and keeps its traceback (exit code 1).
 
 class IbrarError(Exception):
     """Bad input: the message names the problem and the fix."""
+
+
+class InputError(IbrarError, ValueError):
+    """Bad input that is also a ValueError for code calling the library (a missing run folder, a bad name)."""

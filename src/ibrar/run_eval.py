@@ -15,6 +15,7 @@ from ibrar.attacks import build_attack
 from ibrar.build import build_regularizer, resolve_device
 from ibrar.checkpoint import find_checkpoint
 from ibrar.data import ImageData, load_split, resolve_data_root
+from ibrar.errors import InputError
 from ibrar.evaluate import evaluate, format_table, masking_warnings, steps_curve
 from ibrar.run_folder import load_trained
 
@@ -44,7 +45,7 @@ def evaluate_run(
         test_data = load_split(config.data.name, root, "test")
     names = list(attacks) if attacks is not None else list(DEFAULT_ATTACKS)
     if n is not None and n < 1:
-        raise ValueError(f"--n: expected a positive number of test examples, got {n}")
+        raise InputError(f"--n: expected a positive number of test examples, got {n}")
     built = {}
     for name in names:
         params: dict[str, Any] = {"seed": seed}

@@ -51,7 +51,7 @@ def read_run_config(run_dir: Path, overrides: list[str] | None = None) -> RunCon
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise RunFolderError(f"{run_dir}: no {CONFIG_FILE}; is it a run folder written by `ibrar train`?")
-    return build_config(yaml.safe_load(path.read_text()), overrides)
+    return build_config(yaml.safe_load(path.read_text()), overrides, resolved=True)
 
 
 def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[ModelBundle, RunConfig, dict]:
@@ -60,7 +60,7 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     state = load_file(file, map_location=device)
     if "model" not in state or "config" not in state:
         raise CheckpointError(f"checkpoint {file}: expected the keys 'model' and 'config' written by ibrar train")
-    config = build_config(state["config"])
+    config = build_config(state["config"], resolved=True)
     num_classes = state.get("num_classes") or _classes_from_state(state["model"])
     input_size = int(state.get("input_size") or 32)
     bundle = build_model(config, num_classes, input_size)

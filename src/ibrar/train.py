@@ -56,7 +56,7 @@ from ibrar.step import TrainStep
 from ibrar.taps import tap_layers, unwrap
 
 
-class NonFiniteLossError(IbrarError):
+class NonFiniteLossError(IbrarError, RuntimeError):
     """The loss or an HSIC term became NaN/Inf; the last good checkpoint is kept."""
 
 
