@@ -304,7 +304,7 @@ def read_yaml_config(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str
     """A config file as a mapping; `extends: other.yaml` (relative to the file) is read first, then overlaid."""
     path = find_config(path) if not _seen else Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} (named by `extends` in {_seen[-1]}) does not exist")
+        raise ConfigError(f"config file {path} does not exist (named by `extends` in {_seen[-1]})")
     if path.resolve() in _seen:
         raise ConfigError(f"config file {path}: `extends` forms a cycle")
     try:
