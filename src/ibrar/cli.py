@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from ibrar.errors import IbrarError
 from ibrar.experiments import EXPERIMENTS, SCALES
 
 EXIT_USAGE = 2
+EXIT_BUG = 1
 LISTS = ("models", "attacks", "methods", "experiments", "configs")
 
 
@@ -244,6 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except SystemExit as err:  # argparse's --help exits by itself; main returns the code instead
         return err.code if isinstance(err.code, int) else 0
+    except Exception:  # a bug, not bad input: the traceback is what a report needs
+        traceback.print_exc()
+        return EXIT_BUG
 
 
 if __name__ == "__main__":
