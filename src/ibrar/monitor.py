@@ -39,7 +39,7 @@ class Monitor:
         report = evaluate(model, self.images, self.labels, attacks, batch_size=self.batch_size,
                           device=self.device, seed=self.seed)
         robust = report.robust["pgd"].sum() if steps else 0
-        counts = torch.tensor([report.clean * report.n, float(robust), float(report.n)], device=self.device)
+        counts = torch.tensor([round(report.clean * report.n), float(robust), float(report.n)], device=self.device)
         correct, robust, n = all_reduce_sum(counts).tolist()
         out = {"test_clean_acc": correct / n}
         if steps:
