@@ -337,6 +337,7 @@ class Trainer:
             save_atomic(final, self.run_dir / FINAL)
         barrier()
 
+
 def train(config: RunConfig, run_dir: str | Path, data_root: str | Path | None = None, resume: bool = False,
           overwrite: bool = False, quiet: bool = False) -> Trainer:
     """Train one run into `run_dir` (resuming it when asked) and return the finished trainer."""
