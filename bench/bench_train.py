@@ -16,6 +16,7 @@ from ibrar.build import build_model, build_regularizer, build_training_method
 from ibrar.config import build_config
 from ibrar.data import BatchLoader, DataNotFoundError, ImageData, load_split, resolve_data_root
 from ibrar.data.loader import derived_seed
+from ibrar.step import TrainStep
 from ibrar.taps import tap_layers
 from timing import CLOCK_NOTE, timed
 
@@ -38,7 +39,7 @@ def load_images(data_root: str | None, n: int) -> ImageData:
 
 
 class Variant:
-    """One method's training step, built through the same functions the trainer uses."""
+    """One method's training step: the trainer's own `TrainStep`, built through the same functions."""
 
     def __init__(self, name: str, overrides: dict, width: float) -> None:
         self.name = name
@@ -52,23 +53,9 @@ class Variant:
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         layers = self.regularizer.layers if self.regularizer else ()
-        with tap_layers(self.model, layers) as feats:
-            passes: dict[str, dict] = {}
-
-            def forward(inputs: torch.Tensor, pass_name: str) -> torch.Tensor:
-                logits = self.model(inputs)
-                passes[pass_name] = dict(feats)
-                return logits
-
-            if self.mask is not None:
-                self.mask.observe(x, y)
-            x_adv = self.method.perturb(self.model, x, y, generator=self.generator)
-            loss = self.method.loss(forward, x, y, x_adv).loss
-            if self.regularizer is not None:
-                loss = loss + self.regularizer(x, y, passes[self.method.train_pass]).loss
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        with tap_layers(self.model, layers) as taps:
+            TrainStep(self.model, self.model, self.method, self.optimizer, taps, self.regularizer,
+                      self.mask)(x, y, generator=self.generator)
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

@@ -1,9 +1,11 @@
-"""The `ibrar` command: every user mistake is one message and exit code 2; main never raises."""
+"""The `ibrar` command: every user mistake is one message and exit code 2, a bug a traceback and exit code 1;
+main never raises."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -158,6 +160,73 @@ def test_python_dash_m_ibrar_reports_a_usage_error_without_traceback(tmp_path):
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2
     assert "nope.yaml does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_bug_deep_in_the_code_shows_its_traceback_and_exits_1(image_folder, tmp_path, capsys, monkeypatch):
+    import ibrar.train
+
+    def broken_train(*_args, **_kwargs):
+        raise ValueError("an internal check that is not about the user's input")
+
+    monkeypatch.setattr(ibrar.train, "train", broken_train)
+    config = write_config(tmp_path / "c.yaml", image_folder)
+    code = main(["train", str(config), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "Traceback" in err and "broken_train" in err and "an internal check" in err
+
+
+def test_user_errors_share_one_type():
+    from ibrar.checkpoint import CheckpointError
+    from ibrar.cli import UsageError
+    from ibrar.config import ConfigError
+    from ibrar.data import DataNotFoundError
+    from ibrar.errors import IbrarError
+    from ibrar.run_folder import RunFolderError
+    from ibrar.train import NonFiniteLossError
+
+    for error in (UsageError, ConfigError, CheckpointError, DataNotFoundError, RunFolderError, NonFiniteLossError):
+        assert issubclass(error, IbrarError), error
+
+
+def test_version_has_one_source(capsys):
+    import importlib.metadata
+
+    import ibrar
+
+    code, out, _ = run_main(capsys, "--version")
+    assert code == 0 and out.strip() == f"ibrar {ibrar.__version__}"
+    pyproject = (SRC.parent / "pyproject.toml").read_text()
+    assert not re.search(r"(?m)^version\s*=\s*\"", pyproject) and 'attr = "ibrar.__version__"' in pyproject
+    try:
+        assert importlib.metadata.version("ibrar") == ibrar.__version__
+    except importlib.metadata.PackageNotFoundError:
+        pass  # not installed, only on PYTHONPATH
+
+
+@pytest.mark.parametrize(("what", "expected"), [("models", "vgg16"), ("attacks", "autoattack"),
+                                                ("methods", "trades"), ("experiments", "table4"),
+                                                ("configs", "cpu/table1-pgd_at-ibrar.yaml")])
+def test_list_names_what_ibrar_has(what, expected, capsys):
+    code, out, _ = run_main(capsys, "list", what)
+    assert code == 0 and expected in out.split()
+
+
+@pytest.mark.parametrize(("argv", "message"), [(["reproduce", "table9"], "invalid choice: 'table9'"),
+                                               (["reproduce", "table4", "--scale", "huge"], "invalid choice: 'huge'"),
+                                               (["list", "datasets"], "invalid choice: 'datasets'")])
+def test_choices_are_checked_by_the_parser(argv, message, capsys):
+    code, _, err = run_main(capsys, *argv)
+    assert code == 2 and message in err
+
+
+def test_print_config_shows_the_official_profile_applied(capsys):
+    code, out, _ = run_main(capsys, "train", "configs/paper/table1-pgd_at-ibrar.yaml", "profile=official",
+                            "--print-config")
+    config = yaml.safe_load(out)
+    assert code == 0
+    assert config["method"]["eps"] == 0.03 and config["method"]["alpha"] == pytest.approx(0.0069)
+    assert config["mask"]["rule"] == "official"
 
 
 # ---- inputs given to attacks -------------------------------------------------------------------------

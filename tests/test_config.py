@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -11,10 +9,18 @@ from hypothesis import strategies as st
 
 from conftest import tiny_config
 from ibrar.build import check_model_config
-from ibrar.config import ConfigError, RunConfig, build_config, dump_config, load_config, parse_override
+from ibrar.config import (
+    ConfigError,
+    RunConfig,
+    build_config,
+    dump_config,
+    load_config,
+    parse_override,
+    shipped_configs_dir,
+)
 from ibrar.train import train
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = shipped_configs_dir()
 SHIPPED = sorted(p for p in CONFIGS.rglob("*.yaml"))
 
 

@@ -39,11 +39,27 @@ def test_report_fields_and_json(report):
     assert report.n == 64 and report.seed == 3 and len(report.indices) == 64
     d = json.loads(json.dumps(report.to_dict()))
     assert {"n", "seed", "clean", "worst_case", "attacks"} <= d.keys()
-    pgd = d["attacks"][1]
-    assert pgd["name"] == "pgd5" and pgd["params"]["steps"] == 5
+    (pgd,) = [a for a in d["attacks"] if a["name"] == "pgd5"]
+    assert pgd["params"]["steps"] == 5
     assert {"accuracy", "n_robust", "seconds", "loss_clean", "loss_adv"} <= pgd.keys()
-    assert pgd["n_robust"] == round(pgd["accuracy"] * 64)
+    assert pgd["n_robust"] == int(report.robust["pgd5"].sum())
     assert "worst case" in format_table(report) and "pgd5" in format_table(report)
+
+
+def test_accuracies_match_an_independent_recount():
+    """Clean and robust counts recomputed here, outside evaluate, on the examples it chose."""
+    model = trained_model()
+    x, y = test_data(96)
+    rep = evaluate(model, x, y, {"fgsm": FGSM(model, EPS)}, batch_size=40, n=64, seed=3)
+    xs, ys = x[rep.indices], y[rep.indices]
+    with torch.no_grad():
+        correct = model(xs).argmax(1) == ys
+        robust = correct & (model(FGSM(model, EPS)(xs, ys)).argmax(1) == ys)
+    assert rep.clean == correct.float().mean().item()
+    result = rep.result("fgsm")
+    assert torch.equal(rep.robust["fgsm"], robust)
+    assert result.n_robust == int(robust.sum()) and result.accuracy == robust.float().mean().item()
+    assert 0 < result.n_robust < int(correct.sum())  # FGSM breaks some of the examples, not all
 
 
 def test_subset_is_fixed_by_the_seed():

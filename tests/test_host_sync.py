@@ -9,7 +9,8 @@ from conftest import tiny_config
 from ibrar.config import build_config
 from ibrar.host_sync import HostSyncError, forbid_host_sync, sync_allowed
 from ibrar.methods.pgd_at import PGDAT
-from ibrar.train import LossReadout, Trainer, train
+from ibrar.metrics import LossReadout
+from ibrar.train import Trainer, train
 
 READS = {
     "item": lambda t: t.sum().item(),

@@ -18,6 +18,7 @@ from torch import nn
 
 from ibrar.config import ConfigError, RunConfig
 from ibrar.data import ImageData, load_split, resolve_data_root
+from ibrar.distributed import all_reduce_mean
 from ibrar.mask import ChannelMask
 from ibrar.methods import Method, build_method
 from ibrar.models import create_model
@@ -95,7 +96,8 @@ def build_model(config: RunConfig, num_classes: int, input_size: int) -> ModelBu
             bundle.mask = ChannelMask(channels, num_classes, rule=mk.rule, drop_fraction=mk.drop_fraction,
                                       official_count=mk.official_count, refresh_every=mk.refresh_every,
                                       at_eval=mk.at_eval, estimator=config.ib.estimator,
-                                      label_kernel=config.ib.label_kernel, sigma=config.ib.sigma)
+                                      label_kernel=config.ib.label_kernel, sigma=config.ib.sigma,
+                                      reduce=all_reduce_mean)
         except ValueError as err:
             raise ConfigError(f"mask.{err}") from None
         bundle.mask.attach(model, last_conv)

@@ -18,11 +18,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from ibrar.errors import IbrarError
+
 LATEST = "checkpoint.pt"
 FINAL = "final.pt"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(IbrarError, ValueError):
     """A checkpoint that cannot be used; the message says why and what to do."""
 
 
@@ -118,3 +120,34 @@ def find_checkpoint(path: str | Path) -> Path:
     if path.is_file():
         return path
     raise CheckpointError(f"{path} does not exist: give a run folder or a checkpoint file")
+
+
+def training_state(model: nn.Module, mask: nn.Module | None, optimizer: torch.optim.Optimizer, scheduler: Any,
+                   counters: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything a run needs to continue exactly: weights, mask, optimizer, schedule, counters, random state."""
+    return {
+        "model": model.state_dict(),
+        "mask": mask.state_dict() if mask is not None else None,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        **counters,
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "config": dict(config),
+    }
+
+
+def restore_training_state(path: Path, model: nn.Module, mask: nn.Module | None, optimizer: torch.optim.Optimizer,
+                           scheduler: Any, device: torch.device) -> dict[str, Any]:
+    """Load `path` (written from `training_state`) into the objects and the random state; return the file's
+    other entries (the counters)."""
+    state = load_file(path, map_location=device)
+    load_state(model, state["model"], "model", path)
+    if mask is not None and state.get("mask") is not None:
+        load_state(mask, state["mask"], "channel mask", path)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng_cpu"].cpu())
+    if state.get("rng_cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng_cuda"])
+    return state

@@ -1,7 +1,7 @@
 """The `ibrar` command: thin; it parses arguments and calls the library.
 
-Every error a user can cause (config, data, checkpoint, run folder, command line) ends in one message on
-stderr and exit code 2, never a traceback.
+Every error a user can cause (config, data, checkpoint, run folder, command line: an `IbrarError`) ends in
+one message on stderr and exit code 2. Any other exception is a bug: its traceback is shown, exit code 1.
 """
 
 from __future__ import annotations
@@ -9,13 +9,20 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from ibrar import __version__
+from ibrar.errors import IbrarError
+from ibrar.experiments import EXPERIMENTS, SCALES
+
 EXIT_USAGE = 2
+EXIT_BUG = 1
+LISTS = ("models", "attacks", "methods", "experiments", "configs")
 
 
-class UsageError(ValueError):
+class UsageError(IbrarError, ValueError):
     """A command-line mistake."""
 
 
@@ -28,6 +35,16 @@ def _split_config_and_overrides(config: str | None, overrides: list[str]) -> tup
     if config is not None and "=" in config and not Path(config).exists():
         return None, [config, *overrides]
     return config, overrides
+
+
+def _check_attack_names(names: Sequence[str], where: str) -> None:
+    from ibrar.attacks.registry import parse_attack_name
+
+    for name in names:
+        try:
+            parse_attack_name(name)
+        except ValueError as err:
+            raise UsageError(f"{where}: {err}") from None
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -52,6 +69,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         # torchrun --max-restarts relaunches the same command after a failure: continue the run it started.
         if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0 and (run_dir / "config.yaml").is_file():
             args.resume = str(run_dir)
+    if args.print_config:
+        from ibrar.config import dump_config
+
+        print(dump_config(config), end="")
+        return 0
+    if not args.no_eval:
+        _check_attack_names(config.eval.attacks, "eval.attacks")
     trainer = train(config, run_dir, data_root=args.data_root, resume=bool(args.resume),
                     overwrite=args.overwrite, quiet=args.quiet)
     if config.eval.attacks and not args.no_eval:
@@ -75,7 +99,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from ibrar.run_eval import evaluate_run
 
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None
-    steps = [int(s) for s in args.steps.split(",")] if args.steps else None
+    _check_attack_names(attacks or [], "--attacks")
+    try:
+        steps = [int(s) for s in args.steps.split(",")] if args.steps else None
+    except ValueError:
+        raise UsageError(f"--steps: expected comma-separated step counts such as 1,5,10, got {args.steps!r}") from None
+    if steps is not None and min(steps) < 1:
+        raise UsageError(f"--steps: expected step counts >= 1, got {args.steps!r}")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size: expected a positive number, got {args.batch_size}")
     report = evaluate_run(args.run, data_root=args.data_root, attacks=attacks, n=args.n, steps=steps,
                           seed=args.seed, batch_size=args.batch_size, quiet=args.quiet, device=args.device,
                           large_eps_check=not args.no_large_eps_check)
@@ -95,6 +127,29 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     folder = run_experiment(experiment, args.out, data_root=args.data_root, quiet=args.quiet, log=log, only=only)
     if (folder / "results.md").is_file():
         print((folder / "results.md").read_text())
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "models":
+        from ibrar.models import list_models
+
+        names = list_models()
+    elif args.what == "attacks":
+        from ibrar.attacks.registry import attack_names
+
+        names = attack_names()
+    elif args.what == "methods":
+        from ibrar.methods import METHODS
+
+        names = sorted(METHODS)
+    elif args.what == "experiments":
+        names = list(EXPERIMENTS)
+    else:
+        from ibrar.config import shipped_configs
+
+        names = shipped_configs()
+    print("\n".join(names))
     return 0
 
 
@@ -144,10 +199,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ibrar", description="Train robust classifiers with IB-RAR and evaluate them honestly.")
+    parser.add_argument("--version", action="version", version=f"ibrar {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train one run from a YAML config (plus key=value overrides)")
-    p.add_argument("config", nargs="?", help="YAML config (see configs/)")
+    p.add_argument("config", nargs="?", help="YAML config: a file, or a shipped name (`ibrar list configs`)")
     p.add_argument("overrides", nargs="*", help="dotted overrides such as train.epochs=3")
     p.add_argument("--data-root", help="data folder (else $IBRAR_DATA_ROOT, else ~/.cache/ibrar-data)")
     p.add_argument("--out", help="run folder (default runs/<config name>)")
@@ -155,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars (for logs)")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation (eval.attacks) after training")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (file, profile, overrides) and exit without training")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="robustness evaluation of a run folder or checkpoint")
@@ -176,8 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("reproduce", help="run a paper experiment; results beside the paper's")
-    p.add_argument("experiment", help="table1, table2, table3, table4, table6, fig2, fig4 or fig6")
-    p.add_argument("--scale", default="cpu",
+    p.add_argument("experiment", choices=EXPERIMENTS, help="the table or figure of the paper")
+    p.add_argument("--scale", default="cpu", choices=list(SCALES),
                    help="smoke: about a minute on tiny ImageFolder data; cpu: CPU-sized twins; paper: exact")
     p.add_argument("--out", default="runs", help="runs go to OUT/<experiment>-<scale>/<run>/ (default runs)")
     p.add_argument("--data-root")
@@ -187,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", help="comma-separated run or row names to run now (results once all have run)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_reproduce)
+
+    p = sub.add_parser("list", help="name what ibrar has: models, attacks, methods, experiments, configs")
+    p.add_argument("what", choices=LISTS)
+    p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("plot", help="draw a paper figure from run folders (PNG and PDF)")
     p.add_argument("kind", choices=["steps", "tsne", "convergence", "infoplane", "beta", "confusion"])
@@ -210,13 +272,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    from ibrar.checkpoint import CheckpointError
-    from ibrar.config import ConfigError
-    from ibrar.data import DataNotFoundError
-    from ibrar.run_folder import RunFolderError
-    from ibrar.train import NonFiniteLossError
-
-    user_errors = (UsageError, ConfigError, CheckpointError, DataNotFoundError, RunFolderError, NonFiniteLossError)
     try:
         args, extra = parser.parse_known_args(argv)
         # argparse stops filling `overrides` at the first option; key=value items after options still count.
@@ -228,10 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help(sys.stderr)
             return EXIT_USAGE
         return args.func(args)
-    except user_errors as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except ValueError as err:  # bad input caught by a library check (data, labels, options)
+    except IbrarError as err:  # bad input: one line; anything else is a bug and keeps its traceback
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:  # output piped into `head` and the like
@@ -242,6 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except SystemExit as err:  # argparse's --help exits by itself; main returns the code instead
         return err.code if isinstance(err.code, int) else 0
+    except Exception:  # a bug, not bad input: the traceback is what a report needs
+        traceback.print_exc()
+        return EXIT_BUG
 
 
 if __name__ == "__main__":

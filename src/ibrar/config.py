@@ -6,6 +6,7 @@ Fractions such as `8/255` are accepted wherever a number is expected.
 
 from __future__ import annotations
 
+import importlib.resources
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -13,10 +14,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ibrar.errors import IbrarError
 from ibrar.hsic import Bandwidth, Estimator, KernelKind
 
 
-class ConfigError(ValueError):
+class ConfigError(IbrarError, ValueError):
     """A configuration that cannot run; the message names each bad key and what it accepts."""
 
 
@@ -205,19 +207,28 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def official_profile(data: dict[str, Any]) -> dict[str, Any]:
-    """The authors' code's settings (METHOD.md section 4), as defaults under whatever the config says."""
+def official_profile(data: dict[str, Any], eps: Any = None) -> dict[str, Any]:
+    """The authors' code's settings where they differ from the paper's text (METHOD.md section 4).
+
+    `data` is the run as the file and the command line describe it (its method picks the values); `eps` is an
+    eps given on the command line, which the PGD step then follows (None: the authors' 0.03).
+    """
     method = data.get("method") if isinstance(data.get("method"), dict) else {}
-    eps = _parse_fraction(method.get("eps", 0.03))
+    name = method.get("name", "ce")
+    eps = _parse_fraction(eps)
+    eps = eps if isinstance(eps, (int, float)) and not isinstance(eps, bool) else 0.03
     preset: dict[str, Any] = {
-        "method": {"eps": 0.03, "alpha": (eps if isinstance(eps, float) else 0.03) / 10 * 2.3, "variant": "official"},
+        # eps 0.03 and PGD step eps/10*2.3 (0.0069): the authors' scripts (paper text: 8/255 and 2/255).
+        "method": {"eps": 0.03, "alpha": eps / 10 * 2.3, "variant": "official"},
         "mask": {"rule": "official"},
     }
-    if method.get("name") == "mart":
+    if name == "mart":  # the authors' MART: beta 0.5 and a constant learning rate (paper text: beta 6, StepLR)
         preset["method"]["beta"] = 0.5
         preset["optim"] = {"schedule": "none"}
-    if method.get("name") in ("trades", "mart"):
+    if name in ("trades", "mart"):  # their TRADES/MART scripts: Gaussian label kernel, IB on both passes
         preset["ib"] = {"label_kernel": "gaussian", "passes": "both"}
+    if name in ("ce", "vib"):  # their no-AT scripts: momentum 0.9, no weight decay (paper text: 0 and 1e-2)
+        preset["optim"] = {"momentum": 0.9, "weight_decay": 0.0}
     return preset
 
 
@@ -232,24 +243,68 @@ def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build_config(data: dict[str, Any] | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Validate a config mapping (plus overrides); raises ConfigError with every problem listed."""
+def build_config(data: dict[str, Any] | None = None, overrides: list[str] | None = None,
+                 resolved: bool = False) -> RunConfig:
+    """Validate a config in three layers: the file's mapping, then its profile, then the overrides.
+
+    The `official` profile overrides what the file says (so that every shipped config runs with the authors'
+    values), and `key=value` overrides come last. `resolved=True` reads a config that already went through
+    this (a run folder's config.yaml): its profile is not applied a second time. Raises ConfigError with
+    every problem listed.
+    """
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"config: expected a mapping of sections, got {type(data).__name__}")
-    data = apply_overrides(deep_merge({}, data or {}), list(overrides or []))
-    if data.get("profile") == "official":
-        data = deep_merge(official_profile(data), data)
+    overrides = list(overrides or [])
+    wanted = apply_overrides(deep_merge({}, data or {}), overrides)  # the run as file + command line give it
+    layered = deep_merge({}, data or {})
+    if resolved and any(parse_override(item)[0] == ["profile"] for item in overrides):
+        raise ConfigError("profile: a run's stored config already has its profile applied; start a new run "
+                          "from the config file to change the profile")
+    if not resolved and wanted.get("profile") == "official":
+        eps = [value for path, value in map(parse_override, overrides) if path == ["method", "eps"]]
+        preset = official_profile(wanted, eps[-1] if eps else None)
+        for section, values in preset.items():
+            if isinstance(layered.get(section, {}), dict):  # a malformed section is left for validation
+                layered[section] = deep_merge(layered.get(section, {}), values)
+    layered = apply_overrides(layered, overrides)
     try:
-        return RunConfig.model_validate(data)
+        return RunConfig.model_validate(layered)
     except ValidationError as err:
         raise ConfigError(_format_errors(err)) from None
 
 
+def shipped_configs_dir() -> Path:
+    """The configs shipped inside the package (the `configs` folder of a checkout links to it)."""
+    return Path(str(importlib.resources.files("ibrar") / "configs"))
+
+
+def shipped_configs() -> list[str]:
+    """Names of the shipped configs, relative to `shipped_configs_dir()` (`cpu/table1-pgd_at.yaml`, ...)."""
+    root = shipped_configs_dir()
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.yaml"))
+
+
+def find_config(name: str | Path) -> Path:
+    """A config file on disk, else a shipped one: `cpu/table1-pgd_at.yaml`, `configs/cpu/table1-pgd_at.yaml`
+    and `cpu/table1-pgd_at` all name the same shipped file wherever ibrar is installed."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    if not path.is_absolute():
+        relative = path.as_posix().removeprefix("./").removeprefix("configs/")
+        for candidate in (relative, f"{relative}.yaml"):
+            shipped = shipped_configs_dir() / candidate
+            if shipped.is_file():
+                return shipped
+    raise ConfigError(f"config file {name} does not exist, here or among the shipped configs; "
+                      "`ibrar list configs` names the shipped ones")
+
+
 def read_yaml_config(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A config file as a mapping; `extends: other.yaml` (relative to the file) is read first, then overlaid."""
-    path = Path(path)
+    path = find_config(path) if not _seen else Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; shipped configs are in configs/")
+        raise ConfigError(f"config file {path} does not exist (named by `extends` in {_seen[-1]})")
     if path.resolve() in _seen:
         raise ConfigError(f"config file {path}: `extends` forms a cycle")
     try:

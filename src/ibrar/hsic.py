@@ -96,6 +96,25 @@ def linear_kernel(x: Tensor) -> Tensor:
     return x @ x.transpose(-1, -2)
 
 
+def one_hot_labels(y: Tensor, num_classes: int) -> Tensor:
+    """Labels (m,) -> one-hot float (m, num_classes), with a clear error for labels out of range.
+
+    `scatter_` rather than `F.one_hot`, which validates the labels on the host (a sync per step on a GPU);
+    on the CPU `scatter_` itself refuses an index out of range, and that refusal becomes the error.
+    """
+    if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        raise ValueError(f"y: expected integer class labels, got dtype {y.dtype}")
+    if y.dim() != 1:
+        raise ValueError(f"y: expected a 1-D tensor of labels, got shape {tuple(y.shape)}")
+    try:
+        return torch.zeros(y.shape[0], num_classes, device=y.device).scatter_(1, y.long()[:, None], 1.0)
+    except RuntimeError as err:
+        if "out of bounds" not in str(err):
+            raise
+        raise ValueError(f"y: labels must lie in [0, {num_classes - 1}] (num_classes={num_classes}); "
+                         f"{str(err).splitlines()[0]}") from None
+
+
 def kernel_matrix(
     x: Tensor, kind: KernelKind = "gaussian", sigma: float = 5.0, bandwidth: Bandwidth = "scaled"
 ) -> KernelMatrix:

@@ -13,14 +13,13 @@ information; zeroing them removes features an attacker could use. Two behaviours
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from ibrar.distributed import all_reduce_mean
 from ibrar.hsic import (
     ESTIMATORS,
     Estimator,
@@ -29,12 +28,16 @@ from ibrar.hsic import (
     gaussian_kernel,
     kernel_matrix,
     nocco_low_rank,
+    one_hot_labels,
     prepare,
 )
-from ibrar.regularizer import one_hot_labels
 from ibrar.taps import find_modules
 
 MaskRule = Literal["paper", "official"]
+
+
+def _identity(t: Tensor) -> Tensor:
+    return t
 
 
 class ChannelMask(nn.Module):
@@ -53,6 +56,7 @@ class ChannelMask(nn.Module):
         estimator: Estimator = "nocco",
         label_kernel: KernelKind = "linear",
         sigma: float = 5.0,
+        reduce: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         super().__init__()
         if num_channels < 1:
@@ -79,6 +83,8 @@ class ChannelMask(nn.Module):
         self.estimator = estimator
         self.label_kernel = label_kernel
         self.sigma = sigma
+        # Under DDP each rank scores its own batch; `reduce` (a mean over ranks) gives all ranks one mask.
+        self.reduce = reduce if reduce is not None else _identity
         self.register_buffer("mask", torch.ones(num_channels))
         # The batch counter is state: a resumed run must refresh on the same batches.
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
@@ -151,9 +157,8 @@ class ChannelMask(nn.Module):
                 x, y = self._pending
                 self._pending = None
                 score_y, score_x = self.channel_scores(output, y, x if self.rule == "official" else None)
-                # Under DDP every rank scores its own batch; averaging the scores gives all ranks one mask.
-                score_y = all_reduce_mean(score_y)
-                score_x = all_reduce_mean(score_x) if score_x is not None else None
+                score_y = self.reduce(score_y)
+                score_x = self.reduce(score_x) if score_x is not None else None
                 new_mask = self.select(score_y, score_x).to(self.mask.dtype)
                 if self.rule == "paper":
                     self.mask.copy_(new_mask)

@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
+from ibrar.errors import InputError
 from ibrar.jsonl import read_jsonl  # noqa: E402
 
 FAMILY_TITLES = {"pgd": "PGD", "cw": "CW", "nifgsm": "NI-FGSM"}
@@ -39,11 +40,11 @@ def save_figure(fig: Any, out_stem: str | Path) -> list[Path]:
 
 def _run_dirs(run_dirs: Sequence[str | Path]) -> list[Path]:
     if isinstance(run_dirs, (str, Path)) or not run_dirs:
-        raise ValueError(f"run_dirs: expected a non-empty list of run folders, got {run_dirs!r}")
+        raise InputError(f"run_dirs: expected a non-empty list of run folders, got {run_dirs!r}")
     dirs = [Path(d) for d in run_dirs]
     for d in dirs:
         if not d.is_dir():
-            raise ValueError(f"run_dirs: {d} is not a folder")
+            raise InputError(f"run_dirs: {d} is not a folder")
     return dirs
 
 
@@ -57,13 +58,13 @@ def _labels(dirs: Sequence[Path], labels: Sequence[str] | None) -> list[str]:
 
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise ValueError(f"run_dirs: {path} is missing; train and evaluate the run first")
+        raise InputError(f"run_dirs: {path} is missing; train and evaluate the run first")
     return json.loads(path.read_text())
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
-        raise ValueError(f"run_dirs: {path} is missing; train the run first")
+        raise InputError(f"run_dirs: {path} is missing; train the run first")
     return read_jsonl(path)
 
 
@@ -78,7 +79,7 @@ def plot_steps(
     names = _labels(dirs, labels)
     evals = [_read_json(d / "eval.json") for d in dirs]
     if not any(e.get("curves") for e in evals):
-        raise ValueError("run_dirs: no eval.json has curves; evaluate with --steps 1,5,10,20,50")
+        raise InputError("run_dirs: no eval.json has curves; evaluate with --steps 1,5,10,20,50")
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     for ax, (family, title) in zip(axes, FAMILY_TITLES.items(), strict=False):
         for name, result in zip(names, evals, strict=True):
@@ -117,7 +118,7 @@ def _test_examples(
 
 def _check_n(n: int) -> None:
     if not isinstance(n, int) or n < 2:
-        raise ValueError(f"n: expected an integer >= 2 (number of test examples), got {n!r}")
+        raise InputError(f"n: expected an integer >= 2 (number of test examples), got {n!r}")
 
 
 @torch.no_grad()
@@ -224,14 +225,14 @@ def plot_infoplane(
     for ax, run_dir, name in zip(axes[0], dirs, names, strict=True):
         rows = _read_jsonl(run_dir / "info_plane.jsonl")
         if not rows:
-            raise ValueError(
+            raise InputError(
                 f"run_dirs: {run_dir} has no info-plane records; train with train.info_plane_every > 0"
             )
         present = list(rows[0]["hsic_x"])
         chosen = list(layers) if layers else present
         unknown = [layer for layer in chosen if layer not in present]
         if unknown:
-            raise ValueError(f"layers: {unknown} not recorded in {run_dir}; recorded: {present}")
+            raise InputError(f"layers: {unknown} not recorded in {run_dir}; recorded: {present}")
         its = np.array([r["iteration"] for r in rows])
         scatter = None
         for i, layer in enumerate(chosen):
@@ -253,7 +254,7 @@ def plot_infoplane(
 def _beta(run_dir: Path) -> float:
     path = run_dir / "config.yaml"
     if not path.is_file():
-        raise ValueError(f"run_dirs: {path} is missing; is {run_dir} a run folder?")
+        raise InputError(f"run_dirs: {path} is missing; is {run_dir} a run folder?")
     return float(yaml.safe_load(path.read_text())["ib"]["beta"])
 
 
@@ -276,7 +277,7 @@ def plot_beta(
             next((a["accuracy"] for a in e.get("attacks", []) if a["name"] == name), None) for _, e in points
         ]
         if all(a is None for a in accs):
-            raise ValueError(f"attacks: {name!r} is not in the runs' eval.json; evaluated: {found}")
+            raise InputError(f"attacks: {name!r} is not in the runs' eval.json; evaluated: {found}")
         ax.plot(betas, [np.nan if a is None else 100 * a for a in accs], marker="s", label=name)
     if min(betas) > 0:
         ax.set_xscale("log")

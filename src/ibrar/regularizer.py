@@ -12,7 +12,6 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ibrar.host_sync import sync_allowed
 from ibrar.hsic import (
     ESTIMATORS,
     KERNELS,
@@ -22,6 +21,7 @@ from ibrar.hsic import (
     KernelMatrix,
     combine,
     kernel_matrix,
+    one_hot_labels,
     prepare,
 )
 
@@ -40,32 +40,6 @@ class IBTerms:
     loss: Tensor
     hsic_x: dict[str, Tensor] = field(default_factory=dict)
     hsic_y: dict[str, Tensor] = field(default_factory=dict)
-
-
-def _compiling() -> bool:
-    """Inside torch.compile tracing (where a host read would split the graph)."""
-    is_compiling = getattr(torch.compiler, "is_compiling", None)
-    return bool(is_compiling and is_compiling())
-
-
-def one_hot_labels(y: Tensor, num_classes: int) -> Tensor:
-    """Labels (m,) -> one-hot float (m, num_classes), with a clear error for labels out of range.
-
-    The range check reads the labels on the host, so it runs only for CPU tensors: on a GPU it would
-    synchronise every training step.
-    """
-    if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
-        raise ValueError(f"y: expected integer class labels, got dtype {y.dtype}")
-    if y.dim() != 1:
-        raise ValueError(f"y: expected a 1-D tensor of labels, got shape {tuple(y.shape)}")
-    if y.numel() and y.device.type == "cpu" and not _compiling():
-        with sync_allowed():  # host tensors: reading them waits for nothing
-            low, high = int(y.min()), int(y.max())
-        if low < 0 or high >= num_classes:
-            raise ValueError(f"y: labels must lie in [0, {num_classes - 1}] (num_classes={num_classes}), "
-                             f"got range [{low}, {high}]")
-    # scatter rather than F.one_hot, which validates the labels on the host (a sync per step on a GPU)
-    return torch.zeros(y.shape[0], num_classes, device=y.device).scatter_(1, y.long()[:, None], 1.0)
 
 
 class IBRegularizer:

@@ -19,6 +19,7 @@ from ibrar.attacks import build_attack
 from ibrar.build import build_regularizer, resolve_device
 from ibrar.checkpoint import find_checkpoint
 from ibrar.data import ImageData, load_split, resolve_data_root
+from ibrar.errors import InputError
 from ibrar.eval_estimate import estimate_seconds, format_duration
 from ibrar.evaluate import DEFAULT_BATCH_SIZE, evaluate, format_table, masking_warnings, select_subset, steps_curve
 from ibrar.reproducibility import run_metadata
@@ -55,12 +56,12 @@ def evaluate_run(
         test_data = load_split(config.data.name, root, "test")
     names = list(attacks) if attacks is not None else list(DEFAULT_ATTACKS)
     if n is not None and n < 1:
-        raise ValueError(f"--n: expected a positive number of test examples, got {n}")
+        raise InputError(f"--n: expected a positive number of test examples, got {n}")
     total = len(test_data.labels)
     if n == DEFAULT_N and n > total:
         n = None
     if n is not None and n > total:
-        raise ValueError(f"--n: the test set has {total} examples, got {n}; pass --n all for all of them")
+        raise InputError(f"--n: the test set has {total} examples, got {n}; pass --n all for all of them")
     built = {}
     for name in names:
         params: dict[str, Any] = {"seed": seed}

@@ -11,13 +11,14 @@ from torch import Tensor
 from ibrar.build import ModelBundle, build_model
 from ibrar.checkpoint import CheckpointError, find_checkpoint, load_file, load_state
 from ibrar.config import RunConfig, build_config, dump_config
+from ibrar.errors import IbrarError
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 INFO_PLANE_FILE = "info_plane.jsonl"
 
 
-class RunFolderError(ValueError):
+class RunFolderError(IbrarError, ValueError):
     """The output folder cannot be used as asked (another run is there, or nothing to resume)."""
 
 
@@ -50,7 +51,7 @@ def read_run_config(run_dir: Path, overrides: list[str] | None = None) -> RunCon
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise RunFolderError(f"{run_dir}: no {CONFIG_FILE}; is it a run folder written by `ibrar train`?")
-    return build_config(yaml.safe_load(path.read_text()), overrides)
+    return build_config(yaml.safe_load(path.read_text()), overrides, resolved=True)
 
 
 def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[ModelBundle, RunConfig, dict]:
@@ -59,7 +60,7 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     state = load_file(file, map_location=device)
     if "model" not in state or "config" not in state:
         raise CheckpointError(f"checkpoint {file}: expected the keys 'model' and 'config' written by ibrar train")
-    config = build_config(state["config"])
+    config = build_config(state["config"], resolved=True)
     num_classes = state.get("num_classes") or _classes_from_state(state["model"])
     input_size = int(state.get("input_size") or 32)
     bundle = build_model(config, num_classes, input_size)

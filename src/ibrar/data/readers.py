@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from ibrar.data.cache import cache_path, read_cache, source_fingerprint, write_cache
+from ibrar.errors import IbrarError, InputError
 
 DATASETS = ("cifar10", "cifar100", "svhn", "tinyimagenet", "imagefolder")
 SPLITS = ("train", "test")
@@ -55,7 +56,7 @@ class ImageData:
         return len(self.classes)
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataNotFoundError(IbrarError, FileNotFoundError):
     """The dataset is not on disk (and could not be downloaded); the message lists where we looked."""
 
 
@@ -115,7 +116,7 @@ def scan_image_folder(directory: Path) -> tuple[list[Path], list[int], list[str]
     directory = Path(directory)
     classes = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
     if not classes:
-        raise ValueError(f"{directory}: expected one sub-folder per class, found none")
+        raise InputError(f"{directory}: expected one sub-folder per class, found none")
     files: list[Path] = []
     labels: list[int] = []
     for index, class_name in enumerate(classes):
@@ -126,7 +127,7 @@ def scan_image_folder(directory: Path) -> tuple[list[Path], list[int], list[str]
             if e.is_file() and Path(e.name).suffix.lower() in IMAGE_SUFFIXES
         )
         if not images:
-            raise ValueError(
+            raise InputError(
                 f"class folder {folder} holds no images (expected {sorted(IMAGE_SUFFIXES)} files)"
             )
         files += [folder / image for image in images]
@@ -140,7 +141,7 @@ def read_rgb(path: Path) -> np.ndarray:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"), dtype=np.uint8)
     except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from err
+        raise InputError(f"cannot read image {path}: {err}") from err
 
 
 def decode_images(files: Sequence[Path], workers: int | None = None) -> torch.Tensor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 
+from ibrar.errors import InputError
 from ibrar.experiments.base import (
     SCALES,
     Experiment,
@@ -25,9 +26,9 @@ EXPERIMENTS = ("table1", "table2", "table3", "table4", "table6", "fig2", "fig4",
 def build_experiment(name: str, scale: str | Scale = "cpu", seeds: int = 1) -> Experiment:
     """The runs of one experiment (`EXPERIMENTS`) at a scale ('smoke', 'cpu' or 'paper')."""
     if name not in EXPERIMENTS:
-        raise ValueError(f"name: expected one of {list(EXPERIMENTS)}, got {name!r}")
+        raise InputError(f"name: expected one of {list(EXPERIMENTS)}, got {name!r}")
     if not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"seeds: expected a positive integer, got {seeds!r}")
+        raise InputError(f"seeds: expected a positive integer, got {seeds!r}")
     resolved = scale if isinstance(scale, Scale) else get_scale(scale)
     module = importlib.import_module(f"ibrar.experiments.{name}")
     return module.build(resolved, seeds)

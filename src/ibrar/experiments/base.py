@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ibrar.config import load_config
+from ibrar.config import ConfigError, load_config, shipped_configs_dir
+from ibrar.errors import InputError
 from ibrar.jsonl import read_jsonl
 from ibrar.models import create_model
 
-# The shipped configs of a source checkout; IBRAR_CONFIGS points elsewhere (e.g. for an installed package).
-CONFIG_ROOT = Path(os.environ.get("IBRAR_CONFIGS", Path(__file__).resolve().parents[3] / "configs"))
+# The configs shipped in the package; IBRAR_CONFIGS points elsewhere (a folder with paper/ and cpu/ inside).
+CONFIG_ROOT = Path(os.environ.get("IBRAR_CONFIGS") or shipped_configs_dir())
 
 # Logical attack names (what the paper's tables call them) -> the attack the registry builds at full scale.
 FULL_ATTACKS: dict[str, str] = {
@@ -111,7 +112,7 @@ SCALES: dict[str, Scale] = {
 
 def get_scale(name: str) -> Scale:
     if name not in SCALES:
-        raise ValueError(f"scale: expected one of {list(SCALES)}, got {name!r}")
+        raise InputError(f"scale: expected one of {list(SCALES)}, got {name!r}")
     return SCALES[name]
 
 
@@ -157,8 +158,8 @@ def resolve_config(
         return twin, ()
     paper = config_root / "paper" / f"{config_name}.yaml"
     if not paper.is_file():
-        raise ValueError(f"config_name: no {paper} (configs are looked up under {config_root}; "
-                         "set IBRAR_CONFIGS to the configs/ folder of an ibrar checkout)")
+        raise ConfigError(f"config_name: no {paper} (configs are looked up under {config_root}; "
+                          "IBRAR_CONFIGS, when set, must name a folder holding paper/ and cpu/)")
     return paper, scale.overrides
 
 
@@ -173,7 +174,7 @@ def make_runs(
 ) -> list[RunSpec]:
     """The specs of one row: one run per seed (named `<name>-seed<k>` when there is more than one)."""
     if not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"seeds: expected a positive integer, got {seeds!r}")
+        raise InputError(f"seeds: expected a positive integer, got {seeds!r}")
     config, sizing = resolve_config(config_name, scale)
     # `ibrar train` would evaluate config.eval.attacks itself; the experiment evaluates with its own list.
     base = (*sizing, *overrides, *scale.final_overrides, "eval.attacks=[]")
@@ -240,7 +241,7 @@ def run_spec(
     if state in ("resume", "evaluate"):
         stored = read_run_config(run_dir)
         if stored.model_dump(mode="json") != config.model_dump(mode="json"):
-            raise ValueError(
+            raise InputError(
                 f"out: run folder {run_dir} holds a run with another config; delete it or pass another --out"
             )
     test_data = None
@@ -287,7 +288,7 @@ def run_experiment(
         known = {r.name for r in experiment.runs} | {r.group for r in experiment.runs}
         unknown = sorted(set(only) - known)
         if unknown:
-            raise ValueError(f"only: unknown runs {unknown}; this experiment has {sorted(known)}")
+            raise InputError(f"only: unknown runs {unknown}; this experiment has {sorted(known)}")
         chosen = [r for r in experiment.runs if r.name in only or r.group in only]
     for i, spec in enumerate(chosen, 1):
         run_dir = folder / spec.name
@@ -341,7 +342,7 @@ def run_commands(
 def read_eval(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "eval.json"
     if not path.is_file():
-        raise ValueError(f"run_dir: {run_dir} has no eval.json; run the experiment first")
+        raise InputError(f"run_dir: {run_dir} has no eval.json; run the experiment first")
     return json.loads(path.read_text())
 
 

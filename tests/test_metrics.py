@@ -1,0 +1,57 @@
+"""What a user reads per epoch: a line of numbers with units, not a Python dict."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import tiny_config
+from ibrar.config import build_config
+from ibrar.metrics import progress_line, spike_notes
+from ibrar.train import train
+
+
+def test_the_epoch_line_reads_as_numbers_with_units():
+    line = {"epoch": 3, "lr": 0.01, "loss": 0.30214, "train_acc": 0.5321, "test_clean_acc": 0.575,
+            "test_pgd10_acc": 0.01, "grad_norm": 2.0, "seconds": 88.4}
+    assert progress_line(line, 8) == "epoch 3/8  loss 0.302  train 53.2%  clean 57.5%  PGD-10 1.0%  88 s"
+
+
+def test_the_epoch_line_leaves_out_what_was_not_measured():
+    assert progress_line({"epoch": 1, "loss": 1.5, "train_acc": 0.25, "seconds": 2.0}, 2) == \
+        "epoch 1/2  loss 1.500  train 25.0%  2 s"
+
+
+def test_spikes_are_sentences_with_the_numbers():
+    notes = spike_notes(4, {"grad_norm": 1.0, "grad_norm_max": 50.0, "loss": 30.0}, {"loss": 1.0})
+    assert notes == ["gradient-norm spike in epoch 4: max 50 vs mean 1", "loss spike in epoch 4: 30 after 1"]
+    assert spike_notes(4, {"grad_norm": 1.0, "grad_norm_max": 5.0, "loss": 1.1}, {"loss": 1.0}) == []
+
+
+def test_training_prints_one_such_line_per_epoch(image_folder, tmp_path, capsys):
+    config = build_config(tiny_config(image_folder, train={"epochs": 2, "eval_pgd_steps": 1}))
+    train(config, tmp_path / "run", quiet=False)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("epoch ")]
+    pattern = r"epoch \d/2  loss \d+\.\d{3}  train \d+\.\d%  clean \d+\.\d%  PGD-1 \d+\.\d%  \d+ s"
+    assert len(lines) == 2 and all(re.fullmatch(pattern, ln) for ln in lines), lines
+
+
+def test_the_monitor_is_evaluate_on_a_fixed_balanced_subset():
+    import torch
+
+    from attack_fixtures import test_data, trained_model
+    from ibrar.data import ImageData
+    from ibrar.data.loader import balanced_subset
+    from ibrar.monitor import Monitor
+
+    model = trained_model()
+    x, y = test_data(256)
+    data = ImageData((x * 255).round().to(torch.uint8), y, [str(c) for c in range(10)])
+    monitor = Monitor(data, n=100, eps=8 / 255, pgd_steps=5, batch_size=32, seed=0, device=torch.device("cpu"))
+    result = monitor(model)
+    chosen = balanced_subset(y, 100, 0)
+    with torch.no_grad():
+        clean = (model(data.images[chosen].float() / 255).argmax(1) == y[chosen]).float().mean().item()
+    assert result["test_clean_acc"] == clean
+    assert result["test_pgd5_acc"] < clean  # an undefended model loses accuracy under PGD-5
+    assert monitor(model) == result  # seeded: the same numbers every epoch for the same weights
+    assert not model.training
