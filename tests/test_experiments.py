@@ -7,21 +7,11 @@ import json
 import shutil
 
 import pytest
-import torch
 
 from ibrar.cli import main
 from ibrar.experiments import EXPERIMENTS, build_experiment, get_scale, run_experiment
 from ibrar.experiments.base import format_number, make_runs, resolve_config, run_state
 from ibrar.experiments.results import Cell
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run ~50x faster on one thread than on threads that compete for 2 busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

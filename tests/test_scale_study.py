@@ -6,19 +6,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-import torch
-
 from ibrar.config import load_config
 from ibrar.experiments import build_experiment, run_experiment
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _configs(experiment):

@@ -17,17 +17,12 @@ from pathlib import Path
 from ibrar.experiments.base import Experiment, RunSpec, Scale, format_number, make_runs
 from ibrar.experiments.paper_numbers import TABLE4
 from ibrar.experiments.results import Cell, Results, Table, eval_table, new_results
+from ibrar.experiments.table4 import COLUMNS as TABLE4_COLUMNS
 
 ROWS = (("1-ce", "(1) CE only"), ("2-ib", "(2) IB loss"), ("6-ibrar", "(6) IB-RAR"))
 LENGTH_ROWS = ("1-ce", "6-ibrar")
 ATTACKS = ("pgd10", "fgsm", "nifgsm", "autoattack")
-COLUMNS = (
-    ("Natural", "clean"),
-    ("PGD", "pgd10"),
-    ("NIFGSM", "nifgsm"),
-    ("FGSM", "fgsm"),
-    ("AutoAttack", "autoattack"),
-)
+COLUMNS = tuple(column for column in TABLE4_COLUMNS if column[1] != "worst_case")
 
 
 @dataclass(frozen=True)
