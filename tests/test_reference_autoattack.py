@@ -3,6 +3,7 @@ to the reference's own run on the same examples, its sanity-check warnings kept,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -127,24 +128,34 @@ class _Interruptible(nn.Module):
         return self.inner(x)
 
 
+
+@contextlib.contextmanager
+def interrupt_after(wrapped, prefix: str):
+    """Arm the model's interruption once the reference logs a line starting with ``prefix``; yields the lines."""
+    seen: list[str] = []
+
+    class Arm(logging.Handler):
+        def emit(self, record):
+            if record.getMessage().startswith(prefix):
+                seen.append(record.getMessage())
+                wrapped.armed = True
+
+    logger = logging.getLogger("auto-attack")
+    handler = Arm()
+    logger.addHandler(handler)
+    try:
+        yield seen
+    finally:
+        logger.removeHandler(handler)
+
+
 def test_an_interrupted_evaluation_resumes_from_its_state_in_the_folder(model, tmp_path):
     x, y = test_data(48)
     wrapped = _Interruptible(model)
     attack = ReferenceAutoAttack(wrapped, EPS, **BUDGET)
 
-    class Kill(logging.Handler):
-        def emit(self, record):
-            if record.getMessage().startswith("robust accuracy after APGD-T"):
-                wrapped.armed = True
-
-    logger = logging.getLogger("auto-attack")
-    kill = Kill()
-    logger.addHandler(kill)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            attack.run(x, y, batch_size=16, state_dir=tmp_path)
-    finally:
-        logger.removeHandler(kill)
+    with pytest.raises(KeyboardInterrupt), interrupt_after(wrapped, "robust accuracy after APGD-T"):
+        attack.run(x, y, batch_size=16, state_dir=tmp_path)
     assert (tmp_path / STATE_FILE).is_file() and (tmp_path / PROGRESS_FILE).is_file()
     wrapped.armed, wrapped.calls = False, 0
     resumed = attack.run(x, y, batch_size=16, state_dir=tmp_path)
@@ -173,22 +184,9 @@ def test_an_evaluation_killed_inside_a_stage_resumes_from_the_references_per_bat
     x, y = test_data(48)
     wrapped = _Interruptible(model)
     attack = ReferenceAutoAttack(wrapped, EPS, **BUDGET)
-    batches = []
-
-    class Kill(logging.Handler):
-        def emit(self, record):
-            if record.getMessage().startswith("fab-t - 1/"):  # FAB-T's first batch is done and saved
-                batches.append(record.getMessage())
-                wrapped.armed = True
-
-    logger = logging.getLogger("auto-attack")
-    kill = Kill()
-    logger.addHandler(kill)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            attack.run(x, y, batch_size=4, state_dir=tmp_path)
-    finally:
-        logger.removeHandler(kill)
+    # FAB-T's first batch is done and saved when the reference logs it.
+    with pytest.raises(KeyboardInterrupt), interrupt_after(wrapped, "fab-t - 1/") as batches:
+        attack.run(x, y, batch_size=4, state_dir=tmp_path)
     saved = json.loads((tmp_path / STATE_FILE).read_text())["_robust_flags"]
     wrapped.armed = False
     resumed = attack.run(x, y, batch_size=4, state_dir=tmp_path)
