@@ -495,3 +495,25 @@ def test_run_all_writes_one_artifact_per_section_and_renders_results_md(checkout
     assert titles[0].startswith("IB-RAR penalty") and titles[-1].startswith("The real training step")
     assert "```\nbench_fast_path output for --batches 2 --rounds 2 --width 0.25\n```" in text
     assert report.check_docs(checkout) == []
+
+
+def test_the_gpu_kits_results_land_in_the_docs_through_the_report(checkout):
+    results = checkout / "results"
+    assert "The GPU check: not run yet" in report.gpu_check_section(results, checkout)
+    assert "Table 4: not run" in report.table4_paper_table(results, checkout)
+    check = results / "gpu-check"
+    check.mkdir()
+    (check / "check.md").write_text("| setting | PGD-AT | + IB-RAR | IB-RAR adds |\n| fp32 | 80 ms | 82 ms | +2.5% |\n")
+    (check / "stage.json").write_text(json.dumps({"device": "NVIDIA H100 80GB HBM3", "torch": "2.11.0+cu130",
+                                                  "started_utc": "2026-12-01T10:00:00+00:00", "minutes": 6.5}))
+    text = report.gpu_check_section(results, checkout)
+    assert text.startswith("`bash bench/gpu/run.sh check` on NVIDIA H100 80GB HBM3, 2.11.0+cu130, started "
+                           "2026-12-01T10:00:00+00:00, 6.5 minutes")
+    assert "| fp32 | 80 ms | 82 ms | +2.5% |" in text
+    fake_run(results / "table4-paper", "vgg16-6-ibrar", 91.0,
+             {"pgd10": 30.0, "nifgsm": 31.0, "fgsm": 50.0, "autoattack": 1.0})
+    text = report.table4_paper_table(results, checkout)
+    assert "| (6) IB loss + mask | 91.0 / 30.0 / 31.0 / 50.0 / 1.0 | 91.50 / 35.86 / 37.44 / 55.92 |" in text
+    assert "`results/table4-paper/`" in text
+    report.write_docs(checkout)
+    assert "NVIDIA H100 80GB HBM3" in (checkout / "bench/RESULTS.md").read_text()

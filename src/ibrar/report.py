@@ -639,6 +639,25 @@ def bench_sections(results: Path, root: Path) -> str:
     return "\n".join(lines).rstrip("\n")
 
 
+def gpu_check_section(results: Path, root: Path) -> str:
+    """The GPU kit's `check` stage (CUDA tests and the fast-path timings), as it came back from the device."""
+    folder = results / "gpu-check"
+    report_md, stage_json = folder / "check.md", folder / "stage.json"
+    if not report_md.is_file():
+        return f"The GPU check: not run yet (no check.md in `{_relative(folder, root)}/`)."
+    stage = _read_json(stage_json) if stage_json.is_file() else {}
+    where = ", ".join(str(stage[k]) for k in ("device", "torch") if stage.get(k)) or "device not recorded"
+    when = stage.get("started_utc", "date not recorded")
+    minutes = f"{stage['minutes']} minutes" if stage.get("minutes") is not None else "minutes not recorded"
+    return "\n".join([f"`bash bench/gpu/run.sh check` on {where}, started {when}, {minutes} "
+                      f"(`{_relative(folder, root)}`).", "", report_md.read_text().rstrip("\n")])
+
+
+def table4_paper_table(results: Path, root: Path) -> str:
+    """Table 4 at the paper's scale, as the GPU kit's `table4-<row>` stages bring it back."""
+    return table4_table(results, root, "paper")
+
+
 # ---- the docs ---------------------------------------------------------------------------------------
 
 
@@ -655,12 +674,14 @@ TABLES: tuple[DocTable, ...] = (
     DocTable("quickstart", "README.md", quickstart_table),
     DocTable("table1-cpu", "docs/reproduction.md", table1_tables),
     DocTable("table4-cpu", "docs/reproduction.md", table4_table),
+    DocTable("table4-paper", "docs/reproduction.md", table4_paper_table),
     DocTable("table3-cpu", "docs/reproduction.md", table3_table),
     DocTable("table6-cpu", "docs/reproduction.md", table6_table),
     DocTable("fig2-cpu", "docs/reproduction.md", fig2_tables),
     DocTable("scale-cpu", "docs/reproduction.md", scale_tables),
     DocTable("ce-fast", "docs/reproduction.md", ce_fast_table),
     DocTable("bench", "bench/RESULTS.md", bench_sections),
+    DocTable("gpu-check", "bench/RESULTS.md", gpu_check_section),
 )
 
 
