@@ -160,13 +160,13 @@ class ChannelMask(nn.Module):
                 else:
                     self._batch_mask = new_mask
             if self.rule == "paper":
-                return self._apply(output, self.mask)
+                return self._masked(output, self.mask)
             batch_mask, self._batch_mask = self._batch_mask, None
-            return None if batch_mask is None else self._apply(output, batch_mask)
-        return self._apply(output, self.mask) if self.at_eval else None
+            return None if batch_mask is None else self._masked(output, batch_mask)
+        return self._masked(output, self.mask) if self.at_eval else None
 
     @staticmethod
-    def _apply(output: Tensor, mask: Tensor) -> Tensor:
+    def _masked(output: Tensor, mask: Tensor) -> Tensor:
         shape = (1, -1) + (1,) * (output.dim() - 2)
         return output * mask.to(output.dtype).view(shape)
 

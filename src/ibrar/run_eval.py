@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from ibrar.attacks import build_attack
-from ibrar.build import build_regularizer, resolve_device
+from ibrar.build import ModelBundle, build_regularizer, resolve_device
 from ibrar.checkpoint import find_checkpoint
+from ibrar.config import RunConfig
 from ibrar.data import ImageData, load_split, resolve_data_root
 from ibrar.evaluate import evaluate, format_table, masking_warnings, steps_curve
 from ibrar.run_folder import load_trained
@@ -34,10 +35,16 @@ def evaluate_run(
     device: str = "auto",
     test_data: ImageData | None = None,
     large_eps_check: bool = True,
+    loaded: tuple[ModelBundle, RunConfig, dict] | None = None,
+    out_dir: str | Path | None = None,
 ) -> str:
-    """Run the evaluation, write `eval.json` beside the checkpoint, and return the table to print."""
+    """Run the evaluation, write `eval.json` beside the checkpoint, and return the table to print.
+
+    `loaded` is a model already loaded (`path` then only names its weights, e.g. a RobustBench zoo model) and
+    `out_dir` where its eval.json goes.
+    """
     dev = resolve_device(device)
-    bundle, config, state = load_trained(path, device=dev)
+    bundle, config, state = loaded if loaded is not None else load_trained(path, device=dev)
     model = bundle.model
     if test_data is None:
         root = resolve_data_root(config.data.root or data_root)
@@ -65,7 +72,8 @@ def evaluate_run(
                                 large_eps=0.5 if large_eps_check else None, batch_size=batch_size)
     result["warnings"] = warnings
     result["reference"] = config.eval.reference
-    out_dir = Path(path) if Path(path).is_dir() else Path(path).parent
+    out_dir = Path(out_dir) if out_dir is not None else Path(path) if Path(path).is_dir() else Path(path).parent
+    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / EVAL_FILE).write_text(json.dumps(result, indent=2))
     return render(report, result, config.eval.reference, config.eval.reference_label)
 

@@ -136,7 +136,8 @@ class Trainer:
         self.model = self.bundle.model.to(self.device)
         if config.train.channels_last and self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.mask = self.bundle.mask
+        # The mask is hooked in, not a submodule: its buffer moves to the device by itself.
+        self.mask = self.bundle.mask.to(self.device) if self.bundle.mask is not None else None
         self.method = build_training_method(config)
         self.method.attach(self.model)
         self.regularizer = build_regularizer(config, self.bundle, self.num_classes) if config.ib.enabled else None
