@@ -127,7 +127,11 @@ def make_executor(folder: Path, options: LaunchOptions, name: str) -> Any:
         import submitit
     except ImportError:
         raise ValueError("--launcher needs submitit; install it with `pip install 'ibrar[slurm]'`") from None
-    executor = submitit.AutoExecutor(folder=folder / SUBMITIT_DIR / "%j", cluster=options.launcher)
+    try:
+        executor = submitit.AutoExecutor(folder=folder / SUBMITIT_DIR, cluster=options.launcher)
+    except RuntimeError as err:  # submitit's "Could not detect srun": not on a SLURM cluster
+        raise ValueError(f"--launcher {options.launcher}: {err} Submit from the cluster's login node, or use "
+                         "--launcher local to run the jobs here") from None
     params: dict[str, Any] = {"name": name, "timeout_min": options.time_min, "gpus_per_node": options.gpus,
                               "tasks_per_node": options.tasks, "nodes": 1}
     if options.cpus_per_task:
@@ -155,7 +159,7 @@ def _slurm_state(folder: Path, job_id: str) -> str:
     import submitit
 
     try:
-        return str(submitit.SlurmJob(folder=folder / SUBMITIT_DIR / "%j", job_id=job_id).state).upper()
+        return str(submitit.SlurmJob(folder=folder / SUBMITIT_DIR, job_id=job_id).state).upper()
     except Exception:  # sacct missing or failing: the job may still run, so it counts as active
         return "UNKNOWN"
 
