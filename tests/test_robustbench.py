@@ -23,6 +23,14 @@ from ibrar.models import create_model, list_models
 from ibrar.run_folder import load_trained
 from ibrar.train import train
 
+try:
+    import_robustbench()
+    HAVE_ROBUSTBENCH = True
+except RobustBenchError:
+    HAVE_ROBUSTBENCH = False
+needs_robustbench = pytest.mark.skipif(not HAVE_ROBUSTBENCH, reason="RobustBench is not installed "
+                                       "(.ci/run installs it; pip install 'ibrar[robustbench]')")
+
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
@@ -117,6 +125,7 @@ def test_a_loaded_model_is_in_eval_mode_and_self_contained(quickstart_run):
     assert not model.training and model.channel_mask is bundle.mask and len(bundle.mask.dropped) > 0
 
 
+@needs_robustbench
 def test_robustbench_benchmark_accepts_a_quickstart_model_unchanged(quickstart_run, cifar_root, offline):
     import_robustbench()
     from robustbench.eval import benchmark
@@ -153,6 +162,7 @@ def zoo_dir(tmp_path_factory) -> Path:
     return model_dir
 
 
+@needs_robustbench
 def test_ibrar_eval_evaluates_a_robustbench_zoo_model_on_disk(zoo_dir, cifar_root, tmp_path, offline, capsys):
     out = tmp_path / "zoo-eval"
     code = main(["eval", "--robustbench", "Ding2020MMA", "--model-dir", str(zoo_dir), "--data-root",
@@ -165,6 +175,7 @@ def test_ibrar_eval_evaluates_a_robustbench_zoo_model_on_disk(zoo_dir, cifar_roo
     assert result["checkpoint"] == str(zoo_dir / "cifar10" / "Linf" / "Ding2020MMA.pt")
 
 
+@needs_robustbench
 def test_a_zoo_model_not_on_disk_is_never_downloaded(tmp_path, capsys):
     code = main(["eval", "--robustbench", "Standard", "--model-dir", str(tmp_path), "--attacks", "fgsm"])
     err = capsys.readouterr().err
