@@ -162,3 +162,16 @@ def test_slurm_without_slurm_and_bad_options_are_one_message(tmp_path, capsys, m
     assert code == 2 and "--launcher local" in capsys.readouterr().err
     code = main(["reproduce", "table6", "--scale", "smoke", "--launcher", "local", "--array-parallelism", "0"])
     assert code == 2 and "--array-parallelism: expected a positive integer" in capsys.readouterr().err
+
+
+def test_a_job_with_two_tasks_trains_one_ddp_run(image_folder, tmp_path):
+    """Several tasks per job (one per GPU on a cluster) join one DistributedDataParallel run, as under
+    torchrun; here two CPU tasks of the local executor over gloo. Rank 0 alone evaluates."""
+    spec = _spec(tmp_path, image_folder, epochs=1)
+    run_dir = tmp_path / "runs" / "tiny"
+    options = LaunchOptions("local", time_min=30, tasks_per_job=2)
+    job = make_executor(tmp_path / "runs", options, "ibrar-ddp").submit(
+        RunJob(spec, run_dir, None, large_eps_check=False, threads=1))
+    assert job.results() == ["new", "trained"]  # rank 0 trained and evaluated, rank 1 trained
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["world_size"] == 2 and run_state(run_dir) == "done"

@@ -68,7 +68,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None
     steps = [int(s) for s in args.steps.split(",")] if args.steps else None
     if (args.run is None) == (args.robustbench is None):
-        raise UsageError("ibrar eval: give a RUN_DIR (run, export or checkpoint) or --robustbench NAME, not both")
+        raise UsageError("ibrar eval: give either a RUN_DIR (run folder, export folder or checkpoint) or "
+                         "--robustbench NAME, exactly one of them")
     common = {"data_root": args.data_root, "attacks": attacks, "n": args.n, "steps": steps, "seed": args.seed,
               "batch_size": args.batch_size, "quiet": args.quiet, "device": args.device,
               "large_eps_check": not args.no_large_eps_check}

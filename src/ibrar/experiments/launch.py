@@ -84,6 +84,7 @@ class RunJob:
         self.threads = threads
 
     def __call__(self) -> str:
+        """The run's state when the job started ('new', 'resume', 'evaluate', 'done'); 'trained' on rank > 0."""
         import torch
 
         if self.threads:
@@ -92,11 +93,13 @@ class RunJob:
         if world_size > 1:  # every task trains (DDP, as under torchrun); rank 0 alone evaluates
             from ibrar.distributed import shutdown
 
-            run_spec(self.spec, self.run_dir, self.data_root, quiet=True, large_eps_check=self.large_eps_check,
-                     evaluate=False)
+            found = run_spec(self.spec, self.run_dir, self.data_root, quiet=True,
+                             large_eps_check=self.large_eps_check, evaluate=False)
             shutdown()
             if rank != 0:
                 return "trained"
+            run_spec(self.spec, self.run_dir, self.data_root, quiet=True, large_eps_check=self.large_eps_check)
+            return found
         return run_spec(self.spec, self.run_dir, self.data_root, quiet=True, large_eps_check=self.large_eps_check)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
