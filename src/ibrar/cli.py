@@ -108,7 +108,7 @@ def _write_card(args: argparse.Namespace, out_dir: Path) -> Path:
     else:
         from ibrar.run_folder import load_trained
 
-        bundle, config, _ = load_trained(args.run)
+        _, config, _ = load_trained(args.run)
         architecture = f"{config.model.name} (width {config.model.width:g})"
     card = robustbench_card(result, config, architecture, parse_card_fields(args.card_field))
     return write_robustbench_card(card, args.robustbench_card, args.card_dir)
