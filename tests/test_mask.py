@@ -153,3 +153,11 @@ def test_bad_options_are_rejected(kwargs, match):
 def test_wrong_feature_shape_is_rejected():
     with pytest.raises(ValueError, match="features"):
         ChannelMask(C, num_classes=4).channel_scores(torch.randn(5, C + 1), torch.zeros(5, dtype=torch.long))
+
+
+def test_mask_moves_with_to_like_any_module():
+    """`.to()` reaches the mask's buffers (a method named `_apply` once shadowed nn.Module's and broke it)."""
+    mask = ChannelMask(8, num_classes=10)
+    assert mask.to(torch.float64).mask.dtype == torch.float64
+    features = torch.ones(2, 8, 3, 3, dtype=torch.float64)
+    assert torch.equal(mask._masked(features, mask.mask), features)
