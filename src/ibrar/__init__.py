@@ -1,7 +1,8 @@
 """ibrar: train adversarially robust classifiers with the IB-RAR regularizer and evaluate them honestly.
 
 The public surface is small: `hsic`, `tap_layers`, `IBRegularizer`, `ChannelMask`; models, data, training
-and evaluation live in their own modules (`ibrar.models`, `ibrar.data`, `ibrar.train`, `ibrar.evaluate`).
+and evaluation live in their own modules (`ibrar.models`, `ibrar.data`, `ibrar.train`, `ibrar.evaluate`);
+`load_pretrained` reads a trained model back from an `ibrar export` folder.
 """
 
 from ibrar.hsic import KernelMatrix, kernel_matrix
@@ -12,6 +13,16 @@ from ibrar.taps import tap_layers
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    # `load_pretrained` needs the models, data and methods; importing them only when asked keeps `import ibrar` light.
+    if name == "load_pretrained":
+        from ibrar.export import load_pretrained
+
+        return load_pretrained
+    raise AttributeError(f"module 'ibrar' has no attribute {name!r}")
+
+
 __all__ = [
     "ChannelMask",
     "IBRegularizer",
@@ -20,5 +31,6 @@ __all__ = [
     "__version__",
     "hsic",
     "kernel_matrix",
+    "load_pretrained",
     "tap_layers",
 ]

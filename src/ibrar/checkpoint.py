@@ -22,6 +22,7 @@ from ibrar.errors import IbrarError
 
 LATEST = "checkpoint.pt"
 FINAL = "final.pt"
+EXPORTED = "model.safetensors"  # the weights of an `ibrar export` folder
 
 
 class CheckpointError(IbrarError, ValueError):
@@ -109,10 +110,10 @@ def load_state(module: nn.Module, state: Any, what: str, path: str | Path) -> No
 
 
 def find_checkpoint(path: str | Path) -> Path:
-    """A run folder -> its final weights (or the latest checkpoint); a file -> itself."""
+    """A run folder -> its final weights (or the latest checkpoint); an export -> its weights; a file -> itself."""
     path = Path(path)
     if path.is_dir():
-        for name in (FINAL, LATEST):
+        for name in (FINAL, LATEST, EXPORTED):
             if (path / name).is_file():
                 return path / name
         raise CheckpointError(f"{path} holds no {FINAL} or {LATEST}; "

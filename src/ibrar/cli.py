@@ -106,12 +106,60 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError(f"--steps: expected comma-separated step counts such as 1,5,10, got {args.steps!r}") from None
     if steps is not None and min(steps) < 1:
         raise UsageError(f"--steps: expected step counts >= 1, got {args.steps!r}")
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise UsageError(f"--batch-size: expected a positive number, got {args.batch_size}")
-    report = evaluate_run(args.run, data_root=args.data_root, attacks=attacks, n=args.n, steps=steps,
-                          seed=args.seed, batch_size=args.batch_size, quiet=args.quiet, device=args.device,
-                          large_eps_check=not args.no_large_eps_check)
+    if (args.run is None) == (args.robustbench is None):
+        raise UsageError("ibrar eval: give either a RUN_DIR (run folder, export folder or checkpoint) or "
+                         "--robustbench NAME, exactly one of them")
+    common = {"data_root": args.data_root, "attacks": attacks, "n": args.n, "steps": steps, "seed": args.seed,
+              "batch_size": args.batch_size, "quiet": args.quiet, "device": args.device,
+              "large_eps_check": not args.no_large_eps_check}
+    if args.robustbench is not None:
+        from ibrar.interop import evaluate_zoo_model
+
+        if args.model_dir is None:
+            raise UsageError("ibrar eval --robustbench: --model-dir DIR is needed (RobustBench's model_dir, "
+                             "holding DIR/<dataset>/<threat_model>/NAME.pt)")
+        out_dir = Path(args.out or Path("runs") / f"robustbench-{args.robustbench}")
+        report = evaluate_zoo_model(args.robustbench, args.model_dir, out_dir, dataset=args.dataset,
+                                    threat_model=args.threat_model, **common)
+    else:
+        if args.model_dir is not None or args.out is not None:
+            raise UsageError("ibrar eval: --model-dir and --out go with --robustbench NAME; a run's eval.json "
+                             "is written beside its weights")
+        report = evaluate_run(args.run, **common)
+        out_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
     print(report)
+    if args.robustbench_card:
+        print(f"RobustBench card: {_write_card(args, out_dir)}")
+    return 0
+
+
+def _write_card(args: argparse.Namespace, out_dir: Path) -> Path:
+    import json
+
+    from ibrar.config import build_config
+    from ibrar.interop import parse_card_fields, robustbench_card, write_robustbench_card
+    from ibrar.run_eval import EVAL_FILE
+
+    result = json.loads((out_dir / EVAL_FILE).read_text())
+    if args.robustbench is not None:
+        config = build_config({"data": {"name": args.dataset}})
+        architecture = args.robustbench
+    else:
+        from ibrar.run_folder import load_trained
+
+        _, config, _ = load_trained(args.run)
+        architecture = f"{config.model.name} (width {config.model.width:g})"
+    card = robustbench_card(result, config, architecture, parse_card_fields(args.card_field))
+    return write_robustbench_card(card, args.robustbench_card, args.card_dir)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from ibrar.export import export_run
+
+    out = export_run(args.run, args.out_dir, overwrite=args.overwrite, name=args.name)
+    print("\n".join(str(p) for p in sorted(out.iterdir())))
     return 0
 
 
@@ -124,7 +172,17 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         return 0
     log = (lambda _line: None) if args.quiet else print
     only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
-    folder = run_experiment(experiment, args.out, data_root=args.data_root, quiet=args.quiet, log=log, only=only)
+    if args.launcher is not None:
+        from ibrar.experiments.launch import LaunchOptions, launch_experiment
+
+        options = LaunchOptions(args.launcher, partition=args.partition, time_min=args.time,
+                                gpus_per_job=args.gpus_per_job, tasks_per_job=args.tasks_per_job,
+                                cpus_per_task=args.cpus_per_task, array_parallelism=args.array_parallelism,
+                                wait=args.wait)
+        folder = launch_experiment(experiment, options, args.out, data_root=args.data_root, only=only, log=log)
+    else:
+        folder = run_experiment(experiment, args.out, data_root=args.data_root, quiet=args.quiet, log=log,
+                                only=only)
     if (folder / "results.md").is_file():
         print((folder / "results.md").read_text())
     return 0
@@ -215,8 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the resolved config (file, profile, overrides) and exit without training")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("eval", help="robustness evaluation of a run folder or checkpoint")
-    p.add_argument("run", metavar="RUN_DIR_OR_CHECKPOINT")
+    p = sub.add_parser("eval", help="robustness evaluation of a run folder, export folder or checkpoint")
+    p.add_argument("run", nargs="?", metavar="RUN_DIR_OR_CHECKPOINT",
+                   help="a run folder, an `ibrar export` folder or a checkpoint file")
     p.add_argument("--data-root")
     p.add_argument("--attacks", help="comma-separated (default fgsm,pgd10,cw,fab,nifgsm,autoattack; "
                                      "autoattack is the reference pyautoattack, standard version); also "
@@ -231,7 +290,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--no-large-eps-check", action="store_true",
                    help="skip the masking check that PGD at eps=0.5 reaches ~0%% accuracy")
+    p.add_argument("--robustbench", metavar="NAME", help="evaluate this RobustBench zoo model instead (on disk "
+                   "under --model-dir; nothing is downloaded)")
+    p.add_argument("--model-dir", help="RobustBench's model_dir: NAME's weights are DIR/<dataset>/Linf/NAME.pt")
+    p.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100"],
+                   help="the zoo model's dataset (default cifar10)")
+    p.add_argument("--threat-model", default="Linf", help="the zoo model's threat model (Linf)")
+    p.add_argument("--out", help="folder for a zoo model's eval.json (default runs/robustbench-NAME)")
+    p.add_argument("--robustbench-card", metavar="NAME", help="also write the evaluation as a RobustBench model "
+                   "card model_info/<dataset>/Linf/NAME.json (needs the autoattack attack)")
+    p.add_argument("--card-dir", default=".", help="folder that receives model_info/ (default: current folder)")
+    p.add_argument("--card-field", action="append", default=[], metavar="KEY=VALUE",
+                   help="a card field, e.g. name=\"paper title\", link=URL, authors=..., venue=... (repeatable)")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("export", help="write a finished run as a shareable folder (safetensors, config, card)")
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--name", help="the model's name in its card (default: the run's config name)")
+    p.add_argument("--overwrite", action="store_true", help="replace the files of an existing OUT_DIR")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("reproduce", help="run a paper experiment; results beside the paper's")
     p.add_argument("experiment", choices=EXPERIMENTS, help="the table or figure of the paper")
@@ -244,6 +322,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print one `ibrar train ... && ibrar eval ...` line per run instead of running them")
     p.add_argument("--only", help="comma-separated run or row names to run now (results once all have run)")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--launcher", choices=["slurm", "local"], help="run each run as a submitit job: on SLURM "
+                   "(returns, or --wait; run again to collect results) or as local subprocesses (waits)")
+    p.add_argument("--partition", help="SLURM partition")
+    p.add_argument("--time", type=int, default=240, help="minutes per job (default 240); a job that times out "
+                   "is requeued and resumes from its checkpoint")
+    p.add_argument("--gpus-per-job", type=int, help="GPUs per job (default 1 on SLURM, 0 locally)")
+    p.add_argument("--tasks-per-job", type=int, help="processes per job, joined by DDP (default: one per GPU)")
+    p.add_argument("--cpus-per-task", type=int, help="CPU cores per task")
+    p.add_argument("--array-parallelism", type=int,
+                   help="jobs running at once (default 256 on SLURM, 1 locally)")
+    p.add_argument("--wait", action="store_true", help="wait for the SLURM jobs, then write the results")
     p.set_defaults(func=_cmd_reproduce)
 
     p = sub.add_parser("list", help="name what ibrar has: models, attacks, methods, experiments, configs")

@@ -16,8 +16,9 @@ from typing import Any
 import torch
 
 from ibrar.attacks import build_attack
-from ibrar.build import build_regularizer, resolve_device
+from ibrar.build import ModelBundle, build_regularizer, resolve_device
 from ibrar.checkpoint import find_checkpoint
+from ibrar.config import RunConfig
 from ibrar.data import ImageData, load_split, resolve_data_root
 from ibrar.errors import InputError
 from ibrar.eval_estimate import estimate_seconds, format_duration
@@ -42,14 +43,18 @@ def evaluate_run(
     device: str = "auto",
     test_data: ImageData | None = None,
     large_eps_check: bool = True,
+    loaded: tuple[ModelBundle, RunConfig, dict] | None = None,
+    out_dir: str | Path | None = None,
 ) -> str:
     """Run the evaluation, write `eval.json` beside the checkpoint, and return the table to print.
 
     ``n=None`` is the whole test set; the default 1,000 becomes the whole set when that is smaller.
     ``batch_size=None``: 256 for ibrar's attacks, the reference's own 250 for AutoAttack.
+    `loaded` is a model already loaded (`path` then only names its weights, e.g. a RobustBench zoo model) and
+    `out_dir` where its eval.json goes.
     """
     dev = resolve_device(device)
-    bundle, config, state = load_trained(path, device=dev)
+    bundle, config, state = loaded if loaded is not None else load_trained(path, device=dev)
     model = bundle.model
     if test_data is None:
         root = resolve_data_root(config.data.root or data_root)
@@ -68,7 +73,8 @@ def evaluate_run(
         if name.startswith("adaptive"):  # PGD_AD maximises the run's own IB-RAR loss
             params["regularizer"] = build_regularizer(config, bundle, int(state.get("num_classes") or 10))
         built[name] = build_attack(name, model, eps=config.eval.eps, **params)
-    out_dir = Path(path) if Path(path).is_dir() else Path(path).parent
+    out_dir = Path(out_dir) if out_dir is not None else Path(path) if Path(path).is_dir() else Path(path).parent
+    out_dir.mkdir(parents=True, exist_ok=True)
     if not quiet:
         print(estimate_message(model, test_data, built, n, seed, batch_size, dev), flush=True)
     report = evaluate(model, test_data.images, test_data.labels, built, batch_size=batch_size, device=dev,

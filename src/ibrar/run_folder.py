@@ -16,6 +16,7 @@ from ibrar.errors import IbrarError
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 INFO_PLANE_FILE = "info_plane.jsonl"
+MASK_MODULE = "channel_mask"  # where a loaded model holds its channel mask
 
 
 class RunFolderError(IbrarError, ValueError):
@@ -55,7 +56,16 @@ def read_run_config(run_dir: Path, overrides: list[str] | None = None) -> RunCon
 
 
 def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[ModelBundle, RunConfig, dict]:
-    """A run folder or checkpoint file -> the model (mask attached and loaded, eval mode) and its config."""
+    """A run folder, checkpoint file or `ibrar export` folder -> the model (mask attached and loaded, eval
+    mode) and its config.
+
+    The returned model is self-contained, as RobustBench and the attack libraries expect: it takes images in
+    [0, 1], holds its normalisation and its channel mask (submodule `channel_mask`) and returns logits.
+    """
+    from ibrar.export import is_export, load_export
+
+    if is_export(path):
+        return load_export(path, device=device)
     file = find_checkpoint(path)
     state = load_file(file, map_location=device)
     if "model" not in state or "config" not in state:
@@ -67,10 +77,18 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     load_state(bundle.model, state["model"], "model", file)
     if bundle.mask is not None and state.get("mask") is not None:
         load_state(bundle.mask, state["mask"], "channel mask", file)
+    own_mask(bundle)
     bundle.model.to(device).eval()
     if bundle.mask is not None:  # not a submodule of the model: it moves on its own
         bundle.mask.to(device)
     return bundle, config, state
+
+
+def own_mask(bundle: ModelBundle) -> None:
+    """Make the channel mask a submodule of the model it is hooked into, so that `.to()`, `state_dict()` and
+    `copy.deepcopy` carry it (a trained model applies its mask at evaluation; it is part of the network)."""
+    if bundle.mask is not None:
+        bundle.model.add_module(MASK_MODULE, bundle.mask)
 
 
 def _classes_from_state(model_state: dict[str, Tensor]) -> int:

@@ -228,8 +228,11 @@ def run_spec(
     data_root: str | Path | None = None,
     quiet: bool = False,
     large_eps_check: bool = True,
+    evaluate: bool = True,
 ) -> str:
-    """Train (or resume) and evaluate one run unless it already finished; returns the state found."""
+    """Train (or resume) and evaluate one run unless it already finished; returns the state found.
+
+    `evaluate=False` only trains (the other ranks of a multi-task cluster job)."""
     from ibrar.run_eval import evaluate_run
     from ibrar.run_folder import read_run_config
     from ibrar.train import train
@@ -255,6 +258,8 @@ def run_spec(
             quiet=quiet,
         )
         test_data = trainer.test_data
+    if not evaluate:
+        return state
     evaluate_run(
         run_dir,
         data_root=data_root,
@@ -279,17 +284,9 @@ def run_experiment(
 ) -> Path:
     """Run every spec in sequence (or those named in `only`, by run or row name), then write results.md /
     results.json (and figures) in the folder once every run of the experiment has finished."""
-    from ibrar.experiments.results import write_results
-
     folder = experiment_dir(out, experiment)
     folder.mkdir(parents=True, exist_ok=True)
-    chosen = experiment.runs
-    if only:
-        known = {r.name for r in experiment.runs} | {r.group for r in experiment.runs}
-        unknown = sorted(set(only) - known)
-        if unknown:
-            raise InputError(f"only: unknown runs {unknown}; this experiment has {sorted(known)}")
-        chosen = [r for r in experiment.runs if r.name in only or r.group in only]
+    chosen = choose_runs(experiment, only)
     for i, spec in enumerate(chosen, 1):
         run_dir = folder / spec.name
         state = run_state(run_dir)
@@ -298,14 +295,35 @@ def run_experiment(
         run_spec(
             spec, run_dir, data_root=data_root, quiet=quiet, large_eps_check=experiment.scale.large_eps_check
         )
+    collect_results(experiment, folder, data_root, log)
+    return folder
+
+
+def choose_runs(experiment: Experiment, only: Sequence[str] | None) -> list[RunSpec]:
+    """The runs named in `only` (by run or row name), or all of them."""
+    if not only:
+        return list(experiment.runs)
+    known = {r.name for r in experiment.runs} | {r.group for r in experiment.runs}
+    unknown = sorted(set(only) - known)
+    if unknown:
+        raise InputError(f"only: unknown runs {unknown}; this experiment has {sorted(known)}")
+    return [r for r in experiment.runs if r.name in only or r.group in only]
+
+
+def collect_results(
+    experiment: Experiment, folder: Path, data_root: str | Path | None, log: Callable[[str], None] = print
+) -> bool:
+    """Write results.md / results.json (and figures) if every run has finished; True when written."""
+    from ibrar.experiments.results import write_results
+
     done = sum(run_state(folder / r.name) == "done" for r in experiment.runs)
     if done < len(experiment.runs):
         log(f"{done} of {len(experiment.runs)} runs have finished; results.md is written when all have")
-        return folder
+        return False
     results = experiment.report(experiment, folder, data_root)
     md, js = write_results(results, folder)
     log(f"results: {md} and {js}")
-    return folder
+    return True
 
 
 def run_commands(
