@@ -22,6 +22,7 @@ from torch import nn
 
 from ibrar.build import ModelBundle
 from ibrar.config import RunConfig, build_config
+from ibrar.errors import InputError
 from ibrar.export import eps_text
 
 DATASETS = ("cifar10", "cifar100")  # the RobustBench datasets ibrar reads
@@ -31,7 +32,7 @@ CARD_FIELDS = ("link", "name", "authors", "additional_data", "number_forward_pas
                "architecture", "eps", "clean_acc", "reported", "autoattack_acc", "footnote", "unreliable")
 
 
-class RobustBenchError(ValueError):
+class RobustBenchError(InputError):
     """RobustBench is missing, or a zoo model or card cannot be used as asked; the message says what to do."""
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ibrar.errors import InputError
 from ibrar.experiments.base import eval_metric, read_eval, read_metrics
 
 RESULTS_DIR = "results"
@@ -25,7 +26,7 @@ OPTIONAL_SIZE_LIMIT = 1 << 20  # bytes; a larger info_plane.jsonl stays behind (
 MARKER = re.compile(r"(<!-- report:(?P<name>[A-Za-z0-9_.-]+) -->\n)(?P<body>.*?)(<!-- /report -->)", re.S)
 
 
-class ReportError(ValueError):
+class ReportError(InputError):
     """A run that cannot be collected, or docs whose markers do not match the known tables."""
 
 

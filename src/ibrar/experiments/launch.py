@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ibrar.errors import InputError
 from ibrar.experiments.base import (
     Experiment,
     RunSpec,
@@ -50,13 +51,13 @@ class LaunchOptions:
 
     def __post_init__(self) -> None:
         if self.launcher not in LAUNCHERS:
-            raise ValueError(f"--launcher: expected one of {list(LAUNCHERS)}, got {self.launcher!r}")
+            raise InputError(f"--launcher: expected one of {list(LAUNCHERS)}, got {self.launcher!r}")
         for name in ("time_min", "tasks_per_job", "cpus_per_task", "array_parallelism"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"--{name.replace('_', '-')}: expected a positive integer, got {value!r}")
+                raise InputError(f"--{name.replace('_', '-')}: expected a positive integer, got {value!r}")
         if self.gpus_per_job is not None and self.gpus_per_job < 0:
-            raise ValueError(f"--gpus-per-job: expected 0 or more, got {self.gpus_per_job}")
+            raise InputError(f"--gpus-per-job: expected 0 or more, got {self.gpus_per_job}")
 
     @property
     def gpus(self) -> int:
@@ -129,11 +130,11 @@ def make_executor(folder: Path, options: LaunchOptions, name: str) -> Any:
     try:
         import submitit
     except ImportError:
-        raise ValueError("--launcher needs submitit; install it with `pip install 'ibrar[slurm]'`") from None
+        raise InputError("--launcher needs submitit; install it with `pip install 'ibrar[slurm]'`") from None
     try:
         executor = submitit.AutoExecutor(folder=folder / SUBMITIT_DIR, cluster=options.launcher)
     except RuntimeError as err:  # submitit's "Could not detect srun": not on a SLURM cluster
-        raise ValueError(f"--launcher {options.launcher}: {err} Submit from the cluster's login node, or use "
+        raise InputError(f"--launcher {options.launcher}: {err} Submit from the cluster's login node, or use "
                          "--launcher local to run the jobs here") from None
     params: dict[str, Any] = {"name": name, "timeout_min": options.time_min, "gpus_per_node": options.gpus,
                               "tasks_per_node": options.tasks, "nodes": 1}
