@@ -517,3 +517,14 @@ def test_the_gpu_kits_results_land_in_the_docs_through_the_report(checkout):
     assert "`results/table4-paper/`" in text
     report.write_docs(checkout)
     assert "NVIDIA H100 80GB HBM3" in (checkout / "bench/RESULTS.md").read_text()
+
+
+def test_the_quickstarts_printed_reference_is_the_committed_ce_run():
+    """`./quickstart.sh` prints the CE-only numbers beside its own; they must be the measured ones."""
+    from ibrar.config import load_config
+
+    reference = load_config("configs/quickstart.yaml").eval.reference
+    result = json.loads((REPO / "results/quickstart/quickstart-ce/eval.json").read_text())
+    measured = {"clean": result["clean"], **{a["name"]: a["accuracy"] for a in result["attacks"]}}
+    assert reference.keys() <= measured.keys()
+    assert all(abs(reference[k] - measured[k]) < 5e-4 for k in reference)
