@@ -358,7 +358,9 @@ def stage_table4(ctx: Context, info: dict[str, Any], row: str) -> tuple[str, dic
     experiment = build_experiment("table4", scale_name)
     spec = find_row(experiment, row)
     run_dir = experiment_dir(ctx.runs, experiment) / spec.name
-    config = load_config(spec.config, list(spec.overrides))
+    # IBRAR_GPU_OVERRIDES: key=value overrides on top of the row's paper config (e.g. the authors' optimizer).
+    overrides = [*spec.overrides, *os.environ.get("IBRAR_GPU_OVERRIDES", "").split()]
+    config = load_config(spec.config, overrides)
     state = run_state(run_dir)
     if state in ("resume", "evaluate") and (read_run_config(run_dir).model_dump(mode="json")
                                             != config.model_dump(mode="json")):
