@@ -392,11 +392,14 @@ def plot_scale_study(
     if not axes_found:
         raise ValueError(f"series: expected points on at least one of the axes {list(SCALE_AXES)}, got none")
     fig, axes = plt.subplots(1, len(axes_found), figsize=(5.5 * len(axes_found), 4), squeeze=False)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    labels = list(dict.fromkeys(label for axis in axes_found for label in series[axis]))
+    colour_of = {label: cycle[i % len(cycle)] for i, label in enumerate(labels)}  # one colour per row, every panel
     styles = {"PGD": "-", "AutoAttack": "--", "FGSM": ":", "NIFGSM": "-."}
     for ax, axis in zip(axes[0], axes_found, strict=True):
         xlabel, paper_x = SCALE_AXES[axis]
-        for colour, (row_label, row_points) in zip(colours, series[axis].items(), strict=False):
+        for row_label, row_points in series[axis].items():
+            colour = colour_of[row_label]
             ordered = sorted(row_points, key=lambda item: item[0])
             for metric in metrics:
                 xs, means, lows, highs = [], [], [], []
@@ -418,7 +421,7 @@ def plot_scale_study(
         if axis == "width":
             ax.set_xscale("log", base=2)
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="best")
     return save_figure(fig, out_stem)
 
 
