@@ -22,6 +22,7 @@ from torch import nn
 from ibrar.build import ModelBundle, build_model, ib_layer_names
 from ibrar.checkpoint import FINAL, LATEST, CheckpointError, load_state
 from ibrar.config import ConfigError, RunConfig, build_config, dump_config
+from ibrar.run_eval import load_eval
 
 WEIGHTS_FILE = "model.safetensors"
 HUB_CONFIG_FILE = "config.json"
@@ -84,7 +85,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, overwrite: bool = False
     for record in RECORDS:
         if (run_dir / record).is_file():
             shutil.copyfile(run_dir / record, out_dir / record)
-    evaluation = json.loads((run_dir / "eval.json").read_text()) if (run_dir / "eval.json").is_file() else None
+    evaluation = load_eval(run_dir)
     (out_dir / CARD_FILE).write_text(model_card(name, config, hub_config, evaluation))
     return out_dir
 
