@@ -97,6 +97,7 @@ def test_table4_row_stops_at_its_time_budget_resumes_in_the_next_call_and_export
     exported = tmp_path / "call1" / run
     assert (exported / "config.yaml").is_file() and not (exported / "eval.json").exists()
     assert not list((tmp_path / "call1").rglob("*.pt"))  # never checkpoints
+    assert kit.collect(tmp_path / "call1", tmp_path / "results") == []  # not evaluated yet: stays out of results/
 
     second, log = device_call(rehearsal, tmp_path / "call2", "table4-1")
     assert second["status"] == "finished" and second["epochs_done"] == second["epochs"] == 1

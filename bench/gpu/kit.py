@@ -154,15 +154,20 @@ def unpack(tarball: Path, dest: Path) -> Path:
 
 
 def collect(files_at: Path, results: Path) -> list[Path]:
-    """Copy what a device call brought back into `results/`: each run folder ($OUT/<experiment>-<scale>/<run>/)
-    to results/<experiment>-<scale>/<run>/, and a `check` stage's files to results/gpu-check/. Returns them."""
+    """Copy what a device call brought back into `results/`: each finished run folder
+    ($OUT/<experiment>-<scale>/<run>/) through `ibrar report collect`'s own copy, and a `check` stage's files to
+    results/gpu-check/. A run that has not been evaluated yet stays out: its stage is called again. Returns the
+    folders written."""
+    from ibrar.errors import IbrarError  # imported here: collecting runs on this machine, where ibrar is installed
+    from ibrar.report import collect_run
+
     copied = []
     for config in sorted(files_at.glob("*/*/config.yaml")):
-        dest = results / config.parent.parent.name / config.parent.name
-        dest.mkdir(parents=True, exist_ok=True)
-        for item in config.parent.iterdir():
-            shutil.copyfile(item, dest / item.name)
-        copied.append(dest)
+        run = config.parent
+        try:
+            copied.append(collect_run(run, results / run.parent.name))
+        except IbrarError as error:
+            print(f"not collected: {error}")
     if (files_at / "check.json").is_file():
         dest = results / "gpu-check"
         dest.mkdir(parents=True, exist_ok=True)
@@ -173,7 +178,7 @@ def collect(files_at: Path, results: Path) -> list[Path]:
     for path in copied:
         print(f"{path}: {', '.join(sorted(p.name for p in path.iterdir()))}")
     if not copied:
-        print(f"nothing to collect in {files_at}: no <experiment>-<scale>/<run>/config.yaml and no check.json")
+        print(f"nothing to collect in {files_at}: no evaluated <experiment>-<scale>/<run>/ and no check.json")
     return copied
 
 
