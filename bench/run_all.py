@@ -1,7 +1,7 @@
 """Run every benchmark, write one JSON artifact per section to results/bench/, and regenerate bench/RESULTS.md
 from them (`ibrar report`): one command, every figure a ratio measured in one run.
 
-    python bench/run_all.py [--quick] [--data-root DIR] [--checkpoint RUN_DIR] [--root CHECKOUT]
+    python bench/run_all.py [--quick] [--data-root DIR] [--checkpoint RUN_DIR] [--root CHECKOUT] [--only MODULES]
 
 --quick shrinks every benchmark (narrow model, few repeats) for a smoke check of the suite itself; it writes
 its artifacts like a full run, so give it --root on a scratch copy of the checkout.
@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--checkpoint", default=None, help="a trained run folder for the evaluation benchmark")
     parser.add_argument("--root", default=str(HERE.parent),
                         help="the checkout whose results/bench/ and bench/RESULTS.md are written (default: this one)")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated benchmark modules to run (e.g. bench_eval); the others keep their "
+                             "committed artifacts")
     args = parser.parse_args(argv)
     quick = args.quick
     runs = [
@@ -69,13 +72,20 @@ def main(argv: list[str] | None = None) -> Path:
         runs.append(("Evaluation against torchattacks (same examples)", bench_eval.main,
                      ["--checkpoint", args.checkpoint, "--n", "64" if quick else "1000"]
                      + (["--data-root", args.data_root] if args.data_root else [])))
+    names = [fn.__module__ for _, fn, _ in runs]
+    wanted = set(args.only.split(",")) if args.only else set(names)
+    if wanted - set(names):
+        parser.error(f"--only: no benchmark named {', '.join(sorted(wanted - set(names)))} "
+                     f"(there are {', '.join(names)}; bench_eval needs --checkpoint)")
+    # each section keeps its place in bench/RESULTS.md whichever benchmarks run now
+    runs = [(order, *run) for order, run in enumerate(runs) if run[1].__module__ in wanted]
     from ibrar.report import RESULTS_DIR, write_docs
     from ibrar.reproducibility import git_commit
 
     root = Path(args.root)
     folder = root / RESULTS_DIR / "bench"
     folder.mkdir(parents=True, exist_ok=True)
-    for order, (title, fn, bench_argv) in enumerate(runs):
+    for order, title, fn, bench_argv in runs:
         print(f"running: {title}", file=sys.stderr)
         date = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
         _, text, seconds = capture(fn, bench_argv)

@@ -500,6 +500,31 @@ def test_run_all_writes_one_artifact_per_section_and_renders_results_md(checkout
     assert report.check_docs(checkout) == []
 
 
+def test_run_all_only_reruns_the_named_benchmark_in_its_place(checkout, monkeypatch):
+    sys.path.insert(0, str(REPO / "bench"))
+    import run_all
+
+    def fake_bench(name, text):
+        def bench(argv):
+            print(text)
+        bench.__module__ = name
+        return bench
+
+    for name in ("bench_core", "bench_scaling", "bench_train", "bench_fast_path"):
+        monkeypatch.setattr(getattr(run_all, name), "main", fake_bench(name, f"first {name}"))
+    run_all.main(["--quick", "--root", str(checkout)])
+    monkeypatch.setattr(run_all.bench_scaling, "main", fake_bench("bench_scaling", "second bench_scaling"))
+    monkeypatch.setattr(run_all.bench_core, "main", fake_bench("bench_core", "never run"))
+    run_all.main(["--quick", "--root", str(checkout), "--only", "bench_scaling"])
+
+    text = (checkout / "bench" / "RESULTS.md").read_text()
+    outputs = re.findall(r"^(first|second|never) (bench_\w+)$", text, re.M)
+    assert outputs == [("first", "bench_core"), ("second", "bench_scaling"), ("first", "bench_train"),
+                       ("first", "bench_fast_path")]
+    with pytest.raises(SystemExit):
+        run_all.main(["--quick", "--root", str(checkout), "--only", "bench_eval"])  # it needs --checkpoint
+
+
 def test_the_gpu_kits_results_land_in_the_docs_through_the_report(checkout):
     results = checkout / "results"
     assert "The GPU check: not run yet" in report.gpu_check_section(results, checkout)
