@@ -58,6 +58,35 @@ def test_seeds_become_separate_runs_of_one_group():
     assert {s.group for s in specs} == {"ce"} and specs[2].overrides[-1] == "seed=2"
 
 
+# Runs that train exactly what another experiment's run trains, so that one trained network serves both (its
+# folder is copied; `ibrar reproduce` then only evaluates it). (experiment, run) -> (experiment, run).
+SHARED_TRAININGS = {
+    ("table3", "ce"): ("table4", "vgg16-1-ce"),
+    ("table3", "layers-robust"): ("table4", "vgg16-2-ib"),
+    ("fig2", "ce"): ("table4", "vgg16-1-ce"),
+    ("fig2", "ibrar-rob"): ("table4", "vgg16-6-ibrar"),
+    ("table6", "plain-ce"): ("table4", "vgg16-1-ce"),
+    ("table6", "plain-ibrar"): ("table4", "vgg16-6-ibrar"),
+    ("table6", "at-ibrar"): ("table1", "vgg16-cifar10-pgd_at-ibrar"),
+}
+
+
+@pytest.mark.parametrize("ours,theirs", SHARED_TRAININGS.items(), ids=lambda key: "-".join(key))
+def test_runs_that_share_a_training_have_equal_configs(ours, theirs):
+    from ibrar.config import load_config
+
+    def config_of(experiment, run):
+        spec = build_experiment(experiment, "cpu").runs_of(run)[0]
+        return spec, load_config(spec.config, list(spec.overrides)).model_dump(mode="json")
+
+    our_spec, our_config = config_of(*ours)
+    their_spec, their_config = config_of(*theirs)
+    assert our_config == their_config
+    if ours[0] == "table3":  # Table 3 reuses Table 4's evaluation too: its attacks, in order, on the same examples
+        assert their_spec.attacks[:1] == our_spec.attacks[:1] == ("pgd10",) and "autoattack" in their_spec.attacks
+        assert (our_spec.n, our_spec.seed) == (their_spec.n, their_spec.seed)
+
+
 def test_bad_arguments_name_the_argument():
     with pytest.raises(ValueError, match="name"):
         build_experiment("table5", "smoke")
