@@ -271,8 +271,12 @@ def test_preemption_mid_epoch_checkpoints_that_batch_and_resumes_bit_identical(i
     saved = load_file(tmp_path / "cut" / "checkpoint.pt")
     assert (saved["epoch"], saved["batch_in_epoch"]) == (1, 3) and saved["partial"] is not None
     monkeypatch.undo()
+    first_start = json.loads((tmp_path / "cut" / "meta.json").read_text())
     train(config, tmp_path / "cut", resume=True, quiet=True)
     assert same_final_weights(tmp_path / "whole", tmp_path / "cut")
+    meta = json.loads((tmp_path / "cut" / "meta.json").read_text())  # the first start, then each resumption
+    assert {k: v for k, v in meta.items() if k != "resumed"} == first_start
+    assert len(meta["resumed"]) == 1 and meta["resumed"][0]["started"] >= first_start["started"]
     for name in ("metrics.jsonl", "info_plane.jsonl"):
         whole = [json.loads(line) for line in (tmp_path / "whole" / name).read_text().splitlines()]
         cut = [json.loads(line) for line in (tmp_path / "cut" / name).read_text().splitlines()]

@@ -470,6 +470,16 @@ def test_a_real_trained_and_evaluated_run_collects_and_renders(image_folder, tmp
     assert ": 16 test images (seed 0), " in text and "1 epoch, " in text
 
 
+def test_a_run_resumed_at_another_commit_names_both_in_its_source_line(tmp_path):
+    run = fake_run(tmp_path / "results" / "table4-cpu", "vgg16-1-ce", 60.6, {"fgsm": 3.5},
+                   commit="1111111aaaa", started="2026-11-25T23:00:00+00:00")
+    meta = json.loads((run / "meta.json").read_text())
+    meta["resumed"] = [dict(meta, git_commit="2222222bbbb", started="2026-11-26T00:30:00+00:00")]
+    (run / "meta.json").write_text(json.dumps(meta))
+    line = report.source_line([run], tmp_path)
+    assert "Trained 2026-11-25 to 2026-11-26 at commits `1111111`, `2222222` on " in line
+
+
 # ---- benchmarks -------------------------------------------------------------------------------------
 
 

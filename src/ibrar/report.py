@@ -95,6 +95,11 @@ def machine_of(meta: dict[str, Any]) -> str:
     return f"{meta.get('processor') or '?'}{cores}, {thread_text}, {gpu}"
 
 
+def training_legs(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """A run's first start and each resumption (`ibrar train --resume` appends them to meta.json)."""
+    return [meta, *meta.get("resumed", [])]
+
+
 def _commits(metas: Sequence[dict[str, Any]]) -> str:
     found = sorted({m["git_commit"][:7] for m in metas if m.get("git_commit")})
     missing = any(not m.get("git_commit") for m in metas)
@@ -130,7 +135,7 @@ def source_line(run_dirs: Sequence[Path], root: Path) -> str:
     folders = sorted({d.parent for d in run_dirs})
     where = ", ".join(f"`{_relative(f, root)}/`" for f in folders)
     names = ", ".join(f"`{d.name}`" for d in run_dirs) if len(run_dirs) <= 2 else f"{len(run_dirs)} runs"
-    metas = [_read_json(d / "meta.json") for d in run_dirs]
+    metas = [leg for d in run_dirs for leg in training_legs(_read_json(d / "meta.json"))]
     evals = [read_eval(d) for d in run_dirs]
     epochs = sorted({len(read_metrics(d)) for d in run_dirs})
     train_minutes = [sum(float(r.get("seconds", 0.0)) for r in read_metrics(d)) / 60 for d in run_dirs]

@@ -338,6 +338,17 @@ class Trainer:
         barrier()
 
 
+def resumed_meta(path: Path, leg: dict[str, Any]) -> dict[str, Any]:
+    """The first start's metadata with this resumed leg appended under "resumed": a run trained across sessions
+    (or machines, or commits) keeps the record of each."""
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return leg  # no readable record of the first start: this leg is the only one known
+    meta.setdefault("resumed", []).append(leg)
+    return meta
+
+
 def train(config: RunConfig, run_dir: str | Path, data_root: str | Path | None = None, resume: bool = False,
           overwrite: bool = False, quiet: bool = False) -> Trainer:
     """Train one run into `run_dir` (resuming it when asked) and return the finished trainer."""
@@ -354,7 +365,8 @@ def train(config: RunConfig, run_dir: str | Path, data_root: str | Path | None =
         meta = run_metadata(config.seed, trainer.device)
         meta.update({"world_size": trainer.dist.world_size, "per_rank_batch_size": config.data.batch_size,
                      "global_batch_size": config.data.batch_size * trainer.dist.world_size})
-        (run_dir / "meta.json").write_text(json.dumps(meta, indent=2))
+        (run_dir / "meta.json").write_text(json.dumps(resumed_meta(run_dir / "meta.json", meta) if resume else meta,
+                                                      indent=2))
     trainer.fit()
     return trainer
 
