@@ -72,3 +72,23 @@ def test_plots_reject_a_missing_folder_and_mismatched_labels(runs, tmp_path):
 def test_plot_command_reports_a_bad_n(runs, tmp_path, capsys):
     assert main(["plot", "tsne", str(runs[0]), "--out", str(tmp_path / "x"), "--n", "1"]) == 2
     assert "--n" in capsys.readouterr().err
+
+
+def test_a_figure_redrawn_from_the_same_data_is_byte_identical(tmp_path):
+    """`ibrar report --figures` redraws committed figures: an unchanged artifact must not show as a change."""
+    import time
+
+    import matplotlib.pyplot as plt
+
+    from ibrar.plots import save_figure
+
+    def draw(stem):
+        fig, ax = plt.subplots()
+        ax.plot([1, 5, 10], [0.3, 0.2, 0.1])
+        return save_figure(fig, tmp_path / stem)
+
+    first = draw("a")
+    time.sleep(1.1)  # a creation date written in seconds would differ
+    second = draw("b")
+    for one, other in zip(first, second, strict=True):
+        assert one.read_bytes() == other.read_bytes(), one.suffix

@@ -28,12 +28,13 @@ FAMILY_TITLES = {"pgd": "PGD", "cw": "CW", "nifgsm": "NI-FGSM"}
 
 
 def save_figure(fig: Any, out_stem: str | Path) -> list[Path]:
+    """PNG and PDF; the PDF carries no creation date, so redrawing from the same artifacts changes no byte."""
     stem = Path(out_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".pdf")]
     fig.tight_layout()
     for path in paths:
-        fig.savefig(path, dpi=120)
+        fig.savefig(path, dpi=120, metadata={"CreationDate": None} if path.suffix == ".pdf" else None)
     plt.close(fig)
     return paths
 
