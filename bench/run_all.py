@@ -68,10 +68,13 @@ def main(argv: list[str] | None = None) -> Path:
     ]
     if args.checkpoint:
         import bench_eval
+        import check_autoattack
 
+        data_root = ["--data-root", args.data_root] if args.data_root else []
         runs.append(("Evaluation against torchattacks (same examples)", bench_eval.main,
-                     ["--checkpoint", args.checkpoint, "--n", "64" if quick else "1000"]
-                     + (["--data-root", args.data_root] if args.data_root else [])))
+                     ["--checkpoint", args.checkpoint, "--n", "64" if quick else "1000"] + data_root))
+        runs.append(("AutoAttack: `ibrar eval` against the reference run by hand (full budget)", check_autoattack.main,
+                     ["--checkpoint", args.checkpoint, "--n", "16" if quick else "200"] + data_root))
     names = [fn.__module__ for _, fn, _ in runs]
     wanted = set(args.only.split(",")) if args.only else set(names)
     if wanted - set(names):

@@ -6,7 +6,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import re
+import sys
+from pathlib import Path
 
 import pyautoattack
 import pytest
@@ -18,39 +19,11 @@ from ibrar.attacks import ReferenceAutoAttack, build_attack
 from ibrar.attacks.reference_autoattack import PROGRESS_FILE, STATE_FILE
 from ibrar.evaluate import evaluate, masking_warnings, select_subset
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from check_autoattack import reference_stages  # noqa: E402  (the reference run by hand, shared with the check)
+
 EPS = 6 / 255  # partial robustness on the tiny model: every stage has examples left to work on
 BUDGET = {"n_iter": 5, "n_queries": 60}  # the reference's own budget knobs, cut for test speed
-
-
-def reference_stages(model, x, y, eps, n_iter=100, n_queries=5000, batch_size=250):
-    """The reference run by hand: per-stage accuracies as its logger prints them, and its x_adv."""
-    aa = pyautoattack.AutoAttack(model, norm="Linf", eps=eps, version="standard", seed=0)
-    targets = min(9, int(model(x[:1]).shape[1]) - 1)
-    aa.apgd_targeted.n_target_classes = aa.fab.n_target_classes = targets
-    if n_iter != 100:
-        aa.apgd.n_iter = aa.apgd_targeted.n_iter = aa.fab.n_iter = n_iter
-    aa.square.n_queries = n_queries
-    lines = []
-
-    class Lines(logging.Handler):
-        def emit(self, record):
-            lines.append(record.getMessage())
-
-    logger = logging.getLogger("auto-attack")
-    handler, level = Lines(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        with torch.random.fork_rng():
-            x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=batch_size)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-    stages = {"clean": re.search(r"initial accuracy: ([\d.]+)%", "\n".join(lines)).group(1)}
-    for stage in ("APGD-CE", "APGD-T", "FAB-T", "SQUARE"):
-        found = re.search(rf"robust accuracy after {stage}: ([\d.]+)%", "\n".join(lines))
-        stages[stage.lower()] = found.group(1) if found else "0.00"
-    return stages, x_adv
 
 
 def percent(stages):
@@ -68,7 +41,7 @@ def test_per_stage_accuracies_equal_the_reference_run_on_the_same_examples(model
                       seed=0, eps=EPS, batch_size=16)
     index = select_subset(96, 60, 0)
     x, y = x_all[index], y_all[index]
-    expected, x_adv = reference_stages(model, x, y, EPS, batch_size=16, **BUDGET)
+    expected, x_adv = reference_stages(model, x, y, EPS, 9, batch_size=16, **BUDGET)
     block = report.autoattack
     assert percent(block["stages"]) == expected
     assert len(set(expected.values())) > 2  # the stages did work: the check is not vacuous
