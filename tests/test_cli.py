@@ -324,7 +324,7 @@ def test_eval_autoattack_equals_the_reference_run_on_the_same_examples(cli_run, 
     test = load_split("imagefolder", image_folder, "test")
     index = select_subset(len(test.labels), 24, 0)
     x, y = test.images[index].float() / 255, test.labels[index].long()
-    expected, _ = reference_stages(bundle.model.eval(), x, y, 8 / 255, **budget)
+    expected, _ = reference_stages(bundle.model.eval(), x, y, 8 / 255, block["n_target_classes"], **budget)
     assert percent(block["stages"]) == expected
 
 
