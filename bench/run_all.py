@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> Path:
     wanted = set(args.only.split(",")) if args.only else set(names)
     if wanted - set(names):
         parser.error(f"--only: no benchmark named {', '.join(sorted(wanted - set(names)))} "
-                     f"(there are {', '.join(names)}; bench_eval needs --checkpoint)")
+                     f"(there are {', '.join(names)}; bench_eval and check_autoattack need --checkpoint)")
     # each section keeps its place in bench/RESULTS.md whichever benchmarks run now
     runs = [(order, *run) for order, run in enumerate(runs) if run[1].__module__ in wanted]
     from ibrar.report import RESULTS_DIR, write_docs
