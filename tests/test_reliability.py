@@ -59,8 +59,9 @@ def ibrar_process(*args: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env=env)
 
 
-def wait_for(condition, proc: subprocess.Popen, timeout: float = 120.0) -> bool:
-    """Poll until `condition()` holds; False when the process ended first."""
+def wait_for(condition, proc: subprocess.Popen, timeout: float = 300.0) -> bool:
+    """Poll until `condition()` holds; False when the process ended first. The timeout only guards against a
+    hang: a shared 2-core machine can take minutes to start a process and train an epoch."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
