@@ -11,11 +11,9 @@ and prints the robust accuracy after each stage side by side and whether they ar
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import re
 import tempfile
-from pathlib import Path
 
 import torch
 
@@ -65,26 +63,20 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--data-root", default=None)
     args = parser.parse_args(argv)
 
-    from ibrar.data import load_split, resolve_data_root
-    from ibrar.evaluate import select_subset
-    from ibrar.run_eval import evaluate_run
-    from ibrar.run_folder import load_trained
+    from bench_eval import trained_model_and_data
+    from ibrar.run_eval import evaluate_run, load_eval
 
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch:  # `ibrar eval`'s own path, from loading the run onwards
         ours_seconds = timed(lambda: evaluate_run(args.checkpoint, data_root=args.data_root, attacks=["autoattack"],
                                                   n=args.n, seed=0, quiet=True, out_dir=scratch))
-        block = json.loads((Path(scratch) / "eval.json").read_text())["autoattack"]
-    bundle, config, _ = load_trained(args.checkpoint)
-    model = bundle.model.eval()
-    test = load_split(config.data.name, resolve_data_root(config.data.root or args.data_root), "test")
-    index = select_subset(len(test.labels), args.n, 0)
-    x, y = test.images[index].float() / 255, test.labels[index].long()
+        block = load_eval(scratch)["autoattack"]
+    model, x, y = trained_model_and_data(args.checkpoint, args.data_root, args.n, 0)  # the same seeded examples
     found = {}
     ref_seconds = timed(lambda: found.update(stages=reference_stages(
-        model, x, y, config.eval.eps, block["n_target_classes"], batch_size=block["batch_size"])[0]))
+        model, x, y.long(), block["eps"], block["n_target_classes"], batch_size=block["batch_size"])[0]))
     ours = {stage: f"{100 * block['stages'][stage]:.2f}" for stage in STAGES}
     equal = ours == found["stages"]
-    print(f"{args.n} test examples (seed 0), eps {config.eval.eps:.5f}, pyautoattack {block['package_version']}, "
+    print(f"{args.n} test examples (seed 0), eps {block['eps']:.5f}, pyautoattack {block['package_version']}, "
           f"standard version, {block['n_target_classes']} target classes")
     print(f"{'stage':<10} {'ibrar eval':>11} {'reference':>10}")
     for stage in STAGES:
