@@ -149,6 +149,6 @@ def restore_training_state(path: Path, model: nn.Module, mask: nn.Module | None,
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng_cpu"].cpu())
-    if state.get("rng_cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng_cuda"])
+    if state.get("rng_cuda") and torch.cuda.is_available():  # map_location moved them: RNG states live on the CPU
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
     return state
