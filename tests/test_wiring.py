@@ -20,7 +20,7 @@ from ibrar.regularizer import IBRegularizer, IBTerms
 from ibrar.run_folder import load_trained
 from ibrar.step import TrainStep
 from ibrar.taps import tap_layers
-from ibrar.train import train
+from ibrar.train import compile_for_taps, train
 
 CLASSES = 4
 
@@ -201,3 +201,28 @@ def test_the_adaptive_attack_climbs_the_ib_penalty_that_plain_pgd_ignores():
 
     assert not torch.equal(adaptive, plain)
     assert penalty(adaptive) > penalty(plain) + 1e-3
+
+
+def test_a_compiled_forward_that_skips_the_tap_hooks_is_refused_and_compile_for_taps_runs_them():
+    # Dynamo's default does not guard on module hooks: a graph traced for another model of the class, without
+    # taps, is then reused and fills none, and the IB terms would see the inner attack's stale layer outputs.
+    x, y = batch()
+    torch._dynamo.reset()
+    torch.compile(small_model(), backend="eager")(x)  # a graph for nn.Sequential, traced without hooks
+    model = small_model()
+    method = build_method("pgd_at", steps=1)
+    method.attach(model)
+    reg = IBRegularizer(["conv", "fc"], CLASSES)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    try:
+        with torch._dynamo.config.patch(skip_nnmodule_hook_guards=True), tap_layers(model, reg.layers) as taps:
+            step = TrainStep(torch.compile(model, backend="eager"), model, method, optimizer, taps, reg)
+            with pytest.raises(RuntimeError, match=r"did not fill the taps of \['conv', 'fc'\]"):
+                step(x, y, generator=torch.Generator().manual_seed(1))
+            step.model = compile_for_taps(model, backend="eager")
+            out = step(x, y, generator=torch.Generator().manual_seed(1))  # raises as above if no hook ran
+        assert set(out.features["adv"]) == {"conv", "fc"}
+        assert all(t.grad_fn is not None for t in out.features["adv"].values())  # from the compiled forward
+        assert out.ib["adv"].loss.isfinite()
+    finally:
+        torch._dynamo.reset()

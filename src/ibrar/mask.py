@@ -117,18 +117,20 @@ class ChannelMask(nn.Module):
 
     def select(self, score_y: Tensor, score_x: Tensor | None = None) -> Tensor:
         """The 0/1 mask the rule picks from the scores."""
-        keep = torch.ones(self.num_channels, device=score_y.device)
+        # By rank rather than by writing through an index: a CPU scalar written into a CUDA tensor is a
+        # host-to-device copy, which stalls the step (train.forbid_host_sync reports it).
+        def lowest(scores: Tensor, n: int, descending: bool = False) -> Tensor:
+            rank = torch.argsort(torch.argsort(scores, descending=descending, stable=True), stable=True)
+            return rank < n
+
         if self.rule == "paper":
-            n_drop = int(self.drop_fraction * self.num_channels)
-            if n_drop:
-                keep[torch.argsort(score_y, stable=True)[:n_drop]] = 0.0
-            return keep
-        n = self.official_count
-        if n:
-            keep[torch.argsort(score_y, stable=True)[:n]] = 0.0
+            drop = lowest(score_y, int(self.drop_fraction * self.num_channels))
+        else:
+            n = self.official_count
+            drop = lowest(score_y, n)
             if score_x is not None:
-                keep[torch.argsort(score_x, descending=True, stable=True)[:n]] = 0.0
-        return keep
+                drop = drop | lowest(score_x, n, descending=True)
+        return (~drop).float()
 
     # ---- training-time behaviour ---------------------------------------------------------------------
 

@@ -52,7 +52,15 @@ class TrainStep:
         method, features = self.method, {}
 
         def forward(inputs: Tensor, pass_name: str) -> Tensor:  # F_theta(X) and T = {T_l}, per pass
+            expected = set(self.taps)
+            if isinstance(self.taps, dict):
+                self.taps.clear()  # so that a forward whose hooks did not run cannot pass off stale outputs
             logits = self.model(inputs)
+            if missing := expected - set(self.taps):
+                raise RuntimeError(
+                    f"the forward of the model that trains did not fill the taps of {sorted(missing)}: its hooks did "
+                    "not run. A torch.compile'd model may reuse a graph traced for another model of its class "
+                    "without them: call torch._dynamo.reset() before torch.compile (ibrar's train.compile does)")
             features[pass_name] = dict(self.taps)
             return logits
 

@@ -60,6 +60,18 @@ class NonFiniteLossError(IbrarError, RuntimeError):
     """The loss or an HSIC term became NaN/Inf; the last good checkpoint is kept."""
 
 
+def compile_for_taps(module: nn.Module, **compile_kwargs: Any) -> nn.Module:
+    """torch.compile(module) such that the forward hooks of `ibrar.tap_layers` run in the compiled graph.
+
+    By default Dynamo does not guard on module hooks, so a graph traced for another model of the same class
+    (one without taps, say) is reused for this one and fills no taps. Guarding on hooks, from a clean cache
+    (graphs traced without those guards are dropped; other compiled models just retrace), prevents that.
+    """
+    torch._dynamo.reset()
+    torch._dynamo.config.skip_nnmodule_hook_guards = False
+    return torch.compile(module, **compile_kwargs)
+
+
 class Trainer:
     """Owns the state of one run (model, mask, optimizer, schedule, data, the folder it writes) and runs its
     epochs around `TrainStep`."""
@@ -95,7 +107,7 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         if config.train.compile and self.device.type == "cuda":
-            self.train_model = torch.compile(self.train_model)
+            self.train_model = compile_for_taps(self.train_model)
         fast_path = [k for k in ("amp", "channels_last", "compile") if getattr(config.train, k)]
         if fast_path and self.device.type != "cuda" and not self.quiet:
             tqdm.write(f"note: {', '.join('train.' + k for k in fast_path)} belong to the CUDA fast path and are "
