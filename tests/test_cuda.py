@@ -125,7 +125,10 @@ def test_the_penalty_and_its_gradient_agree_on_cpu_and_cuda():
     for layer in ("conv", "fc"):
         torch.testing.assert_close(gpu_terms.hsic_x[layer].cpu(), cpu_terms.hsic_x[layer], rtol=2e-3, atol=1e-6)
         torch.testing.assert_close(gpu_terms.hsic_y[layer].cpu(), cpu_terms.hsic_y[layer], rtol=2e-3, atol=1e-6)
-        torch.testing.assert_close(gpu_grads[layer], cpu_grads[layer], rtol=1e-2, atol=1e-6)
+        # float32 through the NOCCO solve: the CPU's own float32 gradient is ~2e-4 of the largest gradient away
+        # from float64; allow five times that between devices (an H200 measured 3.6e-4)
+        scale = cpu_grads[layer].abs().max().item()
+        torch.testing.assert_close(gpu_grads[layer], cpu_grads[layer], rtol=1e-2, atol=1e-3 * scale)
 
 
 @pytest.mark.parametrize("rule", ["paper", "official"])
