@@ -119,6 +119,20 @@ def test_table4_row_stops_at_its_time_budget_resumes_in_the_next_call_and_export
     assert (tmp_path / "results" / run / "eval.json").read_text() == (exported / "eval.json").read_text()
 
 
+def test_collect_keeps_a_partly_trained_row_apart_and_drops_it_once_the_row_is_finished(tmp_path):
+    from test_report import partial_run
+
+    files_at, results = tmp_path / "files", tmp_path / "results"
+    run = partial_run(files_at / "table4-paper", "vgg16-6-ibrar", 3)
+    partial = results / "table4-paper-partial" / "vgg16-6-ibrar"
+    assert kit.collect(files_at, results) == [partial]  # not evaluated: kept apart, not in results/table4-paper/
+    assert sorted(p.name for p in partial.iterdir()) == ["config.yaml", "gpu.json", "metrics.jsonl"]
+    (run / "meta.json").write_text("{}")
+    (run / "eval.json").write_text("{}")
+    assert kit.collect(files_at, results) == [results / "table4-paper" / "vgg16-6-ibrar"]
+    assert not partial.exists()
+
+
 def test_a_rehearsal_skips_wheels_whose_module_already_imports(tmp_path):
     wheels = tmp_path / "wheels"
     make_wheel(wheels, "pytest", {"pytest_shadow.py": ""})  # `pytest` imports here

@@ -98,8 +98,13 @@ def test_committed_results_hold_only_small_artifacts_and_no_checkpoint():
     assert not list(results.rglob("*.pt"))
     for path in results.rglob("*"):
         if path.is_file():
-            in_bench = path.relative_to(results).parts[0] == "bench"
-            allowed = path.suffix == ".json" if in_bench else path.name in report.ARTIFACTS
+            top = path.relative_to(results).parts[0]
+            if top == "bench":
+                allowed = path.suffix == ".json"
+            elif top == "gpu-check":  # the GPU kit's check stage: check.md/json, stage.json, earlier ones
+                allowed = path.suffix in (".json", ".md")
+            else:
+                allowed = path.name in report.ARTIFACTS
             assert allowed, f"{path} is not a collected artifact"
             assert path.stat().st_size < 4 << 20, f"{path} is not small"
 
@@ -555,6 +560,49 @@ def test_the_gpu_kits_results_land_in_the_docs_through_the_report(checkout):
     assert "`results/table4-paper/`" in text
     report.write_docs(checkout)
     assert "NVIDIA H100 80GB HBM3" in (checkout / "bench/RESULTS.md").read_text()
+
+
+def partial_run(folder: Path, name: str, epochs_done: int) -> Path:
+    """A paper-scale row the GPU kit trained part of the way: config, metrics and gpu.json, no eval.json."""
+    run_dir = folder / name
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(dump_config(build_config(tiny_config(folder, name=name,
+                                                                            train={"epochs": 60}))))
+    (run_dir / "metrics.jsonl").write_text("".join(
+        json.dumps({"epoch": e, "test_clean_acc": 0.5 + e / 100, "test_pgd10_acc": e / 1000, "seconds": 10.0 + e})
+        + "\n" for e in range(1, epochs_done + 1)))
+    (run_dir / "gpu.json").write_text(json.dumps({"device": "NVIDIA H200", "source": {"commit": "abcdef0123"},
+                                                  "calls": [{"started_utc": "2026-11-26T03:51:30+00:00",
+                                                             "minutes": 7.0, "torch": "2.11.0+cu130"}]}))
+    return run_dir
+
+
+def test_partly_trained_paper_rows_are_shown_apart_until_the_row_is_evaluated(checkout):
+    results = checkout / "results"
+    partial_run(results / "table4-paper-partial", "vgg16-6-ibrar", 19)
+    text = report.table4_paper_table(results, checkout)
+    assert text.startswith("Table 4: not run")  # the partial row is no Table 4 number
+    assert "| vgg16-6-ibrar | 19 of 60 | 69.0 | 1.9 | 20.0 | NVIDIA H200 |" in text  # last epoch; median s/epoch
+    assert "vgg16-6-ibrar: 2026-11-26T03:51:30+00:00, 7.0 min, torch 2.11.0+cu130, commit `abcdef0`" in text
+    fake_run(results / "table4-paper", "vgg16-6-ibrar", 91.0, {"pgd10": 30.0, "nifgsm": 31.0, "fgsm": 50.0})
+    text = report.table4_paper_table(results, checkout)
+    assert "19 of 60" not in text and "Trained part of the way" not in text
+
+
+def test_the_gpu_check_section_lists_earlier_checks_and_a_separate_fast_path_run(checkout):
+    results = checkout / "results"
+    check = results / "gpu-check"
+    (check / "history").mkdir(parents=True)
+    (check / "check.md").write_text("CUDA tests: 30 passed\n")
+    (check / "history" / "2026-11-26T035130-check.json").write_text(json.dumps(
+        {"device": "NVIDIA H200", "cuda_tests": {"passed": 24, "failures": 1, "failed": ["test_x[fp32]: boom"]}}))
+    (check / "fast-path.json").write_text(json.dumps(
+        {"command": "python3 bench/bench_fast_path.py --rounds 2", "device": "NVIDIA H200", "torch": "2.11.0",
+         "started_utc": "2026-11-26T04:14:12+00:00", "note": "a short run", "output": "fp32 59.0 ms/step\n"}))
+    text = report.gpu_check_section(results, checkout)
+    assert "- 2026-11-26T035130 on NVIDIA H200: 24 passed, 1 failed (test_x[fp32])" in text
+    assert "`python3 bench/bench_fast_path.py --rounds 2` on NVIDIA H200 (torch 2.11.0), started " in text
+    assert "```\nfp32 59.0 ms/step\n```" in text
 
 
 def test_the_quickstarts_printed_reference_is_the_committed_ce_run():

@@ -156,18 +156,29 @@ def unpack(tarball: Path, dest: Path) -> Path:
 def collect(files_at: Path, results: Path) -> list[Path]:
     """Copy what a device call brought back into `results/`: each finished run folder
     ($OUT/<experiment>-<scale>/<run>/) through `ibrar report collect`'s own copy, and a `check` stage's files to
-    results/gpu-check/. A run that has not been evaluated yet stays out: its stage is called again. Returns the
-    folders written."""
+    results/gpu-check/. A run that has not been evaluated yet stays out of results/<experiment>-<scale>/ (its stage
+    is called again); how far it got goes to results/<experiment>-<scale>-partial/<run>/, since the lease may end
+    first. Returns the folders written."""
     from ibrar.errors import IbrarError  # imported here: collecting runs on this machine, where ibrar is installed
-    from ibrar.report import collect_run
+    from ibrar.report import ARTIFACTS, collect_run
 
     copied = []
     for config in sorted(files_at.glob("*/*/config.yaml")):
         run = config.parent
+        partial = results / f"{run.parent.name}-partial" / run.name  # table4-paper-partial, say
         try:
             copied.append(collect_run(run, results / run.parent.name))
+            shutil.rmtree(partial, ignore_errors=True)  # finished: the partial copy is superseded
         except IbrarError as error:
             print(f"not collected: {error}")
+            if (run / "metrics.jsonl").is_file() and (run / "gpu.json").is_file():
+                # the lease may end before the next call: keep how far the row got (the report shows it apart)
+                shutil.rmtree(partial, ignore_errors=True)
+                partial.mkdir(parents=True)
+                for name in ARTIFACTS:
+                    if (run / name).is_file():
+                        shutil.copyfile(run / name, partial / name)
+                copied.append(partial)
     if (files_at / "check.json").is_file():
         dest = results / "gpu-check"
         dest.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,11 @@
 #   .gpu-kit/wheels/*.whl          bench/gpu/wheels.txt for CPython 3.12, manylinux x86-64 (pyautoattack slimmed)
 #   .gpu-kit/cifar10-jpeg.tar.gz   CIFAR-10 as JPEG image folders (19 MB), from ../shared/data
 #   .gpu-kit/source.json           the commit the kit was prepared at
+#
+# bash bench/gpu/prepare.sh --source-only   rewrites source.json alone (after a commit between two device calls)
 set -euo pipefail
+source_only=false
+[[ ${1:-} == --source-only ]] && source_only=true
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 kit=${IBRAR_GPU_KIT:-$repo/.gpu-kit}
 python=${PYTHON:-python3}
@@ -16,6 +20,15 @@ tarball=${IBRAR_CIFAR10_TARBALL:-}
 for candidate in "$repo/../shared/data/cifar10-jpeg.tar.gz" "$main_checkout/../shared/data/cifar10-jpeg.tar.gz"; do
   [[ -z $tarball && -f $candidate ]] && tarball=$candidate
 done
+
+write_source() {
+  local commit dirty
+  commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+  dirty=$([[ -n $(git status --porcelain 2>/dev/null) ]] && echo true || echo false)
+  printf '{"commit": "%s", "uncommitted_changes": %s, "prepared_utc": "%s"}\n' \
+    "$commit" "$dirty" "$(date -u +%FT%TZ)" >"$kit/source.json"
+}
+if $source_only; then mkdir -p "$kit"; write_source; cat "$kit/source.json"; exit 0; fi
 
 mkdir -p "$kit/wheels"
 rm -f "$kit"/wheels/*.whl  # one version of each: two of one package stop the whole install there
@@ -33,10 +46,7 @@ if [[ ! -f $kit/cifar10-jpeg.tar.gz ]] || ! cmp -s "$tarball" "$kit/cifar10-jpeg
   install -m 0644 "$tarball" "$kit/cifar10-jpeg.tar.gz"
 fi
 
-commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
-dirty=$([[ -n $(git status --porcelain 2>/dev/null) ]] && echo true || echo false)
-printf '{"commit": "%s", "uncommitted_changes": %s, "prepared_utc": "%s"}\n' \
-  "$commit" "$dirty" "$(date -u +%FT%TZ)" >"$kit/source.json"
+write_source
 
 ls -l "$kit/wheels"
 "$python" bench/gpu/kit.py size --kit "$kit"

@@ -34,6 +34,9 @@ class ReportError(InputError):
 # ---- collecting run folders -------------------------------------------------------------------------
 
 
+PARTIAL_DIR = "table4-paper-partial"  # paper-scale rows a GPU lease ran out on
+
+
 def default_into(run_dir: Path) -> Path:
     """results/<experiment>-<scale> for a run of `ibrar reproduce` (runs/<experiment>-<scale>/<run>)."""
     parent = run_dir.resolve().parent.name
@@ -656,13 +659,61 @@ def gpu_check_section(results: Path, root: Path) -> str:
     where = ", ".join(str(stage[k]) for k in ("device", "torch") if stage.get(k)) or "device not recorded"
     when = stage.get("started_utc", "date not recorded")
     minutes = f"{stage['minutes']} minutes" if stage.get("minutes") is not None else "minutes not recorded"
-    return "\n".join([f"`bash bench/gpu/run.sh check` on {where}, started {when}, {minutes} "
-                      f"(`{_relative(folder, root)}`).", "", report_md.read_text().rstrip("\n")])
+    lines = [f"`bash bench/gpu/run.sh check` on {where}, started {when}, {minutes} "
+             f"(`{_relative(folder, root)}`).", "", report_md.read_text().rstrip("\n")]
+    earlier = sorted((folder / "history").glob("*-check.json"))
+    if earlier:
+        lines += ["", "Earlier checks (`history/`; the commits that follow each say what was fixed):", ""]
+        for path in earlier:
+            check, tests = _read_json(path), _read_json(path).get("cuda_tests", {})
+            stage = folder / "history" / path.name.replace("-check.json", "-stage.json")
+            started = _read_json(stage).get("started_utc", path.name[:17]) if stage.is_file() else path.name[:17]
+            failed = "; ".join(name.split(":")[0] for name in tests.get("failed", [])) or "none"
+            lines.append(f"- {started} on {check.get('device', 'device not recorded')}: {tests.get('passed', 0)} "
+                         f"passed, {tests.get('failures', 0)} failed ({failed})")
+    bench = folder / "fast-path.json"
+    if bench.is_file():
+        record = _read_json(bench)
+        lines += ["", f"`{record['command']}` on {record['device']} (torch {record['torch']}), started "
+                  f"{record['started_utc']}: {record['note']}.", "", "```", record["output"].rstrip("\n"), "```"]
+    return "\n".join(lines)
 
 
 def table4_paper_table(results: Path, root: Path) -> str:
-    """Table 4 at the paper's scale, as the GPU kit's `table4-<row>` stages bring it back."""
-    return table4_table(results, root, "paper")
+    """Table 4 at the paper's scale, as the GPU kit's `table4-<row>` stages bring it back, and below it the
+    rows a lease ran out on before they were trained."""
+    partial = table4_paper_partial(results, root)
+    return table4_table(results, root, "paper") + ("\n\n" + partial if partial else "")
+
+
+def table4_paper_partial(results: Path, root: Path) -> str:
+    """Paper-scale rows trained part of the way (the GPU went back first; its disk, checkpoint included, with it):
+    how far they got and the Trainer's per-epoch monitor. No evaluation ran, so these are not Table 4's numbers."""
+    from ibrar.run_folder import read_run_config
+
+    folder = results / PARTIAL_DIR
+    runs = sorted(p for p in folder.glob("*") if (p / "metrics.jsonl").is_file() and (p / "gpu.json").is_file()
+                  and not (results / "table4-paper" / p.name / "eval.json").is_file())
+    rows, calls = [], []
+    for run in runs:
+        metrics, gpu = read_metrics(run), _read_json(run / "gpu.json")
+        last, per_epoch = metrics[-1], sorted(m["seconds"] for m in metrics if "seconds" in m)
+        rows.append([run.name, f"{last['epoch']} of {read_run_config(run).train.epochs}",
+                     f"{100 * last['test_clean_acc']:.1f}", f"{100 * last['test_pgd10_acc']:.1f}",
+                     f"{per_epoch[len(per_epoch) // 2]:.1f}", gpu.get("device", "not recorded")])
+        source = gpu.get("source") or {}
+        commit = f"commit `{str(source.get('commit', ''))[:7]}`" if source.get("commit") else "commit not recorded"
+        dirty = " with uncommitted changes" if source.get("uncommitted_changes") else ""
+        calls += [f"{run.name}: {c['started_utc']}, {c['minutes']} min, torch {c['torch']}, {commit}{dirty}"
+                  for c in gpu.get("calls", [])]
+    if not rows:
+        return ""
+    header = ["run (not finished)", "epochs trained", "clean % (monitor)", "PGD-10 % (monitor)",
+              "median s/epoch", "device"]
+    return "\n".join([
+        "Trained part of the way, not evaluated (the monitor: clean and PGD-10 accuracy on the first "
+        f"`train.eval_subset` test images after the last epoch; `{_relative(folder, root)}/`):", "",
+        *_markdown_table(header, rows), "", "GPU calls: " + "; ".join(calls) + "."])
 
 
 # ---- the docs ---------------------------------------------------------------------------------------
