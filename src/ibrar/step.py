@@ -60,7 +60,7 @@ class TrainStep:
                 raise RuntimeError(
                     f"the forward of the model that trains did not fill the taps of {sorted(missing)}: its hooks did "
                     "not run. A torch.compile'd model may reuse a graph traced for another model of its class "
-                    "without them: call torch._dynamo.reset() before torch.compile (ibrar's train.compile does)")
+                    "without them: compile with ibrar.train.compile_for_taps (train.compile=true does)")
             features[pass_name] = dict(self.taps)
             return logits
 
