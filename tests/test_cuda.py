@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import os
 import socket
 from collections.abc import Iterator
@@ -303,6 +304,19 @@ def test_torch_compile_traces_the_step_with_taps_and_mask_in_one_graph_and_match
     assert compiled_means["ib_penalty"] == pytest.approx(eager_means["ib_penalty"], rel=1e-3, abs=1e-5)
     assert_same_weights(eager, compiled, rtol=1e-3, atol=1e-4)
     assert torch.equal(eager.mask.mask, compiled.mask.mask)
+
+
+def test_two_compiled_trainers_in_one_process_each_run_their_own_taps(image_folder, tmp_path):
+    # bench_fast_path builds every trainer first: without hook guards, the IB-RAR model reused the plain
+    # PGD-AT graph (same class, no taps) and its penalty read the inner attack's freed outputs
+    plain = step_config(image_folder, "cuda", compile=True)
+    plain["ib"], plain["mask"] = {"enabled": False}, {"enabled": False}
+    trainers = []
+    for name, config in (("plain", plain), ("ibrar", step_config(image_folder, "cuda", compile=True))):
+        (tmp_path / name).mkdir()
+        trainers.append(Trainer(build_config(config), tmp_path / name, quiet=True))
+    means = [trainer.train_epoch(0) for trainer in trainers]
+    assert all(math.isfinite(m["loss"]) for m in means) and math.isfinite(means[1]["ib_penalty"])
 
 
 @pytest.mark.parametrize("fast_path", [{}, {"amp": True, "channels_last": True}], ids=["fp32", "bf16-cl"])
