@@ -267,7 +267,7 @@ def test_table6_shows_the_adaptive_attack_and_the_linf_worst_case(checkout):
     assert "| Plain (CE) (ours, cpu) | 60.6 | 0.2 | 0.1 | 0.0 | 0.0 | 0.0 |" in text
     assert "| Plain (IB-RAR) (ours, cpu) | 61.6 | 2.2 | 1.1 | 0.5 | 0.3 | 0.2 |" in text
     assert "| PGD-AT (IB-RAR) (ours, cpu) | not run | not run | not run | not run | not run | not run |" in text
-    assert "(paper)" not in text  # Table 6 is an image in our copy of the paper
+    assert "(paper)" not in text and "The paper's Table 6 is an image in our copy" in text  # so it says why
     assert "(ε = 8/255: pgd10, adaptive10, adaptive100, autoattack)." in text
     assert text.endswith(report.source_line([results / "table6-cpu" / n for n in ("plain-ce", "plain-ibrar")],
                                             checkout))

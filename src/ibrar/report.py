@@ -531,9 +531,12 @@ def table6_table(results: Path, root: Path, scale: str = "cpu") -> str:
     columns = [label for label, _ in table6.COLUMNS]
     body = [[f"{row.label} (ours, {scale})", *_cells(row.cells, columns, _ran(experiment, folder, row.group) > 0)]
             for row in table.rows]
-    body += _paper_rows(table.rows, columns, lambda row: f"{row.label} (paper)")
+    paper = _paper_rows(table.rows, columns, lambda row: f"{row.label} (paper)")
+    body += paper
     listed = [w for w in _linf_lists(dirs) if w]
-    note = "The L∞ worst case is the per-example worst over the L∞ attacks that eval.json lists under `worst_cases`"
+    note = "" if paper else ("The paper's Table 6 is an image in our copy of the paper: it has no numbers to show "
+                             "here, only the findings its text states. ")
+    note += "The L∞ worst case is the per-example worst over the L∞ attacks that eval.json lists under `worst_cases`"
     note += f" ({'; '.join(listed)})." if listed else " (an eval.json without `worst_cases` shows none)."
     return "\n".join([*_markdown_table(["network", *[_HEADER.get(c, c) for c in columns]], body), "", note, "",
                       *evaluation_notes(dirs), source_line(dirs, root)])
