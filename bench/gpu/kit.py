@@ -160,12 +160,12 @@ def collect(files_at: Path, results: Path) -> list[Path]:
     is called again); how far it got goes to results/<experiment>-<scale>-partial/<run>/, since the lease may end
     first. Returns the folders written."""
     from ibrar.errors import IbrarError  # imported here: collecting runs on this machine, where ibrar is installed
-    from ibrar.report import ARTIFACTS, collect_run
+    from ibrar.report import collect_run, copy_artifacts, partial_folder
 
     copied = []
     for config in sorted(files_at.glob("*/*/config.yaml")):
         run = config.parent
-        partial = results / f"{run.parent.name}-partial" / run.name  # table4-paper-partial, say
+        partial = partial_folder(results, run.parent.name) / run.name
         try:
             copied.append(collect_run(run, results / run.parent.name))
             shutil.rmtree(partial, ignore_errors=True)  # finished: the partial copy is superseded
@@ -175,9 +175,7 @@ def collect(files_at: Path, results: Path) -> list[Path]:
                 # the lease may end before the next call: keep how far the row got (the report shows it apart)
                 shutil.rmtree(partial, ignore_errors=True)
                 partial.mkdir(parents=True)
-                for name in ARTIFACTS:
-                    if (run / name).is_file():
-                        shutil.copyfile(run / name, partial / name)
+                copy_artifacts(run, partial)
                 copied.append(partial)
     if (files_at / "check.json").is_file():
         dest = results / "gpu-check"

@@ -197,10 +197,12 @@ def stage_check(ctx: Context, info: dict[str, Any]) -> str:
     with_bench = os.environ.get("IBRAR_GPU_CHECK_BENCH", "1") != "0"
     cap = min(240.0, ctx.remaining() - 300) if with_bench else ctx.remaining() - 30
     tests = run_cuda_tests(ctx, timeout=max(60.0, cap))
-    args = fast_path_args(ctx) if with_bench else []
+    args: list[str] = []
+    bench: dict[str, float] = {}
     if with_bench:
+        args = fast_path_args(ctx)
         print(f"== fast-path benchmark: bench/bench_fast_path.py {' '.join(args)}", flush=True)
-    bench = bench_fast_path.main(args) if with_bench else {}
+        bench = bench_fast_path.main(args)
     goals = {key.split("/", 1)[1]: value < 0.03 for key, value in bench.items() if key.startswith("ib_overhead/")}
     result = {**info, "cuda_tests": tests, "fast_path": {"args": args, **bench},
               "goals": {"ib_rar_under_3pct": goals, "sync_free": bench.get("sync_free") == 1.0 if bench else None}}

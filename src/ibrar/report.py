@@ -34,7 +34,9 @@ class ReportError(InputError):
 # ---- collecting run folders -------------------------------------------------------------------------
 
 
-PARTIAL_DIR = "table4-paper-partial"  # paper-scale rows a GPU lease ran out on
+def partial_folder(results: Path, experiment_folder: str) -> Path:
+    """Where runs of `experiment_folder` (e.g. table4-paper) that a GPU lease ran out on are kept, apart."""
+    return results / f"{experiment_folder}-partial"
 
 
 def default_into(run_dir: Path) -> Path:
@@ -68,12 +70,17 @@ def collect_run(run_dir: str | Path, into: str | Path | None = None) -> Path:
                               "copy of a run, so it is left alone")
         shutil.rmtree(target)
     target.mkdir(parents=True)
+    copy_artifacts(run_dir, target)
+    return target
+
+
+def copy_artifacts(run_dir: Path, target: Path) -> None:
+    """Copy the run's artifacts that exist into `target` (an existing folder); an optional one only when small."""
     for name in ARTIFACTS:
         source = run_dir / name
         if source.is_file() and (name in ("config.yaml", "meta.json", "metrics.jsonl", "eval.json")
                                  or source.stat().st_size <= OPTIONAL_SIZE_LIMIT):
             shutil.copyfile(source, target / name)
-    return target
 
 
 # ---- reading the artifacts --------------------------------------------------------------------------
@@ -668,7 +675,8 @@ def gpu_check_section(results: Path, root: Path) -> str:
     if earlier:
         lines += ["", "Earlier checks (`history/`; the commits that follow each say what was fixed):", ""]
         for path in earlier:
-            check, tests = _read_json(path), _read_json(path).get("cuda_tests", {})
+            check = _read_json(path)
+            tests = check.get("cuda_tests", {})
             stage = folder / "history" / path.name.replace("-check.json", "-stage.json")
             started = _read_json(stage).get("started_utc", path.name[:17]) if stage.is_file() else path.name[:17]
             failed = "; ".join(name.split(":")[0] for name in tests.get("failed", [])) or "none"
@@ -694,7 +702,7 @@ def table4_paper_partial(results: Path, root: Path) -> str:
     how far they got and the Trainer's per-epoch monitor. No evaluation ran, so these are not Table 4's numbers."""
     from ibrar.run_folder import read_run_config
 
-    folder = results / PARTIAL_DIR
+    folder = partial_folder(results, "table4-paper")
     runs = sorted(p for p in folder.glob("*") if (p / "metrics.jsonl").is_file() and (p / "gpu.json").is_file()
                   and not (results / "table4-paper" / p.name / "eval.json").is_file())
     rows, calls = [], []
