@@ -215,7 +215,7 @@ def test_scale_study_has_a_table_per_axis_with_the_seed_spread_and_the_papers_ro
     results = checkout / "results"
     for seed, (clean, pgd) in enumerate(((60.0, 0.0), (62.0, 0.2))):
         fake_run(results / "scale-cpu", f"1-ce-width0.25-seed{seed}", clean, {**SCALE_ATTACKS, "pgd10": pgd},
-                 eval_extra={"autoattack": REFERENCE_AA})
+                 eval_extra={"seed": seed, "autoattack": {**REFERENCE_AA, "seed": seed}})  # as `reproduce` does
     fake_run(results / "scale-cpu", "6-ibrar-width0.5-seed0", 65.0,
              {"pgd10": 5.0, "nifgsm": 6.0, "fgsm": 20.0, "autoattack": 0.5}, eval_extra={"autoattack": REFERENCE_AA})
     fake_run(results / "scale-cpu", "1-ce-width1.0", 70.0, {"pgd10": 0.0, "nifgsm": 0.5, "fgsm": 5.0,
@@ -231,8 +231,10 @@ def test_scale_study_has_a_table_per_axis_with_the_seed_spread_and_the_papers_ro
     assert "| (1) CE only, width 1.0 | 1 | 70.0 | 0.0 | 0.5 | 5.0 | 0.0 |" in width
     assert "| (2) IB loss, width 0.5 | 0 of 2 | not run | not run | not run | not run | not run |" in width
     assert "| (6) IB-RAR, paper (width 1, 50,000 images, 60 epochs) | - | 91.50 | 35.86 | 37.44 | 55.92 | - |" in width
-    assert "AutoAttack is the reference implementation: `pyautoattack` 0.2.0 (standard version, seed 0, " \
-           "9 target classes)." in width
+    # one setting line for the reference, and one subset line, each naming both evaluation seeds once
+    assert "AutoAttack is the reference implementation: `pyautoattack` 0.2.0 (standard version, seeds 0 and 1, " \
+           "each run its own, 9 target classes)." in width
+    assert ": 1,000 test images (seeds 0 and 1, each run its own), " in width
     assert "Source: 4 runs in `results/scale-cpu/`" in width
     assert length.startswith(" (width 0.25, all 50,000 images)**: not run (no eval.json in "
                              "`results/scale-cpu/1-ce-epochs10/` or ")

@@ -130,6 +130,14 @@ def _distinct(values: Sequence[str]) -> str:
     return "; ".join(dict.fromkeys(values))
 
 
+def _seeds(values: Sequence[object]) -> str:
+    """`seed 0`, or `seeds 0 and 1` where runs of several training seeds were each evaluated with their own."""
+    distinct = sorted({str(v) for v in values}, key=lambda v: (not v.isdigit(), int(v) if v.isdigit() else 0, v))
+    if len(distinct) == 1:
+        return f"seed {distinct[0]}"
+    return f"seeds {', '.join(distinct[:-1])} and {distinct[-1]}, each run its own"
+
+
 def _minutes(values: Sequence[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.1f} min"
@@ -161,7 +169,11 @@ def source_line(run_dirs: Sequence[Path], root: Path) -> str:
     if len(eval_metas) == len(evals):
         evaluated += (f" {_dates(eval_metas)} at {_commits(eval_metas)} on "
                       f"{_distinct([machine_of(m) for m in eval_metas])}")
-    sizes = _distinct([f"{int(e['n']):,} test images (seed {e.get('seed', 0)})" for e in evals if "n" in e])
+    seeds_by_size: dict[int, list[object]] = {}
+    for e in evals:
+        if "n" in e:
+            seeds_by_size.setdefault(int(e["n"]), []).append(e.get("seed", 0))
+    sizes = "; ".join(f"{n:,} test images ({_seeds(seeds)})" for n, seeds in seeds_by_size.items())
     parts.append(f"{evaluated}: {sizes}, {_minutes(eval_minutes)}.")
     return " ".join(parts)
 
@@ -222,7 +234,7 @@ def eps_text(eps: float | None) -> str:
 def evaluation_notes(dirs: Sequence[Path]) -> list[str]:
     """Which AutoAttack the runs' AutoAttack column holds (eval.json's `autoattack` block names the reference and
     its parameters), and what the reference's own checks and ibrar's gradient-masking checks warned."""
-    used: dict[str, None] = {}
+    used: dict[tuple[str, str], list[object]] = {}  # each setting (text before and after its seed), its seeds
     own: list[str] = []
     warned: dict[tuple[str, str], list[str]] = {}
     for d in dirs:
@@ -236,14 +248,15 @@ def evaluation_notes(dirs: Sequence[Path]) -> list[str]:
             own.append(f"`{d.name}`")
             continue
         budget = "" if block.get("standard_budget", True) else f", reduced budget {block.get('budget')}"
-        used[f"`{block['implementation']}` {block.get('package_version', '?')} ({block.get('version', '?')} "
-             f"version, seed {block.get('seed', '?')}, {block.get('n_target_classes', '?')} target classes"
-             f"{budget})"] = None
+        setting = (f"`{block['implementation']}` {block.get('package_version', '?')} ({block.get('version', '?')} "
+                   f"version, ", f", {block.get('n_target_classes', '?')} target classes{budget})")
+        used.setdefault(setting, []).append(block.get("seed", "?"))
         for text in block.get("warnings") or []:
             warned.setdefault(("AutoAttack's own checks", str(text)), []).append(f"`{d.name}`")
     parts = []
     if used:
-        parts.append(f"AutoAttack is the reference implementation: {'; '.join(used)}.")
+        settings = [f"{before}{_seeds(seeds)}{after}" for (before, after), seeds in used.items()]
+        parts.append(f"AutoAttack is the reference implementation: {'; '.join(settings)}.")
     if own:
         parts.append(f"AutoAttack of {', '.join(own)}: from an eval.json without the reference's `autoattack` "
                      "block (ibrar's own re-implementation, evaluated before the reference), not the reference.")
