@@ -257,6 +257,28 @@ def test_an_autoattack_number_not_from_the_reference_and_the_checks_warnings_are
            "more steps." in text
 
 
+def test_scale_study_shows_the_attack_steps_curves_and_autoattacks_stages_where_they_were_run(checkout):
+    results = checkout / "results"
+    fake_run(results / "scale-cpu", "6-ibrar-epochs60", 85.0, {"pgd10": 9.5, "nifgsm": 11.0, "fgsm": 28.5,
+                                                               "autoattack": 0.0},
+             eval_extra={"autoattack": REFERENCE_AA, **curves(0.5)})
+    fake_run(results / "scale-cpu", "1-ce-epochs60", 83.0, SCALE_ATTACKS, eval_extra={"autoattack": REFERENCE_AA})
+    fake_run(results / "scale-cpu", "1-ce-width1.0", 70.0, SCALE_ATTACKS, eval_extra={"autoattack": REFERENCE_AA})
+    width, length = report.scale_tables(results, checkout).split("**Training length")
+    assert "attack steps" not in width and "stage" not in width  # no width run holds curves
+    steps_header = "| run | attack | 1 step | 5 steps | 10 steps | 20 steps | 50 steps |"
+    assert "PGD and NI-FGSM at ε = 8/255, CW-L2 unbounded" in length and steps_header in length
+    assert "| (6) IB-RAR, 50k images, 60 epochs | PGD | 50.0 | 10.0 | 5.0 | 2.5 | 1.0 |" in length
+    assert "| (6) IB-RAR, 50k images, 60 epochs | CW-L2 | 50.0 |" in length
+    assert "| (6) IB-RAR, 50k images, 60 epochs | NI-FGSM | 50.0 |" in length
+    assert "| run | Natural | APGD-CE | APGD-T | FAB-T | Square |" in length
+    assert "| (6) IB-RAR, 50k images, 60 epochs | 60.0 | 1.0 | 0.0 | 0.0 | 0.0 |" in length
+    # a run evaluated without curves is in the main table only
+    assert "| (1) CE only, 50k images, 60 epochs | 1 |" in length
+    assert "| (1) CE only, 50k images, 60 epochs | PGD |" not in length
+    assert "| (1) CE only, 50k images, 60 epochs | 60.0 |" not in length
+
+
 def test_table6_shows_the_adaptive_attack_and_the_linf_worst_case(checkout):
     results = checkout / "results"
     adaptive = {"pgd10": 2.2, "adaptive10": 1.1, "adaptive100": 0.5, "autoattack": 0.3}

@@ -36,6 +36,14 @@ def test_cheap_points_get_two_seeds_and_costly_ones_one():
     assert [r.name for r in experiment.runs_of("1-ce-epochs60")] == ["1-ce-epochs60"]
 
 
+def test_training_length_runs_add_the_attack_steps_curves():
+    """Where the paper's 10-step attacks and AutoAttack part, the curves say whether more steps close the gap."""
+    experiment = build_experiment("scale", "cpu")
+    steps = {r.name: r.steps for r in experiment.runs}
+    assert {s for n, s in steps.items() if "-epochs" in n} == {(1, 5, 10, 20, 50)}
+    assert {s for n, s in steps.items() if "-width" in n} == {()}
+
+
 def test_width_quarter_seed0_is_table4s_cpu_run():
     """So a finished Table 4 run folder can stand in for it (the runner checks the configs are equal)."""
     scale_run = build_experiment("scale", "cpu").runs_of("2-ib-width0.25")[0]

@@ -529,10 +529,48 @@ def scale_tables(results: Path, root: Path, scale: str = "cpu") -> str:
                             lambda row: f"{row.label.split(', ')[0]}, paper (width 1, 50,000 images, 60 epochs)")
         body += [[label, "-", *values] for label, *values in paper]
         out += [title, "", *_markdown_table(header, body), "", *evaluation_notes(dirs), source_line(dirs, root), ""]
+        labelled = [(row.label if len(experiment.runs_of(row.group)) == 1 else f"{row.label}, `{d.name}`", d)
+                    for row in table.rows for d in _group_dirs(experiment, folder, [row.group])]
+        out += attack_strength_tables(labelled)
     out.append("Each cell of ours: the mean over the seeds that ran (± their standard deviation where two ran); "
                "the paper's rows are its Table 4 values at its full setting. Width 0.25 with 10,000 images and 10 "
                "epochs is Table 4's cpu-scale setting.")
     return "\n".join(out)
+
+
+_STAGES = (("clean", "Natural"), ("apgd-ce", "APGD-CE"), ("apgd-t", "APGD-T"), ("fab-t", "FAB-T"),
+           ("square", "Square"))
+
+
+def attack_strength_tables(labelled: Sequence[tuple[str, Path]]) -> list[str]:
+    """For the runs whose eval.json holds attack-steps curves: accuracy by number of steps of each attack family,
+    then the accuracy left after each stage of the reference AutoAttack. Where a 10-step attack and AutoAttack
+    disagree, these say what closes the gap: more steps of the same attack, or AutoAttack's other losses."""
+    runs = [(label, read_eval(d)) for label, d in labelled if read_eval(d).get("curves")]
+    if not runs:
+        return []
+    steps = sorted({int(s) for _, result in runs for curve in result["curves"].values() for s in curve})
+    body = [[label, _FAMILY.get(family.upper(), family.upper()),
+             *[_percent(curve.get(str(s))) for s in steps]]
+            for label, result in runs for family, curve in result["curves"].items()]
+    eps = {result.get("eps") for _, result in runs}
+    radius = eps_text(eps.pop() if len(eps) == 1 else None)
+    out = [f"Accuracy by number of attack steps (the same evaluations; PGD and NI-FGSM at {radius}, CW-L2 "
+           "unbounded):", "",
+           *_markdown_table(["run", "attack", *[f"{s} steps" if s != 1 else "1 step" for s in steps]], body), ""]
+    staged = [(label, result["autoattack"]["stages"]) for label, result in runs
+              if isinstance(result.get("autoattack"), dict) and result["autoattack"].get("stages")]
+    if staged:
+        out += ["Accuracy left after each stage of the reference AutoAttack (each stage attacks only the examples "
+                "the stages before it left correctly classified):", "",
+                *_markdown_table(["run", *[name for _, name in _STAGES]],
+                                 [[label, *[_percent(stages.get(key)) for key, _ in _STAGES]]
+                                  for label, stages in staged]), ""]
+    return out
+
+
+def _percent(fraction: Any) -> str:
+    return "-" if fraction is None else f"{100 * fraction:.1f}"
 
 
 def table6_table(results: Path, root: Path, scale: str = "cpu") -> str:

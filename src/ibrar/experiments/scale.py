@@ -6,7 +6,9 @@ approaches the paper's? Rows (1) CE, (2) IB loss and (6) IB-RAR on VGG16, one fa
   every 4 epochs) and for the paper's 60 epochs (StepLR 20 / 0.2).
 
 Widths 0.25 and 0.5 (measured: under 20 and about 35 CPU minutes a run, training and evaluation) are trained
-with two seeds, so the seed spread is visible; the points that take hours, with one.
+with two seeds, so the seed spread is visible; the points that take hours, with one. The training-length runs
+are also evaluated with the attack-steps curves: where the paper's 10-step attacks and AutoAttack disagree, the
+curves say whether more steps of the same attack close the gap (minutes of evaluation beside hours of training).
 At paper scale the study collapses to its end point, the paper's own setting.
 """
 
@@ -96,9 +98,10 @@ def build(scale: Scale, seeds: int = 1) -> Experiment:
     for point in study:
         rows = LENGTH_ROWS if point.axis == "epochs" else tuple(r for r, _ in ROWS)
         point_seeds = max(seeds, 2) if point.cheap else seeds
+        steps = scale.curve_steps if point.axis == "epochs" else ()
         for row in rows:
             runs += make_runs(run_group(row, point), f"table4-vgg16-{row}", scale, point_seeds, ATTACKS,
-                              point.overrides)
+                              point.overrides, steps=steps)
 
     def report(experiment: Experiment, folder: Path, data_root: str | Path | None = None) -> Results:
         from ibrar import plots
