@@ -140,7 +140,9 @@ def test_eval_of_a_run_folder_writes_eval_json(cli_run, image_folder, capsys):
     code, out, _ = run_main(capsys, "eval", str(cli_run), "--data-root", str(image_folder), "--attacks",
                             "fgsm,pgd2", "--n", "8", "--device", "cpu", "--quiet")
     assert code == 0 and "fgsm" in out and "pgd2" in out
-    assert json.loads((cli_run / "eval.json").read_text())["checkpoint"].endswith("final.pt")
+    result = json.loads((cli_run / "eval.json").read_text())
+    assert result["checkpoint"].endswith("final.pt")
+    assert result["total_seconds"] >= result["seconds"] > 0  # the whole evaluation, not only its attacks
 
 
 @pytest.mark.parametrize(("argv", "message"), [

@@ -261,7 +261,7 @@ def test_scale_study_shows_the_attack_steps_curves_and_autoattacks_stages_where_
     results = checkout / "results"
     fake_run(results / "scale-cpu", "6-ibrar-epochs60", 85.0, {"pgd10": 9.5, "nifgsm": 11.0, "fgsm": 28.5,
                                                                "autoattack": 0.0},
-             eval_extra={"autoattack": REFERENCE_AA, **curves(0.5)})
+             eval_extra={"autoattack": REFERENCE_AA, **curves(0.5), "total_seconds": 1200.0})
     fake_run(results / "scale-cpu", "1-ce-epochs60", 83.0, SCALE_ATTACKS, eval_extra={"autoattack": REFERENCE_AA})
     fake_run(results / "scale-cpu", "1-ce-width1.0", 70.0, SCALE_ATTACKS, eval_extra={"autoattack": REFERENCE_AA})
     width, length = report.scale_tables(results, checkout).split("**Training length")
@@ -277,6 +277,8 @@ def test_scale_study_shows_the_attack_steps_curves_and_autoattacks_stages_where_
     assert "| (1) CE only, 50k images, 60 epochs | 1 |" in length
     assert "| (1) CE only, 50k images, 60 epochs | PGD |" not in length
     assert "| (1) CE only, 50k images, 60 epochs | 60.0 |" not in length
+    # the evaluation's minutes count the curves where eval.json times the whole evaluation (older ones do not)
+    assert ": 1,000 test images (seed 0), 10.0 and 20.0 min." in length
 
 
 def test_table6_shows_the_adaptive_attack_and_the_linf_worst_case(checkout):

@@ -9,6 +9,7 @@ its resumable state in the run folder while it runs.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ def evaluate_run(
     `loaded` is a model already loaded (`path` then only names its weights, e.g. a RobustBench zoo model) and
     `out_dir` where its eval.json goes.
     """
+    started = time.perf_counter()
     dev = resolve_device(device)
     bundle, config, state = loaded if loaded is not None else load_trained(path, device=dev)
     model = bundle.model
@@ -94,6 +96,8 @@ def evaluate_run(
     result["warnings"] = warnings
     result["reference"] = config.eval.reference
     result["meta"] = run_metadata(seed, dev)  # when, where and at which commit this evaluation ran
+    # `seconds` times the attacks; this is the whole evaluation, curves and masking checks included
+    result["total_seconds"] = time.perf_counter() - started
     (out_dir / EVAL_FILE).write_text(json.dumps(result, indent=2))
     return render(report, result, config.eval.reference, config.eval.reference_label)
 
