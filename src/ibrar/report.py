@@ -547,7 +547,8 @@ def attack_strength_tables(labelled: Sequence[tuple[str, Path]]) -> list[str]:
     """For the runs whose eval.json holds attack-steps curves: accuracy by number of steps of each attack family,
     then the accuracy left after each stage of the reference AutoAttack. Where a 10-step attack and AutoAttack
     disagree, these say what closes the gap: more steps of the same attack, or AutoAttack's other losses."""
-    runs = [(label, read_eval(d)) for label, d in labelled if read_eval(d).get("curves")]
+    runs = [(label, result) for label, result in ((label, read_eval(d)) for label, d in labelled)
+            if result.get("curves")]
     if not runs:
         return []
     steps = sorted({int(s) for _, result in runs for curve in result["curves"].values() for s in curve})
