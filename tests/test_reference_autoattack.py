@@ -153,6 +153,27 @@ def test_square_stage_beating_the_gradient_stages_is_a_masking_warning(model):
     assert not any("Square stage" in w for w in masking_warnings(report))
 
 
+@pytest.mark.parametrize(("pgd", "nifgsm", "autoattack", "flagged"), [
+    (0.095, 0.11, 0.0, ["pgd2", "nifgsm2"]),  # AutoAttack breaks every example the paper's attacks leave
+    (0.51, 0.52, 0.48, []),  # a few points below PGD, as on an adversarially trained network
+    (0.03, 0.03, 0.015, []),  # over half, but within the tolerance
+])
+def test_autoattack_breaking_most_of_an_iterative_attacks_survivors_is_a_masking_warning(
+        model, pgd, nifgsm, autoattack, flagged):
+    x, y = test_data(16)
+    attacks = {"fgsm": build_attack("fgsm", model, eps=EPS), "pgd2": build_attack("pgd2", model, eps=EPS),
+               "nifgsm2": build_attack("nifgsm2", model, eps=EPS),
+               "autoattack": ReferenceAutoAttack(model, EPS, n_iter=2, n_queries=5)}
+    report = evaluate(model, x, y, attacks, eps=EPS)
+    for name, accuracy in (("fgsm", 0.3), ("pgd2", pgd), ("nifgsm2", nifgsm)):
+        report.result(name).accuracy = accuracy
+    report.autoattack["robust_accuracy"] = autoattack
+    warnings = [w for w in masking_warnings(report) if w.startswith("AutoAttack breaks")]
+    assert [w.split(" leaves robust")[0].rsplit(" ", 1)[1] for w in warnings] == flagged  # never the one-step FGSM
+    if flagged:
+        assert "AutoAttack breaks 100% of the examples pgd2 leaves robust (pgd2 9.5%, AutoAttack 0.0%)" in warnings[0]
+
+
 def test_an_evaluation_killed_inside_a_stage_resumes_from_the_references_per_batch_state(model, tmp_path):
     x, y = test_data(48)
     wrapped = _Interruptible(model)

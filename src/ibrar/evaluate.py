@@ -31,6 +31,7 @@ from ibrar.attacks.reference_autoattack import STAGE_LABELS
 # Attacks that ascend a loss: their adversarial loss should exceed the clean one.
 _ASCENT_ATTACKS = ("FGSM", "PGD", "NIFGSM", "APGD", "APGDT", "AdaptivePGD")
 _BLACK_BOX = ("Square",)
+_ITERATIVE = tuple(name for name in _ASCENT_ATTACKS if name != "FGSM")  # one step is expected to be weak
 DEFAULT_BATCH_SIZE = 256  # ibrar's own attacks; the reference AutoAttack keeps its own default (250)
 AnyAttack = Attack | ReferenceAutoAttack
 
@@ -340,6 +341,9 @@ def masking_warnings(
     - a black-box attack (Square) beats every white-box attack of its threat model, or, inside the
       reference AutoAttack, its Square stage breaks more than ``tolerance`` of the examples that
       APGD-CE, APGD-T and FAB-T left robust;
+    - the reference AutoAttack breaks more than half of the examples that an iterative white-box attack of its
+      threat model (PGD, NI-FGSM, ...) left robust, by more than ``tolerance``: that attack's number overstates
+      robustness (a few points between PGD and AutoAttack are usual; most of PGD's survivors falling is not);
     - accuracy rises with the number of steps in ``curve`` (from :func:`steps_curve`);
     - an ascent attack whose mean loss did not rise (``loss_adv <= loss_clean``);
     - with ``large_eps`` (e.g. 0.5) and ``model``/``images``/``labels`` (the same ones given to
@@ -363,6 +367,7 @@ def masking_warnings(
             warnings.append(f"AutoAttack's black-box Square stage lowered robust accuracy from {white_box:.1%} "
                             f"(after APGD-CE, APGD-T, FAB-T) to {stages['square']:.1%}: gradients are "
                             "likely masked")
+        warnings += _overstated_by(report.attacks, report.autoattack, tolerance)
     if curve:
         ordered = sorted(curve.items())
         for (s0, a0), (s1, a1) in zip(ordered, ordered[1:], strict=False):
@@ -390,6 +395,24 @@ def masking_warnings(
             warnings.append(f"PGD-20 at eps={large_eps:.3g} leaves {acc:.1%} accuracy (expected ~0%): "
                             "gradients are likely masked")
     return warnings
+
+
+def _overstated_by(attacks: Sequence[AttackResult], autoattack: Mapping[str, Any], tolerance: float) -> list[str]:
+    """The iterative attacks most of whose robust examples the reference AutoAttack breaks."""
+    found = autoattack.get("robust_accuracy")
+    if found is None:
+        return []
+    threat = (str(autoattack["norm"]).lower(), autoattack.get("eps"))
+    out = []
+    for r in attacks:
+        if r.attack_class not in _ITERATIVE or r.accuracy is None or not _same_threat(threat, r.norm, r.eps):
+            continue
+        gap = r.accuracy - found
+        if gap > tolerance and gap > r.accuracy / 2:
+            out.append(f"AutoAttack breaks {gap / r.accuracy:.0%} of the examples {r.name} leaves robust "
+                       f"({r.name} {r.accuracy:.1%}, AutoAttack {found:.1%}): {r.name} overstates robustness, a "
+                       "sign of gradient masking; report AutoAttack's number")
+    return out
 
 
 def threat_label(norm: str, eps: float | None) -> str:
