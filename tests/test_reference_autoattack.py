@@ -154,7 +154,7 @@ def test_square_stage_beating_the_gradient_stages_is_a_masking_warning(model):
 
 
 @pytest.mark.parametrize(("pgd", "nifgsm", "autoattack", "flagged"), [
-    (0.095, 0.11, 0.0, ["pgd2", "nifgsm2"]),  # AutoAttack breaks every example the paper's attacks leave
+    (0.095, 0.11, 0.0, ["pgd2"]),  # AutoAttack breaks every example PGD leaves; NI-FGSM is weak by design
     (0.51, 0.52, 0.48, []),  # a few points below PGD, as on an adversarially trained network
     (0.03, 0.03, 0.015, []),  # over half, but within the tolerance
 ])
@@ -169,7 +169,7 @@ def test_autoattack_breaking_most_of_an_iterative_attacks_survivors_is_a_masking
         report.result(name).accuracy = accuracy
     report.autoattack["robust_accuracy"] = autoattack
     warnings = [w for w in masking_warnings(report) if w.startswith("AutoAttack breaks")]
-    assert [w.split(" leaves robust")[0].rsplit(" ", 1)[1] for w in warnings] == flagged  # never the one-step FGSM
+    assert [w.split(" leaves robust")[0].rsplit(" ", 1)[1] for w in warnings] == flagged  # never FGSM or NI-FGSM
     if flagged:
         assert "AutoAttack breaks 100% of the examples pgd2 leaves robust (pgd2 9.5%, AutoAttack 0.0%)" in warnings[0]
 
