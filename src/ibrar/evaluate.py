@@ -344,8 +344,9 @@ def masking_warnings(
       reference AutoAttack, its Square stage breaks more than ``tolerance`` of the examples that
       APGD-CE, APGD-T and FAB-T left robust;
     - the reference AutoAttack breaks more than half of the examples that a PGD-type attack of its threat model
-      left robust, by more than ``tolerance``: that attack's number overstates robustness (a few points between
-      PGD and AutoAttack are usual; most of PGD's survivors falling is not);
+      left robust (by accuracy: AutoAttack's is below half of that attack's), by more than ``tolerance``: that
+      attack's number overstates robustness (a few points between PGD and AutoAttack are usual; most of PGD's
+      survivors falling is not);
     - accuracy rises with the number of steps in ``curve`` (from :func:`steps_curve`);
     - an ascent attack whose mean loss did not rise (``loss_adv <= loss_clean``);
     - with ``large_eps`` (e.g. 0.5) and ``model``/``images``/``labels`` (the same ones given to
