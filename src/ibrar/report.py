@@ -552,8 +552,7 @@ def attack_strength_tables(labelled: Sequence[tuple[str, Path]]) -> list[str]:
     if not runs:
         return []
     steps = sorted({int(s) for _, result in runs for curve in result["curves"].values() for s in curve})
-    body = [[label, _FAMILY.get(family.upper(), family.upper()),
-             *[_percent(curve.get(str(s))) for s in steps]]
+    body = [[label, _family_label(family), *[_percent(curve.get(str(s))) for s in steps]]
             for label, result in runs for family, curve in result["curves"].items()]
     eps = {result.get("eps") for _, result in runs}
     radius = eps_text(eps.pop() if len(eps) == 1 else None)
@@ -605,6 +604,14 @@ def table6_table(results: Path, root: Path, scale: str = "cpu") -> str:
 _FAMILY = {"CW": "CW-L2", "NIFGSM": "NI-FGSM"}
 
 
+def _family_label(family: str) -> str:
+    """An attack-steps curve's name in the tables (eval.json's `pgd`, `cw`, `nifgsm`: PGD, CW-L2, NI-FGSM)."""
+    from ibrar.experiments import fig2
+
+    label = dict(fig2.FAMILIES).get(family, family)
+    return _FAMILY.get(label, label)
+
+
 def fig2_tables(results: Path, root: Path, scale: str = "cpu") -> str:
     """Figure 2's networks under PGD-10, CW-L2, NI-FGSM and AutoAttack (clean beside the paper's), then the
     attack-steps curves as one table per attack family."""
@@ -630,10 +637,10 @@ def fig2_tables(results: Path, root: Path, scale: str = "cpu") -> str:
     if not curve_dirs:
         return "\n".join([*out, f"Attack-steps curves: not run (no eval.json in `{_relative(folder, root)}/` "
                                  "holds `curves`)."])
-    for (_, family_label), table in zip(fig2.FAMILIES, curves, strict=True):
+    for (family, _), table in zip(fig2.FAMILIES, curves, strict=True):
         rows = [[row.label, *_cells(row.cells, table.columns, _ran(experiment, folder, row.group) > 0)]
                 for row in table.rows]
-        out += [f"**{_FAMILY.get(family_label, family_label)}: accuracy by number of attack steps**", "",
+        out += [f"**{_family_label(family)}: accuracy by number of attack steps**", "",
                 *_markdown_table(["network", *[f"{s} steps" if s != "1" else "1 step" for s in table.columns]],
                                  rows), ""]
     out.append(source_line(curve_dirs, root))
