@@ -99,24 +99,45 @@ def test_table4_row_stops_at_its_time_budget_resumes_in_the_next_call_and_export
     assert not list((tmp_path / "call1").rglob("*.pt"))  # never checkpoints
     assert kit.collect(tmp_path / "call1", tmp_path / "results") == []  # not evaluated yet: stays out of results/
 
-    second, log = device_call(rehearsal, tmp_path / "call2", "table4-1")
-    assert second["status"] == "finished" and second["epochs_done"] == second["epochs"] == 1
-    assert "== table4-1: FINISHED" in log and "(found: resume)" in log
+    # trained, and the whole test set evaluated, but too little time left for AutoAttack's subset
+    second, log = device_call(rehearsal, tmp_path / "call2", "table4-1", IBRAR_GPU_EVAL_SUBSET_S="1e6")
+    assert second["epochs_done"] == 1 and "eval-n" in second["status"] and "CALL AGAIN" in log
     exported = tmp_path / "call2" / run
+    full = json.loads((exported / kit.EVAL_FULL).read_text())  # the piece comes back: the lease may end now
+    assert not (exported / "eval.json").exists()
+    partial = tmp_path / "results" / "table4-smoke-partial" / run.name
+    assert kit.collect(tmp_path / "call2", tmp_path / "results") == [partial]
+    assert json.loads((partial / kit.EVAL_FULL).read_text()) == full and (partial / "stage.log").is_file()
+    # a call of the kit before it exported that piece: the same numbers, from the table stage.log printed
+    (exported / kit.EVAL_FULL).unlink()
+    kit.collect(tmp_path / "call2", tmp_path / "results")
+    recovered = json.loads((partial / kit.EVAL_FULL).read_text())
+    assert recovered["n"] == full["n"] and recovered["seed"] == full["seed"] and "stage.log" in recovered[
+        "recovered_from"]
+    assert recovered["clean"] == pytest.approx(full["clean"], abs=5e-5)
+    assert [(a["name"], a["n_robust"]) for a in recovered["attacks"]] == [
+        (a["name"], a["n_robust"]) for a in full["attacks"]]
+    assert [a["accuracy"] for a in recovered["attacks"]] == pytest.approx([a["accuracy"] for a in full["attacks"]])
+
+    third, log = device_call(rehearsal, tmp_path / "call3", "table4-1", IBRAR_GPU_AA_N="20")  # a short lease's n
+    assert third["status"] == "finished" and third["epochs_done"] == third["epochs"] == 1
+    assert "== table4-1: FINISHED" in log and "(found: evaluate)" in log
+    exported = tmp_path / "call3" / run
     assert sorted(p.name for p in exported.iterdir()) == sorted(
         ["config.yaml", "meta.json", "metrics.jsonl", "info_plane.jsonl", "eval.json", "gpu.json"])
     evaluation = json.loads((exported / "eval.json").read_text())
     names = [a["name"] for a in evaluation["attacks"]]
     assert names == ["pgd2", "nifgsm2", "fgsm", "apgd-ce3"]  # the smoke scale's pgd10, nifgsm, fgsm, autoattack
     subset_entry = evaluation["attacks"][-1]
-    assert subset_entry["n"] == evaluation["subsets"][f"n{subset_entry['n']}"]["n"]
+    assert subset_entry["n"] == evaluation["subsets"]["n20"]["n"] == 20 < evaluation["n"]  # n: the whole set
     gpu = json.loads((exported / "gpu.json").read_text())
-    assert [c["status"] == "finished" for c in gpu["calls"]] == [False, True]
+    assert [c["status"] == "finished" for c in gpu["calls"]] == [False, False, True]
     assert gpu["minutes_total"] == pytest.approx(sum(c["minutes"] for c in gpu["calls"]), abs=0.02)
     assert_comes_back(tmp_path / "call2")
     # back here, into results/<experiment>-<scale>/<run>/, where the report command reads runs
-    assert kit.collect(tmp_path / "call2", tmp_path / "results") == [tmp_path / "results" / run]
+    assert kit.collect(tmp_path / "call3", tmp_path / "results") == [tmp_path / "results" / run]
     assert (tmp_path / "results" / run / "eval.json").read_text() == (exported / "eval.json").read_text()
+    assert not partial.exists()  # superseded by the finished row
 
 
 def test_collect_keeps_a_partly_trained_row_apart_and_drops_it_once_the_row_is_finished(tmp_path):

@@ -103,6 +103,8 @@ def test_committed_results_hold_only_small_artifacts_and_no_checkpoint():
                 allowed = path.suffix == ".json"
             elif top == "gpu-check":  # the GPU kit's check stage: check.md/json, stage.json, earlier ones
                 allowed = path.suffix in (".json", ".md")
+            elif top.endswith("-partial"):  # a paper-scale row a lease ran out on: its evaluation piece and log
+                allowed = path.name in (*report.ARTIFACTS, report.PARTIAL_EVAL, "stage.log")
             else:
                 allowed = path.name in report.ARTIFACTS
             assert allowed, f"{path} is not a collected artifact"
@@ -608,11 +610,20 @@ def test_partly_trained_paper_rows_are_shown_apart_until_the_row_is_evaluated(ch
     partial_run(results / "table4-paper-partial", "vgg16-6-ibrar", 19)
     text = report.table4_paper_table(results, checkout)
     assert text.startswith("Table 4: not run")  # the partial row is no Table 4 number
-    assert "| vgg16-6-ibrar | 19 of 60 | 69.0 | 1.9 | 20.0 | NVIDIA H200 |" in text  # last epoch; median s/epoch
+    # last epoch's monitor; median s/epoch; the paper's row beside it
+    assert ("| vgg16-6-ibrar | 19 of 60 | 69.0 | 1.9 | 20.0 | not evaluated | 91.50 / 35.86 / 37.44 / 55.92 "
+            "| NVIDIA H200 |") in text
     assert "vgg16-6-ibrar: 2026-11-26T03:51:30+00:00, 7.0 min, torch 2.11.0+cu130, commit `abcdef0`" in text
+    # trained, and the paper's attacks ran on the whole test set before the lease ended (AutoAttack did not)
+    (results / "table4-paper-partial" / "vgg16-6-ibrar" / "eval-full.json").write_text(json.dumps({
+        "n": 10000, "clean": 0.8893, "recovered_from": "stage.log: the table",
+        "attacks": [{"name": "pgd10", "accuracy": 0.1734}, {"name": "fgsm", "accuracy": 0.4871}]}))
+    text = report.table4_paper_table(results, checkout)
+    assert "| 88.9 / 17.3 / - / 48.7 | 91.50 / 35.86 / 37.44 / 55.92 |" in text  # NI-FGSM absent: shown as -
+    assert "vgg16-6-ibrar's whole-test-set numbers come from its stage.log: the table." in text
     fake_run(results / "table4-paper", "vgg16-6-ibrar", 91.0, {"pgd10": 30.0, "nifgsm": 31.0, "fgsm": 50.0})
     text = report.table4_paper_table(results, checkout)
-    assert "19 of 60" not in text and "Trained part of the way" not in text
+    assert "19 of 60" not in text and "Not finished when the lease ended" not in text
 
 
 def test_the_gpu_check_section_lists_earlier_checks_and_a_separate_fast_path_run(checkout):

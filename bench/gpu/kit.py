@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -24,6 +26,7 @@ from pathlib import Path
 TRAVEL_LIMIT = 64 * 1024 * 1024  # the device tool's limit on the working tree plus carried paths
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_KIT = REPO / ".gpu-kit"
+EVAL_FULL = "eval-full.json"  # as in stages.py: the paper's attacks on the whole test set, before AutoAttack's subset
 INSTALLED_LIST = "ibrar-kit-installed.txt"  # in the target folder: the wheels the last set-up installed
 
 
@@ -153,6 +156,35 @@ def unpack(tarball: Path, dest: Path) -> Path:
 # ---- results back here -----------------------------------------------------------------------------------
 
 
+# the stage's "== evaluating RUN: ..." line, then the table up to the "   (N s)" line that closes it
+_EVAL_BLOCK = re.compile(r"^== evaluating (?P<run>\S+): .* on \d+ test examples\n"
+                         r"(?P<table>(?:(?!==|   \().*\n)+)", re.M)
+_ATTACK_ROW = re.compile(r"^(?P<name>\S+)\s+(?P<threat>L\S+ \S+)\s+(?P<percent>[\d.]+)%\s+(?P<robust>\d+)"
+                         r"\s+(?P<seconds>[\d.]+)s")
+
+
+def evaluation_from_log(log: Path, run: str) -> dict | None:
+    """The whole-test-set evaluation of `run` as the stage printed it (ibrar.evaluate.format_table) in stage.log,
+    for a call whose eval-full.json did not come back (the kit before it exported that piece). Robust counts are
+    exact, so each attack's accuracy is too; the clean accuracy has the table's two decimals. None if absent."""
+    if not log.is_file():
+        return None
+    blocks = [m for m in _EVAL_BLOCK.finditer(log.read_text()) if m.group("run") == run]
+    if not blocks:
+        return None
+    lines = blocks[-1].group("table").splitlines()
+    header = re.match(r"n = (\d+) examples, seed = (\d+)", lines[0])
+    clean = next((re.match(r"clean\s+([\d.]+)%", line) for line in lines if line.startswith("clean ")), None)
+    if header is None or clean is None:
+        return None
+    n = int(header.group(1))
+    attacks = [{"name": m["name"], "threat_model": m["threat"], "accuracy": int(m["robust"]) / n,
+                "n_robust": int(m["robust"]), "seconds": float(m["seconds"])}
+               for m in map(_ATTACK_ROW.match, lines[2:]) if m is not None and m["name"] != "worst"]
+    return {"n": n, "seed": int(header.group(2)), "clean": round(float(clean.group(1)) / 100, 4), "attacks": attacks,
+            "recovered_from": f"{log.name}: the evaluation table the call printed ({EVAL_FULL} did not come back)"}
+
+
 def collect(files_at: Path, results: Path) -> list[Path]:
     """Copy what a device call brought back into `results/`: each finished run folder
     ($OUT/<experiment>-<scale>/<run>/) through `ibrar report collect`'s own copy, and a `check` stage's files to
@@ -176,6 +208,7 @@ def collect(files_at: Path, results: Path) -> list[Path]:
                 shutil.rmtree(partial, ignore_errors=True)
                 partial.mkdir(parents=True)
                 copy_artifacts(run, partial)
+                keep_partial_evaluation(files_at, run, partial)
                 copied.append(partial)
     if (files_at / "check.json").is_file():
         dest = results / "gpu-check"
@@ -189,6 +222,18 @@ def collect(files_at: Path, results: Path) -> list[Path]:
     if not copied:
         print(f"nothing to collect in {files_at}: no evaluated <experiment>-<scale>/<run>/ and no check.json")
     return copied
+
+
+def keep_partial_evaluation(files_at: Path, run: Path, partial: Path) -> None:
+    """A trained row whose AutoAttack piece has not run: keep its whole-test-set piece (from the call's stage.log
+    if the file itself did not come back) and that log, which is its provenance."""
+    log = files_at / "stage.log"
+    if (run / EVAL_FULL).is_file():
+        shutil.copyfile(run / EVAL_FULL, partial / EVAL_FULL)
+    elif (recovered := evaluation_from_log(log, run.name)) is not None:
+        (partial / EVAL_FULL).write_text(json.dumps(recovered, indent=2) + "\n")
+    if (partial / EVAL_FULL).is_file() and log.is_file():
+        shutil.copyfile(log, partial / log.name)
 
 
 def main(argv: list[str] | None = None) -> int:

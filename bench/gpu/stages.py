@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
 
 EXPORTED = ("config.yaml", "meta.json", "metrics.jsonl", "info_plane.jsonl", "eval.json", "gpu.json")
+EVAL_FULL = "eval-full.json"  # the first evaluation piece, kept until the subset's piece is merged with it
 AA_SUBSET = 1000  # AutoAttack's examples (a seeded subset of the test set), as in the paper's tables
 
 
@@ -58,6 +59,8 @@ class Context:
     call_limit: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_CALL_LIMIT_S", 570))
     eval_full_s: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_EVAL_FULL_S", 120))
     eval_subset_s: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_EVAL_SUBSET_S", 180))
+    # fewer than the paper's 1,000 only when a lease cannot fit them: the entry's own n says so in eval.json
+    aa_n: int = field(default_factory=lambda: int(os.environ.get("IBRAR_GPU_AA_N", AA_SUBSET)))
 
     @classmethod
     def from_env(cls, stage: str) -> Context:
@@ -303,7 +306,7 @@ def evaluate_row(ctx: Context, spec: Any, scale: Any, config: Any, run_dir: Path
     from ibrar.run_eval import EVAL_FILE, evaluate_run
 
     subset_attack = scale.attack("autoattack")
-    full_file, subset_file = run_dir / "eval-full.json", run_dir / f"eval-n{AA_SUBSET}.json"
+    full_file, subset_file = run_dir / EVAL_FULL, run_dir / f"eval-n{ctx.aa_n}.json"
     test_data = None
     for path, attacks, budget in ((full_file, [a for a in spec.attacks if a != subset_attack], ctx.eval_full_s),
                                   (subset_file, list(spec.attacks), ctx.eval_subset_s)):
@@ -315,7 +318,7 @@ def evaluate_row(ctx: Context, spec: Any, scale: Any, config: Any, run_dir: Path
         if test_data is None:
             test_data = load_split(config.data.name, resolve_data_root(config.data.root or ctx.data_root), "test")
         whole = path is full_file
-        n = len(test_data) if whole else min(AA_SUBSET, len(test_data))  # explicit: no default subset applies
+        n = len(test_data) if whole else min(ctx.aa_n, len(test_data))  # explicit: no default subset applies
         print(f"== evaluating {spec.name}: {', '.join(attacks)} on {n} test examples", flush=True)
         started = time.time()
         report = evaluate_run(run_dir, data_root=ctx.data_root, attacks=attacks, n=n, seed=spec.seed, quiet=True,
@@ -348,8 +351,12 @@ def record_call(ctx: Context, run_dir: Path, info: dict[str, Any], status: str) 
 def export_run(ctx: Context, run_dir: Path) -> Path:
     """Copy the run's small files to $OUT/<experiment>-<scale>/<run>/ (two folders down: they all come back)."""
     dest = ctx.out / run_dir.parent.name / run_dir.name
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in EXPORTED:
+    shutil.rmtree(dest, ignore_errors=True)  # an export earlier in the call may hold a piece eval.json now merges
+    dest.mkdir(parents=True)
+    names = list(EXPORTED)
+    if not (run_dir / "eval.json").is_file():
+        names.append(EVAL_FULL)  # the whole-test-set piece alone: the lease may end before the subset's call
+    for name in names:
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, dest / name)
     return dest

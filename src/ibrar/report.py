@@ -23,6 +23,7 @@ RESULTS_DIR = "results"
 # What a run folder contributes to results/: config, versions and hardware, per-epoch log, evaluation.
 ARTIFACTS = ("config.yaml", "meta.json", "metrics.jsonl", "eval.json", "info_plane.jsonl",
              "gpu.json")  # gpu.json: the GPU kit's per-call minutes, when a run trained over several calls
+PARTIAL_EVAL = "eval-full.json"  # a paper-scale row's whole-test-set evaluation, before AutoAttack's subset ran
 OPTIONAL_SIZE_LIMIT = 1 << 20  # bytes; a larger info_plane.jsonl stays behind (the others are always small)
 MARKER = re.compile(r"(<!-- report:(?P<name>[A-Za-z0-9_.-]+) -->\n)(?P<body>.*?)(<!-- /report -->)", re.S)
 
@@ -758,20 +759,34 @@ def table4_paper_table(results: Path, root: Path) -> str:
 
 
 def table4_paper_partial(results: Path, root: Path) -> str:
-    """Paper-scale rows trained part of the way (the GPU went back first; its disk, checkpoint included, with it):
-    how far they got and the Trainer's per-epoch monitor. No evaluation ran, so these are not Table 4's numbers."""
+    """Paper-scale rows a lease ran out on (the GPU went back first; its disk, checkpoint included, with it): how
+    far they trained, the Trainer's per-epoch monitor, and the paper's attacks on the whole test set when that
+    piece of the evaluation ran (eval-full.json). AutoAttack did not run, so these are not Table 4's rows."""
+    from ibrar.experiments.paper_numbers import TABLE4, TABLE4_COLUMNS
     from ibrar.run_folder import read_run_config
 
     folder = partial_folder(results, "table4-paper")
     runs = sorted(p for p in folder.glob("*") if (p / "metrics.jsonl").is_file() and (p / "gpu.json").is_file()
                   and not (results / "table4-paper" / p.name / "eval.json").is_file())
-    rows, calls = [], []
+    rows, calls, recovered = [], [], []
     for run in runs:
         metrics, gpu = read_metrics(run), _read_json(run / "gpu.json")
         last, per_epoch = metrics[-1], sorted(m["seconds"] for m in metrics if "seconds" in m)
+        full = _read_json(run / PARTIAL_EVAL)
+        if full:
+            accuracy = {"clean": full["clean"], **{a["name"]: a["accuracy"] for a in full["attacks"]}}
+            measured = " / ".join("-" if accuracy.get(k) is None else f"{100 * accuracy[k]:.1f}"
+                                  for k in ("clean", "pgd10", "nifgsm", "fgsm"))
+            if full.get("recovered_from"):
+                recovered.append(f"{run.name}'s whole-test-set numbers come from its {full['recovered_from']}")
+        else:
+            measured = "not evaluated"
+        paper = TABLE4.get(run.name, {})
         rows.append([run.name, f"{last['epoch']} of {read_run_config(run).train.epochs}",
                      f"{100 * last['test_clean_acc']:.1f}", f"{100 * last['test_pgd10_acc']:.1f}",
-                     f"{per_epoch[len(per_epoch) // 2]:.1f}", gpu.get("device", "not recorded")])
+                     f"{per_epoch[len(per_epoch) // 2]:.1f}", measured,
+                     " / ".join(f"{paper[c]:.2f}" for c in TABLE4_COLUMNS) if paper else "-",
+                     gpu.get("device", "not recorded")])
         source = gpu.get("source") or {}
         commit = f"commit `{str(source.get('commit', ''))[:7]}`" if source.get("commit") else "commit not recorded"
         dirty = " with uncommitted changes" if source.get("uncommitted_changes") else ""
@@ -779,12 +794,14 @@ def table4_paper_partial(results: Path, root: Path) -> str:
                   for c in gpu.get("calls", [])]
     if not rows:
         return ""
-    header = ["run (not finished)", "epochs trained", "clean % (monitor)", "PGD-10 % (monitor)",
-              "median s/epoch", "device"]
+    header = ["run (not finished)", "epochs trained", "clean % (monitor)", "PGD-10 % (monitor)", "median s/epoch",
+              "whole test set: Natural / PGD-10 / NI-FGSM / FGSM", "paper (Nat / PGD / NI / FGSM)", "device"]
+    notes = [f"{'; '.join(recovered)}.", ""] if recovered else []
     return "\n".join([
-        "Trained part of the way, not evaluated (the monitor: clean and PGD-10 accuracy on the first "
-        f"`train.eval_subset` test images after the last epoch; `{_relative(folder, root)}/`):", "",
-        *_markdown_table(header, rows), "", "GPU calls: " + "; ".join(calls) + "."])
+        "Not finished when the lease ended, so not Table 4's rows: trained part of the way, or trained and evaluated "
+        "with the paper's attacks on the whole test set but not yet with AutoAttack (the monitor: clean and PGD-10 "
+        f"accuracy on the first `train.eval_subset` test images after the last epoch; `{_relative(folder, root)}/`):",
+        "", *_markdown_table(header, rows), "", *notes, "GPU calls: " + "; ".join(calls) + "."])
 
 
 # ---- the docs ---------------------------------------------------------------------------------------
