@@ -26,7 +26,9 @@ from pathlib import Path
 TRAVEL_LIMIT = 64 * 1024 * 1024  # the device tool's limit on the working tree plus carried paths
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_KIT = REPO / ".gpu-kit"
-EVAL_FULL = "eval-full.json"  # as in stages.py: the paper's attacks on the whole test set, before AutoAttack's subset
+# a row's first evaluation piece (the paper's attacks on the whole test set), kept until AutoAttack's subset is
+# merged with it into eval.json; the report reads it under the same name (ibrar.report.PARTIAL_EVAL)
+EVAL_FULL = "eval-full.json"
 INSTALLED_LIST = "ibrar-kit-installed.txt"  # in the target folder: the wheels the last set-up installed
 
 

@@ -36,8 +36,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
 
+from kit import EVAL_FULL  # noqa: E402  (bench/gpu/ is this script's folder, so first on sys.path)
+
 EXPORTED = ("config.yaml", "meta.json", "metrics.jsonl", "info_plane.jsonl", "eval.json", "gpu.json")
-EVAL_FULL = "eval-full.json"  # the first evaluation piece, kept until the subset's piece is merged with it
 AA_SUBSET = 1000  # AutoAttack's examples (a seeded subset of the test set), as in the paper's tables
 
 
