@@ -100,7 +100,8 @@ def test_table4_row_stops_at_its_time_budget_resumes_in_the_next_call_and_export
     assert kit.collect(tmp_path / "call1", tmp_path / "results") == []  # not evaluated yet: stays out of results/
 
     # trained, and the whole test set evaluated, but too little time left for AutoAttack's subset
-    second, log = device_call(rehearsal, tmp_path / "call2", "table4-1", IBRAR_GPU_EVAL_SUBSET_S="1e6")
+    second, log = device_call(rehearsal, tmp_path / "call2", "table4-1", IBRAR_GPU_EVAL_SUBSET_S="1e6",
+                              IBRAR_GPU_CALL_S="240")  # a lease's last call, shorter than 10 minutes
     assert second["epochs_done"] == 1 and "eval-n" in second["status"] and "CALL AGAIN" in log
     exported = tmp_path / "call2" / run
     from ibrar.report import PARTIAL_EVAL
@@ -155,6 +156,20 @@ def test_collect_keeps_a_partly_trained_row_apart_and_drops_it_once_the_row_is_f
     (run / "eval.json").write_text("{}")
     assert kit.collect(files_at, results) == [results / "table4-paper" / "vgg16-6-ibrar"]
     assert not partial.exists()
+
+
+def test_the_call_length_sets_when_training_stops_and_the_stage_ends(monkeypatch):
+    import stages
+
+    for name in ("IBRAR_GPU_CALL_S", "IBRAR_GPU_TRAIN_UNTIL_S", "IBRAR_GPU_CALL_LIMIT_S"):
+        monkeypatch.delenv(name, raising=False)
+    default = stages.Context.from_env("table4-6")
+    assert (default.train_until, default.call_limit) == (510, 570)  # a 10-minute call
+    monkeypatch.setenv("IBRAR_GPU_CALL_S", "300")
+    assert (stages.Context.from_env("table4-6").train_until, stages.Context.from_env("table4-6").call_limit) == (
+        210, 270)
+    monkeypatch.setenv("IBRAR_GPU_TRAIN_UNTIL_S", "250")  # a knob set on its own wins
+    assert stages.Context.from_env("table4-6").train_until == 250
 
 
 def test_a_rehearsal_skips_wheels_whose_module_already_imports(tmp_path):

@@ -45,7 +45,9 @@ log=$OUT/stage.log
   echo "set-up done after $("$python" -c "import time; print(round(time.time() - $IBRAR_GPU_T0, 1))") s"
   # 3. the stage; SIGTERM before the call's 10-minute limit lets training checkpoint and the results be written
   rc=0
-  timeout -s TERM -k 15 "${IBRAR_GPU_STAGE_TIMEOUT_S:-580}" "$python" bench/gpu/stages.py "$stage" || rc=$?
+  # (IBRAR_GPU_CALL_S: the device call's timeout_s, 600 unless a lease has less left; the stage ends 20 s before)
+  stage_timeout=${IBRAR_GPU_STAGE_TIMEOUT_S:-$(( ${IBRAR_GPU_CALL_S:-600} - 20 ))}
+  timeout -s TERM -k 15 "$stage_timeout" "$python" bench/gpu/stages.py "$stage" || rc=$?
   "$python" bench/gpu/stages.py finalize "$stage" --rc "$rc" || true
   exit "$rc"
 } 2>&1 | tee "$log"

@@ -46,6 +46,10 @@ def _env_seconds(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
 
 
+def _call_seconds() -> float:
+    return _env_seconds("IBRAR_GPU_CALL_S", 600)
+
+
 @dataclass
 class Context:
     """Where a stage reads and writes, and its clock (t0: when run.sh started, set-up included)."""
@@ -56,8 +60,10 @@ class Context:
     t0: float
     data_root: Path
     runs: Path
-    train_until: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_TRAIN_UNTIL_S", 510))
-    call_limit: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_CALL_LIMIT_S", 570))
+    # from the call's length (IBRAR_GPU_CALL_S, the device call's timeout_s): end 30 s before it, stop training
+    # 90 s before it (a minute to evaluate if the training finishes); each can be set on its own as well
+    train_until: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_TRAIN_UNTIL_S", _call_seconds() - 90))
+    call_limit: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_CALL_LIMIT_S", _call_seconds() - 30))
     eval_full_s: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_EVAL_FULL_S", 120))
     eval_subset_s: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_EVAL_SUBSET_S", 180))
     # fewer than the paper's 1,000 only when a lease cannot fit them: the entry's own n says so in eval.json
