@@ -158,18 +158,22 @@ def test_collect_keeps_a_partly_trained_row_apart_and_drops_it_once_the_row_is_f
     assert not partial.exists()
 
 
-def test_the_call_length_sets_when_training_stops_and_the_stage_ends(monkeypatch):
+def test_the_call_length_and_the_last_call_set_when_training_stops_and_the_stage_ends(monkeypatch):
     import stages
 
-    for name in ("IBRAR_GPU_CALL_S", "IBRAR_GPU_TRAIN_UNTIL_S", "IBRAR_GPU_CALL_LIMIT_S"):
-        monkeypatch.delenv(name, raising=False)
-    default = stages.Context.from_env("table4-6")
-    assert (default.train_until, default.call_limit) == (510, 570)  # a 10-minute call
+    def limits() -> tuple[float, ...]:
+        ctx = stages.Context.from_env("table4-6")
+        return ctx.train_until, ctx.call_limit, ctx.eval_full_s, ctx.eval_subset_s
+
+    for name in ("CALL_S", "LAST_CALL", "TRAIN_UNTIL_S", "CALL_LIMIT_S", "EVAL_FULL_S", "EVAL_SUBSET_S"):
+        monkeypatch.delenv(f"IBRAR_GPU_{name}", raising=False)
+    assert limits() == (510, 570, 120, 180)  # a 10-minute call, another one after it
     monkeypatch.setenv("IBRAR_GPU_CALL_S", "300")
-    assert (stages.Context.from_env("table4-6").train_until, stages.Context.from_env("table4-6").call_limit) == (
-        210, 270)
+    assert limits() == (210, 270, 120, 180)
+    monkeypatch.setenv("IBRAR_GPU_LAST_CALL", "1")  # nothing follows: train to the end, then try every piece
+    assert limits() == (270, 270, 0, 0)
     monkeypatch.setenv("IBRAR_GPU_TRAIN_UNTIL_S", "250")  # a knob set on its own wins
-    assert stages.Context.from_env("table4-6").train_until == 250
+    assert limits()[0] == 250
 
 
 def test_a_rehearsal_skips_wheels_whose_module_already_imports(tmp_path):

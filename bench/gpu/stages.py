@@ -50,6 +50,10 @@ def _call_seconds() -> float:
     return _env_seconds("IBRAR_GPU_CALL_S", 600)
 
 
+def _last_call() -> bool:
+    return os.environ.get("IBRAR_GPU_LAST_CALL", "0") == "1"
+
+
 @dataclass
 class Context:
     """Where a stage reads and writes, and its clock (t0: when run.sh started, set-up included)."""
@@ -60,12 +64,17 @@ class Context:
     t0: float
     data_root: Path
     runs: Path
-    # from the call's length (IBRAR_GPU_CALL_S, the device call's timeout_s): end 30 s before it, stop training
-    # 90 s before it (a minute to evaluate if the training finishes); each can be set on its own as well
-    train_until: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_TRAIN_UNTIL_S", _call_seconds() - 90))
+    # From the call's length (IBRAR_GPU_CALL_S, the device call's timeout_s): end 30 s before it, and stop training
+    # 90 s before it (a minute to evaluate if the training finishes); each can be set on its own as well. In the
+    # lease's last call (IBRAR_GPU_LAST_CALL=1) no call follows to resume in, so training runs to the stage's end
+    # and every evaluation piece starts whatever time is left: stopping early would save nothing.
+    train_until: float = field(default_factory=lambda: _env_seconds(
+        "IBRAR_GPU_TRAIN_UNTIL_S", _call_seconds() - (30 if _last_call() else 90)))
     call_limit: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_CALL_LIMIT_S", _call_seconds() - 30))
-    eval_full_s: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_EVAL_FULL_S", 120))
-    eval_subset_s: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_EVAL_SUBSET_S", 180))
+    eval_full_s: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_EVAL_FULL_S",
+                                                                    0 if _last_call() else 120))
+    eval_subset_s: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_EVAL_SUBSET_S",
+                                                                      0 if _last_call() else 180))
     # fewer than the paper's 1,000 only when a lease cannot fit them: the entry's own n says so in eval.json
     aa_n: int = field(default_factory=lambda: int(os.environ.get("IBRAR_GPU_AA_N", AA_SUBSET)))
 
