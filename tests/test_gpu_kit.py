@@ -101,7 +101,7 @@ def test_table4_row_stops_at_its_time_budget_resumes_in_the_next_call_and_export
 
     # trained, and the whole test set evaluated, but too little time left for AutoAttack's subset
     second, log = device_call(rehearsal, tmp_path / "call2", "table4-1", IBRAR_GPU_EVAL_SUBSET_S="1e6",
-                              IBRAR_GPU_CALL_S="240")  # a lease's last call, shorter than 10 minutes
+                              IBRAR_GPU_CALL_S="240")  # a call shorter than 10 minutes
     assert second["epochs_done"] == 1 and "eval-n" in second["status"] and "CALL AGAIN" in log
     exported = tmp_path / "call2" / run
     from ibrar.report import PARTIAL_EVAL
