@@ -774,8 +774,7 @@ def table4_paper_partial(results: Path, root: Path) -> str:
         last, per_epoch = metrics[-1], sorted(m["seconds"] for m in metrics if "seconds" in m)
         full = _read_json(run / PARTIAL_EVAL)
         if full:
-            accuracy = {"clean": full["clean"], **{a["name"]: a["accuracy"] for a in full["attacks"]}}
-            measured = " / ".join("-" if accuracy.get(k) is None else f"{100 * accuracy[k]:.1f}"
+            measured = " / ".join("-" if (value := eval_metric(full, k)) is None else f"{value:.1f}"
                                   for k in ("clean", "pgd10", "nifgsm", "fgsm"))
             if full.get("recovered_from"):
                 recovered.append(f"{run.name}'s whole-test-set numbers come from its {full['recovered_from']}")
