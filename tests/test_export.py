@@ -18,6 +18,7 @@ from ibrar.checkpoint import CheckpointError
 from ibrar.cli import main
 from ibrar.config import build_config
 from ibrar.export import ExportError, export_run
+from ibrar.integrity import CorruptWeightsError
 from ibrar.run_eval import evaluate_run
 from ibrar.run_folder import load_trained
 from ibrar.train import train
@@ -114,6 +115,9 @@ def test_a_pickle_placed_in_an_export_is_refused_and_never_run(exported, tmp_pat
         ibrar.load_pretrained(folder)
     (folder / "pytorch_model.bin").unlink()
     torch.save({"model": _Bomb(marker)}, folder / "model.safetensors")  # a pickle under the safetensors name
+    with pytest.raises(CorruptWeightsError, match="model.safetensors is corrupt"):  # not the bytes exported
+        ibrar.load_pretrained(folder)
+    (folder / "model.safetensors.sha256").unlink()  # as in an export from before digests
     with pytest.raises(ExportError, match="not a valid safetensors file"):
         ibrar.load_pretrained(folder)
     assert not marker.exists()

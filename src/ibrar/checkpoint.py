@@ -2,7 +2,8 @@
 
 Everything is loaded with `torch.load(weights_only=True)`: a file holding pickled objects (a malicious
 checkpoint) is refused, never executed. Writes go to a temporary file that is renamed into place, so a
-kill during a write leaves the previous checkpoint intact.
+kill during a write leaves the previous checkpoint intact, and each write records the file's sha256
+(`ibrar.integrity`), checked before every load: a flipped byte is an error, never a silent evaluation.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from ibrar.errors import IbrarError
+from ibrar.integrity import replace_verified, verify_digest
 
 LATEST = "checkpoint.pt"
 FINAL = "final.pt"
@@ -39,7 +41,7 @@ def save_atomic(obj: dict[str, Any], path: str | Path) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        replace_verified(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -50,6 +52,7 @@ def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> dic
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    verify_digest(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # torch's note on the pickle protocol of odd files

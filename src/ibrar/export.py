@@ -22,6 +22,7 @@ from torch import nn
 from ibrar.build import ModelBundle, build_model, ib_layer_names
 from ibrar.checkpoint import FINAL, LATEST, CheckpointError, load_state
 from ibrar.config import ConfigError, RunConfig, build_config, dump_config
+from ibrar.integrity import record_digest, verify_digest
 from ibrar.run_eval import load_eval
 
 WEIGHTS_FILE = "model.safetensors"
@@ -79,6 +80,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, overwrite: bool = False
 
     save_file(tensors, str(out_dir / WEIGHTS_FILE),
               metadata={"format": "pt", "library": "ibrar", "architecture": config.model.name})
+    record_digest(out_dir / WEIGHTS_FILE)
     hub_config = _hub_config(bundle, config, state, tensors)
     (out_dir / HUB_CONFIG_FILE).write_text(json.dumps(hub_config, indent=2))
     (out_dir / CONFIG_YAML).write_text(dump_config(config))
@@ -283,6 +285,7 @@ def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
     if not path.is_file():
         raise ExportError(f"export {path.parent} has no {WEIGHTS_FILE}; re-export the run with `ibrar export`")
+    verify_digest(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}

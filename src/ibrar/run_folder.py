@@ -12,6 +12,7 @@ from ibrar.build import ModelBundle, build_model
 from ibrar.checkpoint import CheckpointError, find_checkpoint, load_file, load_state
 from ibrar.config import RunConfig, build_config, dump_config
 from ibrar.errors import IbrarError
+from ibrar.folder_lock import LOCK_FILE
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -29,7 +30,7 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     if resume:
         if not config_path.is_file():
             raise RunFolderError(f"--resume {run_dir}: no {CONFIG_FILE} there, so there is no run to resume")
-    elif run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+    elif run_dir.exists() and any(p.name != LOCK_FILE for p in run_dir.iterdir()) and not overwrite:
         what = "another run's config" if config_path.is_file() else "files"
         raise RunFolderError(f"output folder {run_dir} already holds {what}; pass --resume {run_dir} to "
                              "continue it, --overwrite to replace it, or --out to choose another folder")
@@ -39,9 +40,16 @@ def create_run_dir(run_dir: Path, config: RunConfig, resume: bool) -> None:
     """Clear the folder of a replaced run (only once the new one has started) and write the config.
 
     On resume the config is written again, so overrides given with --resume hold for later resumes too.
+    The folder's write lock (`ibrar.folder_lock`) stays: this process holds it.
     """
     if not resume and run_dir.exists():
-        shutil.rmtree(run_dir)
+        for entry in run_dir.iterdir():
+            if entry.name == LOCK_FILE:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(dump_config(config))
 

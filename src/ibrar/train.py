@@ -38,6 +38,7 @@ from ibrar.data import BatchLoader
 from ibrar.data.loader import derived_seed
 from ibrar.distributed import all_reduce_mean, all_reduce_sum, any_rank, barrier, broadcast_buffers, init_from_env
 from ibrar.errors import IbrarError
+from ibrar.folder_lock import locked_folder
 from ibrar.host_sync import forbid_host_sync
 from ibrar.jsonl import append_jsonl, truncate_jsonl
 from ibrar.metrics import (
@@ -366,8 +367,16 @@ def train(config: RunConfig, run_dir: str | Path, data_root: str | Path | None =
     """Train one run into `run_dir` (resuming it when asked) and return the finished trainer."""
     run_dir = Path(run_dir)
     check_model_config(config)
-    if int(os.environ.get("RANK", "0")) == 0:
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    if is_main:
         check_run_dir(run_dir, resume, overwrite)
+    # One writer per folder: a second `ibrar train` or `ibrar eval` into it is refused while this one runs.
+    with locked_folder(run_dir) if is_main else contextlib.nullcontext():
+        return _train_locked(config, run_dir, data_root, resume, quiet)
+
+
+def _train_locked(config: RunConfig, run_dir: Path, data_root: str | Path | None, resume: bool,
+                  quiet: bool) -> Trainer:
     # Data and model are built before the folder is touched: a failed start leaves an old run intact.
     trainer = Trainer(config, run_dir, data_root=data_root, quiet=quiet)
     if trainer.dist.is_main:
