@@ -1,10 +1,12 @@
 """Refactoring the trainer must not change what it computes: tiny runs end with pinned weights.
 
-The digests in `numerics_pin.json` were recorded with the trainer as it was before the training step moved
-into `ibrar.step` (commit 1d41114). A run started before a refactor and resumed after it, or trained again,
-ends bit-identical only if the step consumes random numbers in the same order and does the same float
-operations; a change that moves either fails here. Float results depend on the CPU's vector instructions
-and the torch version, so the check runs only on the platform the digests were recorded on.
+Two pins in `numerics_pin.json`. The summaries (each parameter's norm and every per-epoch metric of the step)
+are checked on any machine within a tolerance far below what a changed random stream or a reordered float
+operation moves them by, and far above what another CPU's vector instructions move them by. The sha256
+digests are bit-exact, so they are checked only on a platform (torch version, CPU capability) they were
+recorded on: a run resumed after a refactor ends bit-identical only if the step consumes random numbers in
+the same order and does the same float operations. The first digests were recorded before the training step
+moved into `ibrar.step` (commit 1d41114, an AVX2 machine); the summaries and the AVX512 digests at 595a143.
 """
 
 from __future__ import annotations
@@ -67,32 +69,77 @@ def run_digest(run_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def train_pinned_runs(tmp: Path) -> dict[str, str]:
+def run_summary(run_dir: Path) -> dict[str, float]:
+    """Each floating parameter's norm (in float64) and every per-epoch value the step determines."""
+    final = load_file(run_dir / "final.pt")
+    summary = {f"{part}.{key}": float(tensor.double().norm())
+               for part in ("model", "mask") for key, tensor in sorted((final[part] or {}).items())
+               if tensor.is_floating_point()}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        summary |= {f"epoch{row['epoch']}.{k}": float(v) for k, v in row.items()
+                    if k.startswith(STEP_KEYS) and isinstance(v, (int, float))}
+    return summary
+
+
+def train_pinned_runs(tmp: Path) -> dict[str, Path]:
     data = write_image_folder(tmp / "data", per_class_train=12, per_class_test=4, size=32, seed=3)
     torch.set_num_threads(1)
-    digests = {}
+    folders = {}
     for name, sections in RUNS.items():
         config = build_config(tiny_config(data, train={"epochs": 2, "info_plane_every": 2, "eval_pgd_steps": 1},
                                           **sections))
         train(config, tmp / name, quiet=True)
-        digests[name] = run_digest(tmp / name)
-    return digests
+        folders[name] = tmp / name
+    return folders
 
 
-def test_the_training_step_computes_what_it_computed_before_the_refactor(tmp_path):
-    pinned = json.loads(PIN_FILE.read_text())
-    if pinned["platform"] != platform():
-        pytest.skip(f"digests recorded on {pinned['platform']}, this is {platform()}")
-    assert train_pinned_runs(tmp_path) == pinned["digests"]
+@pytest.fixture(scope="module")
+def pinned_runs(tmp_path_factory) -> dict[str, Path]:
+    return train_pinned_runs(tmp_path_factory.mktemp("pinned"))
 
 
-if __name__ == "__main__":  # regenerate: python tests/test_numerics_pin.py (only when a change is meant to)
+def test_the_training_step_computes_what_it_computed_before_on_any_machine(pinned_runs):
+    pinned = json.loads(PIN_FILE.read_text())["summaries"]
+    for name, folder in pinned_runs.items():
+        measured = run_summary(folder)
+        assert measured.keys() == pinned[name].keys(), name
+        for key, value in pinned[name].items():
+            assert measured[key] == pytest.approx(value, rel=1e-4, abs=1e-6), f"{name}: {key}"
+
+
+def test_the_training_step_is_bit_identical_on_a_recorded_platform(pinned_runs):
+    records = json.loads(PIN_FILE.read_text())["digests"]
+    here = [r["digests"] for r in records if r["platform"] == platform()]
+    if not here:
+        pytest.skip(f"digests recorded on {[r['platform'] for r in records]}, this is {platform()}")
+    assert {name: run_digest(folder) for name, folder in pinned_runs.items()} == here[0]
+
+
+def test_the_summary_pin_sees_a_learning_rate_changed_by_a_fifth_of_a_percent(tmp_path):
+    """The tolerance is tight enough to catch a changed step, not only a changed random stream."""
+    import ibrar.train as training
+
+    data = write_image_folder(tmp_path / "data", per_class_train=12, per_class_test=4, size=32, seed=3)
+    config = build_config(tiny_config(data, train={"epochs": 2, "info_plane_every": 2, "eval_pgd_steps": 1},
+                                      optim={"lr": 0.0501}, **RUNS["vib"]))
+    training.train(config, tmp_path / "vib", quiet=True)
+    pinned = json.loads(PIN_FILE.read_text())["summaries"]["vib"]
+    measured = run_summary(tmp_path / "vib")
+    assert any(measured[k] != pytest.approx(v, rel=1e-4, abs=1e-6) for k, v in pinned.items())
+
+
+if __name__ == "__main__":  # re-record: python tests/test_numerics_pin.py (only when a change is meant to)
     import sys
     import tempfile
 
     sys.path.insert(0, str(Path(__file__).parent))
+    record = json.loads(PIN_FILE.read_text()) if PIN_FILE.is_file() else {"digests": []}
     with tempfile.TemporaryDirectory() as tmp:
-        record = {"platform": platform(), "digests": train_pinned_runs(Path(tmp))}
-    PIN_FILE.parent.mkdir(exist_ok=True)
+        runs = train_pinned_runs(Path(tmp))
+        record["summaries"] = {name: run_summary(folder) for name, folder in runs.items()}
+        digests = {name: run_digest(folder) for name, folder in runs.items()}
+    record["digests"] = [r for r in record["digests"] if r["platform"] != platform()]
+    record["digests"].append({"platform": platform(), "digests": digests})
     PIN_FILE.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))
