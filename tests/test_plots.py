@@ -9,7 +9,7 @@ import torch
 from conftest import tiny_config
 from ibrar.cli import main
 from ibrar.config import build_config
-from ibrar.plots import PLOT_KINDS, confusion_markdown, plot_beta, plot_steps, top_confusions
+from ibrar.plots import MODEL_KINDS, PLOT_KINDS, confusion_markdown, plot_beta, plot_steps, top_confusions
 from ibrar.run_eval import evaluate_run
 from ibrar.train import train
 
@@ -33,7 +33,7 @@ def runs(tmp_path_factory, image_folder):
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("kind", sorted(PLOT_KINDS))
+@pytest.mark.parametrize("kind", [*sorted(PLOT_KINDS), *MODEL_KINDS])
 def test_plot_command_writes_a_png_and_a_pdf(kind, runs, tmp_path, capsys):
     stem = tmp_path / kind
     run_args = [str(runs[0])] if kind == "confusion" else [str(r) for r in runs]
@@ -92,3 +92,35 @@ def test_a_figure_redrawn_from_the_same_data_is_byte_identical(tmp_path):
     second = draw("b")
     for one, other in zip(first, second, strict=True):
         assert one.read_bytes() == other.read_bytes(), one.suffix
+
+
+def test_figure_data_saved_beside_a_run_draws_the_same_figures_without_its_weights(runs, tmp_path):
+    """What a GPU lease brings back (features and counts, no checkpoint) is enough for Figure 3 and Table 5."""
+    import shutil
+
+    from ibrar.figure_data import (
+        CONFUSION_FILE,
+        FEATURES_FILE,
+        confusion_counts,
+        load_confusion,
+        load_features,
+        penultimate_features,
+        save_confusion,
+        save_features,
+    )
+
+    features = penultimate_features(runs[0], n=16)
+    confusion = confusion_counts(runs[0], n=16, steps=2)
+    copy = tmp_path / "from-gpu"
+    shutil.copytree(runs[0], copy, ignore=shutil.ignore_patterns("*.pt", "*.sha256"))
+    save_features(features, copy / FEATURES_FILE)
+    save_confusion(confusion, copy / CONFUSION_FILE)
+    loaded = load_features(copy / FEATURES_FILE)
+    assert loaded.classes == features.classes and (loaded.labels == features.labels).all()
+    assert np.allclose(loaded.features, features.features, rtol=1e-3, atol=1e-3)  # kept as float16
+    assert (load_confusion(copy / CONFUSION_FILE).counts == confusion.counts).all()
+    assert int(confusion.counts.sum()) == 16
+    assert main(["plot", "confusion", str(copy), "--out", str(tmp_path / "t5")]) == 0
+    assert "PGD-2 examples of 16 test examples" in (tmp_path / "t5.md").read_text()
+    assert main(["plot", "tsne", str(copy), "--out", str(tmp_path / "t3")]) == 0
+    assert (tmp_path / "t3.png").stat().st_size > 0

@@ -219,11 +219,17 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     if args.kind in ("tsne", "confusion") and args.n is not None and args.n < 2:
         raise UsageError(f"ibrar plot: --n expects at least 2 examples, got {args.n}")
     if args.kind == "confusion":
+        from ibrar.figure_data import confusion_of
+
         if len(runs) != 1:
             raise UsageError("ibrar plot confusion: give exactly one RUN_DIR")
-        paths = plots.plot_confusion(runs[0], stem, data_root=args.data_root, n=args.n or 1000)
+        paths = plots.plot_confusion(confusion_of(runs[0], data_root=args.data_root, n=args.n or 1000), stem)
     elif args.kind == "tsne":
-        paths = plots.plot_tsne(runs, stem, data_root=args.data_root, n=args.n or 500)
+        from ibrar.figure_data import features_of
+
+        dirs = plots.run_dirs_of(runs)
+        features = [features_of(d, data_root=args.data_root, n=args.n or 500) for d in dirs]
+        paths = plots.plot_tsne(features, stem, labels=plots.run_labels(dirs, None))
     else:
         paths = plots.PLOT_KINDS[args.kind](runs, stem)
     print("\n".join(str(p) for p in paths))

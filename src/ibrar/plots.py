@@ -1,8 +1,9 @@
 """The paper's figures drawn from run folders, so a finished run can be looked at the way the paper does.
 
-Each `plot_*` function reads run folders (config.yaml, metrics.jsonl, info_plane.jsonl, eval.json, final.pt),
-writes `<out_stem>.png` and `<out_stem>.pdf` (Agg backend, no display needed) and returns the written paths.
-`ibrar plot KIND RUN_DIR...` calls them through `PLOT_KINDS`.
+This module only draws. Each `plot_*` function reads run folders' records (config.yaml, metrics.jsonl,
+info_plane.jsonl, eval.json) or numbers handed to it (Figure 3's features and Table 5's counts, which
+`ibrar.figure_data` computes from the weights), writes `<out_stem>.png` and `<out_stem>.pdf` (Agg backend, no
+display needed) and returns the written paths. `ibrar plot KIND RUN_DIR...` calls them through `PLOT_KINDS`.
 """
 
 from __future__ import annotations
@@ -11,18 +12,20 @@ import json
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from ibrar.errors import InputError
 from ibrar.jsonl import read_jsonl  # noqa: E402
+
+if TYPE_CHECKING:
+    from ibrar.figure_data import Confusion, Features
 
 FAMILY_TITLES = {"pgd": "PGD", "cw": "CW", "nifgsm": "NI-FGSM"}
 
@@ -39,7 +42,7 @@ def save_figure(fig: Any, out_stem: str | Path) -> list[Path]:
     return paths
 
 
-def _run_dirs(run_dirs: Sequence[str | Path]) -> list[Path]:
+def run_dirs_of(run_dirs: Sequence[str | Path]) -> list[Path]:
     if isinstance(run_dirs, (str, Path)) or not run_dirs:
         raise InputError(f"run_dirs: expected a non-empty list of run folders, got {run_dirs!r}")
     dirs = [Path(d) for d in run_dirs]
@@ -49,7 +52,7 @@ def _run_dirs(run_dirs: Sequence[str | Path]) -> list[Path]:
     return dirs
 
 
-def _labels(dirs: Sequence[Path], labels: Sequence[str] | None) -> list[str]:
+def run_labels(dirs: Sequence[Path], labels: Sequence[str] | None) -> list[str]:
     if labels is None:
         return [d.name for d in dirs]
     if len(labels) != len(dirs):
@@ -76,8 +79,8 @@ def plot_steps(
     run_dirs: Sequence[str | Path], out_stem: str | Path, labels: Sequence[str] | None = None
 ) -> list[Path]:
     """Accuracy vs attack steps for PGD, CW and NI-FGSM (eval.json "curves"), and the clean accuracies."""
-    dirs = _run_dirs(run_dirs)
-    names = _labels(dirs, labels)
+    dirs = run_dirs_of(run_dirs)
+    names = run_labels(dirs, labels)
     evals = [_read_json(d / "eval.json") for d in dirs]
     if not any(e.get("curves") for e in evals):
         raise InputError("run_dirs: no eval.json has curves; evaluate with --steps 1,5,10,20,50")
@@ -104,73 +107,29 @@ def plot_steps(
 # ---- Figure 3: t-SNE of penultimate features --------------------------------------------------------
 
 
-def _test_examples(
-    config: Any, data_root: str | Path | None, n: int, seed: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    from ibrar.data import load_split, resolve_data_root
-    from ibrar.evaluate import select_subset
-
-    data = load_split(config.data.name, resolve_data_root(config.data.root or data_root), "test")
-    idx = select_subset(len(data.labels), min(n, len(data.labels)), seed)
-    images = data.images[idx]
-    images = images.float() / 255 if images.dtype == torch.uint8 else images.float()
-    return images, data.labels[idx].long()
-
-
-def _check_n(n: int) -> None:
-    if not isinstance(n, int) or n < 2:
-        raise InputError(f"n: expected an integer >= 2 (number of test examples), got {n!r}")
-
-
-@torch.no_grad()
-def penultimate_features(
-    run_dir: str | Path, data_root: str | Path | None = None, n: int = 500, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Penultimate-layer features of `n` clean test examples of a trained run, their labels, class names."""
-    from ibrar.run_folder import load_trained
-    from ibrar.taps import tap_layers
-
-    _check_n(n)
-    bundle, config, state = load_trained(run_dir)
-    model = bundle.model
-    layer = getattr(model, "penultimate", None) or bundle.ib_layers[-1]
-    images, labels = _test_examples(config, data_root, n, seed)
-    chunks = []
-    with tap_layers(model, [layer]) as feats:
-        for i in range(0, len(images), 256):
-            model(images[i : i + 256])
-            chunks.append(feats[layer].flatten(1).float())
-    classes = list(state.get("classes") or range(int(labels.max()) + 1))
-    return torch.cat(chunks).numpy(), labels.numpy(), [str(c) for c in classes]
-
-
 def plot_tsne(
-    run_dirs: Sequence[str | Path],
+    features: Sequence[Features],
     out_stem: str | Path,
-    data_root: str | Path | None = None,
-    n: int = 500,
+    labels: Sequence[str],
     seed: int = 0,
-    labels: Sequence[str] | None = None,
 ) -> list[Path]:
-    """2-d t-SNE of penultimate features of clean test examples, one colour per class, runs side by side."""
+    """2-d t-SNE of penultimate features of clean test examples, one colour per class, runs side by side
+    (`ibrar.figure_data.features_of` gives each run's features)."""
     from sklearn.manifold import TSNE
 
-    dirs = _run_dirs(run_dirs)
-    names = _labels(dirs, labels)
-    fig, axes = plt.subplots(1, len(dirs), figsize=(4.5 * len(dirs), 4.2), squeeze=False)
-    for ax, run_dir, name in zip(axes[0], dirs, names, strict=True):
-        feats, ys, classes = penultimate_features(run_dir, data_root, n, seed)
-        perplexity = float(min(30.0, max(2.0, (len(feats) - 1) / 3)))
+    fig, axes = plt.subplots(1, len(features), figsize=(4.5 * len(features), 4.2), squeeze=False)
+    for ax, run, name in zip(axes[0], features, labels, strict=True):
+        perplexity = float(min(30.0, max(2.0, (len(run.features) - 1) / 3)))
         points = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(
-            feats
+            run.features
         )
-        cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
-        for c, cls in enumerate(classes):
-            sel = ys == c
+        cmap = plt.get_cmap("tab10" if len(run.classes) <= 10 else "tab20")
+        for c, cls in enumerate(run.classes):
+            sel = run.labels == c
             if sel.any():
                 ax.scatter(points[sel, 0], points[sel, 1], s=6, color=cmap(c % cmap.N), label=cls)
         ax.set(title=name, xticks=[], yticks=[])
-    if len(classes) <= 20:
+    if len(features[-1].classes) <= 20:
         axes[0][-1].legend(fontsize=7, markerscale=2, loc="best")
     return save_figure(fig, out_stem)
 
@@ -190,8 +149,8 @@ def plot_convergence(
     run_dirs: Sequence[str | Path], out_stem: str | Path, labels: Sequence[str] | None = None
 ) -> list[Path]:
     """Clean and PGD test accuracy per epoch (metrics.jsonl), one panel per run."""
-    dirs = _run_dirs(run_dirs)
-    names = _labels(dirs, labels)
+    dirs = run_dirs_of(run_dirs)
+    names = run_labels(dirs, labels)
     fig, axes = plt.subplots(1, len(dirs), figsize=(4.2 * len(dirs), 3.4), squeeze=False, sharey=True)
     for ax, run_dir, name in zip(axes[0], dirs, names, strict=True):
         rows = [r for r in _read_jsonl(run_dir / "metrics.jsonl") if "test_clean_acc" in r]
@@ -220,8 +179,8 @@ def plot_infoplane(
 ) -> list[Path]:
     """HSIC(X, T_l) against HSIC(Y, T_l) (info_plane.jsonl), one panel per run, one marker per layer,
     coloured by training progress (iteration)."""
-    dirs = _run_dirs(run_dirs)
-    names = _labels(dirs, labels)
+    dirs = run_dirs_of(run_dirs)
+    names = run_labels(dirs, labels)
     fig, axes = plt.subplots(1, len(dirs), figsize=(5 * len(dirs), 4.2), squeeze=False)
     for ax, run_dir, name in zip(axes[0], dirs, names, strict=True):
         rows = _read_jsonl(run_dir / "info_plane.jsonl")
@@ -266,7 +225,7 @@ def plot_beta(
     title: str | None = None,
 ) -> list[Path]:
     """Clean and robust accuracy (eval.json) against the runs' ib.beta, on a log axis."""
-    dirs = _run_dirs(run_dirs)
+    dirs = run_dirs_of(run_dirs)
     points = sorted((_beta(d), _read_json(d / "eval.json")) for d in dirs)
     betas = [b for b, _ in points]
     found = [a["name"] for a in points[0][1].get("attacks", [])]
@@ -289,30 +248,6 @@ def plot_beta(
 
 
 # ---- Table 5: where adversarial examples land --------------------------------------------------------
-
-
-def confusion_counts(
-    run_dir: str | Path, data_root: str | Path | None = None, n: int = 1000, steps: int = 10, seed: int = 0
-) -> tuple[np.ndarray, list[str]]:
-    """counts[true, predicted] for PGD-`steps` examples of `n` test examples (the run's eval eps)."""
-    from ibrar.attacks import PGD
-    from ibrar.run_folder import load_trained
-
-    _check_n(n)
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps: expected a positive integer, got {steps!r}")
-    bundle, config, state = load_trained(run_dir)
-    model = bundle.model
-    images, labels = _test_examples(config, data_root, n, seed)
-    classes = [str(c) for c in (state.get("classes") or range(int(state.get("num_classes") or 10)))]
-    attack = PGD(model, eps=config.eval.eps, alpha=2 / 255, steps=steps, seed=seed)
-    counts = np.zeros((len(classes), len(classes)), dtype=np.int64)
-    for i in range(0, len(images), 256):
-        x, y = images[i : i + 256], labels[i : i + 256]
-        with torch.no_grad():
-            pred = model(attack(x, y)).argmax(1)
-        np.add.at(counts, (y.numpy(), pred.numpy()), 1)
-    return counts, classes
 
 
 def top_confusions(
@@ -339,19 +274,12 @@ def confusion_markdown(table: dict[str, list[tuple[str, int]]], top: int = 4) ->
     return "\n".join(lines) + "\n"
 
 
-def plot_confusion(
-    run_dir: str | Path,
-    out_stem: str | Path,
-    data_root: str | Path | None = None,
-    n: int = 1000,
-    steps: int = 10,
-    top: int = 4,
-    seed: int = 0,
-) -> list[Path]:
-    """Table 5: the top classes PGD examples of each true class are predicted as (markdown), and a heatmap."""
+def plot_confusion(confusion: Confusion, out_stem: str | Path, top: int = 4) -> list[Path]:
+    """Table 5: the top classes PGD examples of each true class are predicted as (markdown), and a heatmap
+    (`ibrar.figure_data.confusion_of` gives a run's counts)."""
     if not isinstance(top, int) or top < 1:
         raise ValueError(f"top: expected a positive integer, got {top!r}")
-    counts, classes = confusion_counts(run_dir, data_root, n, steps, seed)
+    counts, classes, steps = confusion.counts, confusion.classes, confusion.steps
     md = Path(f"{out_stem}.md")
     md.parent.mkdir(parents=True, exist_ok=True)
     md.write_text(
@@ -426,11 +354,10 @@ def plot_scale_study(
     return save_figure(fig, out_stem)
 
 
-PLOT_KINDS: dict[str, Callable[..., list[Path]]] = {
+PLOT_KINDS: dict[str, Callable[..., list[Path]]] = {  # the kinds drawn from run folders' records alone
     "steps": plot_steps,
-    "tsne": plot_tsne,
     "convergence": plot_convergence,
     "infoplane": plot_infoplane,
     "beta": plot_beta,
-    "confusion": plot_confusion,
 }
+MODEL_KINDS = ("tsne", "confusion")  # drawn from numbers `ibrar.figure_data` computes from the weights or saved

@@ -40,6 +40,7 @@ def build(scale: Scale, seeds: int = 1) -> Experiment:
 
     def report(experiment: Experiment, folder: Path, data_root: str | Path | None = None) -> Results:
         from ibrar import plots
+        from ibrar.figure_data import confusion_of, features_of
 
         tables = [
             eval_table(
@@ -57,10 +58,8 @@ def build(scale: Scale, seeds: int = 1) -> Experiment:
             for group in ("vgg16-1-ce", "vgg16-2-ib", "vgg16-6-ibrar")
         }
         figures = plots.plot_tsne(
-            [first["vgg16-1-ce"], first["vgg16-6-ibrar"]],
+            [features_of(first[g], data_root, scale.plot_n) for g in ("vgg16-1-ce", "vgg16-6-ibrar")],
             folder / "fig3-tsne",
-            data_root=data_root,
-            n=scale.plot_n,
             labels=["(a) CE", "(b) IB-RAR"],
         )
         figures += plots.plot_infoplane(
@@ -69,7 +68,7 @@ def build(scale: Scale, seeds: int = 1) -> Experiment:
             labels=[label for _, label in INFOPLANE],
         )
         figures += plots.plot_confusion(
-            first["vgg16-6-ibrar"], folder / "table5-confusion", data_root=data_root, n=scale.plot_n
+            confusion_of(first["vgg16-6-ibrar"], data_root, scale.plot_n), folder / "table5-confusion"
         )
         notes = [
             "Figure 3 (t-SNE), Figure 5 (information plane) and Table 5 (confusion of PGD examples) are "
