@@ -111,25 +111,42 @@ def test_the_nocco_solve_runs_in_float64_on_the_device_without_a_host_sync():
     torch.testing.assert_close(r.cpu(), nocco_operator(k), rtol=1e-4, atol=1e-7)
 
 
-def test_the_penalty_and_its_gradient_agree_on_cpu_and_cuda():
-    x, feats, y = features()
+# float32 against a float64 reference, on each device, by relative norm ||a - ref|| / ||ref||. On the CPU float32
+# lands at <= 8e-5 on the penalty and the HSIC values and <= 2.2e-4 on the gradients (4 seeds): the kernels' float32
+# rounding, amplified by NOCCO's ridge system (condition ~1e5; the solve itself is float64). A device computing
+# sound float32 lands in the same range (an H200 differed from the CPU by 3.6e-4 of the largest gradient), so each
+# may be ten times the CPU's: far below what a real fault costs (bf16 kernels move the values by several percent).
+VALUE_RTOL, GRAD_RTOL = 1e-3, 2e-3
+
+
+def relative_error(value: Tensor, reference: Tensor) -> float:
+    return ((value.detach().cpu().double() - reference).norm() / reference.norm()).item()
+
+
+def penalty_and_gradients(x: Tensor, feats: dict[str, Tensor], y: Tensor, device: torch.device,
+                          dtype: torch.dtype) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """The penalty, each layer's HSIC values and the gradient of the penalty per layer, on `device` in `dtype`."""
     reg = IBRegularizer(["conv", "fc"], num_classes=10)
+    leaves = {k: v.detach().to(device, dtype).requires_grad_(True) for k, v in feats.items()}  # fresh leaves
+    terms = reg(x.to(device, dtype), y.to(device), leaves)
+    terms.loss.backward()
+    values = {"loss": terms.loss.detach()} | {f"hsic_x/{k}": v for k, v in terms.hsic_x.items()} | {
+        f"hsic_y/{k}": v for k, v in terms.hsic_y.items()}
+    return values, {k: v.grad for k, v in leaves.items()}
 
-    def run(device):
-        leaves = {k: v.detach().clone().to(device).requires_grad_(True) for k, v in feats.items()}  # fresh leaves
-        terms = reg(x.to(device), y.to(device), leaves)
-        terms.loss.backward()
-        return terms, {k: v.grad.cpu() for k, v in leaves.items()}
 
-    (cpu_terms, cpu_grads), (gpu_terms, gpu_grads) = run("cpu"), run(CUDA)
-    torch.testing.assert_close(gpu_terms.loss.detach().cpu(), cpu_terms.loss.detach(), rtol=2e-3, atol=1e-6)
-    for layer in ("conv", "fc"):
-        torch.testing.assert_close(gpu_terms.hsic_x[layer].cpu(), cpu_terms.hsic_x[layer], rtol=2e-3, atol=1e-6)
-        torch.testing.assert_close(gpu_terms.hsic_y[layer].cpu(), cpu_terms.hsic_y[layer], rtol=2e-3, atol=1e-6)
-        # float32 through the NOCCO solve: the CPU's own float32 gradient is ~2e-4 of the largest gradient away
-        # from float64; allow five times that between devices (an H200 measured 3.6e-4)
-        scale = cpu_grads[layer].abs().max().item()
-        torch.testing.assert_close(gpu_grads[layer], cpu_grads[layer], rtol=1e-2, atol=1e-3 * scale)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_penalty_and_its_gradient_match_a_float64_reference_on_cpu_and_cuda(seed):
+    x, feats, y = features(seed)
+    ref_values, ref_grads = penalty_and_gradients(x, feats, y, torch.device("cpu"), torch.float64)
+    for device in (torch.device("cpu"), CUDA):
+        values, grads = penalty_and_gradients(x, feats, y, device, torch.float32)
+        for key, value in values.items():
+            error = relative_error(value, ref_values[key])
+            assert error < VALUE_RTOL, f"{key} on {device.type}: relative error {error:.2e} to float64"
+        for layer, grad in grads.items():
+            error = relative_error(grad, ref_grads[layer])
+            assert error < GRAD_RTOL, f"gradient of {layer} on {device.type}: relative error {error:.2e} to float64"
 
 
 @pytest.mark.parametrize("rule", ["paper", "official"])
