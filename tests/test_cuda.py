@@ -27,6 +27,7 @@ from attack_fixtures import test_data, trained_model
 from conftest import tiny_config
 from ibrar.attacks import build_attack
 from ibrar.config import build_config
+from ibrar.data import BatchLoader, ImageData, ResidentLoader
 from ibrar.host_sync import HostSyncError, forbid_host_sync
 from ibrar.hsic import gaussian_kernel, nocco_operator
 from ibrar.methods.pgd_at import PGDAT
@@ -160,6 +161,26 @@ def test_mask_scores_and_the_channels_they_drop_agree_on_cpu_and_cuda(rule):
     if with_x:
         torch.testing.assert_close(gpu_x.cpu(), score_x, rtol=2e-3, atol=1e-6)
     assert torch.equal(mask.select(gpu_y, gpu_x).cpu(), mask.select(score_y, score_x))
+
+
+# ---- the training set on the device ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("augment", [True, False], ids=["augmented", "plain"])
+def test_the_resident_loader_gives_the_plain_loaders_batches_on_cuda(augment):
+    g = torch.Generator().manual_seed(0)
+    data = ImageData(torch.randint(0, 256, (300, 3, 32, 32), dtype=torch.uint8, generator=g),
+                     torch.randint(10, (300,), generator=g), [str(c) for c in range(10)])
+    options = {"batch_size": 64, "shuffle": True, "augment": augment, "seed": 3, "device": CUDA, "subset": 250}
+    plain, resident = BatchLoader(data, **options), ResidentLoader(data, **options)
+    assert resident.images.device.type == "cuda" and resident.images.dtype == torch.uint8
+    for epoch in (0, 1):
+        plain.set_epoch(epoch)
+        resident.set_epoch(epoch)
+        with forbid_host_sync(CUDA):  # the resident loader neither copies nor waits per batch
+            got = list(resident)
+        for (xa, ya), (xb, yb) in zip(plain, got, strict=True):
+            assert xb.device.type == "cuda" and torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
 # ---- attacks -------------------------------------------------------------------------------------------

@@ -255,3 +255,20 @@ def test_fast_path_options_on_the_cpu_are_off_with_a_note(image_folder, tmp_path
     trainer = Trainer(config, tmp_path, quiet=False)
     assert trainer.train_model is trainer.model  # not compiled
     assert "train.amp, train.compile belong to the CUDA fast path and are off on the cpu" in capsys.readouterr().out
+
+
+def test_the_resident_loader_trains_the_same_weights_as_the_plain_one(image_folder, tmp_path):
+    """data.resident=true forces the CUDA default (the training set kept on the device) onto the CPU."""
+    from ibrar.data import BatchLoader, ResidentLoader
+
+    runs = {}
+    for resident in (False, True):
+        config = run_config(image_folder, data={"resident": resident}, train={"epochs": 1, "eval_pgd_steps": 1},
+                            method={"name": "pgd_at", "steps": 1}, **IB_ON)
+        trainer = train(config, tmp_path / str(resident), quiet=True)
+        assert type(trainer.train_loader) is (ResidentLoader if resident else BatchLoader)
+        runs[resident] = tmp_path / str(resident)
+    assert_same_final_weights(runs[False], runs[True])
+    plain, resident_line = metrics(runs[False])[0], metrics(runs[True])[0]
+    plain.pop("seconds"), resident_line.pop("seconds")
+    assert plain == resident_line

@@ -55,6 +55,9 @@ class DataConfig(Section):
     batch_size: int = Field(100, gt=0)
     augment: bool = True
     download: bool = False
+    resident: bool | None = Field(
+        None, description="keep the uint8 training set on the training device and gather, augment and convert "
+                          "each batch there (the same batches); None: on for CUDA, off on the CPU")
 
 
 class MethodConfig(Section):

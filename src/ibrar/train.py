@@ -34,7 +34,7 @@ from ibrar.build import (
 )
 from ibrar.checkpoint import FINAL, LATEST, restore_training_state, save_atomic, training_state
 from ibrar.config import RunConfig
-from ibrar.data import BatchLoader
+from ibrar.data import BatchLoader, ResidentLoader
 from ibrar.data.loader import derived_seed
 from ibrar.distributed import all_reduce_mean, all_reduce_sum, any_rank, barrier, broadcast_buffers, init_from_env
 from ibrar.errors import IbrarError
@@ -112,10 +112,11 @@ class Trainer:
         if fast_path and self.device.type != "cuda" and not self.quiet:
             tqdm.write(f"note: {', '.join('train.' + k for k in fast_path)} belong to the CUDA fast path and are "
                        f"off on the {self.device.type}")
-        self.train_loader = BatchLoader(self.train_data, config.data.batch_size, shuffle=True,
-                                        augment=config.data.augment, seed=config.seed, device=self.device,
-                                        subset=config.data.train_subset, rank=self.dist.rank,
-                                        world_size=self.dist.world_size)
+        resident = config.data.resident if config.data.resident is not None else self.device.type == "cuda"
+        self.train_loader = (ResidentLoader if resident else BatchLoader)(
+            self.train_data, config.data.batch_size, shuffle=True, augment=config.data.augment, seed=config.seed,
+            device=self.device, subset=config.data.train_subset, rank=self.dist.rank,
+            world_size=self.dist.world_size)
         self.monitor = Monitor(self.test_data, config.train.eval_subset, config.eval.eps,
                                config.train.eval_pgd_steps, config.eval.batch_size, config.seed, self.device,
                                self.dist.rank, self.dist.world_size)
