@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from conftest import tiny_config
 from ibrar.config import build_config
 from ibrar.metrics import progress_line, spike_notes
@@ -55,3 +57,33 @@ def test_the_monitor_is_evaluate_on_a_fixed_balanced_subset():
     assert result["test_pgd5_acc"] < clean  # an undefended model loses accuracy under PGD-5
     assert monitor(model) == result  # seeded: the same numbers every epoch for the same weights
     assert not model.training
+
+
+@pytest.mark.parametrize("chunk", [None, 7], ids=["one-batch", "chunks-of-7"])
+def test_the_monitor_in_one_batch_gives_the_numbers_of_evaluate_in_batches(chunk):
+    """The monitor attacks the whole subset at once, yet gets exactly what `evaluate` gets at eval.batch_size
+    (whose attack reseeds its random start per batch); some labels are wrong, so that clean mistakes shift
+    the batches of attacked examples."""
+    import torch
+
+    from attack_fixtures import test_data, trained_model
+    from ibrar.attacks import PGD
+    from ibrar.data import ImageData
+    from ibrar.data.loader import balanced_subset
+    from ibrar.evaluate import evaluate
+    from ibrar.monitor import Monitor
+
+    model = trained_model()
+    x, y = test_data(256)
+    y = torch.where(torch.arange(256) % 9 == 0, (y + 1) % 10, y)  # clean mistakes
+    data = ImageData((x * 255).round().to(torch.uint8), y, [str(c) for c in range(10)])
+    chosen = balanced_subset(y, 120, 0)
+    report = evaluate(model, data.images[chosen], y[chosen], {"pgd": PGD(model, eps=8 / 255, alpha=2 / 255,
+                                                                        steps=5, seed=0)},
+                      batch_size=32, device="cpu", seed=0)
+    expected = {"test_clean_acc": round(report.clean * 120) / 120,
+                "test_pgd5_acc": int(report.robust["pgd"].sum()) / 120}
+    assert 0 < expected["test_pgd5_acc"] < expected["test_clean_acc"] < 1
+    monitor = Monitor(data, n=120, eps=8 / 255, pgd_steps=5, batch_size=32, seed=0, device=torch.device("cpu"),
+                      chunk=chunk)
+    assert monitor(model) == expected
