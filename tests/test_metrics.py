@@ -8,7 +8,7 @@ import pytest
 
 from conftest import tiny_config
 from ibrar.config import build_config
-from ibrar.metrics import progress_line, spike_notes
+from ibrar.metrics import plane_rows, progress_line, spike_notes
 from ibrar.train import train
 
 
@@ -87,3 +87,15 @@ def test_the_monitor_in_one_batch_gives_the_numbers_of_evaluate_in_batches(chunk
     monitor = Monitor(data, n=120, eps=8 / 255, pgd_steps=5, batch_size=32, seed=0, device=torch.device("cpu"),
                       chunk=chunk)
     assert monitor(model) == expected
+
+
+def test_information_plane_rows_keep_every_value_and_its_name():
+    import torch
+
+    rows = [{"iteration": i, "epoch": 0, "hsic_x": {"a": torch.tensor(0.1 * i), "b": torch.tensor(1 / 3)},
+             "hsic_y": {"a": torch.tensor(2.0 + i), "b": torch.tensor(1e-7, dtype=torch.float64)}} for i in (0, 3)]
+    out = plane_rows(rows)
+    assert out == [{"iteration": r["iteration"], "epoch": 0,
+                    "hsic_x": {k: float(v) for k, v in r["hsic_x"].items()},
+                    "hsic_y": {k: float(v) for k, v in r["hsic_y"].items()}} for r in rows]
+    assert plane_rows([]) == []
