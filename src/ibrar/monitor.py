@@ -30,6 +30,7 @@ class Monitor:
         if chunk is not None and chunk < 1:
             raise ValueError(f"chunk: expected a positive number of examples or None, got {chunk}")
         n = min(n, len(test_data))
+        self.total = n  # over all ranks together
         chosen = balanced_subset(test_data.labels, n, seed)[rank::world_size] if n else torch.zeros(0).long()
         self.images = (test_data.images[chosen].float() / 255).to(device)  # converted once, kept on the device
         self.labels = test_data.labels[chosen].long().to(device)
@@ -48,18 +49,14 @@ class Monitor:
         model.eval()
         try:
             correct = self._logits(model, self.images).argmax(1) == self.labels
-            robust = torch.zeros((), device=self.device)
-            if self.pgd_steps:
-                robust = self._robust(model, correct).sum()
+            robust = self._robust(model, correct).sum() if self.pgd_steps else torch.zeros_like(correct.sum())
         finally:
             for module, training in modes.items():
                 module.training = training
-        counts = torch.stack([correct.sum().float(), robust.float(), torch.tensor(float(len(self.labels)),
-                                                                                  device=self.device)])
-        correct_n, robust_n, n = all_reduce_sum(counts).tolist()
-        out = {"test_clean_acc": correct_n / n}
+        correct_n, robust_n = all_reduce_sum(torch.stack([correct.sum(), robust]).float()).tolist()
+        out = {"test_clean_acc": correct_n / self.total}
         if self.pgd_steps:
-            out[f"test_pgd{self.pgd_steps}_acc"] = robust_n / n
+            out[f"test_pgd{self.pgd_steps}_acc"] = robust_n / self.total
         return out
 
     def _slices(self, total: int) -> list[slice]:
