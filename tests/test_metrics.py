@@ -99,3 +99,16 @@ def test_information_plane_rows_keep_every_value_and_its_name():
                     "hsic_x": {k: float(v) for k, v in r["hsic_x"].items()},
                     "hsic_y": {k: float(v) for k, v in r["hsic_y"].items()}} for r in rows]
     assert plane_rows([]) == []
+
+
+def test_train_monitor_batch_size_caps_the_monitors_batch_and_keeps_its_numbers(image_folder, tmp_path):
+    from ibrar.train import Trainer
+
+    results = {}
+    for cap in (None, 3):
+        config = build_config(tiny_config(image_folder, train={"epochs": 1, "eval_pgd_steps": 1,
+                                                               "monitor_batch_size": cap}))
+        trainer = Trainer(config, tmp_path / str(cap), quiet=True)
+        assert trainer.monitor.chunk == cap
+        results[cap] = trainer.monitor(trainer.model)
+    assert results[None] == results[3]

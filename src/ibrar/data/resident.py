@@ -1,7 +1,7 @@
 """The training set resident on the training device: each batch is gathered, cropped, flipped and converted
 there in one gather, with no host copy per batch, and equals `BatchLoader`'s batch element for element.
 
-The uint8 examples (about 150 MB for CIFAR-10; with the crop's zero padding about 230 MB) move to the device
+The uint8 examples (about 150 MB for CIFAR-10; with the crop's zero padding about 240 MB) move to the device
 once. The epoch's order is still drawn on the CPU and moved once per epoch; the augmentation's draws are made
 by the same generator, in the same order and shapes, as `BatchLoader` makes them.
 """
