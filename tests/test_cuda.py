@@ -183,6 +183,13 @@ def test_the_resident_loader_gives_the_plain_loaders_batches_on_cuda(augment):
             assert xb.device.type == "cuda" and torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
+def test_the_trainer_keeps_the_training_set_on_the_gpu_unless_told_not_to(image_folder, tmp_path):
+    for resident, expected in ((None, ResidentLoader), (False, BatchLoader)):
+        config = tiny_config(image_folder, device="cuda", data={"resident": resident}, train={"epochs": 1})
+        trainer = Trainer(build_config(config), tmp_path / str(resident), quiet=True)
+        assert type(trainer.train_loader) is expected
+
+
 # ---- attacks -------------------------------------------------------------------------------------------
 
 ATTACKS = {
