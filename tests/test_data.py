@@ -14,6 +14,7 @@ from ibrar.data import (
     BatchLoader,
     DataNotFoundError,
     ImageData,
+    ResidentLoader,
     balanced_subset,
     load_split,
     random_crop_flip,
@@ -458,6 +459,37 @@ def test_loader_rejects_bad_arguments(kwargs: dict, argument: str) -> None:
     options = {"batch_size": 4, "shuffle": False, "augment": False, "seed": 0} | kwargs
     with pytest.raises(ValueError, match=argument):
         BatchLoader(make_data(), **options)
+
+
+@pytest.mark.parametrize("options", [
+    {"shuffle": True, "augment": True},
+    {"shuffle": True, "augment": False},
+    {"shuffle": False, "augment": True},
+    {"shuffle": True, "augment": True, "subset": 24},
+    {"shuffle": True, "augment": True, "indices": torch.arange(3, 37, 2), "drop_last": True},
+], ids=["shuffled+augmented", "shuffled", "augmented", "subset", "indices+drop_last"])
+def test_the_resident_loader_yields_the_batches_of_the_plain_loader(options: dict) -> None:
+    data = ImageData(torch.randint(0, 256, (50, 3, 8, 6), dtype=torch.uint8), torch.arange(50) % 5,
+                     [str(c) for c in range(5)])
+    plain = BatchLoader(data, batch_size=8, seed=11, **options)
+    resident = ResidentLoader(data, batch_size=8, seed=11, **options)
+    assert len(resident) == len(plain)
+    for epoch in (0, 1, 4):
+        pairs = list(zip(batches(plain, epoch), batches(resident, epoch), strict=True))
+        for (xa, ya), (xb, yb) in pairs:
+            assert xb.dtype == torch.float32 and xb.shape == xa.shape
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert resident.images.dtype == torch.uint8  # the stored copy stays uint8; only batches are float
+    assert not torch.equal(batches(resident, 0)[0][0], batches(resident, 1)[0][0])  # epochs do differ
+
+
+def test_resident_ranks_split_each_global_batch_as_the_plain_loader_does() -> None:
+    data = make_data(40, classes=4)
+    for rank in (0, 1, 2):
+        plain = BatchLoader(data, batch_size=4, shuffle=True, augment=True, seed=5, rank=rank, world_size=3)
+        resident = ResidentLoader(data, batch_size=4, shuffle=True, augment=True, seed=5, rank=rank, world_size=3)
+        for (xa, ya), (xb, yb) in zip(batches(plain, 2), batches(resident, 2), strict=True):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
 def test_image_data_validates_its_tensors() -> None:

@@ -118,10 +118,11 @@ def test_a_training_step_that_reads_the_loss_is_caught(image_folder, tmp_path, m
 @pytest.mark.parametrize("sections", [
     {"profile": "official", "method": {"name": "pgd_at", "steps": 1}},
     {"method": {"name": "trades", "steps": 1}, "ib": {"enabled": True, "passes": "both"},
-     "mask": {"enabled": True, "refresh_every": 1}},
-], ids=["official-profile", "trades-both-passes"])
+     "mask": {"enabled": True, "refresh_every": 1}, "data": {"batch_size": 32, "resident": True}},
+], ids=["official-profile", "trades-both-passes-resident-data"])
 def test_the_step_has_no_host_read_in_other_settings(sections, image_folder, tmp_path):
-    config = build_config(tiny_config(image_folder, **sections, data={"batch_size": 32},
+    sections = {"data": {"batch_size": 32}} | sections  # the resident case sets its own data section
+    config = build_config(tiny_config(image_folder, **sections,
                                       train={"epochs": 1, "info_plane_every": 1, "forbid_host_sync": True}))
     train(config, tmp_path / "run", quiet=False)  # quiet=False: the progress bar's live loss too
     assert (tmp_path / "run" / "final.pt").is_file()

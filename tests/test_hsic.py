@@ -228,3 +228,16 @@ def test_integer_tensor_is_rejected():
 def test_unknown_names_are_rejected_with_the_argument_named(kwargs, name):
     with pytest.raises(ValueError, match=name):
         ibrar.hsic(torch.randn(4, 2), torch.randn(4, 2), **kwargs)
+
+
+@pytest.mark.parametrize("estimator", ["nocco", "hsic", "nhsic"])
+def test_an_estimate_under_cpu_bf16_autocast_equals_the_float32_one(estimator):
+    g = torch.Generator().manual_seed(0)
+    x, t = torch.rand(100, 3, 8, 8, generator=g), torch.randn(100, 16, 4, 4, generator=g)
+    y = torch.randint(10, (100,), generator=g)
+    onehot = torch.nn.functional.one_hot(y, 10).float()
+    plain = ibrar.hsic(x, t, estimator=estimator), nocco_low_rank(gaussian_kernel(t.flatten(1)), onehot)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_amp = ibrar.hsic(x, t, estimator=estimator), nocco_low_rank(gaussian_kernel(t.flatten(1)), onehot)
+    for a, b in zip(under_amp, plain, strict=True):
+        assert a.dtype == torch.float32 and torch.equal(a, b)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from conftest import tiny_config
 from ibrar.config import build_config
-from ibrar.metrics import progress_line, spike_notes
+from ibrar.metrics import plane_rows, progress_line, spike_notes
 from ibrar.train import train
 
 
@@ -55,3 +57,58 @@ def test_the_monitor_is_evaluate_on_a_fixed_balanced_subset():
     assert result["test_pgd5_acc"] < clean  # an undefended model loses accuracy under PGD-5
     assert monitor(model) == result  # seeded: the same numbers every epoch for the same weights
     assert not model.training
+
+
+@pytest.mark.parametrize("chunk", [None, 7], ids=["one-batch", "chunks-of-7"])
+def test_the_monitor_in_one_batch_gives_the_numbers_of_evaluate_in_batches(chunk):
+    """The monitor attacks the whole subset at once, yet gets exactly what `evaluate` gets at eval.batch_size
+    (whose attack reseeds its random start per batch); some labels are wrong, so that clean mistakes shift
+    the batches of attacked examples."""
+    import torch
+
+    from attack_fixtures import test_data, trained_model
+    from ibrar.attacks import PGD
+    from ibrar.data import ImageData
+    from ibrar.data.loader import balanced_subset
+    from ibrar.evaluate import evaluate
+    from ibrar.monitor import Monitor
+
+    model = trained_model()
+    x, y = test_data(256)
+    y = torch.where(torch.arange(256) % 9 == 0, (y + 1) % 10, y)  # clean mistakes
+    data = ImageData((x * 255).round().to(torch.uint8), y, [str(c) for c in range(10)])
+    chosen = balanced_subset(y, 120, 0)
+    report = evaluate(model, data.images[chosen], y[chosen], {"pgd": PGD(model, eps=8 / 255, alpha=2 / 255,
+                                                                        steps=5, seed=0)},
+                      batch_size=32, device="cpu", seed=0)
+    expected = {"test_clean_acc": round(report.clean * 120) / 120,
+                "test_pgd5_acc": int(report.robust["pgd"].sum()) / 120}
+    assert 0 < expected["test_pgd5_acc"] < expected["test_clean_acc"] < 1
+    monitor = Monitor(data, n=120, eps=8 / 255, pgd_steps=5, batch_size=32, seed=0, device=torch.device("cpu"),
+                      chunk=chunk)
+    assert monitor(model) == expected
+
+
+def test_information_plane_rows_keep_every_value_and_its_name():
+    import torch
+
+    rows = [{"iteration": i, "epoch": 0, "hsic_x": {"a": torch.tensor(0.1 * i), "b": torch.tensor(1 / 3)},
+             "hsic_y": {"a": torch.tensor(2.0 + i), "b": torch.tensor(1e-7, dtype=torch.float64)}} for i in (0, 3)]
+    out = plane_rows(rows)
+    assert out == [{"iteration": r["iteration"], "epoch": 0,
+                    "hsic_x": {k: float(v) for k, v in r["hsic_x"].items()},
+                    "hsic_y": {k: float(v) for k, v in r["hsic_y"].items()}} for r in rows]
+    assert plane_rows([]) == []
+
+
+def test_train_monitor_batch_size_caps_the_monitors_batch_and_keeps_its_numbers(image_folder, tmp_path):
+    from ibrar.train import Trainer
+
+    results = {}
+    for cap in (None, 3):
+        config = build_config(tiny_config(image_folder, train={"epochs": 1, "eval_pgd_steps": 1,
+                                                               "monitor_batch_size": cap}))
+        trainer = Trainer(config, tmp_path / str(cap), quiet=True)
+        assert trainer.monitor.chunk == cap
+        results[cap] = trainer.monitor(trainer.model)
+    assert results[None] == results[3]

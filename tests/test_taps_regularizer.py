@@ -174,3 +174,29 @@ def test_channels_last_features_give_the_same_penalty_and_mask_scores():
                                                           {"t": t_last}).loss, rtol=1e-6)
     mask = ChannelMask(8, num_classes=4)
     assert torch.allclose(mask.channel_scores(t, y)[0], mask.channel_scores(t_last, y)[0], rtol=1e-5)
+
+
+def test_the_float32_penalty_and_gradient_lie_within_tolerance_of_float64():
+    """The CPU half of tests/test_cuda.py's float64-reference check, run everywhere: float32 within 1e-3 (values)
+    and 2e-3 (gradients) of float64 by relative norm, the bounds each device is held to there."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(100, 3, 8, 8, generator=g), torch.randint(10, (100,), generator=g)
+    feats = {"conv": torch.tanh(x.repeat(1, 6, 1, 1)[:, :16, :4, :4] + 0.03 * y[:, None, None, None]
+                                + 0.1 * torch.randn(100, 16, 4, 4, generator=g)),
+             "fc": torch.relu(x.flatten(1)[:, :32] - 0.5 + 0.05 * torch.randn(100, 32, generator=g))}
+    reg = IBRegularizer(["conv", "fc"], num_classes=10)
+
+    def run(dtype):
+        leaves = {k: v.detach().to(dtype, copy=True).requires_grad_(True) for k, v in feats.items()}
+        terms = reg(x.to(dtype), y, leaves)
+        terms.loss.backward()
+        return [terms.loss.detach(), *terms.hsic_x.values(), *terms.hsic_y.values()], [leaves["conv"].grad,
+                                                                                        leaves["fc"].grad]
+
+    def error(a, ref):
+        return ((a.double() - ref).norm() / ref.norm()).item()
+
+    (values, grads), (ref_values, ref_grads) = run(torch.float32), run(torch.float64)
+    assert max(error(a, r) for a, r in zip(values, ref_values, strict=True)) < 1e-3
+    assert max(error(a, r) for a, r in zip(grads, ref_grads, strict=True)) < 2e-3
+    assert max(error(a, r) for a, r in zip(grads, ref_grads, strict=True)) > 1e-6  # float32 really ran

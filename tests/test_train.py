@@ -255,3 +255,65 @@ def test_fast_path_options_on_the_cpu_are_off_with_a_note(image_folder, tmp_path
     trainer = Trainer(config, tmp_path, quiet=False)
     assert trainer.train_model is trainer.model  # not compiled
     assert "train.amp, train.compile belong to the CUDA fast path and are off on the cpu" in capsys.readouterr().out
+
+
+def test_the_resident_loader_trains_the_same_weights_as_the_plain_one(image_folder, tmp_path):
+    """data.resident=true forces the CUDA default (the training set kept on the device) onto the CPU."""
+    from ibrar.data import BatchLoader, ResidentLoader
+
+    runs = {}
+    for resident in (False, True):
+        config = run_config(image_folder, data={"resident": resident}, train={"epochs": 1, "eval_pgd_steps": 1},
+                            method={"name": "pgd_at", "steps": 1}, **IB_ON)
+        trainer = train(config, tmp_path / str(resident), quiet=True)
+        assert type(trainer.train_loader) is (ResidentLoader if resident else BatchLoader)
+        runs[resident] = tmp_path / str(resident)
+    assert_same_final_weights(runs[False], runs[True])
+    plain, resident_line = metrics(runs[False])[0], metrics(runs[True])[0]
+    plain.pop("seconds"), resident_line.pop("seconds")
+    assert plain == resident_line
+
+
+@pytest.mark.parametrize(("every", "crash_at", "checkpoint_epoch"), [(2, 4, 2), (0, 3, None)],
+                         ids=["every-2-epochs", "only-at-the-end"])
+def test_a_run_killed_between_checkpoints_resumes_bit_identical_from_the_last_one(
+        every, crash_at, checkpoint_epoch, image_folder, tmp_path, monkeypatch):
+    """train.checkpoint_every: the run dies (no signal, no checkpoint of its own) in epoch `crash_at`'s monitor;
+    the resumed run starts from the last checkpoint (or from scratch) and ends as the uninterrupted one."""
+    from ibrar.monitor import Monitor
+
+    config = run_config(image_folder, train={"epochs": 4, "eval_pgd_steps": 1, "checkpoint_every": every},
+                        **IB_ON)
+    saved = []
+    save = Trainer.save_checkpoint
+    monkeypatch.setattr(Trainer, "save_checkpoint", lambda self: saved.append(self.epoch) or save(self))
+    train(config, tmp_path / "straight", quiet=True)
+    assert saved == ([2, 4] if every == 2 else [4])  # and always after the last epoch
+    assert load_file(tmp_path / "straight" / "checkpoint.pt")["epoch"] == 4
+
+    calls = []
+    monitor = Monitor.__call__
+
+    def dies_in_the_monitor(self, model):
+        calls.append(1)
+        if len(calls) == crash_at:
+            raise RuntimeError("killed")
+        return monitor(self, model)
+
+    monkeypatch.setattr(Monitor, "__call__", dies_in_the_monitor)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(config, tmp_path / "resumed", quiet=True)
+    monkeypatch.undo()
+    checkpoint = tmp_path / "resumed" / "checkpoint.pt"
+    assert (load_file(checkpoint)["epoch"] if checkpoint.exists() else None) == checkpoint_epoch
+    assert len(metrics(tmp_path / "resumed")) == crash_at - 1  # lines past the checkpoint, to be cut back
+
+    train(config, tmp_path / "resumed", resume=True, quiet=True)
+    assert_same_final_weights(tmp_path / "straight", tmp_path / "resumed")
+    straight, resumed = metrics(tmp_path / "straight"), metrics(tmp_path / "resumed")
+    assert [m["epoch"] for m in resumed] == [1, 2, 3, 4]
+    for a, b in zip(straight, resumed, strict=True):
+        a.pop("seconds"), b.pop("seconds")
+        assert a == b
+    plane = (tmp_path / "resumed" / "info_plane.jsonl").read_text()
+    assert plane == (tmp_path / "straight" / "info_plane.jsonl").read_text()

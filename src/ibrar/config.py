@@ -55,6 +55,9 @@ class DataConfig(Section):
     batch_size: int = Field(100, gt=0)
     augment: bool = True
     download: bool = False
+    resident: bool | None = Field(
+        None, description="keep the uint8 training set on the training device and gather, augment and convert "
+                          "each batch there (the same batches); None: on for CUDA, off on the CPU")
 
 
 class MethodConfig(Section):
@@ -109,6 +112,12 @@ class TrainConfig(Section):
     epochs: int = Field(60, ge=1)
     eval_subset: int = Field(500, ge=0, description="test examples for the per-epoch clean/PGD accuracy")
     eval_pgd_steps: int = Field(10, ge=0, description="0 turns the per-epoch PGD accuracy off")
+    monitor_batch_size: int | None = Field(
+        None, gt=0, description="examples the per-epoch monitor runs at once (memory only: the numbers do not "
+                                "change); None: the whole eval_subset as one batch")
+    checkpoint_every: int = Field(
+        1, ge=0, description="write checkpoint.pt every N epochs (and always after the last one, and mid-epoch "
+                             "on SIGTERM/SIGINT); 0: only at the end and on a signal or stop deadline")
     info_plane_every: int = Field(50, ge=0, description="record HSIC(X,T), HSIC(Y,T) every K iterations; 0: off")
     tensorboard: bool = False
     amp: bool = Field(False, description="bf16 autocast on CUDA (HSIC stays in float32)")

@@ -1,7 +1,7 @@
 """HSIC estimators on a minibatch: the information measure the IB-RAR penalty is built from.
 
-Pure functions on tensors. Everything is differentiable, stays on the inputs' device and dtype, and
-never produces NaN on finite input (constant or duplicated examples included).
+Pure functions on tensors. Everything is differentiable, stays on the inputs' device and dtype (under any
+autocast too), and never produces NaN on finite input (constant or duplicated examples included).
 """
 
 from __future__ import annotations
@@ -55,6 +55,15 @@ def flatten_batch(x: Tensor, name: str = "x") -> Tensor:
     return x.reshape(x.shape[0], -1)
 
 
+def matmul(a: Tensor, b: Tensor) -> Tensor:
+    """a @ b in the inputs' dtype even under autocast: a bf16 product moves an HSIC estimate by several percent
+    (and the mask's choice of channels with it), so every product of an estimator leaves autocast."""
+    if torch.is_autocast_enabled(a.device.type):
+        with torch.autocast(a.device.type, enabled=False):
+            return a @ b
+    return a @ b
+
+
 def squared_distances(x: Tensor) -> Tensor:
     """Pairwise squared Euclidean distances of the rows of x (..., m, d), clamped at 0 against round-off.
 
@@ -63,7 +72,7 @@ def squared_distances(x: Tensor) -> Tensor:
     """
     x = x - x.mean(dim=-2, keepdim=True)
     sq = (x * x).sum(-1)
-    d = sq.unsqueeze(-1) + sq.unsqueeze(-2) - 2.0 * (x @ x.transpose(-1, -2))
+    d = sq.unsqueeze(-1) + sq.unsqueeze(-2) - 2.0 * matmul(x, x.transpose(-1, -2))
     return d.clamp_min(0.0)
 
 
@@ -93,7 +102,7 @@ def gaussian_kernel(x: Tensor, sigma: float = 5.0, bandwidth: Bandwidth = "scale
 
 def linear_kernel(x: Tensor) -> Tensor:
     """k(a, b) = a . b, batched over leading dimensions of x (..., m, d)."""
-    return x @ x.transpose(-1, -2)
+    return matmul(x, x.transpose(-1, -2))
 
 
 def one_hot_labels(y: Tensor, num_classes: int) -> Tensor:
@@ -211,9 +220,9 @@ def nocco_low_rank(k: Tensor, y: Tensor, epsilon: float = NOCCO_EPSILON) -> Tens
     m = k.shape[-1]
     ridge = epsilon * m * torch.eye(m, dtype=k.dtype, device=k.device)
     v = y - y.mean(dim=0, keepdim=True)
-    u = solve(y @ v.T + ridge, y)
+    u = solve(matmul(y, v.T) + ridge, y)
     kc = center(k)
-    z = solve(kc + ridge, kc @ u)
+    z = solve(kc + ridge, matmul(kc, u))
     return (z * v).sum(dim=(-2, -1)).to(out_dtype)
 
 

@@ -96,10 +96,17 @@ class ChannelMask(nn.Module):
     # ---- scoring -------------------------------------------------------------------------------------
 
     def channel_scores(self, features: Tensor, y: Tensor, x: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """HSIC(f_c, Y) for every channel c (and HSIC(f_c, X) when x is given), in one batched computation."""
+        """HSIC(f_c, Y) for every channel c (and HSIC(f_c, X) when x is given), in one batched computation.
+
+        Always in float32, outside any autocast: the hook scores inside the step's forward, and bf16
+        kernels would change the scores by several percent and drop other channels than float32 does.
+        """
         if features.dim() < 2 or features.shape[1] != self.num_channels:
             raise ValueError(f"features: expected shape (m, {self.num_channels}, ...), got {tuple(features.shape)}")
-        f = features.detach().float()
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            return self._scores(features.detach().float(), y, None if x is None else x.detach().float())
+
+    def _scores(self, f: Tensor, y: Tensor, x: Tensor | None) -> tuple[Tensor, Tensor | None]:
         per_channel = f.reshape(f.shape[0], f.shape[1], -1).transpose(0, 1).contiguous()  # (C, m, d_c)
         kc = gaussian_kernel(per_channel, self.sigma)  # (C, m, m)
         onehot = one_hot_labels(y, self.num_classes)
@@ -111,7 +118,7 @@ class ChannelMask(nn.Module):
         score_y = combine(pc, py, self.estimator).float()
         score_x = None
         if x is not None:
-            px = prepare(kernel_matrix(x.detach().float(), "gaussian", self.sigma).matrix, self.estimator)
+            px = prepare(kernel_matrix(x, "gaussian", self.sigma).matrix, self.estimator)
             score_x = combine(pc, px, self.estimator).float()
         return score_y, score_x
 

@@ -121,10 +121,11 @@ def progress_line(line: dict[str, Any], epochs: int) -> str:
 
 
 def plane_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Information-plane measurements (device tensors) as JSON-ready rows, read once per epoch."""
+    """Information-plane measurements (device tensors) as JSON-ready rows, read once per epoch in one transfer."""
+    values = [v for r in rows for part in ("hsic_x", "hsic_y") for v in r[part].values()]
+    read = iter(torch.stack([v.detach().double() for v in values]).tolist() if values else [])
     return [{"iteration": r["iteration"], "epoch": r["epoch"],
-             "hsic_x": {k: float(v) for k, v in r["hsic_x"].items()},
-             "hsic_y": {k: float(v) for k, v in r["hsic_y"].items()}} for r in rows]
+             **{part: {k: next(read) for k in r[part]} for part in ("hsic_x", "hsic_y")}} for r in rows]
 
 
 def tensorboard_writer(run_dir: Path, log: Any) -> Any:

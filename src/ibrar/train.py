@@ -4,8 +4,9 @@ The trainer orchestrates: it builds the run from its config, feeds batches to `i
 step of Algorithm 1), keeps the epoch's random streams, sums and checkpoints, and reacts to signals.
 A run folder holds `config.yaml` (resolved), `meta.json` (versions, hardware, seed), `metrics.jsonl` (one line
 per epoch), `info_plane.jsonl` (HSIC(X, T_l), HSIC(Y, T_l) every K iterations), `checkpoint.pt` (latest,
-written atomically at every epoch end, or mid-epoch on SIGTERM/SIGINT) and `final.pt` (weights and mask).
-Every epoch is a pure function of (weights, seed, epoch), so a resumed run ends bit-identical on the CPU.
+written atomically every `train.checkpoint_every` epochs and after the last, or mid-epoch on SIGTERM/SIGINT)
+and `final.pt` (weights and mask). Every epoch is a pure function of (weights, seed, epoch), so a run resumed
+from whichever checkpoint exists ends bit-identical on the CPU (the logs are cut back to that checkpoint).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from ibrar.build import (
 )
 from ibrar.checkpoint import FINAL, LATEST, restore_training_state, save_atomic, training_state
 from ibrar.config import RunConfig
-from ibrar.data import BatchLoader
+from ibrar.data import BatchLoader, ResidentLoader
 from ibrar.data.loader import derived_seed
 from ibrar.distributed import all_reduce_mean, all_reduce_sum, any_rank, barrier, broadcast_buffers, init_from_env
 from ibrar.errors import IbrarError
@@ -113,13 +114,14 @@ class Trainer:
         if fast_path and self.device.type != "cuda" and not self.quiet:
             tqdm.write(f"note: {', '.join('train.' + k for k in fast_path)} belong to the CUDA fast path and are "
                        f"off on the {self.device.type}")
-        self.train_loader = BatchLoader(self.train_data, config.data.batch_size, shuffle=True,
-                                        augment=config.data.augment, seed=config.seed, device=self.device,
-                                        subset=config.data.train_subset, rank=self.dist.rank,
-                                        world_size=self.dist.world_size)
+        resident = config.data.resident if config.data.resident is not None else self.device.type == "cuda"
+        self.train_loader = (ResidentLoader if resident else BatchLoader)(
+            self.train_data, config.data.batch_size, shuffle=True, augment=config.data.augment, seed=config.seed,
+            device=self.device, subset=config.data.train_subset, rank=self.dist.rank,
+            world_size=self.dist.world_size)
         self.monitor = Monitor(self.test_data, config.train.eval_subset, config.eval.eps,
                                config.train.eval_pgd_steps, config.eval.batch_size, config.seed, self.device,
-                               self.dist.rank, self.dist.world_size)
+                               self.dist.rank, self.dist.world_size, chunk=config.train.monitor_batch_size)
         self.epoch = 0
         self.iteration = 0
         self.batch_in_epoch = 0  # > 0 only in a checkpoint written by a preempted (signalled) run
@@ -134,6 +136,11 @@ class Trainer:
             save_atomic(training_state(unwrap(self.model), self.mask, self.optimizer, self.scheduler, counters,
                                        self.config.model_dump(mode="json")), self.run_dir / LATEST)
         barrier()
+
+    def _checkpoint_due(self) -> bool:
+        """After epoch `self.epoch`: every train.checkpoint_every epochs, and always after the last one."""
+        every = self.config.train.checkpoint_every
+        return self.epoch >= self.config.train.epochs or (every > 0 and self.epoch % every == 0)
 
     def load_checkpoint(self) -> bool:
         path = self.run_dir / LATEST
@@ -317,7 +324,8 @@ class Trainer:
                     for key, value in line.items():
                         if key != "epoch" and isinstance(value, (int, float)):
                             writer.add_scalar(key, value, self.epoch)
-                self.save_checkpoint()
+                if self._checkpoint_due():
+                    self.save_checkpoint()
                 last = line
                 if not self.quiet:
                     tqdm.write(progress_line(line, cfg.train.epochs))

@@ -13,6 +13,7 @@ from ibrar.data.readers import (
     resolve_data_root,
     scan_image_folder,
 )
+from ibrar.data.resident import ResidentLoader
 
 __all__ = [
     "DATASETS",
@@ -20,6 +21,7 @@ __all__ = [
     "BatchLoader",
     "DataNotFoundError",
     "ImageData",
+    "ResidentLoader",
     "balanced_subset",
     "cache_path",
     "decode_images",

@@ -14,6 +14,8 @@ import torch
 from ibrar.data.augment import random_crop_flip
 from ibrar.data.readers import ImageData
 
+AUGMENT_PADDING = 4  # the random crop's zero padding, in pixels (the CIFAR standard)
+
 
 def derived_seed(*parts: int) -> int:
     """A well-mixed 63-bit seed from several integers (seed, epoch, stream)."""
@@ -113,25 +115,35 @@ class BatchLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch = self.epoch
         self.epoch += 1
-        if self.shuffle:
-            order = torch.randperm(
-                self.num_examples, generator=torch.Generator().manual_seed(derived_seed(self.seed, epoch))
-            )
-        else:
-            order = torch.arange(self.num_examples)
-        augment_generator = None
-        if self.augment:
-            stream = (self.seed, epoch, 1) if self.world_size == 1 else (self.seed, epoch, 1, self.rank)
-            augment_generator = torch.Generator(device=self.device).manual_seed(derived_seed(*stream))
+        order = self._order(epoch)
+        augment_generator = self._augment_generator(epoch)
         global_batch = self.batch_size * self.world_size
         for b in range(len(self)):
             start = b * global_batch + self.rank * self.batch_size
-            index = order[start : start + self.batch_size]
-            x, y = self.images[index], self.labels[index]
-            if self._pin:
-                x, y = x.pin_memory(), y.pin_memory()
-            x = x.to(self.device, non_blocking=True).float().div_(255)
-            y = y.to(self.device, non_blocking=True)
-            if augment_generator is not None:
-                x = random_crop_flip(x, padding=4, flip=True, generator=augment_generator)
-            yield x, y
+            yield self._batch(order[start : start + self.batch_size], augment_generator)
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        """The epoch's order of the examples, drawn on the CPU from (seed, epoch)."""
+        if not self.shuffle:
+            return torch.arange(self.num_examples)
+        generator = torch.Generator().manual_seed(derived_seed(self.seed, epoch))
+        return torch.randperm(self.num_examples, generator=generator)
+
+    def _augment_generator(self, epoch: int) -> torch.Generator | None:
+        """The epoch's augmentation stream, on the training device (one per rank under DDP); None without."""
+        if not self.augment:
+            return None
+        stream = (self.seed, epoch, 1) if self.world_size == 1 else (self.seed, epoch, 1, self.rank)
+        return torch.Generator(device=self.device).manual_seed(derived_seed(*stream))
+
+    def _batch(self, index: torch.Tensor,
+               augment_generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gather on the host, copy to the device, convert there, then augment there."""
+        x, y = self.images[index], self.labels[index]
+        if self._pin:
+            x, y = x.pin_memory(), y.pin_memory()
+        x = x.to(self.device, non_blocking=True).float().div_(255)
+        y = y.to(self.device, non_blocking=True)
+        if augment_generator is not None:
+            x = random_crop_flip(x, padding=AUGMENT_PADDING, flip=True, generator=augment_generator)
+        return x, y
