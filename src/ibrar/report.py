@@ -18,6 +18,7 @@ from typing import Any
 
 from ibrar.errors import InputError
 from ibrar.experiments.base import eval_metric, read_eval, read_metrics
+from ibrar.ledger import claims_section
 
 RESULTS_DIR = "results"
 # What a run folder contributes to results/: config, versions and hardware, per-epoch log, evaluation.
@@ -817,6 +818,7 @@ class DocTable:
 
 TABLES: tuple[DocTable, ...] = (
     DocTable("quickstart", "README.md", quickstart_table),
+    DocTable("claims", "docs/reproduction.md", claims_section),
     DocTable("table1-cpu", "docs/reproduction.md", table1_tables),
     DocTable("table4-cpu", "docs/reproduction.md", table4_table),
     DocTable("table4-paper", "docs/reproduction.md", table4_paper_table),
