@@ -276,13 +276,17 @@ def gain_verdict(attack: Measure, autoattack: Measure | None, bar: float) -> Ver
     return Verdict(REPRODUCES if autoattack.there(bar) else PAPER_ONLY)
 
 
-def seeds_text(runs: Iterable[dict[int, Run]]) -> str:
-    """'1 seed (0)' or '2 seeds (0, 1)': the seeds that every row of a comparison ran."""
+def common_seeds(runs: Iterable[dict[int, Run]]) -> list[int]:
+    """The seeds that every row of a comparison ran."""
     sets = [set(r) for r in runs]
-    common = sorted(set.intersection(*sets)) if sets and all(sets) else []
-    if not common:
+    return sorted(set.intersection(*sets)) if sets and all(sets) else []
+
+
+def seeds_text(seeds: Sequence[int]) -> str:
+    """'1 seed (0)' or '2 seeds (0, 1)'."""
+    if not seeds:
         return "no seed in common"
-    return f"{len(common)} seed{'s' if len(common) > 1 else ''} ({', '.join(str(s) for s in common)})"
+    return f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({', '.join(str(s) for s in seeds)})"
 
 
 def test_images(runs: Iterable[Run]) -> str:
