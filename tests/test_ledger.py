@@ -244,3 +244,34 @@ def test_the_committed_ledger_lists_every_claim_with_a_verdict_and_links_that_re
         assert links and all(link in anchors for link in links), line
     headline = summary[0]
     assert "[Table 4 at paper scale](#results-at-paper-scale-gpu)" in headline.split(" | ")[3]
+
+
+# ---- Table 3 and Table 6 ---------------------------------------------------------------------------------
+
+
+def test_table3_reproduces_only_when_its_rule_names_the_papers_layers_under_autoattack_too(tmp_path):
+    results = tmp_path / "results"
+    folder = results / "table3-cpu"
+    make_run(folder, "ce", "cpu-table4-vgg16-1-ce", attacks={"pgd10": 0.1, "autoattack": 0.0})
+    for layer, pgd in (("block4", 0.5), ("block5", 9.0), ("fc1", 8.0), ("fc2", 7.0)):
+        make_run(folder, f"layer-{layer}", "cpu-table4-vgg16-2-ib", attacks={"pgd10": pgd, "autoattack": 0.0})
+    evidence = claim(results, "Robust layers").evidence["cpu"]
+    assert evidence.verdict.kind == PAPER_ONLY
+    assert "PGD-10 names block5, fc1, fc2; AutoAttack names none" in evidence.lines[0].measured
+    assert claim(results, "Robust layers").evidence["paper"].verdict.kind == NOT_RUN
+
+
+def test_table6_holds_the_adversarially_trained_network_and_the_plain_one_to_their_own_findings(tmp_path):
+    results = tmp_path / "results"
+    folder = results / "table6-cpu"
+    make_run(folder, "at-ibrar", "cpu-table1-pgd_at-ibrar",
+             attacks={"pgd10": 26.5, "adaptive10": 27.5, "adaptive100": 27.2, "autoattack": 21.4})
+    make_run(folder, "plain-ce", "cpu-table4-vgg16-1-ce",
+             attacks={"pgd10": 0.1, "adaptive10": 1.8, "adaptive100": 0.8, "autoattack": 0.0})
+    make_run(folder, "plain-ibrar", "cpu-table4-vgg16-6-ibrar",
+             attacks={"pgd10": 9.0, "adaptive10": 6.0, "adaptive100": 5.0, "autoattack": 0.0})
+    evidence = claim(results, "The adaptive attack").evidence["cpu"]
+    at, plain = evidence.lines
+    assert at.verdict.kind == REPRODUCES and "PGD_AD − PGD-10 +0.7" in at.measured
+    assert plain.verdict.kind == PAPER_ONLY and "PGD_AD 5.0 vs 0.8 (+4.2)" in plain.measured
+    assert evidence.verdict.kind == PAPER_ONLY  # the weaker of the two

@@ -27,6 +27,7 @@ from ibrar.ledger_comparisons import (
     table4_evidence,
     table6_evidence,
 )
+from ibrar.ledger_comparisons import RULES as SPECIFIC_RULES
 from ibrar.ledger_evidence import RULES, signed_text
 
 SCALES = ("cpu", "paper")
@@ -111,9 +112,9 @@ def claims(results: Path, root: Path) -> list[Claim]:
               f"MART on SVHN stalls at {paper.FIGURE4_PLATEAU}%; the IB loss in the first epoch breaks out",
               _per_scale(lambda s: convergence_evidence(results, root, s)),
               (("Figure 4", "## Figure 4:", None), _TABLE1),
-              "Figure 4 is on SVHN, which these machines lack; Table 1's CIFAR-10 pairs stand in, by the same "
-              f"measure (at least {CONVERGENCE_EPOCHS} epochs earlier to the plain run's final monitored clean "
-              "accuracy)."),
+              "Figure 4 is on SVHN, which these machines lack; Table 1's CIFAR-10 pairs stand in, measured by how "
+              "many epochs earlier the IB-RAR twin reaches the plain run's final monitored clean accuracy (at "
+              f"least {CONVERGENCE_EPOCHS})."),
     ]
 
 
@@ -169,12 +170,13 @@ def claims_section(results: Path, root: Path, doc: str = "docs/reproduction.md")
     def verdict_cell(claim: Claim, scale: str) -> str:
         evidence = claim.evidence[scale]
         where = links(claim, scale) if evidence.lines else ""
-        return f"**{evidence.verdict.kind}**" + (f" ({where})" if where else "")
+        scope = f" {evidence.scope}" if evidence.scope else ""
+        return f"**{evidence.verdict.kind}**{scope}" + (f" ({where})" if where else "")
 
     header = ["claim", "the paper", "cpu scale", "paper scale", "seeds per comparison", "tables"]
     rows = [[f"{i}. {claim.title}", claim.paper, *[verdict_cell(claim, s) for s in SCALES], _seeds_cell(claim),
              links(claim)] for i, claim in enumerate(found, 1)]
-    lines = [RULES, "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines = [f"{RULES} {SPECIFIC_RULES}", "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     for i, claim in enumerate(found, 1):
         note = f" {claim.note}" if claim.note else ""

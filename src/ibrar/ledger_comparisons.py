@@ -39,6 +39,17 @@ from ibrar.ledger_evidence import (
 )
 
 CONVERGENCE_EPOCHS = 2  # epochs earlier, at least: the monitor's 200 test images make one epoch noise
+RULES = (
+    f"Where the paper says a change adds nothing (row (5), the mask without the IB loss), that comparison "
+    f"reproduces when the paper's attack shows less than {MARGIN_PP:g} points. Table 3's claim reproduces when the "
+    f"layers its rule names (at least {MARGIN_PP:g} points above CE only) are the paper's, under PGD-10 and under "
+    f"AutoAttack. Table 6's: with adversarial training the adaptive attack PGD_AD (the lower of 10 and 100 steps) "
+    f"stays within {MARGIN_PP:g} points of PGD-10 and AutoAttack leaves at least {MARGIN_PP:g}%; without, PGD_AD "
+    f"leaves IB-RAR above CE only by the rule above. Convergence: the epoch at which the plain run first reaches "
+    f"its own final monitored clean accuracy, minus the one at which its IB-RAR twin does, at least "
+    f"{CONVERGENCE_EPOCHS}. The rules are `ibrar.ledger_evidence`'s and `ibrar.ledger_comparisons`'s; the paper's "
+    "numbers come from `ibrar.experiments.paper_numbers`."
+)
 GPU_KIT = "the GPU kit (`bench/gpu/`) trains it on a lease: `bash bench/gpu/run.sh table4-{row}`"
 NO_KIT = "the GPU kit (`bench/gpu/`) has stages for Table 4's rows only"
 
@@ -55,8 +66,12 @@ class Line:
 
 @dataclass(frozen=True)
 class Evidence:
+    """A claim at one scale: its verdict, the lines behind it, and what the verdict rests on where that is not
+    everything the claim names (the setting that decided it; the pairs that ran)."""
+
     verdict: Verdict
     lines: tuple[Line, ...] = ()
+    scope: str = ""
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -74,8 +89,9 @@ def _both(name: str, treatment: dict[int, Run], control: dict[int, Run], key: st
           metric: Callable[[Run], float | None] | None = None) -> tuple[Measure, str]:
     """The difference under `key` (or `metric`) and its text: 'PGD-10 9.5 vs 0.0 (+9.5)'."""
     diff = difference(treatment, control, key, names, metric)
-    sides = [side(runs, key, metric).text(empty="no run" if not runs else "not evaluated")
-             for runs in (treatment, control)]
+    both = set(treatment) & set(control)  # each side over the seeds the difference is taken over, where any
+    sides = [side({k: r for k, r in runs.items() if k in both or not both}, key, metric).text(
+        empty="no run" if not runs else "not evaluated") for runs in (treatment, control)]
     return diff, f"{name} {sides[0]} vs {sides[1]} ({diff.text(signed=True)})"
 
 
@@ -126,7 +142,13 @@ def table4_evidence(results: Path, root: Path, scale: str, parts: Sequence[tuple
         if scale == "paper":
             why += "; " + GPU_KIT.format(row=missing[0]) + "".join(f", `table4-{r}`" for r in missing[1:])
         return Evidence(Verdict(NOT_RUN, (why,)))
-    return Evidence(strongest([line.verdict for line in lines]), tuple(lines))
+    best = strongest([line.verdict for line in lines])
+    if len(lines) == 1:
+        return Evidence(best, tuple(lines))
+    if all(line.verdict.kind == best.kind for line in lines):
+        return Evidence(best, tuple(lines), f"in all {len(lines)} settings")
+    decided_by = next(line.label.split(" (")[0] for line in lines if line.verdict == best)
+    return Evidence(best, tuple(lines), f"in {decided_by}")
 
 
 def row_name(row: str) -> str:
@@ -168,9 +190,10 @@ def _conjunction(lines: Sequence[Line], folder: Path, root: Path, scale: str) ->
         return Evidence(Verdict(NOT_RUN, (why,)))
     skipped = [line.label for line in lines if line.verdict.kind == NOT_RUN]
     verdict = weakest([line.verdict for line in ran])
-    if skipped:
-        verdict = Verdict(verdict.kind, (*verdict.reasons, f"over the pairs that ran; not run: {', '.join(skipped)}"))
-    return Evidence(verdict, tuple(lines))
+    if not skipped:
+        return Evidence(verdict, tuple(lines))
+    verdict = Verdict(verdict.kind, (*verdict.reasons, f"over the pairs that ran; not run: {', '.join(skipped)}"))
+    return Evidence(verdict, tuple(lines), "over " + ", ".join(line.label.split(" (`")[0] for line in ran))
 
 
 TABLE1_PAIRS = tuple((paper_label, f"vgg16-cifar10-{m}-ibrar", f"vgg16-cifar10-{m}")
@@ -233,7 +256,8 @@ def table1_evidence(results: Path, root: Path, scale: str, clean: bool) -> Evide
     total += f" (the paper over the same pairs: {signed_text(effect, 2)}; threshold {bar:.1f})"
     skipped = [label for label, *_ in TABLE1_PAIRS if label not in measures]
     reasons = (*verdict.reasons, total) + ((f"not run at {scale} scale yet: {', '.join(skipped)}",) if skipped else ())
-    return Evidence(Verdict(verdict.kind, reasons), tuple(shown))
+    scope = f"over {', '.join(label for label, _ in ran)}" if skipped else ""
+    return Evidence(Verdict(verdict.kind, reasons), tuple(shown), scope)
 
 
 def table3_evidence(results: Path, root: Path, scale: str) -> Evidence:

@@ -47,8 +47,7 @@ RULES = (
     "paper's attacks only** when AutoAttack removes it, **does not reproduce** when the paper's attack does not "
     "show it, and is **not yet decided** when a run it needs is missing or unfinished; **not run** means no run "
     "of it exists. A claim of several comparisons takes the weakest; a scale with several settings takes the "
-    "strongest, each setting listed with its own verdict. The rules are `ibrar.ledger_evidence`'s; the paper's "
-    "numbers come from `ibrar.experiments.paper_numbers`."
+    "strongest, each setting listed with its own verdict."
 )
 
 
