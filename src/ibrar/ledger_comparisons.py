@@ -224,7 +224,7 @@ def table1_evidence(results: Path, root: Path, scale: str, clean: bool) -> Evide
             gain, text = _both("Natural", t, c, "clean", names)
             measures[label] = (gain, None)
             return Verdict(REPRODUCES), text
-        gain = difference(t, c, "", names, metric=_five_mean)
+        gain = difference(t, c, "the five attacks", names, metric=_five_mean)
         aa, aa_text = _both("AutoAttack", t, c, "autoattack", names)
         measures[label] = (gain, aa)
         return Verdict(REPRODUCES), f"mean over the five attacks {gain.text(signed=True)}; {aa_text}"
@@ -332,7 +332,7 @@ def table6_evidence(results: Path, root: Path, scale: str) -> Evidence:
 
     def above_ce(t: dict[int, Run], c: dict[int, Run], label: str) -> tuple[Verdict, str]:
         names = ("plain IB-RAR", "plain CE")
-        attack, attack_text = _both("PGD_AD", t, c, "adaptive", names, metric=_adaptive)
+        attack, attack_text = _both("PGD_AD", t, c, "PGD_AD", names, metric=_adaptive)
         aa, aa_text = _both("AutoAttack", t, c, "autoattack", names)
         return gain_verdict(attack, aa, MARGIN_PP), f"{attack_text}; {aa_text}"
 

@@ -122,8 +122,8 @@ def read_run(path: Path) -> Run | None:
         if (path / name).is_file():
             result = json.loads((path / name).read_text())
             break
-    done = read_metrics(path)[-1].get("epoch", 0) if (path / "metrics.jsonl").is_file() and read_metrics(path) else 0
-    return Run(path, config, result, complete, int(done))
+    metrics = read_metrics(path) if (path / "metrics.jsonl").is_file() else []
+    return Run(path, config, result, complete, int(metrics[-1].get("epoch", 0)) if metrics else 0)
 
 
 def seed_runs(folder: Path, group: str) -> dict[int, Run]:
