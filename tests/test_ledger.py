@@ -275,3 +275,23 @@ def test_table6_holds_the_adversarially_trained_network_and_the_plain_one_to_the
     assert at.verdict.kind == REPRODUCES and "PGD_AD − PGD-10 +0.7" in at.measured
     assert plain.verdict.kind == PAPER_ONLY and "PGD_AD 5.0 vs 0.8 (+4.2)" in plain.measured
     assert evidence.verdict.kind == PAPER_ONLY  # the weaker of the two
+
+
+def test_the_gpu_kits_merged_evaluation_decides_the_headline(tmp_path, monkeypatch):
+    """eval.json as bench/gpu/stages.py merges it: the paper's attacks on the whole test set, AutoAttack's entry
+    from the seeded subset of 1,000 with its own n."""
+    monkeypatch.syspath_prepend(str(REPO / "bench" / "gpu"))
+    import stages
+
+    folder = tmp_path / "results" / "table4-paper"
+    for row, pgd, aa in (("6-ibrar", 30.0, 0.0), ("1-ce", 0.1, 0.0)):
+        run = make_run(folder, f"vgg16-{row}", f"table4-vgg16-{row}", **PAPER_SETTING,
+                       attacks={"pgd10": pgd, "nifgsm": pgd, "fgsm": 40.0}, n=10000)
+        full = json.loads((run / "eval.json").read_text())
+        subset = {"n": 1000, "seed": 0, "clean": 0.9, "attacks": [{"name": "pgd10", "accuracy": pgd / 100},
+                                                                  {"name": "autoattack", "accuracy": aa / 100}]}
+        (run / "eval.json").write_text(json.dumps(stages.merge_evaluations(full, subset, "autoattack")))
+    evidence = claim(tmp_path / "results", "Table 4's headline").evidence["paper"]
+    assert evidence.verdict.kind == PAPER_ONLY
+    assert "10,000 test images (AutoAttack: 1,000)" in evidence.lines[0].label
+    assert "PGD-10 30.0 vs 0.1 (+29.9); AutoAttack 0.0 vs 0.0 (0.0)" in evidence.lines[0].measured
