@@ -12,12 +12,13 @@ import json
 import re
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ibrar.errors import InputError
 from ibrar.experiments.base import eval_metric, read_eval, read_metrics
+from ibrar.ledger import claims_section
 
 RESULTS_DIR = "results"
 # What a run folder contributes to results/: config, versions and hardware, per-epoch log, evaluation.
@@ -352,13 +353,21 @@ def ce_fast_table(results: Path, root: Path) -> str:
 def _experiment(name: str, scale: str, folder: Path) -> Any:
     """The experiment's run list, with as many seeds as the collected folders hold (`<run>-seed<k>`): of the
     build with one seed and the one with max(k) + 1, the one whose run names match more collected folders (the
-    scale study trains its cheap points with two seeds and the others with one)."""
+    scale study trains its cheap points with two seeds and the others with one), and any `<run>-seed<k>` beside
+    a `<run>` of one seed."""
     from ibrar.experiments import build_experiment
 
     collected = {d.name for d in folder.iterdir() if d.is_dir()} if folder.is_dir() else set()
     seeds = [int(m.group(1)) for name_ in collected if (m := re.search(r"-seed(\d+)$", name_))]
     builds = [build_experiment(name, scale, seeds=s) for s in sorted({1, max(seeds, default=0) + 1})]
-    return max(builds, key=lambda e: len(collected & {r.name for r in e.runs}))
+    chosen = max(builds, key=lambda e: len(collected & {r.name for r in e.runs}))
+    # seeds added later beside a seed-0 run without suffix (`<run>`, then `<run>-seed1`, ...) join its row
+    chosen.runs = [replace(r, name=r.group) if r.name == f"{r.group}-seed0" and r.name not in collected
+                   and r.group in collected else r for r in chosen.runs]
+    chosen.runs += [replace(r, name=n, seed=int(m.group(1))) for r in list(chosen.runs) if r.name == r.group
+                    for n in sorted(collected - {s.name for s in chosen.runs})
+                    if (m := re.fullmatch(rf"{re.escape(r.group)}-seed([1-9]\d*)", n))]
+    return chosen
 
 
 def _group_dirs(experiment: Any, folder: Path, groups: Sequence[str]) -> list[Path]:
@@ -817,6 +826,7 @@ class DocTable:
 
 TABLES: tuple[DocTable, ...] = (
     DocTable("quickstart", "README.md", quickstart_table),
+    DocTable("claims", "docs/reproduction.md", claims_section),
     DocTable("table1-cpu", "docs/reproduction.md", table1_tables),
     DocTable("table4-cpu", "docs/reproduction.md", table4_table),
     DocTable("table4-paper", "docs/reproduction.md", table4_paper_table),

@@ -1,0 +1,297 @@
+"""The claims ledger: verdicts computed from generated run folders by the documented rules, at a scale that has
+not run, one that ran in part (a GPU lease that ended early) and one that ran; seeds added beside seed 0."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ibrar import ledger
+from ibrar.experiments import paper_numbers
+from ibrar.ledger_evidence import (
+    DOES_NOT,
+    NOT_RUN,
+    PAPER_ONLY,
+    REPRODUCES,
+    UNDECIDED,
+    Measure,
+    Verdict,
+    strongest,
+    threshold,
+    weakest,
+)
+from ibrar.report import MARKER
+
+REPO = Path(__file__).resolve().parent.parent
+PAPER_SETTING = {"width": 1.0, "subset": None, "epochs": 60, "momentum": 0.0, "decay": 0.01}
+
+
+def make_run(folder: Path, name: str, config_name: str, seed: int = 0, width: float = 0.25,
+             subset: int | None = 10000, epochs: int = 10, momentum: float = 0.9, decay: float = 0.0,
+             attacks: dict[str, float] | None = None, clean: float = 60.0, whole_test_set_only: bool = False,
+             epochs_done: int | None = None, curve: list[float] | None = None, n: int = 1000) -> Path:
+    """A run folder as `ibrar train` / `ibrar eval` (or the GPU kit) leave it: config.yaml, metrics.jsonl, and
+    eval.json (or only eval-full.json: the paper's attacks on the whole test set, AutoAttack not run; or neither:
+    `attacks` None)."""
+    run = folder / name
+    run.mkdir(parents=True)
+    config = {"name": config_name, "seed": seed, "model": {"name": "vgg16", "width": width},
+              "data": {"name": "cifar10", "train_subset": subset, "batch_size": 100, "augment": True},
+              "method": {"name": "ce"}, "optim": {"lr": 0.01, "momentum": momentum, "weight_decay": decay},
+              "train": {"epochs": epochs, "amp": seed % 2 == 1}}  # amp: not part of the setting
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    curve = curve or [clean / 100] * (epochs if epochs_done is None else epochs_done)
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e + 1, "test_clean_acc": acc}) + "\n"
+                                               for e, acc in enumerate(curve)))
+    if attacks is not None:
+        result = {"n": n, "seed": seed, "clean": clean / 100,
+                  "attacks": [{"name": a, "accuracy": v / 100} for a, v in attacks.items()]}
+        (run / ("eval-full.json" if whole_test_set_only else "eval.json")).write_text(json.dumps(result))
+    return run
+
+
+def claim(results: Path, title: str) -> ledger.Claim:
+    return next(c for c in ledger.claims(results, results.parent) if c.title.startswith(title))
+
+
+# ---- the rules -------------------------------------------------------------------------------------------
+
+
+def test_an_effect_is_there_at_two_points_or_half_the_papers_effect_and_with_every_seed_agreeing():
+    assert threshold(35.76) == 2.0 and threshold(1.2) == pytest.approx(0.6) and threshold(None) == 2.0
+    assert Measure((2.5, 3.0)).there(2.0)
+    assert not Measure((1.9,)).there(2.0)
+    assert not Measure((6.0, -0.5)).there(2.0)  # the mean is there, one seed has the opposite sign
+    assert not Measure(()).there(2.0)
+
+
+def test_a_claim_takes_its_weakest_comparison_and_a_scale_its_strongest_setting():
+    assert weakest([Verdict(REPRODUCES), Verdict(PAPER_ONLY)]).kind == PAPER_ONLY
+    assert weakest([Verdict(REPRODUCES), Verdict(NOT_RUN, ("row (5): no run",))]) == \
+        Verdict(UNDECIDED, ("row (5): no run",))
+    assert weakest([Verdict(NOT_RUN), Verdict(NOT_RUN)]).kind == NOT_RUN
+    assert strongest([Verdict(DOES_NOT), Verdict(PAPER_ONLY), Verdict(DOES_NOT)]).kind == PAPER_ONLY
+    assert strongest([Verdict(PAPER_ONLY), Verdict(UNDECIDED)]).kind == UNDECIDED
+    assert strongest([]).kind == NOT_RUN
+
+
+def test_the_abstracts_average_gain_is_table_1s_cifar10_half():
+    pairs = [("vgg16-cifar10-pgd_at", "vgg16-cifar10-pgd_at-ibrar"), ("vgg16-cifar10-trades",
+             "vgg16-cifar10-trades-ibrar"), ("vgg16-cifar10-mart", "vgg16-cifar10-mart-ibrar")]
+    gains = [paper_numbers.TABLE1[ib][c] - paper_numbers.TABLE1[base][c]
+             for base, ib in pairs for c in ("PGD", "CW", "FGSM", "FAB", "NIFGSM")]
+    assert round(statistics.fmean(gains), 2) == paper_numbers.TABLE1_CIFAR10_AVERAGE_GAIN
+
+
+# ---- Table 4's headline at paper scale: not run, run in part, run -------------------------------------------
+
+
+def test_the_headline_at_paper_scale_is_not_run_without_the_gpu_kits_folders(tmp_path):
+    results = tmp_path / "results"
+    make_run(results / "table4-cpu", "vgg16-1-ce", "cpu-table4-vgg16-1-ce", attacks={"pgd10": 0.1, "autoattack": 0})
+    make_run(results / "table4-cpu", "vgg16-6-ibrar", "cpu-table4-vgg16-6-ibrar",
+             attacks={"pgd10": 0.3, "autoattack": 0})
+    headline = claim(results, "Table 4's headline")
+    assert headline.evidence["cpu"].verdict.kind == DOES_NOT
+    paper = headline.evidence["paper"].verdict
+    assert paper.kind == NOT_RUN
+    assert "no run of row (1) or row (6) at paper scale" in paper.reasons[0]
+    assert "bash bench/gpu/run.sh table4-1" in paper.reasons[0]
+
+
+def test_a_partial_paper_scale_row_leaves_the_headline_undecided_and_says_what_is_missing(tmp_path):
+    results = tmp_path / "results"
+    partial = results / "table4-paper-partial"
+    make_run(partial, "vgg16-6-ibrar", "table4-vgg16-6-ibrar", **PAPER_SETTING, attacks={"pgd10": 17.3},
+             whole_test_set_only=True, n=10000)
+    make_run(partial, "vgg16-1-ce", "table4-vgg16-1-ce", **PAPER_SETTING, epochs_done=27)
+    evidence = claim(results, "Table 4's headline").evidence["paper"]
+    assert evidence.verdict == Verdict(UNDECIDED, ("row (1), CE only: trained 27 of 60 epochs, not evaluated",
+                                                   "row (6), IB-RAR: AutoAttack not run"))
+    (line,) = evidence.lines
+    assert "`results/table4-paper-partial/`" in line.label and "partial: not every run finished" in line.label
+    assert "10,000 test images" in line.label
+    assert "PGD-10 17.3 vs not evaluated" in line.measured
+
+
+@pytest.mark.parametrize(("autoattack", "verdict"), [((14.0, 0.0), REPRODUCES), ((0.0, 0.0), PAPER_ONLY)])
+def test_finished_paper_scale_rows_decide_the_headline_under_pgd10_and_autoattack(tmp_path, autoattack, verdict):
+    """The GPU kit's folders with an optimizer suffix: the config says the row, the setting pairs them."""
+    results = tmp_path / "results"
+    folder = results / "table4-paper"
+    for row, pgd, aa in (("6-ibrar", 30.0, autoattack[0]), ("1-ce", 0.1, autoattack[1])):
+        make_run(folder, f"vgg16-{row}-authors-optim", f"table4-vgg16-{row}", **PAPER_SETTING,
+                 attacks={"pgd10": pgd, "autoattack": aa}, n=10000)
+    make_run(results / "table4-paper-partial", "vgg16-1-ce", "table4-vgg16-1-ce", **PAPER_SETTING, epochs_done=27)
+    evidence = claim(results, "Table 4's headline").evidence["paper"]
+    assert evidence.verdict.kind == verdict
+    (line,) = evidence.lines  # the finished row (1) supersedes the partial copy of the same setting and seed
+    assert "`results/table4-paper/`" in line.label and "partial" not in line.label
+    assert "PGD-10 30.0 vs 0.1 (+29.9)" in line.measured
+
+
+def test_rows_of_different_optimizers_are_separate_settings_and_never_paired(tmp_path):
+    results = tmp_path / "results"
+    folder = results / "table4-paper"
+    make_run(folder, "vgg16-6-ibrar", "table4-vgg16-6-ibrar", **PAPER_SETTING, attacks={"pgd10": 30, "autoattack": 9})
+    other = {**PAPER_SETTING, "momentum": 0.9, "decay": 0.0}
+    make_run(folder, "vgg16-1-ce-momentum", "table4-vgg16-1-ce", **other, attacks={"pgd10": 0.1, "autoattack": 0})
+    evidence = claim(results, "Table 4's headline").evidence["paper"]
+    assert evidence.verdict.kind == NOT_RUN  # no setting ran both rows
+    assert "no setting at paper scale ran both rows" in evidence.verdict.reasons[0]
+
+
+def test_the_cpu_headline_takes_its_strongest_setting_and_the_scale_studys_seeds(tmp_path):
+    results = tmp_path / "results"
+    for seed, (ce, ib) in enumerate(((0.1, 0.3), (0.1, 0.2))):
+        suffix = f"-seed{seed}"
+        make_run(results / "scale-cpu", f"1-ce-width0.25{suffix}", "cpu-table4-vgg16-1-ce", seed=seed,
+                 attacks={"pgd10": ce, "autoattack": 0.0})
+        make_run(results / "scale-cpu", f"6-ibrar-width0.25{suffix}", "cpu-table4-vgg16-6-ibrar", seed=seed,
+                 attacks={"pgd10": ib, "autoattack": 0.0})
+    # Table 4's own copy of seed 0: the same setting and seed, counted once
+    make_run(results / "table4-cpu", "vgg16-1-ce", "cpu-table4-vgg16-1-ce", attacks={"pgd10": 0.1, "autoattack": 0})
+    for row, pgd in (("1-ce", 0.0), ("6-ibrar", 9.5)):
+        make_run(results / "scale-cpu", f"{row}-epochs60", f"cpu-table4-vgg16-{row}", subset=None, epochs=60,
+                 attacks={"pgd10": pgd, "autoattack": 0.0})
+    evidence = claim(results, "Table 4's headline").evidence["cpu"]
+    assert evidence.verdict.kind == PAPER_ONLY
+    short, long = evidence.lines
+    assert "width 0.25, 10,000 training images, 10 epochs" in short.label and short.verdict.kind == DOES_NOT
+    assert "(2 seeds (0, 1))" in short.measured and "PGD-10 0.2 ± 0.1 vs 0.1 ± 0.0 (+0.1 ± 0.1)" in short.measured
+    assert "all training images, 60 epochs" in long.label and long.verdict.kind == PAPER_ONLY
+
+
+# ---- Table 1: seeds beside seed 0, a pair still training ------------------------------------------------------
+
+
+def table1_pair(results: Path, method: str, seed: int, base: float, ib: float | None, aa: tuple[float, float]):
+    suffix = "" if seed == 0 else f"-seed{seed}"
+    five = {"pgd10": 25.0, "cw": 20.0, "fgsm": 26.0, "fab": 22.0, "nifgsm": 27.0}
+    make_run(results / "table1-cpu", f"vgg16-cifar10-{method}{suffix}", f"cpu-table1-{method}", seed=seed,
+             clean=base, attacks={**five, "autoattack": aa[0]}, decay=5e-4)
+    if ib is not None:
+        make_run(results / "table1-cpu", f"vgg16-cifar10-{method}-ibrar{suffix}", f"cpu-table1-{method}-ibrar",
+                 seed=seed, clean=ib, attacks={**{a: v + 0.5 for a, v in five.items()}, "autoattack": aa[1]},
+                 decay=5e-4)
+
+
+def test_the_clean_gain_is_the_mean_over_the_seeds_present_and_the_pairs_that_ran(tmp_path):
+    results = tmp_path / "results"
+    for seed, (base, ib) in enumerate(((38.4, 44.1), (39.0, 43.0), (37.0, 44.0))):
+        table1_pair(results, "pgd_at", seed, base, ib, (21.8, 21.4))
+    table1_pair(results, "trades", 0, 40.1, 44.3, (19.8, 19.0))
+    table1_pair(results, "mart", 0, 23.9, None, (13.4, 0.0))  # MART + IB-RAR still training
+    evidence = claim(results, "The clean-accuracy gain").evidence["cpu"]
+    pgd_at, trades, mart = evidence.lines
+    gains = [44.1 - 38.4, 43.0 - 39.0, 44.0 - 37.0]
+    assert "3 seeds (0, 1, 2)" in pgd_at.label and pgd_at.seeds == 3
+    assert (f"(+{statistics.fmean(gains):.1f} ± {statistics.stdev(gains):.1f})") in pgd_at.measured
+    assert "1 seed (0)" in trades.label
+    assert mart.verdict.kind == NOT_RUN and "`vgg16-cifar10-mart-ibrar` not run at this scale yet" in mart.measured
+    assert evidence.verdict.kind == REPRODUCES
+    pooled = statistics.fmean([statistics.fmean(gains), 44.3 - 40.1])
+    assert any(f"mean over PGD-AT, TRADES: +{pooled:.1f}" in r for r in evidence.verdict.reasons)
+    assert any("not run at cpu scale yet: MART" in r for r in evidence.verdict.reasons)
+
+
+def test_the_average_gain_appears_under_the_paper_attacks_only_when_autoattack_takes_it_away(tmp_path):
+    results = tmp_path / "results"
+    table1_pair(results, "pgd_at", 0, 38.4, 44.1, (21.8, 21.4))
+    # the paper's own gain over PGD-AT alone is 3.88, so the threshold is 1.94; ours is 0.5 on every attack
+    assert claim(results, "IB-RAR on top of").evidence["cpu"].verdict.kind == DOES_NOT
+    for name in ("vgg16-cifar10-pgd_at-ibrar",):
+        path = results / "table1-cpu" / name / "eval.json"
+        result = json.loads(path.read_text())
+        result["attacks"] = [{**a, "accuracy": a["accuracy"] + (0.03 if a["name"] != "autoattack" else 0)}
+                             for a in result["attacks"]]
+        path.write_text(json.dumps(result))
+    assert claim(results, "IB-RAR on top of").evidence["cpu"].verdict.kind == PAPER_ONLY
+
+
+def test_convergence_counts_epochs_saved_over_the_pairs_that_ran(tmp_path):
+    results = tmp_path / "results"
+    table1_pair(results, "pgd_at", 0, 38.0, 44.0, (21.8, 21.4))
+    folder = results / "table1-cpu"
+    for name, curve in (("vgg16-cifar10-pgd_at", [0.2, 0.25, 0.3, 0.34, 0.36, 0.37, 0.38, 0.38, 0.38, 0.38]),
+                        ("vgg16-cifar10-pgd_at-ibrar", [0.3, 0.36, 0.38, 0.4, 0.41, 0.42, 0.43, 0.44, 0.44, 0.44])):
+        (folder / name / "metrics.jsonl").write_text("".join(
+            json.dumps({"epoch": e + 1, "test_clean_acc": a}) + "\n" for e, a in enumerate(curve)))
+    evidence = claim(results, "Faster convergence").evidence["cpu"]
+    assert evidence.verdict.kind == REPRODUCES  # 0.38 at epoch 3 instead of 7
+    assert "+4.0" in evidence.lines[1].measured
+    assert any("MART (CIFAR-10, Table 1)" in r for r in evidence.verdict.reasons)
+
+
+# ---- the committed ledger ------------------------------------------------------------------------------
+
+
+def test_the_committed_ledger_lists_every_claim_with_a_verdict_and_links_that_resolve():
+    doc = (REPO / "docs/reproduction.md").read_text()
+    body = next(m.group("body") for m in MARKER.finditer(doc) if m.group("name") == "claims")
+    anchors = set(ledger.anchors(doc).values())
+    summary = [line for line in body.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(summary) == len(ledger.claims(REPO / "results", REPO)) >= 9
+    verdicts = (REPRODUCES, PAPER_ONLY, UNDECIDED, DOES_NOT, NOT_RUN)
+    for line in summary:
+        cells = line.split(" | ")
+        assert all(any(f"**{v}**" in cell for v in verdicts) for cell in cells[2:4]), line
+        links = [part.split(")")[0] for part in line.split("](#")[1:]]
+        assert links and all(link in anchors for link in links), line
+    headline = summary[0]
+    assert "[Table 4 at paper scale](#results-at-paper-scale-gpu)" in headline.split(" | ")[3]
+
+
+# ---- Table 3 and Table 6 ---------------------------------------------------------------------------------
+
+
+def test_table3_reproduces_only_when_its_rule_names_the_papers_layers_under_autoattack_too(tmp_path):
+    results = tmp_path / "results"
+    folder = results / "table3-cpu"
+    make_run(folder, "ce", "cpu-table4-vgg16-1-ce", attacks={"pgd10": 0.1, "autoattack": 0.0})
+    for layer, pgd in (("block4", 0.5), ("block5", 9.0), ("fc1", 8.0), ("fc2", 7.0)):
+        make_run(folder, f"layer-{layer}", "cpu-table4-vgg16-2-ib", attacks={"pgd10": pgd, "autoattack": 0.0})
+    evidence = claim(results, "Robust layers").evidence["cpu"]
+    assert evidence.verdict.kind == PAPER_ONLY
+    assert "PGD-10 names block5, fc1, fc2; AutoAttack names none" in evidence.lines[0].measured
+    assert claim(results, "Robust layers").evidence["paper"].verdict.kind == NOT_RUN
+
+
+def test_table6_holds_the_adversarially_trained_network_and_the_plain_one_to_their_own_findings(tmp_path):
+    results = tmp_path / "results"
+    folder = results / "table6-cpu"
+    make_run(folder, "at-ibrar", "cpu-table1-pgd_at-ibrar",
+             attacks={"pgd10": 26.5, "adaptive10": 27.5, "adaptive100": 27.2, "autoattack": 21.4})
+    make_run(folder, "plain-ce", "cpu-table4-vgg16-1-ce",
+             attacks={"pgd10": 0.1, "adaptive10": 1.8, "adaptive100": 0.8, "autoattack": 0.0})
+    make_run(folder, "plain-ibrar", "cpu-table4-vgg16-6-ibrar",
+             attacks={"pgd10": 9.0, "adaptive10": 6.0, "adaptive100": 5.0, "autoattack": 0.0})
+    evidence = claim(results, "The adaptive attack").evidence["cpu"]
+    at, plain = evidence.lines
+    assert at.verdict.kind == REPRODUCES and "PGD_AD − PGD-10 +0.7" in at.measured
+    assert plain.verdict.kind == PAPER_ONLY and "PGD_AD 5.0 vs 0.8 (+4.2)" in plain.measured
+    assert evidence.verdict.kind == PAPER_ONLY  # the weaker of the two
+
+
+def test_the_gpu_kits_merged_evaluation_decides_the_headline(tmp_path, monkeypatch):
+    """eval.json as bench/gpu/stages.py merges it: the paper's attacks on the whole test set, AutoAttack's entry
+    from the seeded subset of 1,000 with its own n."""
+    monkeypatch.syspath_prepend(str(REPO / "bench" / "gpu"))
+    import stages
+
+    folder = tmp_path / "results" / "table4-paper"
+    for row, pgd, aa in (("6-ibrar", 30.0, 0.0), ("1-ce", 0.1, 0.0)):
+        run = make_run(folder, f"vgg16-{row}", f"table4-vgg16-{row}", **PAPER_SETTING,
+                       attacks={"pgd10": pgd, "nifgsm": pgd, "fgsm": 40.0}, n=10000)
+        full = json.loads((run / "eval.json").read_text())
+        subset = {"n": 1000, "seed": 0, "clean": 0.9, "attacks": [{"name": "pgd10", "accuracy": pgd / 100},
+                                                                  {"name": "autoattack", "accuracy": aa / 100}]}
+        (run / "eval.json").write_text(json.dumps(stages.merge_evaluations(full, subset, "autoattack")))
+    evidence = claim(tmp_path / "results", "Table 4's headline").evidence["paper"]
+    assert evidence.verdict.kind == PAPER_ONLY
+    assert "10,000 test images (AutoAttack: 1,000)" in evidence.lines[0].label
+    assert "PGD-10 30.0 vs 0.1 (+29.9); AutoAttack 0.0 vs 0.0 (0.0)" in evidence.lines[0].measured
