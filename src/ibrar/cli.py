@@ -172,7 +172,14 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         return 0
     log = (lambda _line: None) if args.quiet else print
     only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
-    if args.launcher is not None:
+    if args.parallel is not None and args.launcher is not None:
+        raise UsageError("ibrar reproduce: --parallel runs side by side on this machine and --launcher submits "
+                         "jobs; give one")
+    if args.parallel is not None:
+        from ibrar.experiments.parallel import run_parallel
+
+        folder = run_parallel(experiment, args.parallel, args.out, data_root=args.data_root, only=only, log=log)
+    elif args.launcher is not None:
         from ibrar.experiments.launch import LaunchOptions, launch_experiment
 
         options = LaunchOptions(args.launcher, partition=args.partition, time_min=args.time,
@@ -333,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--array-parallelism", type=int,
                    help="jobs running at once (default 256 on SLURM, 1 locally)")
     p.add_argument("--wait", action="store_true", help="wait for the SLURM jobs, then write the results")
+    p.add_argument("--parallel", type=int, metavar="N", help="run N of the runs side by side on this machine's "
+                   "device, one process each (results equal to each run alone)")
     p.set_defaults(func=_cmd_reproduce)
 
     p = sub.add_parser("list", help="name what ibrar has: models, attacks, methods, experiments, configs")
