@@ -38,20 +38,52 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from kit import EVAL_FULL  # noqa: E402  (bench/gpu/ is this script's folder, so first on sys.path)
 
-EXPORTED = ("config.yaml", "meta.json", "metrics.jsonl", "info_plane.jsonl", "eval.json", "gpu.json")
+EXPORTED = ("config.yaml", "meta.json", "metrics.jsonl", "info_plane.jsonl", "eval.json", "gpu.json",
+            "tsne-features.npz", "confusion-pgd10.json")  # the last two: ibrar.plots.FEATURES_FILE, CONFUSION_FILE
 AA_SUBSET = 1000  # AutoAttack's examples (a seeded subset of the test set), as in the paper's tables
+# The figures' inputs, computed where the weights are: Figure 3's t-SNE features (500 test examples, rows 1 and 6
+# of VGG16) and Table 5's PGD-10 confusion counts (row 6), with the paper scale's n for the latter.
+FEATURE_ROWS = ("vgg16-1-ce", "vgg16-6-ibrar")
+CONFUSION_ROWS = ("vgg16-6-ibrar",)
+FEATURES_N = 500
+# IBRAR_GPU_OPTIM: the paper text's optimizer (the paper configs: momentum 0, decay 1e-2) or the authors' code's
+# (momentum 0.9, no decay: what the paper's Table 4 numbers came from, METHOD.md section 4); the latter's run
+# folders are named <run>-authors-optim, so that both can sit side by side in results/.
+OPTIMIZERS = {"paper": ((), ""), "authors": (("optim.momentum=0.9", "optim.weight_decay=0"), "-authors-optim")}
+NEXT_CALL_MIN_S = 150  # a budget that leaves less than this after a call makes that call the lease's last
 
 
 def _env_seconds(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
 
 
+def _budget() -> float | None:
+    """IBRAR_GPU_BUDGET_S: the lease's device time left as the last reply (or `status`) said, when given."""
+    value = os.environ.get("IBRAR_GPU_BUDGET_S")
+    return float(value) if value else None
+
+
 def _call_seconds() -> float:
-    return _env_seconds("IBRAR_GPU_CALL_S", 600)
+    """The call's length: IBRAR_GPU_CALL_S, else what the budget allows (a call is at most 600 s; 15 s kept for
+    the reply), else 600."""
+    budget = _budget()
+    return _env_seconds("IBRAR_GPU_CALL_S", 600 if budget is None else min(600.0, budget - 15))
 
 
 def _last_call() -> bool:
-    return os.environ.get("IBRAR_GPU_LAST_CALL", "0") == "1"
+    """No call follows in this lease: IBRAR_GPU_LAST_CALL=1, or a budget that leaves too little after this call."""
+    if "IBRAR_GPU_LAST_CALL" in os.environ:
+        return os.environ["IBRAR_GPU_LAST_CALL"] == "1"
+    budget = _budget()
+    return budget is not None and budget - _call_seconds() < NEXT_CALL_MIN_S
+
+
+def optimizer() -> tuple[tuple[str, ...], str]:
+    """(overrides, run-name suffix) of IBRAR_GPU_OPTIM (paper, the default, or authors)."""
+    name = os.environ.get("IBRAR_GPU_OPTIM", "paper")
+    if name not in OPTIMIZERS:
+        raise SystemExit(f"error: IBRAR_GPU_OPTIM: expected one of {list(OPTIMIZERS)}, got {name!r}")
+    return OPTIMIZERS[name]
 
 
 @dataclass
@@ -77,6 +109,7 @@ class Context:
                                                                       0 if _last_call() else 180))
     # fewer than the paper's 1,000 only when a lease cannot fit them: the entry's own n says so in eval.json
     aa_n: int = field(default_factory=lambda: int(os.environ.get("IBRAR_GPU_AA_N", AA_SUBSET)))
+    figures_s: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_FIGURES_S", 0 if _last_call() else 30))
 
     @classmethod
     def from_env(cls, stage: str) -> Context:
@@ -328,6 +361,8 @@ def evaluate_row(ctx: Context, spec: Any, scale: Any, config: Any, run_dir: Path
                                   (subset_file, list(spec.attacks), ctx.eval_subset_s)):
         if path.is_file():
             continue
+        if path is subset_file and (waiting := figure_pieces(ctx, spec, scale, run_dir)):
+            return waiting
         if ctx.remaining() < budget:
             return (f"trained; evaluation ({path.name}) needs about {budget:.0f} s and {ctx.remaining():.0f} s are "
                     "left: call again")
@@ -335,7 +370,7 @@ def evaluate_row(ctx: Context, spec: Any, scale: Any, config: Any, run_dir: Path
             test_data = load_split(config.data.name, resolve_data_root(config.data.root or ctx.data_root), "test")
         whole = path is full_file
         n = len(test_data) if whole else min(ctx.aa_n, len(test_data))  # explicit: no default subset applies
-        print(f"== evaluating {spec.name}: {', '.join(attacks)} on {n} test examples", flush=True)
+        print(f"== evaluating {run_dir.name}: {', '.join(attacks)} on {n} test examples", flush=True)
         started = time.time()
         report = evaluate_run(run_dir, data_root=ctx.data_root, attacks=attacks, n=n, seed=spec.seed, quiet=True,
                               test_data=test_data, large_eps_check=scale.large_eps_check and whole)
@@ -345,6 +380,30 @@ def evaluate_row(ctx: Context, spec: Any, scale: Any, config: Any, run_dir: Path
     merged = merge_evaluations(json.loads(full_file.read_text()), json.loads(subset_file.read_text()), subset_attack)
     (run_dir / EVAL_FILE).write_text(json.dumps(merged, indent=2))
     return "finished"
+
+
+def figure_pieces(ctx: Context, spec: Any, scale: Any, run_dir: Path) -> str:
+    """The figures' inputs of this row (FEATURE_ROWS, CONFUSION_ROWS), each saved into the run folder as soon as
+    it is done, on the GPU where the weights are; '' when none is left to do, else why to call again."""
+    from ibrar import plots
+
+    device = "cuda" if not ctx.rehearsal else "cpu"
+    pieces = []
+    if spec.group in FEATURE_ROWS:
+        pieces.append((plots.FEATURES_FILE, lambda: plots.save_features(
+            run_dir, ctx.data_root, min(FEATURES_N, scale.plot_n), 0, device)))
+    if spec.group in CONFUSION_ROWS:
+        pieces.append((plots.CONFUSION_FILE, lambda: plots.save_confusion(
+            run_dir, ctx.data_root, scale.plot_n, 10, 0, device)))
+    for name, compute in pieces:
+        if (run_dir / name).is_file():
+            continue
+        if ctx.remaining() < ctx.figures_s:
+            return f"trained; {name} needs about {ctx.figures_s:.0f} s and {ctx.remaining():.0f} s are left: call again"
+        started = time.time()
+        compute()
+        print(f"== {run_dir.name}: {name} ({time.time() - started:.0f} s)", flush=True)
+    return ""
 
 
 def record_call(ctx: Context, run_dir: Path, info: dict[str, Any], status: str) -> None:
@@ -388,16 +447,17 @@ def stage_table4(ctx: Context, info: dict[str, Any], row: str) -> tuple[str, dic
     scale_name = "smoke" if ctx.rehearsal else "paper"
     experiment = build_experiment("table4", scale_name)
     spec = find_row(experiment, row)
-    run_dir = experiment_dir(ctx.runs, experiment) / spec.name
-    # IBRAR_GPU_OVERRIDES: key=value overrides on top of the row's paper config (e.g. the authors' optimizer).
-    overrides = [*spec.overrides, *os.environ.get("IBRAR_GPU_OVERRIDES", "").split()]
+    optim_overrides, suffix = optimizer()
+    run_dir = experiment_dir(ctx.runs, experiment) / f"{spec.name}{suffix}"
+    # IBRAR_GPU_OVERRIDES (internal, for tests): key=value overrides on top of the row's paper config.
+    overrides = [*spec.overrides, *optim_overrides, *os.environ.get("IBRAR_GPU_OVERRIDES", "").split()]
     config = load_config(spec.config, overrides)
     state = run_state(run_dir)
     if state in ("resume", "evaluate") and (read_run_config(run_dir).model_dump(mode="json")
                                             != config.model_dump(mode="json")):
         raise SystemExit(f"error: {run_dir} holds a run with another config; delete it (rm -r {run_dir})")
     where = {"run": f"{run_dir.parent.name}/{run_dir.name}", "run_dir": str(run_dir), "epochs": config.train.epochs}
-    print(f"== {ctx.stage}: {spec.name} at {scale_name} scale in {run_dir} (found: {state})", flush=True)
+    print(f"== {ctx.stage}: {run_dir.name} at {scale_name} scale in {run_dir} (found: {state})", flush=True)
     if state == "done":
         where["epochs_done"] = (_metric_lines(run_dir) or [{"epoch": 0}])[-1]["epoch"]
         export_run(ctx, run_dir)
@@ -451,7 +511,7 @@ def finalize(ctx: Context, rc: int) -> None:
     killed = record.get("status", "running") == "running"
     if killed:
         record["status"] = f"stopped (exit code {rc}) before it finished: see stage.log; call again"
-        record["next"] = f"bash bench/gpu/run.sh {ctx.stage}"
+        record["next"] = next_command(ctx.stage.split())
     record["minutes"] = round(ctx.elapsed() / 60, 2)
     record["exit_code"] = rc
     ctx.out.mkdir(parents=True, exist_ok=True)
@@ -461,38 +521,59 @@ def finalize(ctx: Context, rc: int) -> None:
     print(f"== {ctx.stage} took {record['minutes']} min in all; results in {ctx.out}")
 
 
+def next_command(stage: list[str]) -> str:
+    """The call to make next: the same stage, with the optimizer knob when it is not the default."""
+    knob = os.environ.get("IBRAR_GPU_OPTIM", "paper")
+    prefix = f"IBRAR_GPU_OPTIM={knob} " if knob != "paper" else ""
+    return f"{prefix}bash bench/gpu/run.sh {' '.join(stage)}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", help="check, table4-ROW, or finalize")
-    parser.add_argument("finalized", nargs="?", help="(finalize) the stage it finalizes")
+    parser.add_argument("stage", help="check, table4, table4-ROW, fetch, or finalize")
+    parser.add_argument("rest", nargs="*", help="(fetch) ROW [FIRST_SHARD]; (finalize) the stage it finalizes")
     parser.add_argument("--rc", type=int, default=0)
     args = parser.parse_args(argv)
     if args.stage == "finalize":
-        finalize(Context.from_env(args.finalized or "?"), args.rc)
+        finalize(Context.from_env(" ".join(args.rest) or "?"), args.rc)
         return 0
-    ctx = Context.from_env(args.stage)
-    if not (args.stage == "check" or args.stage.startswith("table4-")):
-        parser.error(f"stage: expected check or table4-ROW (e.g. table4-1), got {args.stage!r}")
-    preflight(ctx.rehearsal)
+    stage = [args.stage, *args.rest]
+    ctx = Context.from_env(" ".join(stage))
+    if not (args.stage in ("check", "table4", "fetch") or args.stage.startswith("table4-")):
+        parser.error(f"stage: expected check, table4, table4-ROW (e.g. table4-1) or fetch ROW, got {args.stage!r}")
+    if args.stage != "fetch":  # fetch cuts a file in shards: nothing of ibrar's dependencies but torch
+        preflight(ctx.rehearsal)
     import torch
 
     if not ctx.rehearsal and not torch.cuda.is_available():
         raise SystemExit("error: no CUDA device here; on a CPU machine rehearse with IBRAR_GPU_KIT_REHEARSAL=1")
     info = device_info()
     write_stage_json(ctx, "running", info)
+    following = next_command(stage)
     try:
         if args.stage == "check":
             status, extra = stage_check(ctx, info), {}
+        elif args.stage == "table4":
+            from table4_all import stage_table4_all
+
+            status, extra = stage_table4_all(ctx, info)
+        elif args.stage == "fetch":
+            import fetch
+
+            row, first = fetch.fetch_args(args.rest)
+            status, extra = fetch.stage_fetch(ctx, row, first)
+            if "next_first" in extra:
+                following = next_command(["fetch", row, str(extra["next_first"])])
         else:
             status, extra = stage_table4(ctx, info, args.stage.removeprefix("table4-"))
     except Exception as error:
         write_stage_json(ctx, f"failed: {type(error).__name__}: {error}", info, next="(fix the error; see stage.log)")
         raise
     finished = status.startswith("finished")
-    extra["next"] = "" if finished else f"bash bench/gpu/run.sh {args.stage}"
+    extra["next"] = "" if finished else following
     write_stage_json(ctx, status, info, **extra)
     verdict = "FINISHED" if finished else f"CALL AGAIN ({extra['next']})"
-    print(f"== {args.stage}: {verdict} -- {status}", flush=True)
+    print(f"== {' '.join(stage)}: {verdict} -- {status}", flush=True)
     return 0
 
 

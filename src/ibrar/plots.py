@@ -122,26 +122,57 @@ def _check_n(n: int) -> None:
         raise InputError(f"n: expected an integer >= 2 (number of test examples), got {n!r}")
 
 
+# What a run folder without its weights may hold instead (the GPU kit computes them where the weights are, and
+# only these small files come back): Figure 3's features, Table 5's counts, each with the n and seed they used.
+FEATURES_FILE = "tsne-features.npz"
+CONFUSION_FILE = "confusion-pgd10.json"
+
+
+def _saved(run_dir: str | Path, name: str) -> Path | None:
+    """run_dir/name when the run folder has it and no weights (with weights, the figure is computed afresh)."""
+    folder = Path(run_dir)
+    if folder.is_dir() and not (folder / "final.pt").is_file() and (folder / name).is_file():
+        return folder / name
+    return None
+
+
 @torch.no_grad()
 def penultimate_features(
-    run_dir: str | Path, data_root: str | Path | None = None, n: int = 500, seed: int = 0
+    run_dir: str | Path, data_root: str | Path | None = None, n: int = 500, seed: int = 0, device: str = "cpu"
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Penultimate-layer features of `n` clean test examples of a trained run, their labels, class names."""
+    """Penultimate-layer features of `n` clean test examples of a trained run, their labels, class names (from
+    FEATURES_FILE in a run folder that has no weights, if it holds the same n and seed)."""
     from ibrar.run_folder import load_trained
     from ibrar.taps import tap_layers
 
     _check_n(n)
-    bundle, config, state = load_trained(run_dir)
+    saved = _saved(run_dir, FEATURES_FILE)
+    if saved is not None:
+        with np.load(saved) as data:
+            if int(data["n"]) == n and int(data["seed"]) == seed:
+                return data["features"].astype(np.float32), data["labels"], [str(c) for c in data["classes"]]
+        raise InputError(f"n: {saved} holds features of other examples than n={n}, seed={seed}; ask for those")
+    bundle, config, state = load_trained(run_dir, device=device)
     model = bundle.model
     layer = getattr(model, "penultimate", None) or bundle.ib_layers[-1]
     images, labels = _test_examples(config, data_root, n, seed)
     chunks = []
     with tap_layers(model, [layer]) as feats:
         for i in range(0, len(images), 256):
-            model(images[i : i + 256])
-            chunks.append(feats[layer].flatten(1).float())
+            model(images[i : i + 256].to(device))
+            chunks.append(feats[layer].flatten(1).float().cpu())
     classes = list(state.get("classes") or range(int(labels.max()) + 1))
     return torch.cat(chunks).numpy(), labels.numpy(), [str(c) for c in classes]
+
+
+def save_features(run_dir: str | Path, data_root: str | Path | None = None, n: int = 500, seed: int = 0,
+                  device: str = "cpu") -> Path:
+    """FEATURES_FILE in the run folder: `penultimate_features` in fp16 (ample for a t-SNE), with n and seed."""
+    feats, labels, classes = penultimate_features(run_dir, data_root, n, seed, device)
+    path = Path(run_dir) / FEATURES_FILE
+    np.savez_compressed(path, features=feats.astype(np.float16), labels=labels.astype(np.int16),
+                        classes=np.array(classes), n=n, seed=seed)
+    return path
 
 
 def plot_tsne(
@@ -292,27 +323,46 @@ def plot_beta(
 
 
 def confusion_counts(
-    run_dir: str | Path, data_root: str | Path | None = None, n: int = 1000, steps: int = 10, seed: int = 0
+    run_dir: str | Path, data_root: str | Path | None = None, n: int = 1000, steps: int = 10, seed: int = 0,
+    device: str = "cpu",
 ) -> tuple[np.ndarray, list[str]]:
-    """counts[true, predicted] for PGD-`steps` examples of `n` test examples (the run's eval eps)."""
+    """counts[true, predicted] for PGD-`steps` examples of `n` test examples (the run's eval eps); from
+    CONFUSION_FILE in a run folder that has no weights, if it holds the same n, steps and seed."""
     from ibrar.attacks import PGD
     from ibrar.run_folder import load_trained
 
     _check_n(n)
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps: expected a positive integer, got {steps!r}")
-    bundle, config, state = load_trained(run_dir)
+    saved = _saved(run_dir, CONFUSION_FILE)
+    if saved is not None:
+        data = json.loads(saved.read_text())
+        if (data["n"], data["steps"], data["seed"]) == (n, steps, seed):
+            return np.array(data["counts"], dtype=np.int64), list(data["classes"])
+        raise InputError(f"n: {saved} holds counts of n={data['n']}, steps={data['steps']}, seed={data['seed']}, "
+                         f"not n={n}, steps={steps}, seed={seed}; ask for those")
+    bundle, config, state = load_trained(run_dir, device=device)
     model = bundle.model
     images, labels = _test_examples(config, data_root, n, seed)
     classes = [str(c) for c in (state.get("classes") or range(int(state.get("num_classes") or 10)))]
     attack = PGD(model, eps=config.eval.eps, alpha=2 / 255, steps=steps, seed=seed)
     counts = np.zeros((len(classes), len(classes)), dtype=np.int64)
     for i in range(0, len(images), 256):
-        x, y = images[i : i + 256], labels[i : i + 256]
+        x, y = images[i : i + 256].to(device), labels[i : i + 256].to(device)
         with torch.no_grad():
             pred = model(attack(x, y)).argmax(1)
-        np.add.at(counts, (y.numpy(), pred.numpy()), 1)
+        np.add.at(counts, (y.cpu().numpy(), pred.cpu().numpy()), 1)
     return counts, classes
+
+
+def save_confusion(run_dir: str | Path, data_root: str | Path | None = None, n: int = 1000, steps: int = 10,
+                   seed: int = 0, device: str = "cpu") -> Path:
+    """CONFUSION_FILE in the run folder: `confusion_counts` with the n, steps and seed it used."""
+    counts, classes = confusion_counts(run_dir, data_root, n, steps, seed, device)
+    path = Path(run_dir) / CONFUSION_FILE
+    path.write_text(json.dumps({"n": n, "steps": steps, "seed": seed, "classes": classes,
+                                "counts": counts.tolist()}) + "\n")
+    return path
 
 
 def top_confusions(

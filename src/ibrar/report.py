@@ -22,7 +22,8 @@ from ibrar.experiments.base import eval_metric, read_eval, read_metrics
 RESULTS_DIR = "results"
 # What a run folder contributes to results/: config, versions and hardware, per-epoch log, evaluation.
 ARTIFACTS = ("config.yaml", "meta.json", "metrics.jsonl", "eval.json", "info_plane.jsonl",
-             "gpu.json")  # gpu.json: the GPU kit's per-call minutes, when a run trained over several calls
+             "gpu.json",  # gpu.json: the GPU kit's per-call minutes, when a run trained over several calls
+             "tsne-features.npz", "confusion-pgd10.json")  # figures' inputs (plots.FEATURES_FILE, CONFUSION_FILE)
 PARTIAL_EVAL = "eval-full.json"  # a paper-scale row's whole-test-set evaluation, before AutoAttack's subset ran
 OPTIONAL_SIZE_LIMIT = 1 << 20  # bytes; a larger info_plane.jsonl stays behind (the others are always small)
 MARKER = re.compile(r"(<!-- report:(?P<name>[A-Za-z0-9_.-]+) -->\n)(?P<body>.*?)(<!-- /report -->)", re.S)
