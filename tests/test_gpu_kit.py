@@ -178,12 +178,21 @@ def test_the_call_length_and_the_last_call_set_when_training_stops_and_the_stage
         ctx = stages.Context.from_env("table4-6")
         return ctx.train_until, ctx.call_limit, ctx.eval_full_s, ctx.eval_subset_s
 
-    for name in ("CALL_S", "LAST_CALL", "TRAIN_UNTIL_S", "CALL_LIMIT_S", "EVAL_FULL_S", "EVAL_SUBSET_S"):
+    for name in ("CALL_S", "LAST_CALL", "TRAIN_UNTIL_S", "CALL_LIMIT_S", "EVAL_FULL_S", "EVAL_SUBSET_S", "BUDGET_S"):
         monkeypatch.delenv(f"IBRAR_GPU_{name}", raising=False)
-    assert limits() == (510, 570, 120, 180)  # a 10-minute call, another one after it
+    assert limits() == (570, 570, 120, 180)  # a 10-minute call, another one after it
+    # the lease's budget alone plans the call: 10 minutes while what it leaves could hold another call, else the
+    # last call, which keeps FETCH_RESERVE_S (75 s) for fetching the weights after it
+    monkeypatch.setenv("IBRAR_GPU_BUDGET_S", "900")
+    assert limits() == (570, 570, 120, 180) and not stages._last_call()
+    monkeypatch.setenv("IBRAR_GPU_BUDGET_S", "700")
+    assert stages._call_seconds() == 600 and stages._last_call() and limits() == (570, 570, 0, 0)
+    monkeypatch.setenv("IBRAR_GPU_BUDGET_S", "390")
+    assert stages._call_seconds() == 300 and limits() == (270, 270, 0, 0)
+    monkeypatch.delenv("IBRAR_GPU_BUDGET_S")
     monkeypatch.setenv("IBRAR_GPU_CALL_S", "300")
-    assert limits() == (210, 270, 120, 180)
-    monkeypatch.setenv("IBRAR_GPU_LAST_CALL", "1")  # nothing follows: train to the end, then try every piece
+    assert limits() == (270, 270, 120, 180)
+    monkeypatch.setenv("IBRAR_GPU_LAST_CALL", "1")  # nothing follows: try every piece whatever time is left
     assert limits() == (270, 270, 0, 0)
     monkeypatch.setenv("IBRAR_GPU_TRAIN_UNTIL_S", "250")  # a knob set on its own wins
     assert limits()[0] == 250
@@ -225,16 +234,17 @@ def test_what_travels_is_measured_and_refused_above_the_limit(tmp_path, capsys):
 
 def test_table4_stage_trains_rows_side_by_side_packs_them_and_fetch_brings_a_row_back_in_shards(rehearsal,
                                                                                                 tmp_path):
-    """The six-row stage (two rows here: IBRAR_GPU_ROWS) with the authors' optimizer: cut off at once, then
+    """The six-row stage (two rows here: `table4 1,6`) with the authors' optimizer: cut off at once, then
     called again to the end; each call returns one tarball (3 files). Then `fetch 6` over two calls, and
     `ibrar fetch-assemble` joins and loads the weights; a corrupt shard is named."""
     from ibrar.checkpoint import load_file
     from ibrar.cli import main
 
-    env = {**rehearsal, "IBRAR_GPU_RUNS": str(tmp_path / "runs"), "IBRAR_GPU_ROWS": "1,6",
-           "IBRAR_GPU_OPTIM": "authors", "IBRAR_GPU_AA_N": "20"}
-    first, log = device_call(env, tmp_path / "call1", "table4", IBRAR_GPU_TRAIN_UNTIL_S="0")
-    assert "call again" in first["status"] and first["next"] == "IBRAR_GPU_OPTIM=authors bash bench/gpu/run.sh table4"
+    env = {**rehearsal, "IBRAR_GPU_RUNS": str(tmp_path / "runs"), "IBRAR_GPU_OPTIM": "authors",
+           "IBRAR_GPU_AA_N": "20"}
+    first, log = device_call(env, tmp_path / "call1", "table4", "1,6", IBRAR_GPU_TRAIN_UNTIL_S="0")
+    assert "call again" in first["status"]
+    assert first["next"] == "IBRAR_GPU_OPTIM=authors bash bench/gpu/run.sh table4 1,6"
     assert sorted(p.name for p in (tmp_path / "call1").iterdir()) == ["stage.json", "stage.log", "table4.tar.gz"]
     assert [r["side_by_side"] for r in first["rows"]] == [2, 2] and "CALL AGAIN" in log
     results = tmp_path / "results"
@@ -244,8 +254,8 @@ def test_table4_stage_trains_rows_side_by_side_packs_them_and_fetch_brings_a_row
         assert {f"table4-smoke/{run}/{name}" for name in ("config.yaml", "gpu.json", "stage.log")} <= set(packed)
     assert kit.collect(tmp_path / "call1", results) == []  # no epoch finished: nothing to keep yet
 
-    second, log = device_call(env, tmp_path / "call2", "table4")
-    assert second["status"] == "finished" and "== table4: FINISHED" in log
+    second, log = device_call(env, tmp_path / "call2", "table4", "1,6")
+    assert second["status"] == "finished" and "== table4 1,6: FINISHED" in log
     assert all(r["status"] == "finished" and r["epoch_seconds_median"] > 0 for r in second["rows"])
     assert_comes_back(tmp_path / "call2")
     collected = kit.collect(tmp_path / "call2", results)

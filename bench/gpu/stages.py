@@ -1,7 +1,7 @@
 """The GPU kit's stages, one per device call (run them through bench/gpu/run.sh, which does the set-up first).
 
     check         the CUDA tests (tests/test_cuda.py) and bench/bench_fast_path.py on full-width VGG16 at batch
-                  100 (fp32, bf16 + channels_last, + torch.compile): IB-RAR's share of a PGD-AT step (goal: under
+                  100 (fp32, bf16 + channels_last, each with and without the CUDA graph): IB-RAR's share (goal: under
                   3%) and the host-sync check -> $OUT/check.json, check.md, cuda-tests.xml
     table4-ROW    one Table 4 row at paper scale (ROW: 1..6, a row name such as 2-ib, or resnet18-6), trained into
                   a run folder on the machine's disk until the call's time budget is spent; once trained, its
@@ -51,6 +51,8 @@ FEATURES_N = 500
 # folders are named <run>-authors-optim, so that both can sit side by side in results/.
 OPTIMIZERS = {"paper": ((), ""), "authors": (("optim.momentum=0.9", "optim.weight_decay=0"), "-authors-optim")}
 NEXT_CALL_MIN_S = 150  # a budget that leaves less than this after a call makes that call the lease's last
+REPLY_S = 15  # kept from the budget for each reply (the transfer back) and the next command's start
+FETCH_RESERVE_S = 75  # the lease's last call leaves this for `fetch` (3 short calls bring back a VGG16's weights)
 
 
 def _env_seconds(name: str, default: float) -> float:
@@ -63,19 +65,27 @@ def _budget() -> float | None:
     return float(value) if value else None
 
 
+def _budget_plan(budget: float) -> tuple[float, bool]:
+    """(call seconds, last call) for a lease with `budget` seconds left: a full call (at most 600 s) while what
+    it leaves could hold another; else the last call, which leaves FETCH_RESERVE_S for fetching weights."""
+    full = min(600.0, budget - REPLY_S)
+    if budget - REPLY_S - full >= NEXT_CALL_MIN_S:
+        return full, False
+    return max(30.0, min(600.0, budget - REPLY_S - FETCH_RESERVE_S)), True
+
+
 def _call_seconds() -> float:
-    """The call's length: IBRAR_GPU_CALL_S, else what the budget allows (a call is at most 600 s; 15 s kept for
-    the reply), else 600."""
+    """The call's length: IBRAR_GPU_CALL_S, else the budget's plan (IBRAR_GPU_BUDGET_S), else 600."""
     budget = _budget()
-    return _env_seconds("IBRAR_GPU_CALL_S", 600 if budget is None else min(600.0, budget - 15))
+    return _env_seconds("IBRAR_GPU_CALL_S", 600 if budget is None else _budget_plan(budget)[0])
 
 
 def _last_call() -> bool:
-    """No call follows in this lease: IBRAR_GPU_LAST_CALL=1, or a budget that leaves too little after this call."""
+    """No call follows in this lease: the budget's plan, or IBRAR_GPU_LAST_CALL=1 (an override)."""
     if "IBRAR_GPU_LAST_CALL" in os.environ:
         return os.environ["IBRAR_GPU_LAST_CALL"] == "1"
     budget = _budget()
-    return budget is not None and budget - _call_seconds() < NEXT_CALL_MIN_S
+    return budget is not None and _budget_plan(budget)[1]
 
 
 def optimizer() -> tuple[tuple[str, ...], str]:
@@ -96,12 +106,11 @@ class Context:
     t0: float
     data_root: Path
     runs: Path
-    # From the call's length (IBRAR_GPU_CALL_S, the device call's timeout_s): end 30 s before it, and stop training
-    # 90 s before it (a minute to evaluate if the training finishes); each can be set on its own as well. In the
-    # lease's last call (IBRAR_GPU_LAST_CALL=1) no call follows to resume in, so training runs to the stage's end
-    # and every evaluation piece starts whatever time is left: stopping early would save nothing.
-    train_until: float = field(default_factory=lambda: _env_seconds(
-        "IBRAR_GPU_TRAIN_UNTIL_S", _call_seconds() - (30 if _last_call() else 90)))
+    # From the call's length (_call_seconds: the budget's plan, or IBRAR_GPU_CALL_S): training stops and the stage
+    # ends 30 s before it (training that finishes earlier leaves the rest to the evaluation pieces; stopping sooner
+    # would only move epochs to the next call); each can be set on its own as well (tests). In the lease's last
+    # call no call follows to resume in, so every evaluation piece starts whatever time is left.
+    train_until: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_TRAIN_UNTIL_S", _call_seconds() - 30))
     call_limit: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_CALL_LIMIT_S", _call_seconds() - 30))
     eval_full_s: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_EVAL_FULL_S",
                                                                     0 if _last_call() else 120))
@@ -217,7 +226,9 @@ def fast_path_args(ctx: Context) -> list[str]:
             "--data-root", str(ctx.data_root)]
 
 
-def check_markdown(info: dict[str, Any], tests: dict[str, Any], bench: dict[str, float], args: list[str]) -> str:
+def check_markdown(info: dict[str, Any], tests: dict[str, Any], bench: dict[str, Any], args: list[str]) -> str:
+    import bench_fast_path
+
     lines = [f"# GPU check on {info['device']} (torch {info['torch']}, CUDA {info['cuda']})", "",
              f"CUDA tests (tests/test_cuda.py, -m cuda): {tests.get('passed', 0)} passed, "
              f"{tests.get('failures', 0)} failed, {tests.get('errors', 0)} errors, {tests.get('skipped', 0)} "
@@ -227,16 +238,16 @@ def check_markdown(info: dict[str, Any], tests: dict[str, Any], bench: dict[str,
         lines.append(f"- {tests['error']}")
     if not bench:
         return "\n".join([*lines, "", "Fast-path benchmark: not run in this call (IBRAR_GPU_CHECK_BENCH=0).", ""])
+    settings = [k.split("/", 1)[1] for k in bench if k.startswith("ib_overhead/")] + list(bench.get("unavailable", []))
     lines += ["", f"`python bench/bench_fast_path.py {' '.join(args)}`: the Trainer's step of VGG16, "
-              "median of interleaved rounds.", "",
-              "| setting | PGD-AT ms/step | + IB-RAR ms/step | IB-RAR adds | goal < 3% | speed-up vs fp32 |",
-              "| --- | ---: | ---: | ---: | --- | ---: |"]
+              "median of interleaved rounds.", "", bench_fast_path.markdown(bench, settings), "",
+              "| setting | IB-RAR adds to a PGD-AT step | goal < 3% | PGD-AT speed-up vs fp32 |",
+              "| --- | ---: | --- | ---: |"]
     for key in [k for k in bench if k.startswith("ib_overhead/")]:
         setting = key.split("/", 1)[1]
         overhead = bench[key]
-        lines.append(f"| {setting} | {bench[f'step_ms/{setting}/PGD-AT']:.1f} | "
-                     f"{bench[f'step_ms/{setting}/PGD-AT + IB-RAR']:.1f} | {overhead:+.2%} | "
-                     f"{'met' if overhead < 0.03 else 'NOT met'} | {bench[f'speedup/{setting}']:.2f}x |")
+        lines.append(f"| {setting} | {overhead:+.2%} | {'met' if overhead < 0.03 else 'NOT met'} | "
+                     f"{bench[f'speedup/{setting}']:.2f}x |")
     sync = "none found" if bench.get("sync_free") == 1.0 else "FOUND (see stage.log)"
     lines += ["", f"Host-device synchronisation inside the step (fastest setting, PGD-AT + IB-RAR): {sync}.", ""]
     return "\n".join(lines)
@@ -250,7 +261,7 @@ def stage_check(ctx: Context, info: dict[str, Any]) -> str:
     cap = min(240.0, ctx.remaining() - 300) if with_bench else ctx.remaining() - 30
     tests = run_cuda_tests(ctx, timeout=max(60.0, cap))
     args: list[str] = []
-    bench: dict[str, float] = {}
+    bench: dict[str, Any] = {}
     if with_bench:
         args = fast_path_args(ctx)
         print(f"== fast-path benchmark: bench/bench_fast_path.py {' '.join(args)}", flush=True)
@@ -556,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.stage == "table4":
             from table4_all import stage_table4_all
 
-            status, extra = stage_table4_all(ctx, info)
+            status, extra = stage_table4_all(ctx, info, args.rest)
         elif args.stage == "fetch":
             import fetch
 
