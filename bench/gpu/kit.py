@@ -4,7 +4,8 @@
     python3 bench/gpu/kit.py install WHEELS SITE [--rehearsal]   pip-install carried wheels into SITE, offline
     python3 bench/gpu/kit.py unpack TARBALL DEST          unpack the carried CIFAR-10 (once per machine)
     python3 bench/gpu/kit.py slim WHEEL PREFIX            drop files a wheel bundles but nothing imports
-    python3 bench/gpu/kit.py collect FILES_AT             copy a device call's results into results/
+    python3 bench/gpu/kit.py collect FILES_AT             copy a device call's results into results/ (a
+                                                          table4 stage's tarball unpacked)
 
 What travels in a device call: the tracked files, the untracked files git does not ignore, a `shared/` folder
 in the checkout, and the carried paths (the kit folder, `.gpu-kit`); together at most 64 MiB.
@@ -190,7 +191,8 @@ def evaluation_from_log(log: Path, run: str) -> dict | None:
 
 def collect(files_at: Path, results: Path, quiet: bool = False) -> list[Path]:
     """Copy what a device call brought back into `results/`: each finished run folder
-    ($OUT/<experiment>-<scale>/<run>/) through `ibrar report collect`'s own copy, and a `check` stage's files to
+    ($OUT/<experiment>-<scale>/<run>/, or inside the `table4` stage's table4.tar.gz) through `ibrar report
+    collect`'s own copy (the figures' inputs with it), and a `check` stage's files to
     results/gpu-check/. A run that has not been evaluated yet stays out of results/<experiment>-<scale>/ (its stage
     is called again); how far it got goes to results/<experiment>-<scale>-partial/<run>/, since the lease may end
     first. Returns the folders written."""
@@ -232,7 +234,9 @@ def collect(files_at: Path, results: Path, quiet: bool = False) -> list[Path]:
         copied.append(dest)
     for path in [] if quiet else copied:
         print(f"{path}: {', '.join(sorted(p.name for p in path.iterdir()))}")
-    if not copied and not quiet:
+    if (files_at / "manifest.json").is_file() and not quiet:
+        print(f"{files_at} holds shards of a fetch: join them with `ibrar fetch-assemble` (never into results/)")
+    elif not copied and not quiet:
         print(f"nothing to collect in {files_at}: no evaluated <experiment>-<scale>/<run>/ and no check.json")
     return copied
 
