@@ -181,13 +181,13 @@ def test_the_call_length_and_the_last_call_set_when_training_stops_and_the_stage
     for name in ("CALL_S", "LAST_CALL", "TRAIN_UNTIL_S", "CALL_LIMIT_S", "EVAL_FULL_S", "EVAL_SUBSET_S", "BUDGET_S"):
         monkeypatch.delenv(f"IBRAR_GPU_{name}", raising=False)
     assert limits() == (570, 570, 120, 180)  # a 10-minute call, another one after it
-    # the lease's budget alone plans the call: 10 minutes while what it leaves could hold another call, else the
-    # last call, which keeps FETCH_RESERVE_S (75 s) for fetching the weights after it
+    # the lease's budget alone plans the call: all of it (at most 10 minutes), and the last call when what it
+    # leaves could not hold another
     monkeypatch.setenv("IBRAR_GPU_BUDGET_S", "900")
     assert limits() == (570, 570, 120, 180) and not stages._last_call()
     monkeypatch.setenv("IBRAR_GPU_BUDGET_S", "700")
     assert stages._call_seconds() == 600 and stages._last_call() and limits() == (570, 570, 0, 0)
-    monkeypatch.setenv("IBRAR_GPU_BUDGET_S", "390")
+    monkeypatch.setenv("IBRAR_GPU_BUDGET_S", "315")
     assert stages._call_seconds() == 300 and limits() == (270, 270, 0, 0)
     monkeypatch.delenv("IBRAR_GPU_BUDGET_S")
     monkeypatch.setenv("IBRAR_GPU_CALL_S", "300")

@@ -54,7 +54,6 @@ FEATURES_N = 500
 OPTIMIZERS = {"paper": ((), ""), "authors": (("optim.momentum=0.9", "optim.weight_decay=0"), "-authors-optim")}
 NEXT_CALL_MIN_S = 150  # a budget that leaves less than this after a call makes that call the lease's last
 REPLY_S = 15  # kept from the budget for each reply (the transfer back) and the next command's start
-FETCH_RESERVE_S = 75  # the lease's last call leaves this for `fetch` (3 short calls bring back a VGG16's weights)
 
 
 def _env_seconds(name: str, default: float) -> float:
@@ -68,12 +67,11 @@ def _budget() -> float | None:
 
 
 def _budget_plan(budget: float) -> tuple[float, bool]:
-    """(call seconds, last call) for a lease with `budget` seconds left: a full call (at most 600 s) while what
-    it leaves could hold another; else the last call, which leaves FETCH_RESERVE_S for fetching weights."""
-    full = min(600.0, budget - REPLY_S)
-    if budget - REPLY_S - full >= NEXT_CALL_MIN_S:
-        return full, False
-    return max(30.0, min(600.0, budget - REPLY_S - FETCH_RESERVE_S)), True
+    """(call seconds, last call) for a lease with `budget` seconds left: all of it, at most 600 s; the last call
+    when what it leaves could not hold another. (Fetching a row's weights is decided call by call: a row that
+    finishes in a call is fetched at once, in short calls, before the next stage.)"""
+    full = max(30.0, min(600.0, budget - REPLY_S))
+    return full, budget - REPLY_S - full < NEXT_CALL_MIN_S
 
 
 def _call_seconds() -> float:
