@@ -313,3 +313,10 @@ def test_assembling_names_a_corrupt_or_missing_shard(tmp_path):
     with pytest.raises(ShardError, match="shard .*final.pt.shard-001-of-003: its sha256"):
         assemble([tmp_path / "a", tmp_path / "b"], tmp_path / "again" / "final.pt")
     assert not list((tmp_path / "again").iterdir())
+
+
+def test_a_row_that_fails_in_the_table4_stage_is_named_with_its_error_in_the_calls_log(rehearsal, tmp_path):
+    stage, log = device_call({**rehearsal, "IBRAR_GPU_RUNS": str(tmp_path / "runs")}, tmp_path / "out", "table4",
+                             "99")
+    assert stage["status"] == "rows 99 not finished: call again" and stage["rows"][0]["exit_code"] != 0
+    assert "| error: table4 row '99'" in log  # the row's own log, quoted where the reply's tail shows it

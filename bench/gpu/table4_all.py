@@ -28,6 +28,7 @@ from stages import REPO, Context, _metric_lines
 TARBALL = "table4.tar.gz"
 ROWS = ("1", "2", "3", "4", "5", "6")  # VGG16's six rows
 PACK_EVERY_S = 10.0
+REPORT_EVERY_S = 60.0  # each row's latest log line, so that the call's own log (the reply's tail) shows progress
 
 
 def chosen_rows(rest: list[str]) -> list[str]:
@@ -65,6 +66,11 @@ def pack(outs: dict[str, Path], tarball: Path) -> int:
     tmp.write_bytes(buffer.getvalue())
     os.replace(tmp, tarball)
     return count
+
+
+def last_lines(log: Path, count: int) -> list[str]:
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()] if log.is_file() else []
+    return lines[-count:]
 
 
 def row_summary(row: str, out: Path, returncode: int | None, side_by_side: int) -> dict[str, Any]:
@@ -106,12 +112,17 @@ def stage_table4_all(ctx: Context, info: dict[str, Any], rest: list[str]) -> tup
     previous = signal.signal(signal.SIGTERM, forward)
     tarball = ctx.out / TARBALL
     try:
-        last_pack = 0.0
+        last_pack = last_report = time.time()
         while any(p.poll() is None for p in processes.values()):
             time.sleep(0.5)
             if time.time() - last_pack >= PACK_EVERY_S:
                 pack(outs, tarball)
                 last_pack = time.time()
+            if time.time() - last_report >= REPORT_EVERY_S:
+                for row, out in outs.items():
+                    print(f"   row {row}: {(last_lines(out / 'stage.log', 1) or ['(no output yet)'])[0].strip()}",
+                          flush=True)
+                last_report = time.time()
     finally:
         signal.signal(signal.SIGTERM, previous)
     packed = pack(outs, tarball)
@@ -120,6 +131,8 @@ def stage_table4_all(ctx: Context, info: dict[str, Any], rest: list[str]) -> tup
         print(f"   row {summary['row']}: {summary['status']} (epoch {summary['epochs_done']} of "
               f"{summary['epochs']}, median {summary['epoch_seconds_median']} s an epoch, {len(rows)} side by side)",
               flush=True)
+        if summary["status"].startswith(("failed", "stopped (exit")):  # its traceback, here in the reply's tail
+            print("\n".join(f"      | {line}" for line in last_lines(outs[summary["row"]] / "stage.log", 15)))
     unfinished = [s["row"] for s in summaries if not s["status"].startswith("finished")]
     status = "finished" if not unfinished else f"rows {','.join(unfinished)} not finished: call again"
     return status, {"rows": summaries, "tarball": {"name": TARBALL, "files": packed,
