@@ -320,3 +320,15 @@ def test_a_row_that_fails_in_the_table4_stage_is_named_with_its_error_in_the_cal
                              "99")
     assert stage["status"] == "rows 99 not finished: call again" and stage["rows"][0]["exit_code"] != 0
     assert "| error: table4 row '99'" in log  # the row's own log, quoted where the reply's tail shows it
+
+
+def test_a_fetch_call_fits_what_a_device_call_returns():
+    """4 shards of 15 MiB, the manifest, stage.json and stage.log: at most 8 files, each under 16 MiB, under 64 MiB
+    in all; so VGG16's final.pt (about 130 MB) comes back in 3 calls."""
+    import fetch
+
+    from ibrar.shards import SHARD_BYTES
+
+    assert SHARD_BYTES < 16 * 2**20 and fetch.SHARDS_PER_CALL + 3 <= 8
+    assert fetch.SHARDS_PER_CALL * SHARD_BYTES + 2**20 < 64 * 2**20
+    assert -(-130_000_000 // (fetch.SHARDS_PER_CALL * SHARD_BYTES)) == 3
