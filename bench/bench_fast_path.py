@@ -1,12 +1,19 @@
-"""The real training step (Trainer.train_epoch) of Table 1's PGD-AT pair, per fast-path setting, and its sync check.
+"""The real training step (Trainer.train_epoch) of CE, PGD-AT and each + IB-RAR, per fast-path setting: ms per
+step, the step's FLOP floor at the device's peak, IB-RAR's share of the step, and the host-sync check.
 
-Run: `python bench/bench_fast_path.py [--device auto] [--width W] [--batches 10] [--rounds 5] [--data-root DIR]`.
+Run: `python bench/bench_fast_path.py [--device auto] [--width W] [--batch 100] [--batches 10] [--rounds 5]`.
 The issue's GPU goals: IB-RAR adds under 3% to a PGD-AT step of VGG16 at batch 100, and the step has no
 host-device synchronisation (torch.cuda.set_sync_debug_mode("error") around the whole epoch loop). On CUDA the
-settings are fp32, bf16 + channels_last, and bf16 + channels_last + torch.compile; on the CPU the fast path is
-off, so only fp32 runs (and the sync check uses the Python-level stand-in). Configs are the paper's
-(configs/paper/table1-pgd_at*.yaml) with the width, batch and number of batches set here; rounds interleave
-every variant so machine noise hits them alike.
+settings are fp32 and bf16 + channels_last, each without and with the CUDA graph of the step (config key
+`train.cuda_graph`; a build without that key says "graph: not available in this build" for those rows); on
+the CPU the fast path is off, so only fp32 runs (and the sync check uses the Python-level stand-in).
+
+The FLOP floor: torch.utils.flop_counter's registry counts one fp32 epoch of each method (every matmul and
+convolution, forward and backward, the inner attack's included) and divides by the batches; the floor is that
+count at the device's dense peak for the setting's arithmetic (PEAK_TFLOPS), and `x floor` is the measured step
+over it (how far from the hardware's bound the step is). Configs are the paper's (Table 4 rows 1 and 6 for CE,
+Table 1's PGD-AT pair) with the width, batch and number of batches set here; rounds interleave every variant so
+machine noise hits them alike.
 """
 
 from __future__ import annotations
@@ -15,24 +22,43 @@ import argparse
 import statistics
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 from ibrar.build import resolve_device
-from ibrar.config import load_config
+from ibrar.config import ConfigError, load_config
 from ibrar.data import DataNotFoundError, load_split, resolve_data_root
 from ibrar.host_sync import HostSyncError
 from ibrar.train import Trainer
 from timing import CLOCK_NOTE, timed
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "paper"
-METHODS = {"PGD-AT": "table1-pgd_at.yaml", "PGD-AT + IB-RAR": "table1-pgd_at-ibrar.yaml"}
-SETTINGS = {
+# (plain, + IB-RAR) pairs: IB-RAR's share of a step is measured against the same step without it
+PAIRS = {"CE": "CE + IB-RAR", "PGD-AT": "PGD-AT + IB-RAR"}
+METHODS = {"CE": "table4-vgg16-1-ce.yaml", "CE + IB-RAR": "table4-vgg16-6-ibrar.yaml",
+           "PGD-AT": "table1-pgd_at.yaml", "PGD-AT + IB-RAR": "table1-pgd_at-ibrar.yaml"}
+GRAPH_KEY = "train.cuda_graph"  # the CUDA graph of the step; absent from builds that predate it
+SETTINGS: dict[str, list[str]] = {
     "fp32": [],
+    "fp32 + graph": [],
     "bf16 + channels_last": ["train.amp=true", "train.channels_last=true"],
-    "bf16 + channels_last + compile": ["train.amp=true", "train.channels_last=true", "train.compile=true"],
+    "bf16 + channels_last + graph": ["train.amp=true", "train.channels_last=true"],
+}
+GRAPH_UNAVAILABLE = "graph: not available in this build"
+# Dense peaks in TFLOP/s (no structured sparsity), from NVIDIA's datasheets: "NVIDIA H100 Tensor Core GPU"
+# (SXM5: FP32 67, TF32 989 / BF16 1,979 with sparsity, so 494.7 / 989.4 dense; PCIe: 51, 378, 756; NVL: 60,
+# 417.5, 835) and "NVIDIA H200 Tensor Core GPU" (SXM: the H100 SXM5's compute). fp32 settings use TF32's peak
+# when cuDNN may run convolutions in TF32 (torch.backends.cudnn.allow_tf32, PyTorch's default), else FP32's.
+PEAK_TFLOPS: dict[str, dict[str, float]] = {
+    "H200": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4},
+    "H100 NVL": {"fp32": 60.0, "tf32": 417.5, "bf16": 835.0},
+    "H100 PCIe": {"fp32": 51.0, "tf32": 378.0, "bf16": 756.0},
+    "H100": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4},  # SXM5 (any other H100 name)
 }
 
 
@@ -52,14 +78,68 @@ def data_overrides(data_root: str | None, n: int, scratch: Path) -> list[str]:
         return ["data.name=imagefolder", f"data.root={scratch / 'images'}"]
 
 
+def graph_available() -> bool:
+    """Whether this build's config knows train.cuda_graph (another branch adds it)."""
+    try:
+        load_config(CONFIGS / METHODS["CE"], [f"{GRAPH_KEY}=false"])
+    except ConfigError:
+        return False
+    return True
+
+
+def setting_overrides(setting: str, graph: bool) -> list[str] | None:
+    """The overrides of a setting, or None for a graph setting this build cannot run."""
+    uses_graph = setting.endswith("+ graph")
+    if uses_graph and not graph:
+        return None
+    return [*SETTINGS[setting], *([f"{GRAPH_KEY}={str(uses_graph).lower()}"] if graph else [])]
+
+
+def peak_tflops(device_name: str, setting: str) -> tuple[float, str] | None:
+    """(dense peak, the arithmetic it is for) of a setting on a known device, else None."""
+    for name, peaks in PEAK_TFLOPS.items():
+        if name in device_name:
+            if setting.startswith("bf16"):
+                return peaks["bf16"], "bf16"
+            kind = "tf32" if torch.backends.cudnn.allow_tf32 else "fp32"
+            return peaks[kind], kind
+    return None
+
+
 def build_trainer(method_file: str, overrides: list[str], run_dir: Path) -> Trainer:
     run_dir.mkdir(parents=True, exist_ok=True)
     return Trainer(load_config(CONFIGS / method_file, overrides), run_dir, quiet=True)
 
 
+class FlopCount(TorchDispatchMode):
+    """Sums the FLOPs of every op torch's flop counter knows (matmuls, convolutions, forward and backward).
+
+    FlopCounterMode itself cannot count this step: its module tracker breaks on the attacks' autograd.grad
+    with respect to the input (a leaf), so this mode uses its registry alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        counter = flop_registry.get(func._overloadpacket)
+        if counter is not None:
+            self.total += int(counter(*args, **kwargs, out_val=out))
+        return out
+
+
+def counted_epoch(trainer: Trainer, epoch: int) -> int:
+    """One epoch under FlopCount; its FLOPs."""
+    with FlopCount() as counter:
+        trainer.train_epoch(epoch)
+    return counter.total
+
+
 def sync_check(trainer: Trainer, epoch: int) -> str:
-    """One more epoch of a warmed-up (compiled) trainer with train.forbid_host_sync on: 'none' or the first
-    synchronisation it met. Warmed up, so that compilation is not counted as part of the step."""
+    """One more epoch of a warmed-up trainer with train.forbid_host_sync on: 'none' or the first
+    synchronisation it met. Warmed up, so that compilation or graph capture is not counted as part of the step."""
     train = trainer.config.train.model_copy(update={"forbid_host_sync": True})
     trainer.config = trainer.config.model_copy(update={"train": train})
     try:
@@ -69,7 +149,7 @@ def sync_check(trainer: Trainer, epoch: int) -> str:
     return "none"
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--width", type=float, default=None, help="default 1.0 on CUDA, 0.25 on the CPU")
@@ -83,10 +163,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         return run(args, device, Path(scratch))
 
 
-def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> dict[str, float]:
+def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> dict[str, Any]:
     cuda = device.type == "cuda"
     width = args.width if args.width is not None else (1.0 if cuda else 0.25)
-    settings = SETTINGS if cuda else {"fp32": SETTINGS["fp32"]}
+    graph = graph_available()
+    wanted = list(SETTINGS) if cuda else ["fp32"]
+    settings = {s: o for s in wanted if (o := setting_overrides(s, graph)) is not None}
     n = args.batch * args.batches
     common = data_overrides(args.data_root, n, scratch) + [
         f"device={device.type}", f"model.width={width}", f"data.batch_size={args.batch}",
@@ -94,8 +176,12 @@ def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> dict[s
 
     trainers = {(s, m): build_trainer(f, common + extra, scratch / f"{s}-{m}".replace(" ", ""))
                 for s, extra in settings.items() for m, f in METHODS.items()}
-    for trainer in trainers.values():  # warm-up (and compilation)
-        trainer.train_epoch(0)
+    flops: dict[str, float] = {}
+    for (setting, method), trainer in trainers.items():  # warm-up (and compilation, graph capture)
+        if setting == "fp32":  # eager fp32: the FLOPs of each method's step, counted once
+            flops[method] = counted_epoch(trainer, 0) / args.batches
+        else:
+            trainer.train_epoch(0)
     seconds: dict[tuple[str, str], list[float]] = {key: [] for key in trainers}
     for r in range(args.rounds):
         for key, trainer in trainers.items():
@@ -105,27 +191,65 @@ def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> dict[s
     fastest = list(settings)[-1]
     sync = sync_check(trainers[(fastest, "PGD-AT + IB-RAR")], args.rounds + 1)
     name = torch.cuda.get_device_name(device) if cuda else "CPU"
+    result = collect(settings, med, flops, name)
+    result["sync_free"] = float(sync == "none")
+    result["unavailable"] = [s for s in wanted if s not in settings]
     print(f"VGG16 width {width}, batch {args.batch}, {name}; the Trainer's epoch loop over {args.batches} batches "
-          f"(loader, mask, inner PGD-10, loss, IB terms, backward, SGD), median of {args.rounds} interleaved "
+          f"(loader, mask, inner attack, loss, IB terms, backward, SGD), median of {args.rounds} interleaved "
           f"rounds; {CLOCK_NOTE}")
-    result: dict[str, float] = {}
+    print(markdown(result, list(wanted)))
+    if not cuda:
+        print("(train.amp, train.channels_last and the CUDA graph are the CUDA fast path: off on the CPU)")
+    checks = 'torch.cuda.set_sync_debug_mode("error") + Python-level guard' if cuda else "Python-level guard"
+    print(f"host-device synchronisation inside the step ({fastest}, PGD-AT + IB-RAR, one epoch, {checks}): {sync}")
+    return result
+
+
+def collect(settings: dict[str, list[str]], med: dict[tuple[str, str], float], flops: dict[str, float],
+            device_name: str) -> dict[str, Any]:
+    """The flat result: step_ms/<setting>/<method>, floor_ratio/..., ib_share/<setting>/<pair>, and for the
+    PGD-AT pair ib_overhead/<setting> (IB-RAR's addition over the plain step: the < 3% goal) and speedup."""
+    result: dict[str, Any] = {"device": device_name}
+    for method, count in flops.items():
+        result[f"gflop_per_step/{method}"] = count / 1e9
     base = med[("fp32", "PGD-AT")]
     for setting in settings:
-        plain, ibrar = med[(setting, "PGD-AT")], med[(setting, "PGD-AT + IB-RAR")]
-        overhead = ibrar / plain - 1
-        result[f"ib_overhead/{setting}"] = overhead
-        result[f"speedup/{setting}"] = base / plain
-        result[f"step_ms/{setting}/PGD-AT"] = plain * 1000
-        result[f"step_ms/{setting}/PGD-AT + IB-RAR"] = ibrar * 1000
-        print(f"  {setting:32s} PGD-AT {plain * 1000:8.1f} ms/step ({base / plain:4.2f}x fp32)   "
-              f"+ IB-RAR {ibrar * 1000:8.1f} ms/step   IB-RAR adds {overhead:+.2%}")
-    if not cuda:
-        print("  (train.amp, train.channels_last and train.compile are the CUDA fast path: off on the CPU)")
-    checks = 'torch.cuda.set_sync_debug_mode("error") + Python-level guard' if cuda else "Python-level guard"
-    print(f"  host-device synchronisation inside the step ({fastest}, PGD-AT + IB-RAR, one epoch, {checks}): "
-          f"{sync}")
-    result["sync_free"] = float(sync == "none")
+        peak = peak_tflops(device_name, setting)
+        if peak is not None:
+            result[f"peak_tflops/{setting}"] = f"{peak[0]:g} ({peak[1]})"
+        for method in METHODS:
+            step = med[(setting, method)]
+            result[f"step_ms/{setting}/{method}"] = step * 1000
+            if peak is not None and flops.get(method):
+                result[f"floor_ratio/{setting}/{method}"] = step / (flops[method] / (peak[0] * 1e12))
+        for plain, with_ib in PAIRS.items():
+            result[f"ib_share/{setting}/{plain}"] = 1 - med[(setting, plain)] / med[(setting, with_ib)]
+        result[f"ib_overhead/{setting}"] = med[(setting, "PGD-AT + IB-RAR")] / med[(setting, "PGD-AT")] - 1
+        result[f"speedup/{setting}"] = base / med[(setting, "PGD-AT")]
     return result
+
+
+def markdown(result: dict[str, Any], settings: list[str]) -> str:
+    """The result as a table: one line per setting and method (what the GPU kit's check.md shows)."""
+    lines = ["| setting | method | ms/step | x FLOP floor | IB-RAR share of the step |",
+             "| --- | --- | ---: | ---: | ---: |"]
+    for setting in settings:
+        if f"step_ms/{setting}/CE" not in result:
+            lines.append(f"| {setting} | (all) | {GRAPH_UNAVAILABLE} | | |")
+            continue
+        for method in METHODS:
+            ratio = result.get(f"floor_ratio/{setting}/{method}")
+            share = result.get(f"ib_share/{setting}/{method.removesuffix(' + IB-RAR')}") if method not in PAIRS \
+                else None
+            lines.append(f"| {setting} | {method} | {result[f'step_ms/{setting}/{method}']:.1f} | "
+                         f"{'n/a (no peak known)' if ratio is None else f'{ratio:.1f}x'} | "
+                         f"{'' if share is None else f'{share:.1%}'} |")
+    floors = [f"{method} {result[f'gflop_per_step/{method}']:.3g}" for method in METHODS
+              if f"gflop_per_step/{method}" in result]
+    peaks = [f"{s}: {result[f'peak_tflops/{s}']}" for s in settings if f"peak_tflops/{s}" in result]
+    lines += ["", f"GFLOP per step (torch.utils.flop_counter, fp32 eager): {', '.join(floors)}.",
+              f"Dense peak TFLOP/s used for the floor: {'; '.join(peaks) or 'none known for this device'}."]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

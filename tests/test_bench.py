@@ -4,20 +4,47 @@ import math
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 import bench_fast_path  # noqa: E402
 
 
-def test_fast_path_bench_times_both_methods_and_finds_no_host_sync(tmp_path, capsys):
+def test_fast_path_bench_times_four_methods_counts_their_flops_and_finds_no_host_sync(tmp_path, capsys):
     result = bench_fast_path.main(["--device", "cpu", "--width", "0.0625", "--batch", "8", "--batches", "2",
                                    "--rounds", "1", "--data-root", str(tmp_path / "absent")])
-    assert set(result) == {"ib_overhead/fp32", "speedup/fp32", "sync_free", "step_ms/fp32/PGD-AT",
-                           "step_ms/fp32/PGD-AT + IB-RAR"}
-    assert result["step_ms/fp32/PGD-AT + IB-RAR"] > 0
+    methods = ("CE", "CE + IB-RAR", "PGD-AT", "PGD-AT + IB-RAR")
+    assert {f"step_ms/fp32/{m}" for m in methods} | {"ib_share/fp32/CE", "ib_share/fp32/PGD-AT"} <= set(result)
+    assert all(result[f"step_ms/fp32/{m}"] > 0 for m in methods)
+    flops = {m: result[f"gflop_per_step/{m}"] for m in methods}
+    # the inner PGD-10 (smoke: method.steps from the paper config) makes an AT step several times a CE step
+    assert 0 < flops["CE"] <= flops["CE + IB-RAR"] and flops["PGD-AT"] > 3 * flops["CE"]
+    assert not any(k.startswith("floor_ratio/") for k in result)  # no peak is known for a CPU
     assert math.isfinite(result["ib_overhead/fp32"]) and result["speedup/fp32"] == 1.0
-    assert result["sync_free"] == 1.0
-    assert "host-device synchronisation inside the step" in capsys.readouterr().out
+    assert result["sync_free"] == 1.0 and result["unavailable"] == []
+    out = capsys.readouterr().out
+    assert "host-device synchronisation inside the step" in out and "| fp32 | PGD-AT + IB-RAR |" in out
+    assert "n/a (no peak known)" in out
+
+
+def test_fast_path_bench_floor_ratio_is_the_step_over_its_flops_at_the_peak(monkeypatch):
+    """On an H200 the fp32 floor is at TF32's dense peak (cuDNN's default), bf16's at bf16's; a graph setting
+    in a build without train.cuda_graph is named, not run."""
+    monkeypatch.setattr(bench_fast_path.torch.backends.cudnn, "allow_tf32", True)
+    assert bench_fast_path.peak_tflops("NVIDIA H200", "fp32") == (494.7, "tf32")
+    assert bench_fast_path.peak_tflops("NVIDIA H100 PCIe", "bf16 + channels_last") == (756.0, "bf16")
+    assert bench_fast_path.peak_tflops("NVIDIA A100", "fp32") is None
+    med = {(s, m): 0.010 for s in ("fp32",) for m in bench_fast_path.METHODS}
+    med[("fp32", "PGD-AT + IB-RAR")] = 0.0125
+    flops = dict.fromkeys(bench_fast_path.METHODS, 494.7e9)  # one millisecond at the peak
+    result = bench_fast_path.collect({"fp32": []}, med, flops, "NVIDIA H200")
+    assert result["floor_ratio/fp32/CE"] == pytest.approx(10.0)
+    assert result["ib_share/fp32/PGD-AT"] == pytest.approx(0.2) and result["ib_overhead/fp32"] == pytest.approx(0.25)
+    graph = bench_fast_path.graph_available()
+    assert bench_fast_path.setting_overrides("fp32 + graph", graph) == (["train.cuda_graph=true"] if graph else None)
+    text = bench_fast_path.markdown(result, ["fp32", "fp32 + graph"])
+    assert "| fp32 | CE | 10.0 | 10.0x |" in text and "| fp32 + graph | (all) | graph: not available" in text
 
 
 def test_fast_path_bench_reports_a_host_sync_in_the_step(tmp_path, capsys, monkeypatch):

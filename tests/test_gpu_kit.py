@@ -12,7 +12,9 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from conftest import write_image_folder
 
@@ -53,10 +55,10 @@ def rehearsal(tmp_path_factory) -> dict[str, str]:
             "IBRAR_GPU_PYTHON": sys.executable, "OMP_NUM_THREADS": "1", "IBRAR_GPU_KIT_REHEARSAL": "1"}
 
 
-def device_call(env: dict[str, str], out: Path, stage: str, **extra: str) -> tuple[dict, str]:
+def device_call(env: dict[str, str], out: Path, *stage: str, **extra: str) -> tuple[dict, str]:
     """`bash bench/gpu/run.sh STAGE` as the device tool runs it (a fresh, empty $OUT); returns stage.json, log."""
     out.mkdir(parents=True)
-    done = subprocess.run(["bash", "bench/gpu/run.sh", stage], cwd=REPO, env={**env, "OUT": str(out), **extra},
+    done = subprocess.run(["bash", "bench/gpu/run.sh", *stage], cwd=REPO, env={**env, "OUT": str(out), **extra},
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert (out / "stage.log").read_text() == done.stdout  # the log comes back with the results
@@ -127,8 +129,9 @@ def test_table4_row_stops_at_its_time_budget_resumes_in_the_next_call_and_export
     assert third["status"] == "finished" and third["epochs_done"] == third["epochs"] == 1
     assert "== table4-1: FINISHED" in log and "(found: evaluate)" in log
     exported = tmp_path / "call3" / run
-    assert sorted(p.name for p in exported.iterdir()) == sorted(
-        ["config.yaml", "meta.json", "metrics.jsonl", "info_plane.jsonl", "eval.json", "gpu.json"])
+    assert sorted(p.name for p in exported.iterdir()) == sorted(  # row 1: Figure 3's features too
+        ["config.yaml", "meta.json", "metrics.jsonl", "info_plane.jsonl", "eval.json", "gpu.json",
+         "tsne-features.npz"])
     evaluation = json.loads((exported / "eval.json").read_text())
     names = [a["name"] for a in evaluation["attacks"]]
     assert names == ["pgd2", "nifgsm2", "fgsm", "apgd-ce3"]  # the smoke scale's pgd10, nifgsm, fgsm, autoattack
@@ -142,6 +145,16 @@ def test_table4_row_stops_at_its_time_budget_resumes_in_the_next_call_and_export
     assert kit.collect(tmp_path / "call3", tmp_path / "results") == [tmp_path / "results" / run]
     assert (tmp_path / "results" / run / "eval.json").read_text() == (exported / "eval.json").read_text()
     assert not partial.exists()  # superseded by the finished row
+    # Figure 3 from results/ (no weights there): the features the machine computed from the weights, in fp16
+    from ibrar.figure_data import features_of, penultimate_features
+
+    trained = Path(rehearsal["IBRAR_GPU_SCRATCH"]) / "runs" / run
+    assert (trained / "final.pt").is_file() and not (tmp_path / "results" / run / "final.pt").exists()
+    got = features_of(tmp_path / "results" / run, n=32)
+    want = penultimate_features(trained, rehearsal["IBRAR_GPU_SCRATCH"] + "/data/cifar10-jpeg", n=32)
+    assert got.features.shape == want.features.shape == (32, want.features.shape[1])
+    assert (got.labels == want.labels).all() and got.classes == want.classes
+    assert np.allclose(got.features, want.features, rtol=2e-3, atol=1e-4)
 
 
 def test_collect_keeps_a_partly_trained_row_apart_and_drops_it_once_the_row_is_finished(tmp_path):
@@ -165,12 +178,21 @@ def test_the_call_length_and_the_last_call_set_when_training_stops_and_the_stage
         ctx = stages.Context.from_env("table4-6")
         return ctx.train_until, ctx.call_limit, ctx.eval_full_s, ctx.eval_subset_s
 
-    for name in ("CALL_S", "LAST_CALL", "TRAIN_UNTIL_S", "CALL_LIMIT_S", "EVAL_FULL_S", "EVAL_SUBSET_S"):
+    for name in ("CALL_S", "LAST_CALL", "TRAIN_UNTIL_S", "CALL_LIMIT_S", "EVAL_FULL_S", "EVAL_SUBSET_S", "BUDGET_S"):
         monkeypatch.delenv(f"IBRAR_GPU_{name}", raising=False)
-    assert limits() == (510, 570, 120, 180)  # a 10-minute call, another one after it
+    assert limits() == (570, 570, 120, 180)  # a 10-minute call, another one after it
+    # the lease's budget alone plans the call: all of it (at most 10 minutes), and the last call when what it
+    # leaves could not hold another
+    monkeypatch.setenv("IBRAR_GPU_BUDGET_S", "900")
+    assert limits() == (570, 570, 120, 180) and not stages._last_call()
+    monkeypatch.setenv("IBRAR_GPU_BUDGET_S", "700")
+    assert stages._call_seconds() == 600 and stages._last_call() and limits() == (570, 570, 0, 0)
+    monkeypatch.setenv("IBRAR_GPU_BUDGET_S", "315")
+    assert stages._call_seconds() == 300 and limits() == (270, 270, 0, 0)
+    monkeypatch.delenv("IBRAR_GPU_BUDGET_S")
     monkeypatch.setenv("IBRAR_GPU_CALL_S", "300")
-    assert limits() == (210, 270, 120, 180)
-    monkeypatch.setenv("IBRAR_GPU_LAST_CALL", "1")  # nothing follows: train to the end, then try every piece
+    assert limits() == (270, 270, 120, 180)
+    monkeypatch.setenv("IBRAR_GPU_LAST_CALL", "1")  # nothing follows: try every piece whatever time is left
     assert limits() == (270, 270, 0, 0)
     monkeypatch.setenv("IBRAR_GPU_TRAIN_UNTIL_S", "250")  # a knob set on its own wins
     assert limits()[0] == 250
@@ -208,3 +230,104 @@ def test_what_travels_is_measured_and_refused_above_the_limit(tmp_path, capsys):
     # the kit folder is ignored by git: it travels only when carried, and is never committed
     ignored = subprocess.run(["git", "check-ignore", "-q", ".gpu-kit/wheels/x.whl"], cwd=REPO)
     assert ignored.returncode == 0
+
+
+def test_table4_stage_trains_rows_side_by_side_packs_them_and_fetch_brings_a_row_back_in_shards(rehearsal,
+                                                                                                tmp_path):
+    """The six-row stage (two rows here: `table4 1,6`) with the authors' optimizer: cut off at once, then
+    called again to the end; each call returns one tarball (3 files). Then `fetch 6` over two calls, and
+    `ibrar fetch-assemble` joins and loads the weights; a corrupt shard is named."""
+    from ibrar.checkpoint import load_file
+    from ibrar.cli import main
+
+    env = {**rehearsal, "IBRAR_GPU_RUNS": str(tmp_path / "runs"), "IBRAR_GPU_OPTIM": "authors",
+           "IBRAR_GPU_AA_N": "20"}
+    first, log = device_call(env, tmp_path / "call1", "table4", "1,6", IBRAR_GPU_TRAIN_UNTIL_S="0")
+    assert "call again" in first["status"]
+    assert first["next"] == "IBRAR_GPU_OPTIM=authors bash bench/gpu/run.sh table4 1,6"
+    assert sorted(p.name for p in (tmp_path / "call1").iterdir()) == ["stage.json", "stage.log", "table4.tar.gz"]
+    assert [r["side_by_side"] for r in first["rows"]] == [2, 2] and "CALL AGAIN" in log
+    results = tmp_path / "results"
+    with tarfile.open(tmp_path / "call1" / "table4.tar.gz") as archive:
+        packed = archive.getnames()
+    for run in ("vgg16-1-ce-authors-optim", "vgg16-6-ibrar-authors-optim"):  # each row's folder and its own log
+        assert {f"table4-smoke/{run}/{name}" for name in ("config.yaml", "gpu.json", "stage.log")} <= set(packed)
+    assert kit.collect(tmp_path / "call1", results) == []  # no epoch finished: nothing to keep yet
+
+    second, log = device_call(env, tmp_path / "call2", "table4", "1,6")
+    assert second["status"] == "finished" and "== table4 1,6: FINISHED" in log
+    assert all(r["status"] == "finished" and r["epoch_seconds_median"] > 0 for r in second["rows"])
+    assert_comes_back(tmp_path / "call2")
+    collected = kit.collect(tmp_path / "call2", results)
+    folder = results / "table4-smoke"
+    assert collected == [folder / "vgg16-1-ce-authors-optim", folder / "vgg16-6-ibrar-authors-optim"]
+    assert not (results / "table4-smoke-partial" / "vgg16-6-ibrar-authors-optim").exists()
+    row6 = folder / "vgg16-6-ibrar-authors-optim"
+    assert {"eval.json", "confusion-pgd10.json", "tsne-features.npz"} <= {p.name for p in row6.iterdir()}
+    config = (row6 / "config.yaml").read_text()
+    assert "momentum: 0.9" in config and "weight_decay: 0.0" in config  # the authors' optimizer
+    confusion = json.loads((row6 / "confusion-pgd10.json").read_text())
+    assert confusion["n"] == 32 and sum(map(sum, confusion["counts"])) == 32 and confusion["steps"] == 10
+    from ibrar.figure_data import confusion_of
+
+    assert confusion_of(row6, n=32).counts.tolist() == confusion["counts"]  # Table 5 from results/, no weights
+
+    # fetch: the weights in shards, over two calls; then joined, checked and loaded here
+    calls = [tmp_path / "fetch0", tmp_path / "fetch1"]
+    reply, log = device_call(env, calls[0], "fetch", "6")
+    assert reply["next"] == "IBRAR_GPU_OPTIM=authors bash bench/gpu/run.sh fetch 6 4" and "CALL AGAIN" in log
+    assert "installed into" not in log  # a fetch call installs nothing and unpacks nothing: it must be short
+    reply, log = device_call(env, calls[1], "fetch", "6", "4")
+    assert reply["status"] == "finished" and reply["count"] > 4 and reply["shards"][-1] == reply["count"] - 1
+    for out in calls:
+        assert_comes_back(out)
+    fetched = calls
+    into = tmp_path / "assembled"
+    assert main(["fetch-assemble", *map(str, fetched), "--into", str(into)]) == 0
+    trained = tmp_path / "runs" / "table4-smoke" / "vgg16-6-ibrar-authors-optim" / "final.pt"
+    assert (into / "final.pt").read_bytes() == trained.read_bytes()
+    weights = load_file(into / "final.pt")["model"]
+    assert weights and all(v.dtype == torch.float32 for v in weights.values() if v.is_floating_point())
+
+    shard = sorted(fetched[1].glob("final.pt.shard-*"))[0]
+    shard.write_bytes(b"x" + shard.read_bytes()[1:])
+    assert main(["fetch-assemble", *map(str, fetched), "--into", str(tmp_path / "corrupt")]) == 2
+    assert not (tmp_path / "corrupt" / "final.pt").exists()
+
+
+def test_assembling_names_a_corrupt_or_missing_shard(tmp_path):
+    from ibrar.shards import ShardError, assemble, split
+
+    source = tmp_path / "final.pt"
+    source.write_bytes(bytes(range(256)) * 40)
+    first = split(source, tmp_path / "a", 0, 2, shard_bytes=4000)
+    assert first["count"] == 3 and first["here"] == [0, 1] and first["next_first"] == 2
+    with pytest.raises(ShardError, match="shards missing: final.pt.shard-002-of-003"):
+        assemble([tmp_path / "a"], tmp_path / "out" / "final.pt")
+    split(source, tmp_path / "b", 2, 2, shard_bytes=4000)
+    assemble([tmp_path / "a", tmp_path / "b"], tmp_path / "out" / "final.pt")
+    assert (tmp_path / "out" / "final.pt").read_bytes() == source.read_bytes()
+    bad = tmp_path / "a" / "final.pt.shard-001-of-003"
+    bad.write_bytes(bad.read_bytes()[:-1] + b"!")
+    with pytest.raises(ShardError, match="shard .*final.pt.shard-001-of-003: its sha256"):
+        assemble([tmp_path / "a", tmp_path / "b"], tmp_path / "again" / "final.pt")
+    assert not list((tmp_path / "again").iterdir())
+
+
+def test_a_row_that_fails_in_the_table4_stage_is_named_with_its_error_in_the_calls_log(rehearsal, tmp_path):
+    stage, log = device_call({**rehearsal, "IBRAR_GPU_RUNS": str(tmp_path / "runs")}, tmp_path / "out", "table4",
+                             "99")
+    assert stage["status"] == "rows 99 not finished: call again" and stage["rows"][0]["exit_code"] != 0
+    assert "| error: table4 row '99'" in log  # the row's own log, quoted where the reply's tail shows it
+
+
+def test_a_fetch_call_fits_what_a_device_call_returns():
+    """4 shards of 15 MiB, the manifest, stage.json and stage.log: at most 8 files, each under 16 MiB, under 64 MiB
+    in all; so VGG16's final.pt (about 130 MB) comes back in 3 calls."""
+    import fetch
+
+    from ibrar.shards import SHARD_BYTES
+
+    assert SHARD_BYTES < 16 * 2**20 and fetch.SHARDS_PER_CALL + 3 <= 8
+    assert fetch.SHARDS_PER_CALL * SHARD_BYTES + 2**20 < 64 * 2**20
+    assert -(-130_000_000 // (fetch.SHARDS_PER_CALL * SHARD_BYTES)) == 3

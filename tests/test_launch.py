@@ -175,3 +175,51 @@ def test_a_job_with_two_tasks_trains_one_ddp_run(image_folder, tmp_path):
     assert job.results() == ["new", "trained"]  # rank 0 trained and evaluated, rank 1 trained
     meta = json.loads((run_dir / "meta.json").read_text())
     assert meta["world_size"] == 2 and run_state(run_dir) == "done"
+
+
+def _metrics_without_timings(run_dir: Path) -> list[dict]:
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in line.items() if k != "seconds"} for line in lines]
+
+
+def test_parallel_runs_side_by_side_leave_what_each_run_alone_leaves(image_folder, tmp_path, capsys, monkeypatch):
+    """`--parallel 2`: two processes at once; each run's weights, metrics and evaluation equal the same run's
+    trained alone in this process with the same thread count (one)."""
+    from ibrar.experiments.parallel import RECORD_FILE
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # each process gets max(1, 1 // 2) = 1 thread
+    torch.set_num_threads(1)
+    runs = "vgg16-1-ce,vgg16-6-ibrar"
+    common = ["reproduce", "table4", "--scale", "smoke", "--data-root", str(image_folder), "--only", runs]
+    assert main([*common, "--out", str(tmp_path / "side"), "--parallel", "2"]) == 0
+    record = json.loads((tmp_path / "side" / "table4-smoke" / RECORD_FILE).read_text())
+    assert record["threads_per_process"] == 1 and sorted(record["runs"]) == sorted(runs.split(","))
+    assert all(r["returncode"] == 0 and r["side_by_side"] == 2 and r["epoch_seconds_median"] > 0
+               for r in record["runs"].values())
+    assert "2 side by side" in capsys.readouterr().out
+    for name in runs.split(","):
+        assert main([*common[:-1], name, "--out", str(tmp_path / "alone"), "--quiet"]) == 0
+        side, alone = tmp_path / "side" / "table4-smoke" / name, tmp_path / "alone" / "table4-smoke" / name
+        a, b = _weights(side), _weights(alone)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in b)
+        assert _metrics_without_timings(side) == _metrics_without_timings(alone)
+        assert _eval_numbers(side) == _eval_numbers(alone)
+    # a second call finds both runs finished and starts no process
+    lines: list[str] = []
+    from ibrar.experiments.parallel import run_parallel
+
+    run_parallel(build_experiment("table4", "smoke"), 2, tmp_path / "side", image_folder,
+                 only=runs.split(","), log=lines.append)
+    assert not any("process" in line for line in lines)
+
+
+def test_parallel_names_a_failed_run_and_its_log(tmp_path, monkeypatch):
+    from ibrar.experiments.parallel import ParallelRunError, run_parallel
+
+    code = main(["reproduce", "table6", "--scale", "smoke", "--parallel", "2", "--launcher", "local"])
+    assert code == 2
+    with pytest.raises(ParallelRunError, match=r"plain-ce \(exit code 1; log .*plain-ce\.log\)"):
+        # no images anywhere: every process fails on its data, and each is named
+        run_parallel(build_experiment("table6", "smoke"), 2, tmp_path, tmp_path / "no-data", only=["plain-ce"],
+                     log=lambda _line: None)
+    assert "Error" in (tmp_path / "table6-smoke" / "parallel-logs" / "plain-ce.log").read_text()

@@ -9,6 +9,7 @@ import torch
 from conftest import tiny_config
 from ibrar.cli import main
 from ibrar.config import build_config
+from ibrar.errors import InputError
 from ibrar.plots import MODEL_KINDS, PLOT_KINDS, confusion_markdown, plot_beta, plot_steps, top_confusions
 from ibrar.run_eval import evaluate_run
 from ibrar.train import train
@@ -102,6 +103,7 @@ def test_figure_data_saved_beside_a_run_draws_the_same_figures_without_its_weigh
         CONFUSION_FILE,
         FEATURES_FILE,
         confusion_counts,
+        confusion_of,
         load_confusion,
         load_features,
         penultimate_features,
@@ -110,7 +112,7 @@ def test_figure_data_saved_beside_a_run_draws_the_same_figures_without_its_weigh
     )
 
     features = penultimate_features(runs[0], n=16)
-    confusion = confusion_counts(runs[0], n=16, steps=2)
+    confusion = confusion_counts(runs[0], n=16, steps=10)
     copy = tmp_path / "from-gpu"
     shutil.copytree(runs[0], copy, ignore=shutil.ignore_patterns("*.pt", "*.sha256"))
     save_features(features, copy / FEATURES_FILE)
@@ -119,8 +121,10 @@ def test_figure_data_saved_beside_a_run_draws_the_same_figures_without_its_weigh
     assert loaded.classes == features.classes and (loaded.labels == features.labels).all()
     assert np.allclose(loaded.features, features.features, rtol=1e-3, atol=1e-3)  # kept as float16
     assert (load_confusion(copy / CONFUSION_FILE).counts == confusion.counts).all()
-    assert int(confusion.counts.sum()) == 16
-    assert main(["plot", "confusion", str(copy), "--out", str(tmp_path / "t5")]) == 0
-    assert "PGD-2 examples of 16 test examples" in (tmp_path / "t5.md").read_text()
-    assert main(["plot", "tsne", str(copy), "--out", str(tmp_path / "t3")]) == 0
+    assert int(confusion.counts.sum()) == 16 and (confusion.n, confusion.steps) == (16, 10)
+    with pytest.raises(InputError, match="holds"):  # no weights to compute other examples from
+        confusion_of(copy, n=32)
+    assert main(["plot", "confusion", str(copy), "--out", str(tmp_path / "t5"), "--n", "16"]) == 0
+    assert "PGD-10 examples of 16 test examples" in (tmp_path / "t5.md").read_text()
+    assert main(["plot", "tsne", str(copy), "--out", str(tmp_path / "t3"), "--n", "16"]) == 0
     assert (tmp_path / "t3.png").stat().st_size > 0

@@ -4,7 +4,8 @@
     python3 bench/gpu/kit.py install WHEELS SITE [--rehearsal]   pip-install carried wheels into SITE, offline
     python3 bench/gpu/kit.py unpack TARBALL DEST          unpack the carried CIFAR-10 (once per machine)
     python3 bench/gpu/kit.py slim WHEEL PREFIX            drop files a wheel bundles but nothing imports
-    python3 bench/gpu/kit.py collect FILES_AT             copy a device call's results into results/
+    python3 bench/gpu/kit.py collect FILES_AT             copy a device call's results into results/ (a
+                                                          table4 stage's tarball unpacked)
 
 What travels in a device call: the tracked files, the untracked files git does not ignore, a `shared/` folder
 in the checkout, and the carried paths (the kit folder, `.gpu-kit`); together at most 64 MiB.
@@ -30,6 +31,7 @@ DEFAULT_KIT = REPO / ".gpu-kit"
 # merged with it into eval.json; the report reads it under the same name (ibrar.report.PARTIAL_EVAL)
 EVAL_FULL = "eval-full.json"
 INSTALLED_LIST = "ibrar-kit-installed.txt"  # in the target folder: the wheels the last set-up installed
+TABLE4_TARBALL = "table4.tar.gz"  # the `table4` stage's rows, packed (bench/gpu/table4_all.py)
 
 
 # ---- what travels ----------------------------------------------------------------------------------
@@ -187,9 +189,10 @@ def evaluation_from_log(log: Path, run: str) -> dict | None:
             "recovered_from": f"{log.name}: the evaluation table the call printed ({EVAL_FULL} did not come back)"}
 
 
-def collect(files_at: Path, results: Path) -> list[Path]:
+def collect(files_at: Path, results: Path, quiet: bool = False) -> list[Path]:
     """Copy what a device call brought back into `results/`: each finished run folder
-    ($OUT/<experiment>-<scale>/<run>/) through `ibrar report collect`'s own copy, and a `check` stage's files to
+    ($OUT/<experiment>-<scale>/<run>/, or inside the `table4` stage's table4.tar.gz) through `ibrar report
+    collect`'s own copy (the figures' inputs with it), and a `check` stage's files to
     results/gpu-check/. A run that has not been evaluated yet stays out of results/<experiment>-<scale>/ (its stage
     is called again); how far it got goes to results/<experiment>-<scale>-partial/<run>/, since the lease may end
     first. Returns the folders written."""
@@ -197,6 +200,16 @@ def collect(files_at: Path, results: Path) -> list[Path]:
     from ibrar.report import collect_run, copy_artifacts, partial_folder
 
     copied = []
+    if (files_at / TABLE4_TARBALL).is_file():  # the six rows' folders, each with its own stage.log, packed
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="ibrar-kit-collect-") as unpacked:
+            with tarfile.open(files_at / TABLE4_TARBALL) as archive:
+                try:
+                    archive.extractall(unpacked, filter="data")
+                except TypeError:  # a Python without extraction filters
+                    archive.extractall(unpacked)
+            copied += collect(Path(unpacked), results, quiet=True)
     for config in sorted(files_at.glob("*/*/config.yaml")):
         run = config.parent
         partial = partial_folder(results, run.parent.name) / run.name
@@ -219,9 +232,11 @@ def collect(files_at: Path, results: Path) -> list[Path]:
             if (files_at / name).is_file():
                 shutil.copyfile(files_at / name, dest / name)
         copied.append(dest)
-    for path in copied:
+    for path in [] if quiet else copied:
         print(f"{path}: {', '.join(sorted(p.name for p in path.iterdir()))}")
-    if not copied:
+    if (files_at / "manifest.json").is_file() and not quiet:
+        print(f"{files_at} holds shards of a fetch: join them with `ibrar fetch-assemble` (never into results/)")
+    elif not copied and not quiet:
         print(f"nothing to collect in {files_at}: no evaluated <experiment>-<scale>/<run>/ and no check.json")
     return copied
 
@@ -229,7 +244,8 @@ def collect(files_at: Path, results: Path) -> list[Path]:
 def keep_partial_evaluation(files_at: Path, run: Path, partial: Path) -> None:
     """A trained row whose AutoAttack piece has not run: keep its whole-test-set piece (from the call's stage.log
     if the file itself did not come back) and that log, which is its provenance."""
-    log = files_at / "stage.log"
+    # a row of the `table4` stage carries its own log inside its folder; a `table4-ROW` call's is the call's
+    log = run / "stage.log" if (run / "stage.log").is_file() else files_at / "stage.log"
     if (run / EVAL_FULL).is_file():
         shutil.copyfile(run / EVAL_FULL, partial / EVAL_FULL)
     elif (recovered := evaluation_from_log(log, run.name)) is not None:

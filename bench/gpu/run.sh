@@ -2,8 +2,11 @@
 # One device call = one stage of the GPU kit (bench/gpu/README.md):
 #
 #   bash bench/gpu/run.sh check          CUDA tests + the fast-path benchmark on full-width VGG16, batch 100
+#   bash bench/gpu/run.sh table4         the six VGG16 rows of Table 4 at paper scale at once, one process each;
+#                                        everything small they made comes back packed in table4.tar.gz
 #   bash bench/gpu/run.sh table4-1       one paper-scale Table 4 row (1, 2, 6, ... or e.g. resnet18-6); trains
-#                                        until ~8.5 minutes have passed, then says whether to call it again
+#                                        until the call's time is nearly spent, then says whether to call again
+#   bash bench/gpu/run.sh fetch 6 [K]    a trained row's final.pt in sha256-checked shards (K: the first shard)
 #   bash bench/gpu/run.sh --rehearse STAGE   the same on the CPU with tiny sizes (or IBRAR_GPU_KIT_REHEARSAL=1)
 #
 # Set-up inside every call: the wheels carried in .gpu-kit/wheels are pip-installed offline into $scratch/site,
@@ -11,7 +14,7 @@
 # Results (JSON, markdown, logs; never checkpoints) go to $OUT, at most two folders down.
 set -euo pipefail
 if [[ ${1:-} == --rehearse ]]; then export IBRAR_GPU_KIT_REHEARSAL=1; shift; fi
-stage=${1:?usage: bash bench/gpu/run.sh [--rehearse] check|table4-ROW}
+stage=${1:?usage: bash bench/gpu/run.sh [--rehearse] check|table4|table4-ROW|fetch ROW [FIRST_SHARD]}
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 export IBRAR_GPU_T0=${IBRAR_GPU_T0:-$(date +%s.%N)}
 rehearsal=${IBRAR_GPU_KIT_REHEARSAL:-0}
@@ -32,13 +35,16 @@ log=$OUT/stage.log
   site=$scratch/site
   # 0. what a device call would send (here only: the GPU machine gets the tree without .git)
   [[ $rehearsal == 1 ]] && "$python" bench/gpu/kit.py size --kit "$kit"
-  # 1. the packages the machine lacks, from carried wheels (offline; a rehearsal skips those that import here)
-  install_args=()
-  [[ $rehearsal == 1 ]] && install_args+=(--rehearsal)
-  "$python" bench/gpu/kit.py install "$kit/wheels" "$site" ${install_args[@]+"${install_args[@]}"}
+  # 1. the packages the machine lacks, from carried wheels (offline; a rehearsal skips those that import here);
+  #    fetch needs none of them and no data: its calls must be short (the machine stays warm 30 s after each)
+  if [[ $stage != fetch ]]; then
+    install_args=()
+    [[ $rehearsal == 1 ]] && install_args+=(--rehearsal)
+    "$python" bench/gpu/kit.py install "$kit/wheels" "$site" ${install_args[@]+"${install_args[@]}"}
+  fi
   export PYTHONPATH=$site:$repo/src:$repo/bench${PYTHONPATH:+:$PYTHONPATH}
   # 2. CIFAR-10 (or, in a rehearsal, whatever tiny image folder the kit carries)
-  "$python" bench/gpu/kit.py unpack "$kit/cifar10-jpeg.tar.gz" "$scratch/data/cifar10-jpeg"
+  [[ $stage == fetch ]] || "$python" bench/gpu/kit.py unpack "$kit/cifar10-jpeg.tar.gz" "$scratch/data/cifar10-jpeg"
   export IBRAR_DATA_ROOT=$scratch/data/cifar10-jpeg
   export IBRAR_GPU_SCRATCH=$scratch IBRAR_GPU_KIT=$kit PYTHONUNBUFFERED=1
   [[ -f $kit/source.json ]] && export IBRAR_GPU_SOURCE=$kit/source.json
@@ -46,9 +52,10 @@ log=$OUT/stage.log
   # 3. the stage; SIGTERM before the call's 10-minute limit lets training checkpoint and the results be written
   rc=0
   # (IBRAR_GPU_CALL_S: the device call's timeout_s, 600 unless a lease has less left; the stage ends 20 s before)
-  stage_timeout=${IBRAR_GPU_STAGE_TIMEOUT_S:-$(( ${IBRAR_GPU_CALL_S:-600} - 20 ))}
-  timeout -s TERM -k 15 "$stage_timeout" "$python" bench/gpu/stages.py "$stage" || rc=$?
-  "$python" bench/gpu/stages.py finalize "$stage" --rc "$rc" || true
+  call_s=$("$python" -c "import sys; sys.path.insert(0, 'bench/gpu'); import stages; print(int(stages._call_seconds()))")
+  stage_timeout=${IBRAR_GPU_STAGE_TIMEOUT_S:-$(( call_s - 20 ))}
+  timeout -s TERM -k 15 "$stage_timeout" "$python" bench/gpu/stages.py "$@" || rc=$?
+  "$python" bench/gpu/stages.py finalize "$*" --rc "$rc" || true
   exit "$rc"
 } 2>&1 | tee "$log"
 exit "${PIPESTATUS[0]}"

@@ -1,18 +1,22 @@
 """The GPU kit's stages, one per device call (run them through bench/gpu/run.sh, which does the set-up first).
 
-    check         the CUDA tests (tests/test_cuda.py) and bench/bench_fast_path.py on full-width VGG16 at batch
-                  100 (fp32, bf16 + channels_last, + torch.compile): IB-RAR's share of a PGD-AT step (goal: under
-                  3%) and the host-sync check -> $OUT/check.json, check.md, cuda-tests.xml
+    check         the CUDA tests and bench/bench_fast_path.py on full-width VGG16 at batch 100 (cuda_check.py)
+    table4 [ROWS] the six VGG16 rows of Table 4 (or those named, e.g. 1,6) side by side, one process each running
+                  table4-ROW, packed into $OUT/table4.tar.gz (table4_all.py)
     table4-ROW    one Table 4 row at paper scale (ROW: 1..6, a row name such as 2-ib, or resnet18-6), trained into
                   a run folder on the machine's disk until the call's time budget is spent; once trained, its
-                  evaluation (the paper's attacks on the whole test set, then all of them with AutoAttack on a
-                  seeded subset of 1,000) -> $OUT/table4-paper/<run>/{config.yaml, meta.json, metrics.jsonl,
-                  info_plane.jsonl, eval.json, gpu.json}: the layout of results/<experiment>-<scale>/<run>/
+                  evaluation (the paper's attacks on the whole test set, the figures' inputs, then all the attacks
+                  with AutoAttack on a seeded subset of 1,000) -> $OUT/table4-paper/<run>/{config.yaml, meta.json,
+                  metrics.jsonl, info_plane.jsonl, eval.json, gpu.json, ...}: the layout of
+                  results/<experiment>-<scale>/<run>/
+    fetch ROW [K] a trained row's final.pt in sha256-checked shards, from shard K (fetch.py)
     finalize      (run.sh calls it last) marks stage.json of a stage that was killed
 
-Every stage writes $OUT/stage.json (device, torch version, minutes, status, what to call next). A rehearsal
-(IBRAR_GPU_KIT_REHEARSAL=1) runs the same code on the CPU with tiny sizes: the smoke scale for Table 4, a
-width-1/16 VGG16 on random images for the benchmark; the CUDA tests skip.
+Every stage writes $OUT/stage.json (device, torch version, minutes, status, what to call next). The call's plan
+(when training stops, whether this is the lease's last call) comes from three knobs: IBRAR_GPU_BUDGET_S,
+IBRAR_GPU_CALL_S, IBRAR_GPU_OPTIM (bench/gpu/README.md). A rehearsal (IBRAR_GPU_KIT_REHEARSAL=1) runs the same
+code on the CPU with tiny sizes: the smoke scale for Table 4, a width-1/16 VGG16 on random images for the
+benchmark; the CUDA tests skip.
 """
 
 from __future__ import annotations
@@ -23,10 +27,8 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -38,20 +40,60 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from kit import EVAL_FULL  # noqa: E402  (bench/gpu/ is this script's folder, so first on sys.path)
 
-EXPORTED = ("config.yaml", "meta.json", "metrics.jsonl", "info_plane.jsonl", "eval.json", "gpu.json")
+EXPORTED = ("config.yaml", "meta.json", "metrics.jsonl", "info_plane.jsonl", "eval.json", "gpu.json",
+            "tsne-features.npz", "confusion-pgd10.json")  # the last two: figure_data.FEATURES_FILE, CONFUSION_FILE
 AA_SUBSET = 1000  # AutoAttack's examples (a seeded subset of the test set), as in the paper's tables
+# The figures' inputs, computed where the weights are: Figure 3's t-SNE features (500 test examples, rows 1 and 6
+# of VGG16) and Table 5's PGD-10 confusion counts (row 6), with the paper scale's n for the latter.
+FEATURE_ROWS = ("vgg16-1-ce", "vgg16-6-ibrar")
+CONFUSION_ROWS = ("vgg16-6-ibrar",)
+FEATURES_N = 500
+# IBRAR_GPU_OPTIM: the paper text's optimizer (the paper configs: momentum 0, decay 1e-2) or the authors' code's
+# (momentum 0.9, no decay: what the paper's Table 4 numbers came from, METHOD.md section 4); the latter's run
+# folders are named <run>-authors-optim, so that both can sit side by side in results/.
+OPTIMIZERS = {"paper": ((), ""), "authors": (("optim.momentum=0.9", "optim.weight_decay=0"), "-authors-optim")}
+NEXT_CALL_MIN_S = 150  # a budget that leaves less than this after a call makes that call the lease's last
+REPLY_S = 15  # kept from the budget for each reply (the transfer back) and the next command's start
 
 
 def _env_seconds(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
 
 
+def _budget() -> float | None:
+    """IBRAR_GPU_BUDGET_S: the lease's device time left as the last reply (or `status`) said, when given."""
+    value = os.environ.get("IBRAR_GPU_BUDGET_S")
+    return float(value) if value else None
+
+
+def _budget_plan(budget: float) -> tuple[float, bool]:
+    """(call seconds, last call) for a lease with `budget` seconds left: all of it, at most 600 s; the last call
+    when what it leaves could not hold another. (Fetching a row's weights is decided call by call: a row that
+    finishes in a call is fetched at once, in short calls, before the next stage.)"""
+    full = max(30.0, min(600.0, budget - REPLY_S))
+    return full, budget - REPLY_S - full < NEXT_CALL_MIN_S
+
+
 def _call_seconds() -> float:
-    return _env_seconds("IBRAR_GPU_CALL_S", 600)
+    """The call's length: IBRAR_GPU_CALL_S, else the budget's plan (IBRAR_GPU_BUDGET_S), else 600."""
+    budget = _budget()
+    return _env_seconds("IBRAR_GPU_CALL_S", 600 if budget is None else _budget_plan(budget)[0])
 
 
 def _last_call() -> bool:
-    return os.environ.get("IBRAR_GPU_LAST_CALL", "0") == "1"
+    """No call follows in this lease: the budget's plan, or IBRAR_GPU_LAST_CALL=1 (an override)."""
+    if "IBRAR_GPU_LAST_CALL" in os.environ:
+        return os.environ["IBRAR_GPU_LAST_CALL"] == "1"
+    budget = _budget()
+    return budget is not None and _budget_plan(budget)[1]
+
+
+def optimizer() -> tuple[tuple[str, ...], str]:
+    """(overrides, run-name suffix) of IBRAR_GPU_OPTIM (paper, the default, or authors)."""
+    name = os.environ.get("IBRAR_GPU_OPTIM", "paper")
+    if name not in OPTIMIZERS:
+        raise SystemExit(f"error: IBRAR_GPU_OPTIM: expected one of {list(OPTIMIZERS)}, got {name!r}")
+    return OPTIMIZERS[name]
 
 
 @dataclass
@@ -64,12 +106,11 @@ class Context:
     t0: float
     data_root: Path
     runs: Path
-    # From the call's length (IBRAR_GPU_CALL_S, the device call's timeout_s): end 30 s before it, and stop training
-    # 90 s before it (a minute to evaluate if the training finishes); each can be set on its own as well. In the
-    # lease's last call (IBRAR_GPU_LAST_CALL=1) no call follows to resume in, so training runs to the stage's end
-    # and every evaluation piece starts whatever time is left: stopping early would save nothing.
-    train_until: float = field(default_factory=lambda: _env_seconds(
-        "IBRAR_GPU_TRAIN_UNTIL_S", _call_seconds() - (30 if _last_call() else 90)))
+    # From the call's length (_call_seconds: the budget's plan, or IBRAR_GPU_CALL_S): training stops and the stage
+    # ends 30 s before it (training that finishes earlier leaves the rest to the evaluation pieces; stopping sooner
+    # would only move epochs to the next call); each can be set on its own as well (tests). In the lease's last
+    # call no call follows to resume in, so every evaluation piece starts whatever time is left.
+    train_until: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_TRAIN_UNTIL_S", _call_seconds() - 30))
     call_limit: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_CALL_LIMIT_S", _call_seconds() - 30))
     eval_full_s: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_EVAL_FULL_S",
                                                                     0 if _last_call() else 120))
@@ -77,6 +118,7 @@ class Context:
                                                                       0 if _last_call() else 180))
     # fewer than the paper's 1,000 only when a lease cannot fit them: the entry's own n says so in eval.json
     aa_n: int = field(default_factory=lambda: int(os.environ.get("IBRAR_GPU_AA_N", AA_SUBSET)))
+    figures_s: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_FIGURES_S", 0 if _last_call() else 30))
 
     @classmethod
     def from_env(cls, stage: str) -> Context:
@@ -139,99 +181,6 @@ def write_stage_json(ctx: Context, status: str, info: dict[str, Any], **extra: A
     ctx.out.mkdir(parents=True, exist_ok=True)
     (ctx.out / "stage.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
-
-
-# ---- check -----------------------------------------------------------------------------------------
-
-
-def junit_summary(path: Path) -> dict[str, Any]:
-    """Counts and the failing tests' names and first message lines from a pytest JUnit XML file."""
-    if not path.is_file():
-        return {"error": f"no {path.name}: pytest did not finish"}
-    root = ET.parse(path).getroot()
-    suite = root if root.tag == "testsuite" else root.find("testsuite")
-    counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
-    failed = []
-    for case in suite.iter("testcase"):
-        for kind in ("failure", "error"):
-            node = case.find(kind)
-            if node is not None:
-                message = (node.get("message") or "").strip().splitlines()
-                failed.append(f"{case.get('name')}: {message[0][:300] if message else kind}")
-    counts["passed"] = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
-    return {**counts, "seconds": float(suite.get("time", 0)), "failed": failed}
-
-
-def run_cuda_tests(ctx: Context, timeout: float) -> dict[str, Any]:
-    xml = ctx.out / "cuda-tests.xml"
-    command = [sys.executable, "-m", "pytest", "tests/test_cuda.py", "-m", "cuda", "-q", "-rfEs",
-               "-p", "no:cacheprovider", f"--junitxml={xml}"]
-    print(f"== CUDA tests: {' '.join(command[1:])}", flush=True)
-    try:
-        rc = subprocess.run(command, cwd=REPO, timeout=timeout).returncode
-    except subprocess.TimeoutExpired:
-        rc = "timeout"
-    summary = junit_summary(xml)
-    summary["exit_code"] = rc
-    return summary
-
-
-def fast_path_args(ctx: Context) -> list[str]:
-    if ctx.rehearsal:  # tiny: seconds on one CPU thread; random images (the bench writes them)
-        return ["--device", "cpu", "--width", "0.0625", "--batch", "8", "--batches", "2", "--rounds", "1",
-                "--data-root", str(ctx.data_root / "absent")]
-    return ["--device", "cuda", "--width", "1.0", "--batch", "100", "--batches", "10", "--rounds", "5",
-            "--data-root", str(ctx.data_root)]
-
-
-def check_markdown(info: dict[str, Any], tests: dict[str, Any], bench: dict[str, float], args: list[str]) -> str:
-    lines = [f"# GPU check on {info['device']} (torch {info['torch']}, CUDA {info['cuda']})", "",
-             f"CUDA tests (tests/test_cuda.py, -m cuda): {tests.get('passed', 0)} passed, "
-             f"{tests.get('failures', 0)} failed, {tests.get('errors', 0)} errors, {tests.get('skipped', 0)} "
-             f"skipped ({tests.get('seconds', 0):.0f} s)."]
-    lines += [f"- FAILED {name}" for name in tests.get("failed", [])]
-    if tests.get("error"):
-        lines.append(f"- {tests['error']}")
-    if not bench:
-        return "\n".join([*lines, "", "Fast-path benchmark: not run in this call (IBRAR_GPU_CHECK_BENCH=0).", ""])
-    lines += ["", f"`python bench/bench_fast_path.py {' '.join(args)}`: the Trainer's step of VGG16, "
-              "median of interleaved rounds.", "",
-              "| setting | PGD-AT ms/step | + IB-RAR ms/step | IB-RAR adds | goal < 3% | speed-up vs fp32 |",
-              "| --- | ---: | ---: | ---: | --- | ---: |"]
-    for key in [k for k in bench if k.startswith("ib_overhead/")]:
-        setting = key.split("/", 1)[1]
-        overhead = bench[key]
-        lines.append(f"| {setting} | {bench[f'step_ms/{setting}/PGD-AT']:.1f} | "
-                     f"{bench[f'step_ms/{setting}/PGD-AT + IB-RAR']:.1f} | {overhead:+.2%} | "
-                     f"{'met' if overhead < 0.03 else 'NOT met'} | {bench[f'speedup/{setting}']:.2f}x |")
-    sync = "none found" if bench.get("sync_free") == 1.0 else "FOUND (see stage.log)"
-    lines += ["", f"Host-device synchronisation inside the step (fastest setting, PGD-AT + IB-RAR): {sync}.", ""]
-    return "\n".join(lines)
-
-
-def stage_check(ctx: Context, info: dict[str, Any]) -> str:
-    import bench_fast_path
-
-    # IBRAR_GPU_CHECK_BENCH=0: the CUDA tests alone (when a row trains beside them, timings would mean nothing).
-    with_bench = os.environ.get("IBRAR_GPU_CHECK_BENCH", "1") != "0"
-    cap = min(240.0, ctx.remaining() - 300) if with_bench else ctx.remaining() - 30
-    tests = run_cuda_tests(ctx, timeout=max(60.0, cap))
-    args: list[str] = []
-    bench: dict[str, float] = {}
-    if with_bench:
-        args = fast_path_args(ctx)
-        print(f"== fast-path benchmark: bench/bench_fast_path.py {' '.join(args)}", flush=True)
-        bench = bench_fast_path.main(args)
-    goals = {key.split("/", 1)[1]: value < 0.03 for key, value in bench.items() if key.startswith("ib_overhead/")}
-    result = {**info, "cuda_tests": tests, "fast_path": {"args": args, **bench},
-              "goals": {"ib_rar_under_3pct": goals, "sync_free": bench.get("sync_free") == 1.0 if bench else None}}
-    (ctx.out / "check.json").write_text(json.dumps(result, indent=2) + "\n")
-    markdown = check_markdown(info, tests, bench, args)
-    (ctx.out / "check.md").write_text(markdown)
-    print(markdown)
-    failed = (tests.get("failures", 0) or tests.get("errors", 0) or tests.get("error")
-              or tests["exit_code"] not in (0, 5))
-    return "finished, with CUDA test failures" if failed else "finished"
 
 
 # ---- table4 ------------------------------------------------------------------------------------------
@@ -328,6 +277,8 @@ def evaluate_row(ctx: Context, spec: Any, scale: Any, config: Any, run_dir: Path
                                   (subset_file, list(spec.attacks), ctx.eval_subset_s)):
         if path.is_file():
             continue
+        if path is subset_file and (waiting := figure_pieces(ctx, spec, scale, run_dir)):
+            return waiting
         if ctx.remaining() < budget:
             return (f"trained; evaluation ({path.name}) needs about {budget:.0f} s and {ctx.remaining():.0f} s are "
                     "left: call again")
@@ -335,7 +286,7 @@ def evaluate_row(ctx: Context, spec: Any, scale: Any, config: Any, run_dir: Path
             test_data = load_split(config.data.name, resolve_data_root(config.data.root or ctx.data_root), "test")
         whole = path is full_file
         n = len(test_data) if whole else min(ctx.aa_n, len(test_data))  # explicit: no default subset applies
-        print(f"== evaluating {spec.name}: {', '.join(attacks)} on {n} test examples", flush=True)
+        print(f"== evaluating {run_dir.name}: {', '.join(attacks)} on {n} test examples", flush=True)
         started = time.time()
         report = evaluate_run(run_dir, data_root=ctx.data_root, attacks=attacks, n=n, seed=spec.seed, quiet=True,
                               test_data=test_data, large_eps_check=scale.large_eps_check and whole)
@@ -345,6 +296,30 @@ def evaluate_row(ctx: Context, spec: Any, scale: Any, config: Any, run_dir: Path
     merged = merge_evaluations(json.loads(full_file.read_text()), json.loads(subset_file.read_text()), subset_attack)
     (run_dir / EVAL_FILE).write_text(json.dumps(merged, indent=2))
     return "finished"
+
+
+def figure_pieces(ctx: Context, spec: Any, scale: Any, run_dir: Path) -> str:
+    """The figures' inputs of this row (FEATURE_ROWS, CONFUSION_ROWS), each saved into the run folder as soon as
+    it is done, on the GPU where the weights are; '' when none is left to do, else why to call again."""
+    from ibrar import figure_data as fd
+
+    device = "cuda" if not ctx.rehearsal else "cpu"
+    pieces = []
+    if spec.group in FEATURE_ROWS:
+        pieces.append((fd.FEATURES_FILE, lambda: fd.save_features(fd.penultimate_features(
+            run_dir, ctx.data_root, min(FEATURES_N, scale.plot_n), 0, device), run_dir / fd.FEATURES_FILE)))
+    if spec.group in CONFUSION_ROWS:
+        pieces.append((fd.CONFUSION_FILE, lambda: fd.save_confusion(fd.confusion_counts(
+            run_dir, ctx.data_root, scale.plot_n, 10, 0, device), run_dir / fd.CONFUSION_FILE)))
+    for name, compute in pieces:
+        if (run_dir / name).is_file():
+            continue
+        if ctx.remaining() < ctx.figures_s:
+            return f"trained; {name} needs about {ctx.figures_s:.0f} s and {ctx.remaining():.0f} s are left: call again"
+        started = time.time()
+        compute()
+        print(f"== {run_dir.name}: {name} ({time.time() - started:.0f} s)", flush=True)
+    return ""
 
 
 def record_call(ctx: Context, run_dir: Path, info: dict[str, Any], status: str) -> None:
@@ -388,16 +363,17 @@ def stage_table4(ctx: Context, info: dict[str, Any], row: str) -> tuple[str, dic
     scale_name = "smoke" if ctx.rehearsal else "paper"
     experiment = build_experiment("table4", scale_name)
     spec = find_row(experiment, row)
-    run_dir = experiment_dir(ctx.runs, experiment) / spec.name
-    # IBRAR_GPU_OVERRIDES: key=value overrides on top of the row's paper config (e.g. the authors' optimizer).
-    overrides = [*spec.overrides, *os.environ.get("IBRAR_GPU_OVERRIDES", "").split()]
+    optim_overrides, suffix = optimizer()
+    run_dir = experiment_dir(ctx.runs, experiment) / f"{spec.name}{suffix}"
+    # IBRAR_GPU_OVERRIDES (internal, for tests): key=value overrides on top of the row's paper config.
+    overrides = [*spec.overrides, *optim_overrides, *os.environ.get("IBRAR_GPU_OVERRIDES", "").split()]
     config = load_config(spec.config, overrides)
     state = run_state(run_dir)
     if state in ("resume", "evaluate") and (read_run_config(run_dir).model_dump(mode="json")
                                             != config.model_dump(mode="json")):
         raise SystemExit(f"error: {run_dir} holds a run with another config; delete it (rm -r {run_dir})")
     where = {"run": f"{run_dir.parent.name}/{run_dir.name}", "run_dir": str(run_dir), "epochs": config.train.epochs}
-    print(f"== {ctx.stage}: {spec.name} at {scale_name} scale in {run_dir} (found: {state})", flush=True)
+    print(f"== {ctx.stage}: {run_dir.name} at {scale_name} scale in {run_dir} (found: {state})", flush=True)
     if state == "done":
         where["epochs_done"] = (_metric_lines(run_dir) or [{"epoch": 0}])[-1]["epoch"]
         export_run(ctx, run_dir)
@@ -451,7 +427,7 @@ def finalize(ctx: Context, rc: int) -> None:
     killed = record.get("status", "running") == "running"
     if killed:
         record["status"] = f"stopped (exit code {rc}) before it finished: see stage.log; call again"
-        record["next"] = f"bash bench/gpu/run.sh {ctx.stage}"
+        record["next"] = next_command(ctx.stage.split())
     record["minutes"] = round(ctx.elapsed() / 60, 2)
     record["exit_code"] = rc
     ctx.out.mkdir(parents=True, exist_ok=True)
@@ -461,38 +437,61 @@ def finalize(ctx: Context, rc: int) -> None:
     print(f"== {ctx.stage} took {record['minutes']} min in all; results in {ctx.out}")
 
 
+def next_command(stage: list[str]) -> str:
+    """The call to make next: the same stage, with the optimizer knob when it is not the default."""
+    knob = os.environ.get("IBRAR_GPU_OPTIM", "paper")
+    prefix = f"IBRAR_GPU_OPTIM={knob} " if knob != "paper" else ""
+    return f"{prefix}bash bench/gpu/run.sh {' '.join(stage)}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", help="check, table4-ROW, or finalize")
-    parser.add_argument("finalized", nargs="?", help="(finalize) the stage it finalizes")
+    parser.add_argument("stage", help="check, table4, table4-ROW, fetch, or finalize")
+    parser.add_argument("rest", nargs="*", help="(fetch) ROW [FIRST_SHARD]; (finalize) the stage it finalizes")
     parser.add_argument("--rc", type=int, default=0)
     args = parser.parse_args(argv)
     if args.stage == "finalize":
-        finalize(Context.from_env(args.finalized or "?"), args.rc)
+        finalize(Context.from_env(" ".join(args.rest) or "?"), args.rc)
         return 0
-    ctx = Context.from_env(args.stage)
-    if not (args.stage == "check" or args.stage.startswith("table4-")):
-        parser.error(f"stage: expected check or table4-ROW (e.g. table4-1), got {args.stage!r}")
-    preflight(ctx.rehearsal)
+    stage = [args.stage, *args.rest]
+    ctx = Context.from_env(" ".join(stage))
+    if not (args.stage in ("check", "table4", "fetch") or args.stage.startswith("table4-")):
+        parser.error(f"stage: expected check, table4, table4-ROW (e.g. table4-1) or fetch ROW, got {args.stage!r}")
+    if args.stage != "fetch":  # fetch cuts a file in shards: nothing of ibrar's dependencies but torch
+        preflight(ctx.rehearsal)
     import torch
 
     if not ctx.rehearsal and not torch.cuda.is_available():
         raise SystemExit("error: no CUDA device here; on a CPU machine rehearse with IBRAR_GPU_KIT_REHEARSAL=1")
     info = device_info()
     write_stage_json(ctx, "running", info)
+    following = next_command(stage)
     try:
         if args.stage == "check":
+            from cuda_check import stage_check
+
             status, extra = stage_check(ctx, info), {}
+        elif args.stage == "table4":
+            from table4_all import stage_table4_all
+
+            status, extra = stage_table4_all(ctx, info, args.rest)
+        elif args.stage == "fetch":
+            import fetch
+
+            row, first = fetch.fetch_args(args.rest)
+            status, extra = fetch.stage_fetch(ctx, row, first)
+            if "next_first" in extra:
+                following = next_command(["fetch", row, str(extra["next_first"])])
         else:
             status, extra = stage_table4(ctx, info, args.stage.removeprefix("table4-"))
     except Exception as error:
         write_stage_json(ctx, f"failed: {type(error).__name__}: {error}", info, next="(fix the error; see stage.log)")
         raise
     finished = status.startswith("finished")
-    extra["next"] = "" if finished else f"bash bench/gpu/run.sh {args.stage}"
+    extra["next"] = "" if finished else following
     write_stage_json(ctx, status, info, **extra)
     verdict = "FINISHED" if finished else f"CALL AGAIN ({extra['next']})"
-    print(f"== {args.stage}: {verdict} -- {status}", flush=True)
+    print(f"== {' '.join(stage)}: {verdict} -- {status}", flush=True)
     return 0
 
 

@@ -172,7 +172,14 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         return 0
     log = (lambda _line: None) if args.quiet else print
     only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
-    if args.launcher is not None:
+    if args.parallel is not None and args.launcher is not None:
+        raise UsageError("ibrar reproduce: --parallel runs side by side on this machine and --launcher submits "
+                         "jobs; give one")
+    if args.parallel is not None:
+        from ibrar.experiments.parallel import run_parallel
+
+        folder = run_parallel(experiment, args.parallel, args.out, data_root=args.data_root, only=only, log=log)
+    elif args.launcher is not None:
         from ibrar.experiments.launch import LaunchOptions, launch_experiment
 
         options = LaunchOptions(args.launcher, partition=args.partition, time_min=args.time,
@@ -185,6 +192,20 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
                                 only=only)
     if (folder / "results.md").is_file():
         print((folder / "results.md").read_text())
+    return 0
+
+
+def _cmd_fetch_assemble(args: argparse.Namespace) -> int:
+    from ibrar.run_folder import load_trained
+    from ibrar.shards import assemble, read_manifest
+
+    manifest = read_manifest(args.dirs)
+    into = Path(args.into) if args.into else Path("runs") / manifest.get("run", "fetched")
+    target = assemble(args.dirs, into / manifest["file"])
+    bundle, config, _state = load_trained(into)  # it must load: a checkpoint that does not is no use here
+    params = sum(p.numel() for p in bundle.model.parameters())
+    print(f"{into / target['file']}: {target['count']} shards, sha256 {target['sha256'][:16]}... checked; "
+          f"loads as {config.model.name} ({params:,} parameters)")
     return 0
 
 
@@ -339,7 +360,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--array-parallelism", type=int,
                    help="jobs running at once (default 256 on SLURM, 1 locally)")
     p.add_argument("--wait", action="store_true", help="wait for the SLURM jobs, then write the results")
+    p.add_argument("--parallel", type=int, metavar="N", help="run N of the runs side by side on this machine's "
+                   "device, one process each (results equal to each run alone)")
     p.set_defaults(func=_cmd_reproduce)
+
+    p = sub.add_parser("fetch-assemble", help="join a checkpoint's sha256-checked shards (the GPU kit's fetch) "
+                       "and load it")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="the folders the fetch calls brought back")
+    p.add_argument("--into", help="run folder that receives final.pt (default runs/<the manifest's run>)")
+    p.set_defaults(func=_cmd_fetch_assemble)
 
     p = sub.add_parser("list", help="name what ibrar has: models, attacks, methods, experiments, configs")
     p.add_argument("what", choices=LISTS)

@@ -1,8 +1,9 @@
 """What the figures need from a trained model's weights: Figure 3's penultimate features and Table 5's confusion
 of PGD examples, computed beside the evaluation and kept as small files.
 
-The numbers are saved next to the run (`fig3-features.npz`, `table5-confusion.json`) so that `ibrar.plots` can
-draw from them without the weights: a GPU lease brings back these files, never a 130 MB checkpoint.
+The numbers are saved next to the run (`tsne-features.npz`, `confusion-pgd10.json`, each with the examples it
+used) so that `ibrar.plots` can draw from them without the weights: a GPU lease brings back these files, never a
+130 MB checkpoint.
 """
 
 from __future__ import annotations
@@ -17,26 +18,31 @@ import torch
 
 from ibrar.errors import InputError
 
-FEATURES_FILE = "fig3-features.npz"
-CONFUSION_FILE = "table5-confusion.json"
+FEATURES_FILE = "tsne-features.npz"
+CONFUSION_FILE = "confusion-pgd10.json"
 
 
 @dataclass(frozen=True)
 class Features:
-    """Penultimate-layer features of clean test examples (n x d), their labels and the class names."""
+    """Penultimate-layer features of clean test examples (n x d), their labels and the class names; `n` and
+    `seed` name the seeded subset of the test set they are of."""
 
     features: np.ndarray
     labels: np.ndarray
     classes: list[str]
+    n: int
+    seed: int
 
 
 @dataclass(frozen=True)
 class Confusion:
-    """counts[true, predicted] of PGD-`steps` examples, and the class names."""
+    """counts[true, predicted] of PGD-`steps` examples of the seeded subset (`n`, `seed`), and the class names."""
 
     counts: np.ndarray
     classes: list[str]
     steps: int
+    n: int
+    seed: int
 
 
 def check_n(n: int) -> None:
@@ -77,7 +83,7 @@ def penultimate_features(run_dir: str | Path, data_root: str | Path | None = Non
         for i in range(0, len(images), 256):
             model(images[i : i + 256].to(device))
             chunks.append(feats[layer].flatten(1).float().cpu())
-    return Features(torch.cat(chunks).numpy(), labels.numpy(), _class_names(state, int(labels.max()) + 1))
+    return Features(torch.cat(chunks).numpy(), labels.numpy(), _class_names(state, int(labels.max()) + 1), n, seed)
 
 
 def confusion_counts(run_dir: str | Path, data_root: str | Path | None = None, n: int = 1000, steps: int = 10,
@@ -100,42 +106,65 @@ def confusion_counts(run_dir: str | Path, data_root: str | Path | None = None, n
         with torch.no_grad():
             pred = model(attack(x, y.to(device))).argmax(1).cpu()
         np.add.at(counts, (y.numpy(), pred.numpy()), 1)
-    return Confusion(counts, classes, steps)
+    return Confusion(counts, classes, steps, n, seed)
 
 
 def save_features(features: Features, path: str | Path) -> Path:
-    """Features as float16 (t-SNE does not need more; 500 x 4096 is then 4 MB), labels, class names."""
+    """Features as float16 (t-SNE does not need more; 500 x 4096 is then 4 MB), labels, class names, n, seed."""
     path = Path(path)
-    np.savez_compressed(path, features=features.features.astype(np.float16), labels=features.labels,
-                        classes=np.array(features.classes))
+    np.savez_compressed(path, features=features.features.astype(np.float16), labels=features.labels.astype(np.int16),
+                        classes=np.array(features.classes), n=features.n, seed=features.seed)
     return path
 
 
 def load_features(path: str | Path) -> Features:
     with np.load(path, allow_pickle=False) as data:
-        return Features(data["features"].astype(np.float32), data["labels"], [str(c) for c in data["classes"]])
+        return Features(data["features"].astype(np.float32), data["labels"].astype(np.int64),
+                        [str(c) for c in data["classes"]], int(data["n"]), int(data["seed"]))
 
 
 def save_confusion(confusion: Confusion, path: str | Path) -> Path:
     path = Path(path)
-    path.write_text(json.dumps({"steps": confusion.steps, "classes": confusion.classes,
-                                "counts": confusion.counts.tolist()}, indent=1))
+    path.write_text(json.dumps({"n": confusion.n, "steps": confusion.steps, "seed": confusion.seed,
+                                "classes": confusion.classes, "counts": confusion.counts.tolist()}) + "\n")
     return path
 
 
 def load_confusion(path: str | Path) -> Confusion:
     data = json.loads(Path(path).read_text())
-    return Confusion(np.array(data["counts"], dtype=np.int64), list(data["classes"]), int(data["steps"]))
+    return Confusion(np.array(data["counts"], dtype=np.int64), list(data["classes"]), int(data["steps"]),
+                     int(data["n"]), int(data["seed"]))
+
+
+def _saved(run_dir: str | Path, name: str, wanted: dict[str, int], have: dict[str, int]) -> bool:
+    """Whether to use the saved file: always when it is of the examples asked for; never when the run has weights
+    to compute them afresh; otherwise an error naming what the file holds."""
+    if have == wanted:
+        return True
+    if (Path(run_dir) / "final.pt").is_file():
+        return False
+    raise InputError(f"n: {Path(run_dir) / name} holds {have}, not {wanted}, and the run has no weights to compute "
+                     "those; ask for what the file holds")
 
 
 def features_of(run_dir: str | Path, data_root: str | Path | None = None, n: int = 500, seed: int = 0) -> Features:
-    """The run's saved features when it has them (a run trained elsewhere, e.g. on a lent GPU), else computed."""
+    """The run's saved features (a run trained elsewhere, e.g. on a lent GPU) when they are of these examples,
+    else computed from its weights."""
     saved = Path(run_dir) / FEATURES_FILE
-    return load_features(saved) if saved.is_file() else penultimate_features(run_dir, data_root, n, seed)
+    if saved.is_file():
+        features = load_features(saved)
+        if _saved(run_dir, FEATURES_FILE, {"n": n, "seed": seed}, {"n": features.n, "seed": features.seed}):
+            return features
+    return penultimate_features(run_dir, data_root, n, seed)
 
 
 def confusion_of(run_dir: str | Path, data_root: str | Path | None = None, n: int = 1000, steps: int = 10,
                  seed: int = 0) -> Confusion:
-    """The run's saved confusion counts when it has them, else computed from its weights."""
+    """The run's saved confusion counts when they are of these examples, else computed from its weights."""
     saved = Path(run_dir) / CONFUSION_FILE
-    return load_confusion(saved) if saved.is_file() else confusion_counts(run_dir, data_root, n, steps, seed)
+    if saved.is_file():
+        confusion = load_confusion(saved)
+        have = {"n": confusion.n, "steps": confusion.steps, "seed": confusion.seed}
+        if _saved(run_dir, CONFUSION_FILE, {"n": n, "steps": steps, "seed": seed}, have):
+            return confusion
+    return confusion_counts(run_dir, data_root, n, steps, seed)

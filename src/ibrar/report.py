@@ -24,6 +24,9 @@ RESULTS_DIR = "results"
 # What a run folder contributes to results/: config, versions and hardware, per-epoch log, evaluation.
 ARTIFACTS = ("config.yaml", "meta.json", "metrics.jsonl", "eval.json", "info_plane.jsonl",
              "gpu.json")  # gpu.json: the GPU kit's per-call minutes, when a run trained over several calls
+# what a run trained on a GPU lease brings back instead of its weights: the inputs of Figure 3 and Table 5
+# (ibrar.plots.FEATURES_FILE, CONFUSION_FILE), copied like the artifacts when the run has them
+FIGURE_INPUTS = ("tsne-features.npz", "confusion-pgd10.json")
 PARTIAL_EVAL = "eval-full.json"  # a paper-scale row's whole-test-set evaluation, before AutoAttack's subset ran
 OPTIONAL_SIZE_LIMIT = 1 << 20  # bytes; a larger info_plane.jsonl stays behind (the others are always small)
 MARKER = re.compile(r"(<!-- report:(?P<name>[A-Za-z0-9_.-]+) -->\n)(?P<body>.*?)(<!-- /report -->)", re.S)
@@ -66,7 +69,7 @@ def collect_run(run_dir: str | Path, into: str | Path | None = None) -> Path:
     if target.resolve() == run_dir.resolve():
         raise ReportError(f"--into: {target} is the run folder itself; choose a folder under {RESULTS_DIR}/")
     if target.is_dir():
-        strays = sorted(p.name for p in target.iterdir() if p.name not in ARTIFACTS)
+        strays = sorted(p.name for p in target.iterdir() if p.name not in (*ARTIFACTS, *FIGURE_INPUTS))
         if strays:
             raise ReportError(f"--into: {target} holds other files ({', '.join(strays)}); it is not a results "
                               "copy of a run, so it is left alone")
@@ -78,7 +81,7 @@ def collect_run(run_dir: str | Path, into: str | Path | None = None) -> Path:
 
 def copy_artifacts(run_dir: Path, target: Path) -> None:
     """Copy the run's artifacts that exist into `target` (an existing folder); an optional one only when small."""
-    for name in ARTIFACTS:
+    for name in (*ARTIFACTS, *FIGURE_INPUTS):
         source = run_dir / name
         if source.is_file() and (name in ("config.yaml", "meta.json", "metrics.jsonl", "eval.json")
                                  or source.stat().st_size <= OPTIONAL_SIZE_LIMIT):

@@ -1,0 +1,139 @@
+"""The kit's `table4` stage: all six VGG16 rows of Table 4 at paper scale at once on the lent GPU, one process per
+row (each is the `table4-ROW` stage, with its own deadline, resume, evaluation and figure pieces), and everything
+small they made packed into one `$OUT/table4.tar.gz`, re-packed as each piece lands, so that what comes back
+stays 3 files (the tarball, stage.json, stage.log) even if the call is cut off.
+
+Processes rather than one process stepping six models: each row's results are those of the row alone
+(ibrar.experiments.parallel says why), and the lease measures the cost: each row's seconds per epoch side by
+side are in stage.json's `rows`, to set beside a row's alone (gpu.json of a `table4-ROW` call).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+from stages import REPO, Context, _metric_lines
+
+TARBALL = "table4.tar.gz"
+ROWS = ("1", "2", "3", "4", "5", "6")  # VGG16's six rows
+PACK_EVERY_S = 10.0
+REPORT_EVERY_S = 60.0  # each row's latest log line, so that the call's own log (the reply's tail) shows progress
+
+
+def chosen_rows(rest: list[str]) -> list[str]:
+    """`table4` alone: the six rows; `table4 1,6`: those (what a lease too short for six can still finish)."""
+    if len(rest) > 1:
+        raise SystemExit("error: usage: bash bench/gpu/run.sh table4 [ROWS] (e.g. table4, or table4 1,6)")
+    rows = [r.strip() for r in (rest[0] if rest else "").split(",") if r.strip()] or list(ROWS)
+    return rows
+
+
+def row_outs(ctx: Context) -> Path:
+    """Where each row's process writes its own $OUT (on the machine's disk, not in the call's $OUT)."""
+    scratch = Path(os.environ.get("IBRAR_GPU_SCRATCH", "/tmp/ibrar-gpu"))
+    return scratch / "table4-rows"
+
+
+def pack(outs: dict[str, Path], tarball: Path) -> int:
+    """Every row's exported run folder, with that row's stage.log and stage.json inside it, into one tarball
+    (written beside and renamed over the last one: a call cut off mid-write still has the previous); the number
+    of files packed."""
+    buffer = io.BytesIO()
+    count = 0
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for out in outs.values():
+            runs = sorted(p.parent for p in out.glob("*/*/config.yaml"))
+            for run in runs:
+                for path in sorted(run.iterdir()):
+                    archive.add(path, f"{run.parent.name}/{run.name}/{path.name}")
+                    count += 1
+                for name in ("stage.log", "stage.json"):
+                    if (out / name).is_file():
+                        archive.add(out / name, f"{run.parent.name}/{run.name}/{name}")
+                        count += 1
+    tmp = tarball.with_name(f".{tarball.name}.tmp")
+    tmp.write_bytes(buffer.getvalue())
+    os.replace(tmp, tarball)
+    return count
+
+
+def last_lines(log: Path, count: int) -> list[str]:
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()] if log.is_file() else []
+    return lines[-count:]
+
+
+def row_summary(row: str, out: Path, returncode: int | None, side_by_side: int) -> dict[str, Any]:
+    """What one row's process did in this call (its stage.json), and its seconds per epoch side by side."""
+    record = json.loads((out / "stage.json").read_text()) if (out / "stage.json").is_file() else {}
+    status = record.get("status", "running")
+    if status == "running":  # the process was killed before it wrote its verdict
+        status = f"stopped (exit code {returncode}) before it finished: call again"
+    runs = sorted(p.parent for p in out.glob("*/*/config.yaml"))
+    seconds = [line["seconds"] for run in runs for line in _metric_lines(run) if "seconds" in line]
+    return {"row": row, "run": record.get("run"), "status": status, "exit_code": returncode,
+            "epochs_done": record.get("epochs_done"), "epochs": record.get("epochs"),
+            "epoch_seconds_median": round(statistics.median(seconds), 3) if seconds else None,
+            "side_by_side": side_by_side}
+
+
+def stage_table4_all(ctx: Context, info: dict[str, Any], rest: list[str]) -> tuple[str, dict[str, Any]]:
+    rows = chosen_rows(rest)
+    base = row_outs(ctx)
+    outs = {row: base / row for row in rows}
+    env = {**os.environ}
+    # the cores shared among the rows' processes (each would take them all: 6 x 16 threads on 16 cores)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // len(rows))))
+    processes: dict[str, subprocess.Popen] = {}
+    for row, out in outs.items():
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        with (out / "stage.log").open("w") as log:
+            processes[row] = subprocess.Popen([sys.executable, str(REPO / "bench/gpu/stages.py"), f"table4-{row}"],
+                                              cwd=REPO, env={**env, "OUT": str(out)}, stdout=log,
+                                              stderr=subprocess.STDOUT)
+        print(f"== table4: row {row} in process {processes[row].pid} ({out / 'stage.log'})", flush=True)
+
+    def forward(signum: int, _frame: object) -> None:  # run.sh's SIGTERM: every row checkpoints and exports
+        for process in processes.values():
+            if process.poll() is None:
+                process.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    tarball = ctx.out / TARBALL
+    try:
+        last_pack = last_report = time.time()
+        while any(p.poll() is None for p in processes.values()):
+            time.sleep(0.5)
+            if time.time() - last_pack >= PACK_EVERY_S:
+                pack(outs, tarball)
+                last_pack = time.time()
+            if time.time() - last_report >= REPORT_EVERY_S:
+                for row, out in outs.items():
+                    print(f"   row {row}: {(last_lines(out / 'stage.log', 1) or ['(no output yet)'])[0].strip()}",
+                          flush=True)
+                last_report = time.time()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    packed = pack(outs, tarball)
+    summaries = [row_summary(row, outs[row], processes[row].returncode, len(rows)) for row in rows]
+    for summary in summaries:
+        print(f"   row {summary['row']}: {summary['status']} (epoch {summary['epochs_done']} of "
+              f"{summary['epochs']}, median {summary['epoch_seconds_median']} s an epoch, {len(rows)} side by side)",
+              flush=True)
+        if summary["status"].startswith(("failed", "stopped (exit")):  # its traceback, here in the reply's tail
+            print("\n".join(f"      | {line}" for line in last_lines(outs[summary["row"]] / "stage.log", 15)))
+    unfinished = [s["row"] for s in summaries if not s["status"].startswith("finished")]
+    status = "finished" if not unfinished else f"rows {','.join(unfinished)} not finished: call again"
+    return status, {"rows": summaries, "tarball": {"name": TARBALL, "files": packed,
+                                                   "bytes": tarball.stat().st_size}}
