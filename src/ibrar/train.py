@@ -38,6 +38,7 @@ from ibrar.data import BatchLoader
 from ibrar.data.loader import derived_seed
 from ibrar.distributed import all_reduce_mean, all_reduce_sum, any_rank, barrier, broadcast_buffers, init_from_env
 from ibrar.errors import IbrarError
+from ibrar.graph_step import GraphStep, capture_plan
 from ibrar.host_sync import forbid_host_sync
 from ibrar.jsonl import append_jsonl, truncate_jsonl
 from ibrar.metrics import (
@@ -45,7 +46,6 @@ from ibrar.metrics import (
     LossReadout,
     plane_rows,
     progress_line,
-    record_step,
     spike_notes,
     tensorboard_writer,
 )
@@ -112,6 +112,12 @@ class Trainer:
         if fast_path and self.device.type != "cuda" and not self.quiet:
             tqdm.write(f"note: {', '.join('train.' + k for k in fast_path)} belong to the CUDA fast path and are "
                        f"off on the {self.device.type}")
+        # The step as CUDA graphs (ibrar.graph_step) where the configuration allows it; a note where it does not.
+        self.capture_graphs, note = capture_plan(config.train.cuda_graph, self.device, self.dist.enabled,
+                                                 config.train.compile and self.device.type == "cuda",
+                                                 config.ib.enabled and config.ib.bandwidth == "median")
+        if note and not self.quiet:
+            tqdm.write(f"note: {note}")
         self.train_loader = BatchLoader(self.train_data, config.data.batch_size, shuffle=True,
                                         augment=config.data.augment, seed=config.seed, device=self.device,
                                         subset=config.data.train_subset, rank=self.dist.rank,
@@ -184,11 +190,11 @@ class Trainer:
         with tap_layers(self.train_model, self._tapped_layers()) as taps, sync_guard:
             step = TrainStep(self.train_model, self.model, self.method, self.optimizer, taps, self.regularizer,
                              self.mask, config.ib.passes, self._autocast())
+            step = GraphStep(step, stats, attack_generator, ib_on, capture=self.capture_graphs, log=self._log)
             for batch, (x, y) in enumerate(self.train_loader):
                 if batch < start_batch:
                     continue  # done before the preemption; the loader still draws it to keep its stream in step
-                out = step(x, y, generator=attack_generator, ib_on=ib_on)
-                record_step(stats, out, y)
+                out = step(x, y)  # one step of Algorithm 1, its numbers added to `stats` on the device
                 if plane_every and self.iteration % plane_every == 0:
                     with torch.no_grad():
                         terms = self.plane_regularizer(x, y, out.features[self.method.train_pass])
@@ -207,6 +213,7 @@ class Trainer:
                     stopped_after = batch + 1
                     break
         bar.close()
+        self.capture_graphs = self.capture_graphs and step.failure is None  # a failed capture: eager from now on
         if stopped_after is not None:
             self._save_preempted(epoch, stopped_after, attack_generator, stats, bad_batch, plane)
             return {}

@@ -1,0 +1,230 @@
+"""The training step as CUDA graphs: `ibrar.step.TrainStep` and the epoch's metric sums, captured once and
+replayed, so that a step costs a few launches instead of hundreds (on a GPU a batch-100 step is launch-bound).
+
+How the step's per-batch Python decisions fit into a graph that replays the same kernels every time:
+
+- The inputs: every batch is copied into two static buffers the graph reads.
+- The mask's refresh cadence: `ChannelMask.observe` rescores on every k-th batch. A graph cannot branch, so there
+  are two: "refresh" (the mask rescored, then applied) and "plain", each captured on a batch of its kind. The host
+  knows which one a batch needs from the mask's host counter (`ChannelMask.refresh_due`), without reading the
+  device, and moves that counter on after a replay (`count_replayed_batch`); the graph moves the device's.
+- The learning rate and every other optimizer setting enter a graph as the numbers they were at capture. A
+  `GraphStep` lives for one epoch (the trainer makes one per epoch, and the schedule only moves between epochs),
+  and it compares the optimizer's settings (host floats) before each step and recaptures when one moved: a
+  StepLR drop can never leave a stale rate inside a graph, and the optimizer stays plain `torch.optim.SGD`.
+- The inner attack's randomness: the attack's generator is registered with each graph
+  (`CUDAGraph.register_generator_state`), and the default CUDA generator (VIB's sample, dropout) is registered by
+  PyTorch itself; each replay draws what the eager step would have drawn from the same state and advances the
+  generator as far, so the checkpointed generator state stays right.
+- The metric sums: `record_in_place` adds each step's numbers into tensors made before capture, in place, so
+  every replay keeps adding to the same sums (the trainer reads them once per epoch, as before).
+- The information plane and the non-finite check read the step's outputs (`StepOutput`), which are the graph's
+  own output tensors: after a replay they hold that batch's values until the next one.
+
+The steps before a kind's graph exists are eager (PyTorch asks for warm-up iterations before capture; they are
+real training steps here, on a side stream), and so is any batch of another shape (the epoch's last, when
+short). Anything that fails to capture gives the eager step for the rest of the epoch with one note naming why.
+
+On the CPU (and wherever capture is off) the same step runs eagerly: the same `TrainStep` call and the in-place
+sums, equal bit for bit to `TrainStep` with `ibrar.metrics.record_step` (tests/test_graph_step.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ibrar.host_sync import sync_allowed
+from ibrar.metrics import EpochStats
+from ibrar.step import StepOutput, TrainStep
+
+CUDA_GRAPH_WARMUP = 2  # eager steps of a kind, per epoch, before its graph is captured (PyTorch asks for some)
+
+
+def capture_plan(setting: bool | str, device: torch.device, distributed: bool = False, compiled: bool = False,
+                 median_bandwidth: bool = False) -> tuple[bool, str | None]:
+    """Whether to capture the step (train.cuda_graph: "auto", True or False), and the note to print when a
+    configuration that asked for it (or left it on auto) gets the eager step instead."""
+    if setting is False or setting == "false":
+        return False, None
+    if device.type != "cuda":
+        note = f"train.cuda_graph: CUDA graphs are CUDA-only; the step runs eagerly on the {device.type}"
+        return False, note if setting is True or setting == "true" else None
+    blockers = []
+    if distributed:
+        blockers.append("DistributedDataParallel (its gradient all-reduce is not captured here)")
+    if compiled:
+        blockers.append("train.compile (a compiled model brings its own graphs)")
+    if median_bandwidth:
+        blockers.append("ib.bandwidth=median (its median reads a data-dependent number of distances)")
+    if blockers:
+        return False, f"train.cuda_graph: the step runs eagerly, not as a CUDA graph, because of {'; '.join(blockers)}"
+    return True, None
+
+
+def _add(stats: EpochStats, name: str, value: Tensor, weight: float = 1.0) -> None:
+    value = value.detach().float() * weight  # the operations of EpochStats.add, so that the sums match it
+    if name in stats.sums:
+        stats.sums[name].add_(value)
+    else:
+        stats.sums[name] = value.clone()
+
+
+def _peak(stats: EpochStats, name: str, value: Tensor) -> None:
+    value = value.detach().float()
+    if name in stats.peaks:
+        torch.maximum(stats.peaks[name], value, out=stats.peaks[name])
+    else:
+        stats.peaks[name] = value.clone()
+
+
+def record_in_place(stats: EpochStats, step: StepOutput, y: Tensor) -> None:
+    """`ibrar.metrics.record_step` with every sum updated in place (a captured graph adds into the same tensors on
+    each replay); the same numbers, added in the same order. `stats.count` is left to the caller (the host)."""
+    passes = len(step.ib)
+    for terms in step.ib.values():
+        _add(stats, "ib_penalty", terms.loss)
+        for layer in terms.hsic_x:
+            _add(stats, f"hsic_x/{layer}", terms.hsic_x[layer], 1 / passes)
+            _add(stats, f"hsic_y/{layer}", terms.hsic_y[layer], 1 / passes)
+    _add(stats, "grad_norm", step.grad_norm)
+    _peak(stats, "grad_norm_max", step.grad_norm)
+    _add(stats, "loss", step.loss)
+    for part, value in step.method.parts.items():
+        _add(stats, f"loss_{part}", value)
+    _add(stats, "train_acc", (step.method.logits.detach().argmax(1) == y).float().mean())
+
+
+@dataclasses.dataclass
+class _Captured:
+    graph: Any  # torch.cuda.CUDAGraph
+    out: StepOutput
+
+
+class GraphStep:
+    """One epoch's training steps: `step(x, y, generator, ib_on)` plus the sums in `stats`, as CUDA graphs when
+    `capture` (see the module docstring), eagerly otherwise. Call it once per batch; it counts `stats.count`.
+
+    `warmup` eager steps of each kind come before its capture; `log` receives the one note of a failed capture.
+    """
+
+    def __init__(self, step: TrainStep, stats: EpochStats, generator: torch.Generator | None = None,
+                 ib_on: bool = True, capture: bool = False, warmup: int = CUDA_GRAPH_WARMUP,
+                 log: Callable[[str], None] = print) -> None:
+        if warmup < 1:
+            raise ValueError(f"warmup: expected at least one eager step before a capture, got {warmup}")
+        if capture and isinstance(step.autocast, torch.autocast):
+            # The autocast cache would keep casts made during capture; a cacheless autocast computes the same.
+            step = dataclasses.replace(step, autocast=torch.autocast(
+                step.autocast.device, dtype=step.autocast.fast_dtype, enabled=step.autocast._enabled,
+                cache_enabled=False))
+        self.step, self.stats, self.generator, self.ib_on = step, stats, generator, ib_on
+        self.capture, self.warmup, self.log = capture, warmup, log
+        self.graphs: dict[str, _Captured] = {}
+        self.eager_steps: dict[str, int] = {"refresh": 0, "plain": 0}
+        self.replays = 0
+        self.failure: str | None = None  # why capture was given up for this epoch
+        self._settings = self._optimizer_settings()
+        self._x: Tensor | None = None
+        self._y: Tensor | None = None
+        self._side = torch.cuda.Stream() if capture else None
+
+    def __call__(self, x: Tensor, y: Tensor) -> StepOutput:
+        out = self._graph_step(x, y) if self.capture and self.failure is None else None
+        if out is None:
+            out = self._eager(x, y)
+        self.stats.count += 1
+        return out
+
+    def _body(self, x: Tensor, y: Tensor) -> StepOutput:
+        """What every step does and every graph holds: Algorithm 1's step, then its numbers into the sums."""
+        out = self.step(x, y, generator=self.generator, ib_on=self.ib_on)
+        record_in_place(self.stats, out, y)
+        return out
+
+    def _kind(self) -> str:
+        mask = self.step.mask
+        return "refresh" if mask is not None and mask.refresh_due else "plain"
+
+    def _optimizer_settings(self) -> list[tuple[str, Any]]:
+        # Host numbers only: a tensor setting (a Tensor lr, say) is read by the graph where it lies.
+        return [(key, value) for group in self.step.optimizer.param_groups for key, value in group.items()
+                if key != "params" and not isinstance(value, Tensor)]
+
+    # -- eager --
+    def _eager(self, x: Tensor, y: Tensor) -> StepOutput:
+        kind = self._kind()
+        self.eager_steps[kind] += 1
+        if self._side is None:
+            return self._body(x, y)
+        # PyTorch's recipe: the eager (warm-up) iterations run on a side stream that the current one waits for.
+        current = torch.cuda.current_stream()
+        self._side.wait_stream(current)
+        with torch.cuda.stream(self._side):
+            out = self._body(x, y)
+        current.wait_stream(self._side)
+        return out
+
+    # -- graphs --
+    def _graph_step(self, x: Tensor, y: Tensor) -> StepOutput | None:
+        """The step as a replay (capturing its graph first when due), or None where it must run eagerly."""
+        settings = self._optimizer_settings()
+        if settings != self._settings:  # the schedule moved the rate: the graphs hold the old one
+            self.graphs.clear()
+            self.eager_steps = dict.fromkeys(self.eager_steps, 0)
+            self._settings = settings
+        if self._x is None:
+            self._x, self._y = torch.empty_like(x), torch.empty_like(y)
+        if x.shape != self._x.shape or y.shape != self._y.shape or x.dtype != self._x.dtype:
+            return None  # a batch of another size (the epoch's last): eager
+        kind = self._kind()
+        captured = self.graphs.get(kind)
+        if captured is None:
+            if self.eager_steps[kind] < self.warmup:
+                return None
+            return self._capture(kind, x, y)
+        self._x.copy_(x)
+        self._y.copy_(y)
+        captured.graph.replay()
+        if self.step.mask is not None:
+            self.step.mask.count_replayed_batch()
+        self.replays += 1
+        return captured.out
+
+    def _capture(self, kind: str, x: Tensor, y: Tensor) -> StepOutput | None:
+        """Capture this batch's step as the graph of its kind and replay it (capture itself runs nothing)."""
+        mask = self.step.mask
+        host_count = mask._count if mask is not None else 0
+        generator_state = self.generator.get_state() if self.generator is not None else None
+        names = (set(self.stats.sums), set(self.stats.peaks))
+        self._x.copy_(x)
+        self._y.copy_(y)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            if self.generator is not None:
+                graph.register_generator_state(self.generator)
+            # Capture synchronises the device once, before it starts: allowed under train.forbid_host_sync, whose
+            # check keeps watching the eager steps (a graph's replay cannot synchronise).
+            with sync_allowed(), torch.cuda.graph(graph):
+                out = self._body(self._x, self._y)
+            if (set(self.stats.sums), set(self.stats.peaks)) != names:
+                raise RuntimeError("a metric appeared for the first time inside the capture")
+        except Exception as error:  # any failure: this epoch runs eagerly, with the reason said once
+            if mask is not None:
+                mask._count = host_count
+                mask._pending = None
+            if generator_state is not None:
+                self.generator.set_state(generator_state)
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            self.failure = f"{type(error).__name__}: {reason}"
+            self.log(f"note: train.cuda_graph: the step could not be captured as a CUDA graph ({self.failure}); "
+                     "this epoch runs eagerly")
+            return None
+        self.graphs[kind] = _Captured(graph, out)
+        graph.replay()
+        self.replays += 1
+        return out

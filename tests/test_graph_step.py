@@ -1,0 +1,267 @@
+"""The graph-ready step (ibrar.graph_step): on the CPU it runs eagerly and equals today's `TrainStep` with
+`record_step` bit for bit, for every method with IB-RAR, across a mask refresh, a StepLR drop and a resume; on
+CUDA its graph replays equal the eager step (marked cuda, skipped without a GPU)."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from ibrar.checkpoint import load_file
+from ibrar.config import build_config
+from ibrar.graph_step import GraphStep, capture_plan, record_in_place
+from ibrar.metrics import EpochStats, record_step
+from ibrar.step import StepOutput, TrainStep
+from ibrar.taps import tap_layers
+from ibrar.train import Trainer, train
+
+IB_RAR = {"ib": {"enabled": True}, "mask": {"enabled": True, "refresh_every": 2}}
+# Every method with IB-RAR (the regularizer and the mask); tiny inner attacks. TRADES puts the IB terms on both
+# passes (its authors' setting) and MART runs the mask's official rule, so both branches of each are covered.
+METHODS = {
+    "ce": {"method": {"name": "ce"}},
+    "pgd_at": {"method": {"name": "pgd_at", "steps": 2}},
+    "trades": {"method": {"name": "trades", "steps": 2}, "ib": {"enabled": True, "passes": "both"}},
+    "mart": {"method": {"name": "mart", "steps": 2},
+             "mask": {"enabled": True, "refresh_every": 2, "rule": "official", "official_count": 1}},
+    "vib": {"method": {"name": "vib"}},
+}
+STEPS, LR_DROP_AT = 5, 3  # mask refreshes at steps 0, 2 and 4; the rate halves before step 3
+
+
+def method_config(root: Path, method: str, device: str = "cpu", **extra):
+    sections = {**IB_RAR, **METHODS[method], "optim": {"step_size": 1, "gamma": 0.5},
+                "train": {"epochs": 2, "eval_pgd_steps": 0, "info_plane_every": 2}}
+    for key, value in extra.items():
+        sections[key] = {**sections.get(key, {}), **value}
+    return build_config(tiny_config(root, device=device, **sections))
+
+
+class TodaysStep:
+    """The trainer's loop body before the graph-ready step: `TrainStep`, then `record_step`."""
+
+    def __init__(self, step: TrainStep, stats: EpochStats, generator: torch.Generator | None = None,
+                 ib_on: bool = True, **_ignored: object) -> None:
+        self.step, self.stats, self.generator, self.ib_on = step, stats, generator, ib_on
+        self.failure = None
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
+        out = self.step(x, y, generator=self.generator, ib_on=self.ib_on)
+        record_step(self.stats, out, y)
+        return out
+
+
+def run_steps(trainer: Trainer, graph_ready: bool, capture: bool = False) -> tuple[list[torch.Tensor], EpochStats,
+                                                                                  torch.Generator, object]:
+    """STEPS training steps on the trainer's pieces with either step, a StepLR drop before step LR_DROP_AT."""
+    trainer.train_loader.set_epoch(0)
+    batches = [b for _, b in zip(range(STEPS), trainer.train_loader, strict=False)]
+    torch.manual_seed(1)  # VIB's sample draws from the global generator
+    generator = torch.Generator(device=trainer.device).manual_seed(2)
+    stats, losses = EpochStats(trainer.device), []
+    with tap_layers(trainer.train_model, trainer._tapped_layers()) as taps:
+        step = TrainStep(trainer.train_model, trainer.model, trainer.method, trainer.optimizer, taps,
+                         trainer.regularizer, trainer.mask, trainer.config.ib.passes)
+        runner = (GraphStep(step, stats, generator, capture=capture, warmup=1) if graph_ready
+                  else TodaysStep(step, stats, generator))
+        for i, (x, y) in enumerate(batches):
+            if i == LR_DROP_AT:
+                trainer.scheduler.step()
+            out = runner(x, y)
+            losses.append(out.loss.detach().clone())
+    return losses, stats, generator, runner
+
+
+def model_state(trainer: Trainer) -> dict[str, torch.Tensor]:
+    state = {f"model.{k}": v for k, v in trainer.model.state_dict().items()}
+    if trainer.mask is not None:
+        state.update({f"mask.{k}": v for k, v in trainer.mask.state_dict().items()})
+    for i, s in enumerate(trainer.optimizer.state.values()):
+        state.update({f"optim.{i}.{k}": v for k, v in s.items() if isinstance(v, torch.Tensor)})
+    return state
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_graph_ready_step_equals_train_step_bit_for_bit(method, image_folder, tmp_path):
+    config = method_config(image_folder, method)
+    today, graph_ready = Trainer(config, tmp_path / "a", quiet=True), Trainer(config, tmp_path / "b", quiet=True)
+    losses_a, stats_a, generator_a, _ = run_steps(today, graph_ready=False)
+    losses_b, stats_b, generator_b, _ = run_steps(graph_ready, graph_ready=True)
+
+    assert graph_ready.optimizer.param_groups[0]["lr"] == config.optim.lr / 2  # the drop happened
+    assert len(losses_a) == STEPS and all(torch.equal(a, b) for a, b in zip(losses_a, losses_b, strict=True))
+    state_a, state_b = model_state(today), model_state(graph_ready)
+    assert state_a.keys() == state_b.keys()
+    for key in state_a:
+        assert torch.equal(state_a[key], state_b[key]), f"{key} differs"
+    assert int(state_b["mask.step"]) == STEPS
+    assert stats_a.count == stats_b.count == STEPS
+    assert stats_a.sums.keys() == stats_b.sums.keys() and stats_a.peaks.keys() == stats_b.peaks.keys()
+    for key in stats_a.sums:
+        assert torch.equal(stats_a.sums[key], stats_b.sums[key]), f"the sum of {key} differs"
+    assert torch.equal(stats_a.peaks["grad_norm_max"], stats_b.peaks["grad_norm_max"])
+    assert stats_a.means() == stats_b.means()
+    assert torch.equal(generator_a.get_state(), generator_b.get_state())
+
+
+def test_in_place_sums_keep_their_tensors(image_folder, tmp_path):
+    """What a replayed graph needs: the second step adds into the very tensors the first one made."""
+    trainer = Trainer(method_config(image_folder, "ce"), tmp_path, quiet=True)
+    _, stats, _, _ = run_steps(trainer, graph_ready=True)
+    tensors = {key: value for key, value in stats.sums.items()}
+    trainer.train_loader.set_epoch(1)
+    x, y = next(iter(trainer.train_loader))
+    with tap_layers(trainer.train_model, trainer._tapped_layers()) as taps:
+        step = TrainStep(trainer.train_model, trainer.model, trainer.method, trainer.optimizer, taps,
+                         trainer.regularizer, trainer.mask)
+        record_in_place(stats, step(x, y), y)
+    assert all(stats.sums[key] is tensor for key, tensor in tensors.items())
+
+
+def test_refresh_due_says_which_batches_the_mask_rescores(image_folder, tmp_path):
+    trainer = Trainer(method_config(image_folder, "ce", mask={"refresh_every": 3}), tmp_path, quiet=True)
+    mask, x, y = trainer.mask, torch.rand(4, 3, 32, 32), torch.arange(4)
+    for _ in range(7):
+        due = mask.refresh_due
+        mask.observe(x, y)
+        assert (mask._pending is not None) == due
+        mask._pending = None
+    mask.count_replayed_batch()  # as after a replay: the next batch (the 9th) is not due, the 10th is
+    assert not mask.refresh_due
+    mask.count_replayed_batch()
+    assert mask.refresh_due
+
+
+class Log:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, text: str) -> None:
+        self.lines.append(text)
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for line in lines:
+        line.pop("seconds")
+    return lines
+
+
+def test_trainer_with_the_graph_ready_step_equals_todays_across_a_drop_and_a_resume(image_folder, tmp_path,
+                                                                                   monkeypatch):
+    """Two epochs of PGD-AT with IB-RAR (a StepLR drop between them, mask refreshes in each), preempted in the
+    second epoch and resumed, end bit for bit where today's loop ends uninterrupted."""
+    config = method_config(image_folder, "pgd_at", train={"eval_pgd_steps": 1})
+    with monkeypatch.context() as patch:
+        patch.setattr("ibrar.train.GraphStep", TodaysStep)
+        train(config, tmp_path / "today", quiet=True)
+
+    original = Trainer.train_epoch
+
+    def stop_in_second_epoch(self: Trainer, epoch: int) -> dict:
+        if epoch == 1:
+            self._stop_signal = signal.SIGTERM
+        return original(self, epoch)
+
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt, match="resume"):
+        patch.setattr(Trainer, "train_epoch", stop_in_second_epoch)
+        train(config, tmp_path / "graph", quiet=True)
+    assert load_file(tmp_path / "graph" / "checkpoint.pt")["batch_in_epoch"] == 1
+    train(config, tmp_path / "graph", resume=True, quiet=True)
+
+    today, graph = load_file(tmp_path / "today" / "final.pt"), load_file(tmp_path / "graph" / "final.pt")
+    for part in ("model", "mask"):
+        assert today[part].keys() == graph[part].keys()
+        for key, tensor in today[part].items():
+            assert torch.equal(tensor, graph[part][key]), f"{part}.{key} differs"
+    assert metrics(tmp_path / "today") == metrics(tmp_path / "graph")
+    plane = [(tmp_path / run / "info_plane.jsonl").read_text() for run in ("today", "graph")]
+    assert plane[0] == plane[1] and plane[0]
+
+
+@pytest.mark.parametrize(("setting", "device", "flags", "capture", "note"), [
+    ("auto", "cpu", {}, False, None),
+    (True, "cpu", {}, False, "CUDA-only"),
+    (False, "cuda", {}, False, None),
+    ("auto", "cuda", {}, True, None),
+    (True, "cuda", {"distributed": True}, False, "DistributedDataParallel"),
+    ("auto", "cuda", {"compiled": True}, False, "train.compile"),
+    ("auto", "cuda", {"median_bandwidth": True}, False, "ib.bandwidth=median"),
+])
+def test_capture_plan_captures_on_cuda_only_where_the_configuration_allows(setting, device, flags, capture, note):
+    got_capture, got_note = capture_plan(setting, torch.device(device), **flags)
+    assert got_capture == capture
+    assert (got_note is None) == (note is None) and (note is None or note in got_note)
+
+
+def test_cuda_graph_key_accepts_auto_and_booleans(image_folder):
+    assert method_config(image_folder, "ce").train.cuda_graph == "auto"
+    assert method_config(image_folder, "ce", train={"cuda_graph": False}).train.cuda_graph is False
+    with pytest.raises(ValueError, match="cuda_graph"):
+        method_config(image_folder, "ce", train={"cuda_graph": "sometimes"})
+
+
+def test_graph_step_refuses_a_capture_without_warmup(image_folder, tmp_path):
+    trainer = Trainer(method_config(image_folder, "ce"), tmp_path, quiet=True)
+    step = TrainStep(trainer.model, trainer.model, trainer.method, trainer.optimizer, {})
+    with pytest.raises(ValueError, match="warmup"):
+        GraphStep(step, EpochStats(trainer.device), warmup=0)
+
+
+# -- CUDA: replay against eager --------------------------------------------------------------------------------
+# Replay runs the kernels the eager step launches, on the same inputs and random draws, so the two differ only
+# where a kernel itself is not deterministic (cuDNN's weight gradients, atomics in index backward): about 1e-7
+# relative per step. Five steps of a tiny model stay far inside 1e-4; 1e-3 leaves room for the rare sign flip of a
+# near-zero input gradient in the inner attack (one pixel moved by 2 alpha), which no graph bug resembles: a stale
+# rate, a missed refresh or a replayed random start moves every weight by the order of the update itself.
+REPLAY_RTOL, REPLAY_ATOL = 1e-3, 1e-5
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bench/gpu/run.sh check)")
+@pytest.mark.parametrize("method", list(METHODS))
+def test_cuda_graph_replay_equals_eager(method, image_folder, tmp_path):
+    config = method_config(image_folder, method, device="cuda")
+    eager, graphed = Trainer(config, tmp_path / "a", quiet=True), Trainer(config, tmp_path / "b", quiet=True)
+    losses_a, stats_a, generator_a, _ = run_steps(eager, graph_ready=False)
+    losses_b, stats_b, generator_b, runner = run_steps(graphed, graph_ready=True, capture=True)
+
+    assert runner.failure is None, runner.failure
+    # warmup=1: step 0 (refresh) and 1 (plain) eager, 2 and 3 captured, the drop before 3 recaptures plain at 5...
+    assert runner.replays >= 2 and "refresh" in runner.graphs
+    torch.testing.assert_close(torch.stack(losses_b), torch.stack(losses_a), rtol=REPLAY_RTOL, atol=REPLAY_ATOL)
+    state_a, state_b = model_state(eager), model_state(graphed)
+    assert state_a.keys() == state_b.keys()
+    for key in state_a:
+        torch.testing.assert_close(state_b[key], state_a[key], rtol=REPLAY_RTOL, atol=REPLAY_ATOL, msg=key)
+    assert int(state_b["mask.step"]) == STEPS and graphed.mask._count == STEPS
+    assert stats_b.count == STEPS
+    for key in stats_a.sums:
+        torch.testing.assert_close(stats_b.sums[key], stats_a.sums[key], rtol=REPLAY_RTOL, atol=REPLAY_ATOL,
+                                   msg=key)
+    # The attack's generator advanced exactly as the eager steps advance it (checkpoints store its state).
+    assert torch.equal(generator_a.get_state(), generator_b.get_state())
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bench/gpu/run.sh check)")
+def test_cuda_trainer_with_graphs_matches_the_eager_trainer(image_folder, tmp_path):
+    """Two epochs with IB-RAR through the trainer (train.cuda_graph on vs off): the same run within tolerance."""
+    results = {}
+    for setting in (False, True):
+        config = method_config(image_folder, "pgd_at", device="cuda", train={"cuda_graph": setting})
+        train(config, tmp_path / str(setting), quiet=True)
+        results[setting] = (load_file(tmp_path / str(setting) / "final.pt"), metrics(tmp_path / str(setting)))
+    (eager, eager_lines), (graphed, graphed_lines) = results[False], results[True]
+    for key, tensor in eager["model"].items():
+        torch.testing.assert_close(graphed["model"][key].float(), tensor.float(), rtol=REPLAY_RTOL,
+                                   atol=REPLAY_ATOL, msg=key)
+    for a, b in zip(eager_lines, graphed_lines, strict=True):
+        assert a.keys() == b.keys()
+        for key in ("loss", "grad_norm", "train_acc"):
+            assert b[key] == pytest.approx(a[key], rel=REPLAY_RTOL, abs=REPLAY_ATOL), key
