@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import signal
+from contextlib import contextmanager, nullcontext
+from dataclasses import fields, is_dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -31,11 +34,11 @@ METHODS = {
              "mask": {"enabled": True, "refresh_every": 2, "rule": "official", "official_count": 1}},
     "vib": {"method": {"name": "vib"}},
 }
-STEPS, LR_DROP_AT = 5, 3  # mask refreshes at steps 0, 2 and 4; the rate halves before step 3
+STEPS, LR_DROP_AT = 12, 6  # one epoch of 12 batches of 8; the mask rescores on even steps; the rate halves at 6
 
 
 def method_config(root: Path, method: str, device: str = "cpu", **extra):
-    sections = {**IB_RAR, **METHODS[method], "optim": {"step_size": 1, "gamma": 0.5},
+    sections = {**IB_RAR, **METHODS[method], "data": {"batch_size": 8}, "optim": {"step_size": 1, "gamma": 0.5},
                 "train": {"epochs": 2, "eval_pgd_steps": 0, "info_plane_every": 2}}
     for key, value in extra.items():
         sections[key] = {**sections.get(key, {}), **value}
@@ -57,7 +60,7 @@ class TodaysStep:
 
 
 def run_steps(trainer: Trainer, graph_ready: bool, capture: bool = False) -> tuple[list[torch.Tensor], EpochStats,
-                                                                                  torch.Generator, object]:
+                                                                                  torch.Generator, Any]:
     """STEPS training steps on the trainer's pieces with either step, a StepLR drop before step LR_DROP_AT."""
     trainer.train_loader.set_epoch(0)
     batches = [b for _, b in zip(range(STEPS), trainer.train_loader, strict=False)]
@@ -66,9 +69,10 @@ def run_steps(trainer: Trainer, graph_ready: bool, capture: bool = False) -> tup
     stats, losses = EpochStats(trainer.device), []
     with tap_layers(trainer.train_model, trainer._tapped_layers()) as taps:
         step = TrainStep(trainer.train_model, trainer.model, trainer.method, trainer.optimizer, taps,
-                         trainer.regularizer, trainer.mask, trainer.config.ib.passes)
+                         trainer.regularizer, trainer.mask, trainer.config.ib.passes, trainer._autocast())
         runner = (GraphStep(step, stats, generator, capture=capture, warmup=1) if graph_ready
                   else TodaysStep(step, stats, generator))
+        FakeGraph.world = (trainer, runner, generator)
         for i, (x, y) in enumerate(batches):
             if i == LR_DROP_AT:
                 trainer.scheduler.step()
@@ -137,12 +141,138 @@ def test_refresh_due_says_which_batches_the_mask_rescores(image_folder, tmp_path
     assert mask.refresh_due
 
 
-class Log:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
+class FakeGraph:
+    """A CPU stand-in for `torch.cuda.CUDAGraph`, as faithful as the CPU allows, to test GraphStep's logic here.
 
-    def __call__(self, text: str) -> None:
-        self.lines.append(text)
+    Capture keeps only the Python side of the captured step (its device effects are undone afterwards); replay
+    does only the device side: it reruns the step with the decisions frozen at capture (the mask's refresh, the
+    optimizer's settings), leaves the host state as it found it, and writes into the captured output tensors.
+    So a graph replayed on the wrong kind of batch, or after a rate change, computes something else.
+    """
+
+    world: tuple[Trainer, GraphStep, torch.Generator] | None = None  # set by run_steps
+
+    def register_generator_state(self, generator: torch.Generator) -> None:
+        self.generator = generator
+
+    def device_state(self) -> list[torch.Tensor]:
+        trainer, runner, _ = self.world
+        tensors = [*trainer.model.state_dict(keep_vars=True).values(), *runner.stats.sums.values(),
+                   *runner.stats.peaks.values()]
+        tensors += [*trainer.mask.state_dict(keep_vars=True).values()] if trainer.mask is not None else []
+        return tensors + [v for s in trainer.optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
+
+    def begin(self) -> None:
+        trainer, runner, generator = self.world
+        self.count = trainer.mask._count if trainer.mask is not None else 0
+        self.settings = [dict(g) for g in trainer.optimizer.param_groups]
+        self.saved = ([t.detach().clone() for t in self.device_state()], generator.get_state(),
+                      torch.get_rng_state())
+
+    def end(self) -> None:
+        tensors, generator_state, rng_state = self.saved
+        with torch.no_grad():
+            for tensor, saved in zip(self.device_state(), tensors, strict=True):
+                tensor.copy_(saved)
+        self.world[2].set_state(generator_state)
+        torch.set_rng_state(rng_state)
+
+    def replay(self) -> None:
+        trainer, runner, _ = self.world
+        mask, groups = trainer.mask, trainer.optimizer.param_groups
+        host_count, host_settings = (mask._count if mask is not None else 0), [dict(g) for g in groups]
+        for group, captured in zip(groups, self.settings, strict=True):
+            group.update({k: v for k, v in captured.items() if k != "params"})
+        if mask is not None:
+            mask._count = self.count
+        out = runner._body(runner._x, runner._y)
+        if mask is not None:
+            mask._count, mask._pending = host_count, None
+        for group, host in zip(groups, host_settings, strict=True):
+            group.update({k: v for k, v in host.items() if k != "params"})
+        (captured_out,) = [c.out for c in runner.graphs.values() if c.graph is self]
+        copy_into(captured_out, out)
+
+
+def copy_into(target: Any, source: Any) -> None:
+    """Write `source`'s tensors into `target`'s, through dicts and dataclasses (a graph's outputs stay put)."""
+    if torch.is_tensor(target):
+        target.detach().copy_(source.detach())
+    elif isinstance(target, dict):
+        for key in target:
+            copy_into(target[key], source[key])
+    elif is_dataclass(target):
+        for field in fields(target):
+            copy_into(getattr(target, field.name), getattr(source, field.name))
+
+
+class FakeStream:
+    def wait_stream(self, _other: object) -> None:
+        pass
+
+
+@contextmanager
+def fake_capture(graph: FakeGraph, stream: object = None) -> Any:
+    graph.begin()
+    yield
+    graph.end()
+
+
+@pytest.fixture
+def fake_cuda_graphs(monkeypatch):
+    for name, value in {"CUDAGraph": FakeGraph, "graph": fake_capture, "Stream": FakeStream,
+                        "stream": lambda _s: nullcontext(), "current_stream": FakeStream,
+                        "set_stream": lambda _s: None}.items():
+        monkeypatch.setattr(torch.cuda, name, value)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_captured_and_replayed_steps_equal_train_step_on_a_cpu_stand_in(method, image_folder, tmp_path,
+                                                                        fake_cuda_graphs):
+    """GraphStep's capture logic on FakeGraph: which graph replays on which batch, the host's mask counter, the
+    recapture after the StepLR drop, the in-place sums; bit for bit against today's step."""
+    config = method_config(image_folder, method)
+    today, graphed = Trainer(config, tmp_path / "a", quiet=True), Trainer(config, tmp_path / "b", quiet=True)
+    losses_a, stats_a, generator_a, _ = run_steps(today, graph_ready=False)
+    losses_b, stats_b, generator_b, runner = run_steps(graphed, graph_ready=True, capture=True)
+
+    assert runner.failure is None, runner.failure
+    # warmup=1: steps 0 (refresh) and 1 (plain) eager, 2 and 3 captured (and replayed), 4 and 5 replayed; the
+    # drop before 6 drops both graphs: 6 and 7 eager, 8 and 9 captured anew, 10 and 11 replayed.
+    assert runner.replays == 8 and set(runner.graphs) == {"refresh", "plain"}
+    assert runner.eager_steps == {"refresh": 1, "plain": 1}  # counted since the drop
+    assert all(torch.equal(a, b) for a, b in zip(losses_a, losses_b, strict=True))
+    state_a, state_b = model_state(today), model_state(graphed)
+    for key in state_a:
+        assert torch.equal(state_a[key], state_b[key]), f"{key} differs"
+    assert graphed.mask._count == int(state_b["mask.step"]) == STEPS
+    assert stats_a.means() == stats_b.means() and stats_b.count == STEPS
+    assert torch.equal(generator_a.get_state(), generator_b.get_state())
+
+
+def test_a_failed_capture_gives_the_eager_step_with_one_note(image_folder, tmp_path, fake_cuda_graphs,
+                                                             monkeypatch, capsys):
+    """A capture that fails as it ends (after the step's Python ran): the host state is put back, the batch and the
+    rest of the epoch run eagerly, and the note names the error; still bit for bit today's step."""
+    config = method_config(image_folder, "pgd_at")
+    today, graphed = Trainer(config, tmp_path / "a", quiet=True), Trainer(config, tmp_path / "b", quiet=True)
+
+    @contextmanager
+    def refuse(graph: FakeGraph, stream: object = None) -> Any:
+        with fake_capture(graph, stream):
+            yield
+        raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
+
+    monkeypatch.setattr(torch.cuda, "graph", refuse)
+    losses_a, _, generator_a, _ = run_steps(today, graph_ready=False)
+    losses_b, _, generator_b, runner = run_steps(graphed, graph_ready=True, capture=True)
+    assert runner.failure == "RuntimeError: operation not permitted when stream is capturing"
+    notes = [line for line in capsys.readouterr().out.splitlines() if "could not be captured" in line]
+    assert len(notes) == 1 and runner.failure in notes[0] and runner.replays == 0
+    assert all(torch.equal(a, b) for a, b in zip(losses_a, losses_b, strict=True))
+    for key, tensor in model_state(today).items():
+        assert torch.equal(tensor, model_state(graphed)[key]), f"{key} differs"
+    assert graphed.mask._count == STEPS and torch.equal(generator_a.get_state(), generator_b.get_state())
 
 
 def metrics(run_dir: Path) -> list[dict]:
@@ -222,25 +352,33 @@ def test_graph_step_refuses_a_capture_without_warmup(image_folder, tmp_path):
 REPLAY_RTOL, REPLAY_ATOL = 1e-3, 1e-5
 
 
+NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bench/gpu/run.sh check)")
+
+
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bench/gpu/run.sh check)")
-@pytest.mark.parametrize("method", list(METHODS))
-def test_cuda_graph_replay_equals_eager(method, image_folder, tmp_path):
-    config = method_config(image_folder, method, device="cuda")
+@NEEDS_CUDA
+@pytest.mark.parametrize(("method", "train_extra"), [
+    *[pytest.param(name, {}, id=name) for name in METHODS],
+    pytest.param("pgd_at", {"amp": True}, id="pgd_at+bf16"),
+])
+def test_cuda_graph_replay_equals_eager(method, train_extra, image_folder, tmp_path):
+    config = method_config(image_folder, method, device="cuda", train=train_extra)
     eager, graphed = Trainer(config, tmp_path / "a", quiet=True), Trainer(config, tmp_path / "b", quiet=True)
     losses_a, stats_a, generator_a, _ = run_steps(eager, graph_ready=False)
     losses_b, stats_b, generator_b, runner = run_steps(graphed, graph_ready=True, capture=True)
 
     assert runner.failure is None, runner.failure
-    # warmup=1: step 0 (refresh) and 1 (plain) eager, 2 and 3 captured, the drop before 3 recaptures plain at 5...
-    assert runner.replays >= 2 and "refresh" in runner.graphs
+    # warmup=1: steps 0 (refresh) and 1 (plain) eager; 2 (refresh) and 3 (plain) captured and replayed; 4 replays
+    # the refresh graph; the drop before 5 drops both graphs: 5 and 6 eager again, 7 captures plain anew.
+    assert runner.replays == 4 and set(runner.graphs) == {"plain"}
+    assert runner.eager_steps == {"refresh": 1, "plain": 1}  # counted since the drop
     torch.testing.assert_close(torch.stack(losses_b), torch.stack(losses_a), rtol=REPLAY_RTOL, atol=REPLAY_ATOL)
     state_a, state_b = model_state(eager), model_state(graphed)
     assert state_a.keys() == state_b.keys()
     for key in state_a:
         torch.testing.assert_close(state_b[key], state_a[key], rtol=REPLAY_RTOL, atol=REPLAY_ATOL, msg=key)
     assert int(state_b["mask.step"]) == STEPS and graphed.mask._count == STEPS
-    assert stats_b.count == STEPS
+    assert stats_b.count == STEPS and stats_a.sums.keys() == stats_b.sums.keys()
     for key in stats_a.sums:
         torch.testing.assert_close(stats_b.sums[key], stats_a.sums[key], rtol=REPLAY_RTOL, atol=REPLAY_ATOL,
                                    msg=key)
@@ -249,19 +387,23 @@ def test_cuda_graph_replay_equals_eager(method, image_folder, tmp_path):
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bench/gpu/run.sh check)")
-def test_cuda_trainer_with_graphs_matches_the_eager_trainer(image_folder, tmp_path):
-    """Two epochs with IB-RAR through the trainer (train.cuda_graph on vs off): the same run within tolerance."""
-    results = {}
+@NEEDS_CUDA
+def test_cuda_trainer_with_graphs_matches_the_eager_trainer(image_folder, tmp_path, capsys):
+    """Two epochs of PGD-AT with IB-RAR through the trainer, train.cuda_graph off and on: the same run within the
+    tolerance, and no note of a failed capture."""
+    runs = {}
     for setting in (False, True):
         config = method_config(image_folder, "pgd_at", device="cuda", train={"cuda_graph": setting})
         train(config, tmp_path / str(setting), quiet=True)
-        results[setting] = (load_file(tmp_path / str(setting) / "final.pt"), metrics(tmp_path / str(setting)))
-    (eager, eager_lines), (graphed, graphed_lines) = results[False], results[True]
+        runs[setting] = (load_file(tmp_path / str(setting) / "final.pt"), metrics(tmp_path / str(setting)))
+    assert "could not be captured" not in capsys.readouterr().out
+    (eager, eager_lines), (graphed, graphed_lines) = runs[False], runs[True]
     for key, tensor in eager["model"].items():
         torch.testing.assert_close(graphed["model"][key].float(), tensor.float(), rtol=REPLAY_RTOL,
                                    atol=REPLAY_ATOL, msg=key)
+    assert len(eager_lines) == len(graphed_lines) == 2
     for a, b in zip(eager_lines, graphed_lines, strict=True):
-        assert a.keys() == b.keys()
-        for key in ("loss", "grad_norm", "train_acc"):
+        assert a.keys() == b.keys() and a["lr"] == b["lr"]
+        for key in ("loss", "grad_norm"):
             assert b[key] == pytest.approx(a[key], rel=REPLAY_RTOL, abs=REPLAY_ATOL), key
+

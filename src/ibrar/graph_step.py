@@ -203,17 +203,19 @@ class GraphStep:
         names = (set(self.stats.sums), set(self.stats.peaks))
         self._x.copy_(x)
         self._y.copy_(y)
-        graph = torch.cuda.CUDAGraph()
+        graph, stream = torch.cuda.CUDAGraph(), torch.cuda.current_stream()
         try:
             if self.generator is not None:
                 graph.register_generator_state(self.generator)
             # Capture synchronises the device once, before it starts: allowed under train.forbid_host_sync, whose
-            # check keeps watching the eager steps (a graph's replay cannot synchronise).
-            with sync_allowed(), torch.cuda.graph(graph):
+            # check keeps watching the eager steps (a graph's replay cannot synchronise). It runs on the stream
+            # the warm-up ran on, so that per-stream library state (cuBLAS' workspace) exists before it.
+            with sync_allowed(), torch.cuda.graph(graph, stream=self._side):
                 out = self._body(self._x, self._y)
             if (set(self.stats.sums), set(self.stats.peaks)) != names:
                 raise RuntimeError("a metric appeared for the first time inside the capture")
         except Exception as error:  # any failure: this epoch runs eagerly, with the reason said once
+            torch.cuda.set_stream(stream)  # a capture that failed to end leaves its stream current
             if mask is not None:
                 mask._count = host_count
                 mask._pending = None

@@ -1,7 +1,8 @@
 """The training loop: one run folder per run, resumable, with the IB-RAR penalty and mask around any method.
 
 The trainer orchestrates: it builds the run from its config, feeds batches to `ibrar.step.TrainStep` (one
-step of Algorithm 1), keeps the epoch's random streams, sums and checkpoints, and reacts to signals.
+step of Algorithm 1, through `ibrar.graph_step.GraphStep`: CUDA graphs on CUDA), keeps the epoch's random
+streams, sums and checkpoints, and reacts to signals.
 A run folder holds `config.yaml` (resolved), `meta.json` (versions, hardware, seed), `metrics.jsonl` (one line
 per epoch), `info_plane.jsonl` (HSIC(X, T_l), HSIC(Y, T_l) every K iterations), `checkpoint.pt` (latest,
 written atomically at every epoch end, or mid-epoch on SIGTERM/SIGINT) and `final.pt` (weights and mask).
