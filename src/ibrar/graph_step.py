@@ -23,7 +23,12 @@ How the step's per-batch Python decisions fit into a graph that replays the same
 
 The steps before a kind's graph exists are eager (PyTorch asks for warm-up iterations before capture; they are
 real training steps here, on a side stream), and so is any batch of another shape (the epoch's last, when
-short). Anything that fails to capture gives the eager step for the rest of the epoch with one note naming why.
+short). A kind of step that fails to capture runs eagerly from then on (the trainer keeps the failures for the
+whole run), with one note naming the error; the other kind still replays.
+
+The float64 solves of the IB terms and of the mask's scores are captured through cuSOLVER and cuBLAS: capture
+asks for that backend (`torch.backends.cuda.preferred_linalg_library`), because MAGMA's batched LU, where a
+torch build still picks it for the mask's 512 small systems, allocates device memory, which a capture refuses.
 
 On the CPU (and wherever capture is off) the same step runs eagerly: the same `TrainStep` call and the in-place
 sums, equal bit for bit to `TrainStep` with `ibrar.metrics.record_step` (tests/test_graph_step.py).
@@ -31,8 +36,9 @@ sums, equal bit for bit to `TrainStep` with `ibrar.metrics.record_step` (tests/t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -99,6 +105,17 @@ def record_in_place(stats: EpochStats, step: StepOutput, y: Tensor) -> None:
     _add(stats, "train_acc", (step.method.logits.detach().argmax(1) == y).float().mean())
 
 
+@contextlib.contextmanager
+def _capturable_linalg() -> Iterator[None]:
+    """Solve through cuSOLVER / cuBLAS inside the block (their LU allocates nothing outside PyTorch's pools)."""
+    previous = torch.backends.cuda.preferred_linalg_library()
+    torch.backends.cuda.preferred_linalg_library("cusolver")
+    try:
+        yield
+    finally:
+        torch.backends.cuda.preferred_linalg_library(previous)
+
+
 @dataclasses.dataclass
 class _Captured:
     graph: Any  # torch.cuda.CUDAGraph
@@ -109,12 +126,14 @@ class GraphStep:
     """One epoch's training steps: `step(x, y, generator, ib_on)` plus the sums in `stats`, as CUDA graphs when
     `capture` (see the module docstring), eagerly otherwise. Call it once per batch; it counts `stats.count`.
 
-    `warmup` eager steps of each kind come before its capture; `log` receives the one note of a failed capture.
+    `warmup` eager steps of each kind come before its capture. `failures` maps a kind of step ("refresh", "plain")
+    whose capture failed to the error; such a kind runs eagerly (pass the same dict to the next epoch's GraphStep
+    to keep it so); `log` receives the one note of each failure.
     """
 
     def __init__(self, step: TrainStep, stats: EpochStats, generator: torch.Generator | None = None,
                  ib_on: bool = True, capture: bool = False, warmup: int = CUDA_GRAPH_WARMUP,
-                 log: Callable[[str], None] = print) -> None:
+                 failures: dict[str, str] | None = None, log: Callable[[str], None] = print) -> None:
         if warmup < 1:
             raise ValueError(f"warmup: expected at least one eager step before a capture, got {warmup}")
         if capture and isinstance(step.autocast, torch.autocast):
@@ -127,14 +146,14 @@ class GraphStep:
         self.graphs: dict[str, _Captured] = {}
         self.eager_steps: dict[str, int] = {"refresh": 0, "plain": 0}
         self.replays = 0
-        self.failure: str | None = None  # why capture was given up for this epoch
+        self.failures = {} if failures is None else failures
         self._settings = self._optimizer_settings()
         self._x: Tensor | None = None
         self._y: Tensor | None = None
         self._side = torch.cuda.Stream() if capture else None
 
     def __call__(self, x: Tensor, y: Tensor) -> StepOutput:
-        out = self._graph_step(x, y) if self.capture and self.failure is None else None
+        out = self._graph_step(x, y) if self.capture else None
         if out is None:
             out = self._eager(x, y)
         self.stats.count += 1
@@ -184,7 +203,7 @@ class GraphStep:
         kind = self._kind()
         captured = self.graphs.get(kind)
         if captured is None:
-            if self.eager_steps[kind] < self.warmup:
+            if self.eager_steps[kind] < self.warmup or kind in self.failures:
                 return None
             return self._capture(kind, x, y)
         self._x.copy_(x)
@@ -210,11 +229,11 @@ class GraphStep:
             # Capture synchronises the device once, before it starts: allowed under train.forbid_host_sync, whose
             # check keeps watching the eager steps (a graph's replay cannot synchronise). It runs on the stream
             # the warm-up ran on, so that per-stream library state (cuBLAS' workspace) exists before it.
-            with sync_allowed(), torch.cuda.graph(graph, stream=self._side):
+            with sync_allowed(), _capturable_linalg(), torch.cuda.graph(graph, stream=self._side):
                 out = self._body(self._x, self._y)
             if (set(self.stats.sums), set(self.stats.peaks)) != names:
                 raise RuntimeError("a metric appeared for the first time inside the capture")
-        except Exception as error:  # any failure: this epoch runs eagerly, with the reason said once
+        except Exception as error:  # any failure: this kind of step runs eagerly, with the reason said once
             torch.cuda.set_stream(stream)  # a capture that failed to end leaves its stream current
             if mask is not None:
                 mask._count = host_count
@@ -222,9 +241,9 @@ class GraphStep:
             if generator_state is not None:
                 self.generator.set_state(generator_state)
             reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            self.failure = f"{type(error).__name__}: {reason}"
-            self.log(f"note: train.cuda_graph: the step could not be captured as a CUDA graph ({self.failure}); "
-                     "this epoch runs eagerly")
+            self.failures[kind] = f"{type(error).__name__}: {reason}"
+            self.log(f"note: train.cuda_graph: the {kind} step could not be captured as a CUDA graph "
+                     f"({self.failures[kind]}); it runs eagerly from now on")
             return None
         self.graphs[kind] = _Captured(graph, out)
         graph.replay()

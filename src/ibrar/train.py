@@ -119,6 +119,7 @@ class Trainer:
                                                  config.ib.enabled and config.ib.bandwidth == "median")
         if note and not self.quiet:
             tqdm.write(f"note: {note}")
+        self.graph_failures: dict[str, str] = {}  # the kinds of step that failed to capture: eager for the run
         self.train_loader = BatchLoader(self.train_data, config.data.batch_size, shuffle=True,
                                         augment=config.data.augment, seed=config.seed, device=self.device,
                                         subset=config.data.train_subset, rank=self.dist.rank,
@@ -191,7 +192,8 @@ class Trainer:
         with tap_layers(self.train_model, self._tapped_layers()) as taps, sync_guard:
             step = TrainStep(self.train_model, self.model, self.method, self.optimizer, taps, self.regularizer,
                              self.mask, config.ib.passes, self._autocast())
-            step = GraphStep(step, stats, attack_generator, ib_on, capture=self.capture_graphs, log=self._log)
+            step = GraphStep(step, stats, attack_generator, ib_on, capture=self.capture_graphs,
+                             failures=self.graph_failures, log=self._log)
             for batch, (x, y) in enumerate(self.train_loader):
                 if batch < start_batch:
                     continue  # done before the preemption; the loader still draws it to keep its stream in step
@@ -214,7 +216,6 @@ class Trainer:
                     stopped_after = batch + 1
                     break
         bar.close()
-        self.capture_graphs = self.capture_graphs and step.failure is None  # a failed capture: eager from now on
         if stopped_after is not None:
             self._save_preempted(epoch, stopped_after, attack_generator, stats, bad_batch, plane)
             return {}
