@@ -71,7 +71,7 @@ def run_steps(trainer: Trainer, graph_ready: bool, capture: bool = False) -> tup
                          trainer.regularizer, trainer.mask, trainer.config.ib.passes, trainer._autocast())
         runner = (GraphStep(step, stats, generator, capture=capture, warmup=1) if graph_ready
                   else TodaysStep(step, stats, generator))
-        FakeGraph.world = (trainer, runner, generator)
+        FakeGraph.world = runner
         for i, (x, y) in enumerate(batches):
             if i == LR_DROP_AT:
                 trainer.scheduler.step()
@@ -149,23 +149,24 @@ class FakeGraph:
     So a graph replayed on the wrong kind of batch, or after a rate change, computes something else.
     """
 
-    world: tuple[Trainer, GraphStep, torch.Generator] | None = None  # set by run_steps
+    world: GraphStep | None = None  # the step being captured, set by run_steps or a patched trainer
 
     def register_generator_state(self, generator: torch.Generator) -> None:
         self.generator = generator
 
     def device_state(self) -> list[torch.Tensor]:
-        trainer, runner, _ = self.world
-        tensors = [*trainer.model.state_dict(keep_vars=True).values(), *runner.stats.sums.values(),
+        runner = self.world
+        step = runner.step
+        tensors = [*step.bare_model.state_dict(keep_vars=True).values(), *runner.stats.sums.values(),
                    *runner.stats.peaks.values()]
-        tensors += [*trainer.mask.state_dict(keep_vars=True).values()] if trainer.mask is not None else []
-        return tensors + [v for s in trainer.optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
+        tensors += [*step.mask.state_dict(keep_vars=True).values()] if step.mask is not None else []
+        return tensors + [v for s in step.optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
 
     def begin(self) -> None:
-        trainer, runner, generator = self.world
-        self.count = trainer.mask._count if trainer.mask is not None else 0
-        self.settings = [dict(g) for g in trainer.optimizer.param_groups]
-        self.saved = ([t.detach().clone() for t in self.device_state()], generator.get_state(),
+        step = self.world.step
+        self.count = step.mask._count if step.mask is not None else 0
+        self.settings = [dict(g) for g in step.optimizer.param_groups]
+        self.saved = ([t.detach().clone() for t in self.device_state()], self.world.generator.get_state(),
                       torch.get_rng_state())
 
     def end(self) -> None:
@@ -173,12 +174,12 @@ class FakeGraph:
         with torch.no_grad():
             for tensor, saved in zip(self.device_state(), tensors, strict=True):
                 tensor.copy_(saved)
-        self.world[2].set_state(generator_state)
+        self.world.generator.set_state(generator_state)
         torch.set_rng_state(rng_state)
 
     def replay(self) -> None:
-        trainer, runner, _ = self.world
-        mask, groups = trainer.mask, trainer.optimizer.param_groups
+        runner = self.world
+        mask, groups = runner.step.mask, runner.step.optimizer.param_groups
         host_count, host_settings = (mask._count if mask is not None else 0), [dict(g) for g in groups]
         for group, captured in zip(groups, self.settings, strict=True):
             group.update({k: v for k, v in captured.items() if k != "params"})
@@ -217,12 +218,16 @@ def fake_capture(graph: FakeGraph, stream: object = None) -> Any:
     graph.end()
 
 
-@pytest.fixture
-def fake_cuda_graphs(monkeypatch):
+def use_fake_cuda_graphs(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in {"CUDAGraph": FakeGraph, "graph": fake_capture, "Stream": FakeStream,
                         "stream": lambda _s: nullcontext(), "current_stream": FakeStream,
                         "set_stream": lambda _s: None}.items():
         monkeypatch.setattr(torch.cuda, name, value)
+
+
+@pytest.fixture
+def fake_cuda_graphs(monkeypatch):
+    use_fake_cuda_graphs(monkeypatch)
 
 
 @pytest.mark.parametrize("method", list(METHODS))
@@ -259,7 +264,7 @@ def test_a_kind_that_fails_to_capture_runs_eagerly_with_one_note(image_folder, t
 
     @contextmanager
     def refuse_refresh(graph: FakeGraph, stream: object = None) -> Any:
-        refreshing = FakeGraph.world[0].mask.refresh_due
+        refreshing = FakeGraph.world.step.mask.refresh_due
         with fake_capture(graph, stream):
             yield
         if refreshing:
@@ -286,14 +291,25 @@ def metrics(run_dir: Path) -> list[dict]:
     return lines
 
 
-def test_trainer_with_the_graph_ready_step_equals_todays_across_a_drop_and_a_resume(image_folder, tmp_path,
-                                                                                   monkeypatch):
-    """Two epochs of PGD-AT with IB-RAR (a StepLR drop between them, mask refreshes in each), preempted in the
-    second epoch and resumed, end bit for bit where today's loop ends uninterrupted."""
+@pytest.mark.parametrize("capture", [False, True], ids=["eager", "captured-on-a-cpu-stand-in"])
+def test_trainer_with_the_graph_ready_step_equals_todays_across_a_drop_and_a_resume(capture, image_folder,
+                                                                                   tmp_path, monkeypatch):
+    """Two epochs of PGD-AT with IB-RAR (a StepLR drop between them, mask refreshes in each, the information plane
+    every 2 steps), preempted in the second epoch and resumed, end bit for bit where today's loop ends
+    uninterrupted; with the graph-ready step run eagerly, and captured and replayed on FakeGraph."""
     config = method_config(image_folder, "pgd_at", train={"eval_pgd_steps": 1})
     with monkeypatch.context() as patch:
         patch.setattr("ibrar.train.GraphStep", TodaysStep)
         train(config, tmp_path / "today", quiet=True)
+    made: list[GraphStep] = []
+    if capture:
+        def captured_by_fake_graphs(*args: Any, **kwargs: Any) -> GraphStep:
+            FakeGraph.world = GraphStep(*args, **{**kwargs, "capture": True})
+            made.append(FakeGraph.world)
+            return FakeGraph.world
+
+        use_fake_cuda_graphs(monkeypatch)
+        monkeypatch.setattr("ibrar.train.GraphStep", captured_by_fake_graphs)
 
     original = Trainer.train_epoch
 
@@ -316,6 +332,8 @@ def test_trainer_with_the_graph_ready_step_equals_todays_across_a_drop_and_a_res
     assert metrics(tmp_path / "today") == metrics(tmp_path / "graph")
     plane = [(tmp_path / run / "info_plane.jsonl").read_text() for run in ("today", "graph")]
     assert plane[0] == plane[1] and plane[0]
+    if capture:  # per epoch: 4 warm-up steps, then both kinds captured and replayed (the resumed epoch from batch 1)
+        assert [r.replays for r in made] == [8, 0, 7] and not any(r.failures for r in made)
 
 
 @pytest.mark.parametrize(("setting", "device", "flags", "capture", "note"), [
