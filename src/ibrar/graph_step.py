@@ -26,9 +26,12 @@ real training steps here, on a side stream), and so is any batch of another shap
 short). A kind of step that fails to capture runs eagerly from then on (the trainer keeps the failures for the
 whole run), with one note naming the error; the other kind still replays.
 
-The float64 solves of the IB terms and of the mask's scores are captured through cuSOLVER and cuBLAS: capture
-asks for that backend (`torch.backends.cuda.preferred_linalg_library`), because MAGMA's batched LU, where a
-torch build still picks it for the mask's 512 small systems, allocates device memory, which a capture refuses.
+The float64 solves of the IB terms and of the mask's scores (`torch.linalg.solve_ex`, which reads no error flag
+back) are captured through cuSOLVER and cuBLAS: capture asks for that backend
+(`torch.backends.cuda.preferred_linalg_library`), whose LU takes its workspace from PyTorch's allocator, whereas
+MAGMA's batched LU, which some torch builds still pick for the mask's many small systems, may allocate outside it
+(a capture refuses that). Not captured, by design (`capture_plan`: the eager step, with a note): DDP,
+`train.compile`, and `ib.bandwidth=median` (its boolean indexing has a data-dependent size).
 
 On the CPU (and wherever capture is off) the same step runs eagerly: the same `TrainStep` call and the in-place
 sums, equal bit for bit to `TrainStep` with `ibrar.metrics.record_step` (tests/test_graph_step.py).
@@ -170,9 +173,15 @@ class GraphStep:
         return "refresh" if mask is not None and mask.refresh_due else "plain"
 
     def _optimizer_settings(self) -> list[tuple[str, Any]]:
-        # Host numbers only: a tensor setting (a Tensor lr, say) is read by the graph where it lies.
-        return [(key, value) for group in self.step.optimizer.param_groups for key, value in group.items()
-                if key != "params" and not isinstance(value, Tensor)]
+        """Every optimizer setting as the graph holds it. A CPU tensor (a Tensor lr) is read by value, as SGD reads
+        it into a captured constant; a device tensor is compared by identity, never read (that would sync)."""
+        def held(value: Any) -> Any:
+            if isinstance(value, Tensor):
+                return float(value) if value.device.type == "cpu" and value.numel() == 1 else id(value)
+            return value
+
+        return [(key, held(value)) for group in self.step.optimizer.param_groups for key, value in group.items()
+                if key != "params"]
 
     # -- eager --
     def _eager(self, x: Tensor, y: Tensor) -> StepOutput:
