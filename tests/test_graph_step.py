@@ -185,7 +185,7 @@ class FakeGraph:
             group.update({k: v for k, v in captured.items() if k != "params"})
         if mask is not None:
             mask._count = self.count
-        out = runner._body(runner._x, runner._y)
+        out = runner._body(runner.cache.x, runner.cache.y)
         if mask is not None:
             mask._count, mask._pending = host_count, None
         for group, host in zip(groups, host_settings, strict=True):
@@ -291,13 +291,27 @@ def metrics(run_dir: Path) -> list[dict]:
     return lines
 
 
-@pytest.mark.parametrize("capture", [False, True], ids=["eager", "captured-on-a-cpu-stand-in"])
-def test_trainer_with_the_graph_ready_step_equals_todays_across_a_drop_and_a_resume(capture, image_folder,
-                                                                                   tmp_path, monkeypatch):
-    """Two epochs of PGD-AT with IB-RAR (a StepLR drop between them, mask refreshes in each, the information plane
-    every 2 steps), preempted in the second epoch and resumed, end bit for bit where today's loop ends
-    uninterrupted; with the graph-ready step run eagerly, and captured and replayed on FakeGraph."""
-    config = method_config(image_folder, "pgd_at", train={"eval_pgd_steps": 1})
+# (the mode, the epochs, the StepLR step size, the replays of each epoch's GraphStep when captured)
+TRAINER_RUNS = {
+    # a drop after every epoch: each epoch warms up (4 eager steps) and captures both kinds afresh; the preempted
+    # second epoch stops after its first (eager) batch; the resumed one starts at batch 1
+    "eager": (False, 2, 1, None),
+    "captured-on-a-cpu-stand-in": (True, 2, 1, [8, 0, 7]),
+    # no drop: the graphs of epoch 1 replay from the first batch of epoch 2 (and of 3, after the resume warmed up)
+    "captured-graphs-kept-across-epochs": (True, 3, 10, [8, 1, 7, 12]),
+}
+
+
+@pytest.mark.parametrize("run", list(TRAINER_RUNS))
+def test_trainer_with_the_graph_ready_step_equals_todays_across_a_drop_and_a_resume(run, image_folder, tmp_path,
+                                                                                   monkeypatch):
+    """PGD-AT with IB-RAR (mask refreshes in every epoch, the information plane every 2 steps) through the
+    trainer, preempted in the second epoch and resumed, ends bit for bit where today's loop ends uninterrupted:
+    with the graph-ready step run eagerly, and captured and replayed on FakeGraph, with StepLR drops between
+    epochs or graphs kept from one epoch to the next."""
+    capture, epochs, step_size, replays = TRAINER_RUNS[run]
+    config = method_config(image_folder, "pgd_at", train={"eval_pgd_steps": 1, "epochs": epochs},
+                           optim={"step_size": step_size})
     with monkeypatch.context() as patch:
         patch.setattr("ibrar.train.GraphStep", TodaysStep)
         train(config, tmp_path / "today", quiet=True)
@@ -330,10 +344,10 @@ def test_trainer_with_the_graph_ready_step_equals_todays_across_a_drop_and_a_res
         for key, tensor in today[part].items():
             assert torch.equal(tensor, graph[part][key]), f"{part}.{key} differs"
     assert metrics(tmp_path / "today") == metrics(tmp_path / "graph")
-    plane = [(tmp_path / run / "info_plane.jsonl").read_text() for run in ("today", "graph")]
+    plane = [(tmp_path / name / "info_plane.jsonl").read_text() for name in ("today", "graph")]
     assert plane[0] == plane[1] and plane[0]
-    if capture:  # per epoch: 4 warm-up steps, then both kinds captured and replayed (the resumed epoch from batch 1)
-        assert [r.replays for r in made] == [8, 0, 7] and not any(r.failures for r in made)
+    if capture:
+        assert [r.replays for r in made] == replays and not any(r.failures for r in made)
 
 
 @pytest.mark.parametrize(("setting", "device", "flags", "capture", "note"), [

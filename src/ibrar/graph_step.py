@@ -125,18 +125,35 @@ class _Captured:
     out: StepOutput
 
 
+@dataclasses.dataclass
+class GraphCache:
+    """A run's graphs and everything they are bound to, handed from one epoch's GraphStep to the next (the trainer
+    holds one), so that graphs are captured once per run and again only when something they hold moves."""
+
+    graphs: dict[str, _Captured] = dataclasses.field(default_factory=dict)
+    failures: dict[str, str] = dataclasses.field(default_factory=dict)  # kind -> why its capture failed
+    settings: list[tuple[str, Any]] | None = None  # the optimizer settings and IB switches the graphs hold
+    pieces: tuple[Any, ...] = ()  # the model, optimizer, mask, method and regularizer they were captured with
+    generator: torch.Generator | None = None  # the generator they are registered with
+    sums: dict[str, Tensor] = dataclasses.field(default_factory=dict)  # the tensors they add the metrics into
+    peaks: dict[str, Tensor] = dataclasses.field(default_factory=dict)
+    x: Tensor | None = None  # the static input buffers they read
+    y: Tensor | None = None
+
+
 class GraphStep:
     """One epoch's training steps: `step(x, y, generator, ib_on)` plus the sums in `stats`, as CUDA graphs when
     `capture` (see the module docstring), eagerly otherwise. Call it once per batch; it counts `stats.count`.
 
-    `warmup` eager steps of each kind come before its capture. `failures` maps a kind of step ("refresh", "plain")
-    whose capture failed to the error; such a kind runs eagerly (pass the same dict to the next epoch's GraphStep
-    to keep it so); `log` receives the one note of each failure.
+    `warmup` eager steps of each kind come before its capture. `cache` carries the graphs to the next epoch's
+    GraphStep: when they still fit, that one binds the epoch's sums and generator to them (`generator` is then the
+    cache's, holding the epoch's state: read it there) and replays from the first batch. A kind of step whose
+    capture failed runs eagerly for as long as the cache lives; `log` receives the one note of each failure.
     """
 
     def __init__(self, step: TrainStep, stats: EpochStats, generator: torch.Generator | None = None,
                  ib_on: bool = True, capture: bool = False, warmup: int = CUDA_GRAPH_WARMUP,
-                 failures: dict[str, str] | None = None, log: Callable[[str], None] = print) -> None:
+                 cache: GraphCache | None = None, log: Callable[[str], None] = print) -> None:
         if warmup < 1:
             raise ValueError(f"warmup: expected at least one eager step before a capture, got {warmup}")
         if capture and isinstance(step.autocast, torch.autocast):
@@ -146,14 +163,20 @@ class GraphStep:
                 cache_enabled=False))
         self.step, self.stats, self.generator, self.ib_on = step, stats, generator, ib_on
         self.capture, self.warmup, self.log = capture, warmup, log
-        self.graphs: dict[str, _Captured] = {}
+        self.cache = cache if cache is not None else GraphCache()
         self.eager_steps: dict[str, int] = {"refresh": 0, "plain": 0}
         self.replays = 0
-        self.failures = {} if failures is None else failures
-        self._settings = self._optimizer_settings()
-        self._x: Tensor | None = None
-        self._y: Tensor | None = None
         self._side = torch.cuda.Stream() if capture else None
+        if capture and self.cache.graphs:
+            self._adopt_cached_graphs()
+
+    @property
+    def graphs(self) -> dict[str, _Captured]:
+        return self.cache.graphs
+
+    @property
+    def failures(self) -> dict[str, str]:
+        return self.cache.failures
 
     def __call__(self, x: Tensor, y: Tensor) -> StepOutput:
         out = self._graph_step(x, y) if self.capture else None
@@ -172,16 +195,46 @@ class GraphStep:
         mask = self.step.mask
         return "refresh" if mask is not None and mask.refresh_due else "plain"
 
-    def _optimizer_settings(self) -> list[tuple[str, Any]]:
-        """Every optimizer setting as the graph holds it. A CPU tensor (a Tensor lr) is read by value, as SGD reads
-        it into a captured constant; a device tensor is compared by identity, never read (that would sync)."""
+    def _settings(self) -> list[tuple[str, Any]]:
+        """Every optimizer setting as a graph holds it, and the IB switches. A CPU tensor (a Tensor lr) is read by
+        value, as SGD reads it into a captured constant; a device tensor is compared by identity, never read."""
         def held(value: Any) -> Any:
             if isinstance(value, Tensor):
                 return float(value) if value.device.type == "cpu" and value.numel() == 1 else id(value)
             return value
 
         return [(key, held(value)) for group in self.step.optimizer.param_groups for key, value in group.items()
-                if key != "params"]
+                if key != "params"] + [("ib_on", self.ib_on), ("ib_passes", self.step.ib_passes)]
+
+    def _pieces(self) -> tuple[Any, ...]:
+        s = self.step
+        return (s.model, s.bare_model, s.optimizer, s.mask, s.method, s.regularizer)
+
+    def _drop_graphs(self) -> None:
+        self.cache.graphs.clear()
+        self.eager_steps = dict.fromkeys(self.eager_steps, 0)
+
+    def _adopt_cached_graphs(self) -> None:
+        """Bind this epoch to the cached graphs: its sums (zero, or a resumed epoch's) and its generator's state go
+        into the tensors and the generator the graphs hold. Graphs that no longer fit are dropped."""
+        cache, stats = self.cache, self.stats
+        fits = (cache.settings == self._settings()
+                and all(a is b for a, b in zip(cache.pieces, self._pieces(), strict=True))
+                and (cache.generator is None) == (self.generator is None)
+                and set(stats.sums) <= set(cache.sums) and not stats.peaks)
+        if not fits:
+            self._drop_graphs()
+            return
+        with torch.no_grad():
+            for name, tensor in cache.sums.items():
+                tensor.copy_(stats.sums[name]) if name in stats.sums else tensor.zero_()
+            for tensor in cache.peaks.values():
+                tensor.fill_(float("-inf"))
+        stats.sums.update(cache.sums)
+        stats.peaks.update(cache.peaks)
+        if self.generator is not None:
+            cache.generator.set_state(self.generator.get_state())
+            self.generator = cache.generator
 
     # -- eager --
     def _eager(self, x: Tensor, y: Tensor) -> StepOutput:
@@ -200,23 +253,21 @@ class GraphStep:
     # -- graphs --
     def _graph_step(self, x: Tensor, y: Tensor) -> StepOutput | None:
         """The step as a replay (capturing its graph first when due), or None where it must run eagerly."""
-        settings = self._optimizer_settings()
-        if settings != self._settings:  # the schedule moved the rate: the graphs hold the old one
-            self.graphs.clear()
-            self.eager_steps = dict.fromkeys(self.eager_steps, 0)
-            self._settings = settings
-        if self._x is None:
-            self._x, self._y = torch.empty_like(x), torch.empty_like(y)
-        if x.shape != self._x.shape or y.shape != self._y.shape or x.dtype != self._x.dtype:
+        cache = self.cache
+        if cache.graphs and cache.settings != self._settings():  # the schedule moved the rate: graphs hold the old
+            self._drop_graphs()
+        if cache.x is None:
+            cache.x, cache.y = torch.empty_like(x), torch.empty_like(y)
+        if x.shape != cache.x.shape or y.shape != cache.y.shape or x.dtype != cache.x.dtype:
             return None  # a batch of another size (the epoch's last): eager
         kind = self._kind()
-        captured = self.graphs.get(kind)
+        captured = cache.graphs.get(kind)
         if captured is None:
-            if self.eager_steps[kind] < self.warmup or kind in self.failures:
+            if self.eager_steps[kind] < self.warmup or kind in cache.failures:
                 return None
             return self._capture(kind, x, y)
-        self._x.copy_(x)
-        self._y.copy_(y)
+        cache.x.copy_(x)
+        cache.y.copy_(y)
         captured.graph.replay()
         if self.step.mask is not None:
             self.step.mask.count_replayed_batch()
@@ -225,12 +276,12 @@ class GraphStep:
 
     def _capture(self, kind: str, x: Tensor, y: Tensor) -> StepOutput | None:
         """Capture this batch's step as the graph of its kind and replay it (capture itself runs nothing)."""
-        mask = self.step.mask
+        cache, mask = self.cache, self.step.mask
         host_count = mask._count if mask is not None else 0
         generator_state = self.generator.get_state() if self.generator is not None else None
         names = (set(self.stats.sums), set(self.stats.peaks))
-        self._x.copy_(x)
-        self._y.copy_(y)
+        cache.x.copy_(x)
+        cache.y.copy_(y)
         graph, stream = torch.cuda.CUDAGraph(), torch.cuda.current_stream()
         try:
             if self.generator is not None:
@@ -239,7 +290,7 @@ class GraphStep:
             # check keeps watching the eager steps (a graph's replay cannot synchronise). It runs on the stream
             # the warm-up ran on, so that per-stream library state (cuBLAS' workspace) exists before it.
             with sync_allowed(), _capturable_linalg(), torch.cuda.graph(graph, stream=self._side):
-                out = self._body(self._x, self._y)
+                out = self._body(cache.x, cache.y)
             if (set(self.stats.sums), set(self.stats.peaks)) != names:
                 raise RuntimeError("a metric appeared for the first time inside the capture")
         except Exception as error:  # any failure: this kind of step runs eagerly, with the reason said once
@@ -250,11 +301,14 @@ class GraphStep:
             if generator_state is not None:
                 self.generator.set_state(generator_state)
             reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            self.failures[kind] = f"{type(error).__name__}: {reason}"
+            cache.failures[kind] = f"{type(error).__name__}: {reason}"
             self.log(f"note: train.cuda_graph: the {kind} step could not be captured as a CUDA graph "
-                     f"({self.failures[kind]}); it runs eagerly from now on")
+                     f"({cache.failures[kind]}); it runs eagerly from now on")
             return None
-        self.graphs[kind] = _Captured(graph, out)
+        # Every graph of the cache is bound to the same sums, generator and settings: this epoch's.
+        cache.graphs[kind] = _Captured(graph, out)
+        cache.settings, cache.pieces, cache.generator = self._settings(), self._pieces(), self.generator
+        cache.sums, cache.peaks = dict(self.stats.sums), dict(self.stats.peaks)
         graph.replay()
         self.replays += 1
         return out

@@ -39,7 +39,7 @@ from ibrar.data import BatchLoader
 from ibrar.data.loader import derived_seed
 from ibrar.distributed import all_reduce_mean, all_reduce_sum, any_rank, barrier, broadcast_buffers, init_from_env
 from ibrar.errors import IbrarError
-from ibrar.graph_step import GraphStep, capture_plan
+from ibrar.graph_step import GraphCache, GraphStep, capture_plan
 from ibrar.host_sync import forbid_host_sync
 from ibrar.jsonl import append_jsonl, truncate_jsonl
 from ibrar.metrics import (
@@ -119,7 +119,7 @@ class Trainer:
                                                  config.ib.enabled and config.ib.bandwidth == "median")
         if note and not self.quiet:
             tqdm.write(f"note: {note}")
-        self.graph_failures: dict[str, str] = {}  # the kinds of step that failed to capture: eager for the run
+        self.graph_cache = GraphCache()  # the step's graphs, kept from epoch to epoch
         self.train_loader = BatchLoader(self.train_data, config.data.batch_size, shuffle=True,
                                         augment=config.data.augment, seed=config.seed, device=self.device,
                                         subset=config.data.train_subset, rank=self.dist.rank,
@@ -193,7 +193,7 @@ class Trainer:
             step = TrainStep(self.train_model, self.model, self.method, self.optimizer, taps, self.regularizer,
                              self.mask, config.ib.passes, self._autocast())
             step = GraphStep(step, stats, attack_generator, ib_on, capture=self.capture_graphs,
-                             failures=self.graph_failures, log=self._log)
+                             cache=self.graph_cache, log=self._log)
             for batch, (x, y) in enumerate(self.train_loader):
                 if batch < start_batch:
                     continue  # done before the preemption; the loader still draws it to keep its stream in step
@@ -217,7 +217,7 @@ class Trainer:
                     break
         bar.close()
         if stopped_after is not None:
-            self._save_preempted(epoch, stopped_after, attack_generator, stats, bad_batch, plane)
+            self._save_preempted(epoch, stopped_after, step.generator, stats, bad_batch, plane)
             return {}
         self.batch_in_epoch, self._partial = 0, None
         return self._epoch_means(epoch, stats, bad_batch, plane)
