@@ -17,7 +17,7 @@ import torch
 from conftest import tiny_config
 from ibrar.checkpoint import load_file
 from ibrar.config import build_config
-from ibrar.graph_step import GraphStep, capture_plan, record_in_place
+from ibrar.graph_step import GraphCache, GraphStep, capture_plan, record_in_place
 from ibrar.metrics import EpochStats, record_step
 from ibrar.step import StepOutput, TrainStep
 from ibrar.taps import tap_layers
@@ -284,6 +284,30 @@ def test_a_kind_that_fails_to_capture_runs_eagerly_with_one_note(image_folder, t
     assert graphed.mask._count == STEPS and torch.equal(generator_a.get_state(), generator_b.get_state())
 
 
+def test_kept_graphs_are_dropped_when_what_they_hold_was_replaced(image_folder, tmp_path, fake_cuda_graphs):
+    trainer = Trainer(method_config(image_folder, "pgd_at"), tmp_path, quiet=True)
+    cache = GraphCache()
+
+    def epoch() -> bool:
+        """Six steps with one GraphStep on `cache`; whether it found graphs it could keep."""
+        trainer.train_loader.set_epoch(0)
+        with tap_layers(trainer.train_model, trainer._tapped_layers()) as taps:
+            step = TrainStep(trainer.train_model, trainer.model, trainer.method, trainer.optimizer, taps,
+                             trainer.regularizer, trainer.mask)
+            runner = GraphStep(step, EpochStats(trainer.device), torch.Generator().manual_seed(0), capture=True,
+                               warmup=1, cache=cache)
+            FakeGraph.world, kept = runner, bool(cache.graphs)
+            for _, (x, y) in zip(range(6), trainer.train_loader, strict=False):
+                runner(x, y)
+        assert set(cache.graphs) == {"refresh", "plain"}
+        return kept
+
+    assert not epoch() and epoch()
+    state = next(iter(trainer.optimizer.state.values()))
+    state["momentum_buffer"] = state["momentum_buffer"].clone()  # as a load_state_dict from a file does
+    assert not epoch()
+
+
 def metrics(run_dir: Path) -> list[dict]:
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     for line in lines:
@@ -424,23 +448,46 @@ def test_cuda_graph_replay_equals_eager(method, train_extra, image_folder, tmp_p
 
 @pytest.mark.cuda
 @NEEDS_CUDA
-def test_cuda_trainer_with_graphs_matches_the_eager_trainer(image_folder, tmp_path, capsys, monkeypatch):
-    """Two epochs of PGD-AT with IB-RAR through the trainer, train.cuda_graph off and on: the same run within the
-    tolerance, and no note of a failed capture."""
+@pytest.mark.parametrize(("step_size", "replays"), [(1, [8, 0, 7, 8]), (10, [8, 1, 7, 12])],
+                         ids=["recaptured-after-each-drop", "kept-across-epochs"])
+def test_cuda_trainer_with_graphs_matches_the_eager_trainer(step_size, replays, image_folder, tmp_path, capsys,
+                                                            monkeypatch):
+    """Three epochs of PGD-AT with IB-RAR through the trainer: eager and uninterrupted, against CUDA graphs
+    preempted in the second epoch and resumed (the checkpoint holds the graphs' generator): the same run within
+    the tolerance, graphs replayed as planned (see TRAINER_RUNS), and no note of a failed capture."""
     monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
-    runs = {}
-    for setting in (False, True):
-        config = method_config(image_folder, "pgd_at", device="cuda", train={"cuda_graph": setting})
-        train(config, tmp_path / str(setting), quiet=True)
-        runs[setting] = (load_file(tmp_path / str(setting) / "final.pt"), metrics(tmp_path / str(setting)))
+    config = {setting: method_config(image_folder, "pgd_at", device="cuda", optim={"step_size": step_size},
+                                     train={"epochs": 3, "cuda_graph": setting}) for setting in (False, True)}
+    train(config[False], tmp_path / "eager", quiet=True)
+    made: list[GraphStep] = []
+
+    def recorded(*args: Any, **kwargs: Any) -> GraphStep:
+        made.append(GraphStep(*args, **kwargs))
+        return made[-1]
+
+    original = Trainer.train_epoch
+
+    def stop_in_second_epoch(self: Trainer, epoch: int) -> dict:
+        if epoch == 1:
+            self._stop_signal = signal.SIGTERM
+        return original(self, epoch)
+
+    monkeypatch.setattr("ibrar.train.GraphStep", recorded)
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt, match="resume"):
+        patch.setattr(Trainer, "train_epoch", stop_in_second_epoch)
+        train(config[True], tmp_path / "graphs", quiet=True)
+    train(config[True], tmp_path / "graphs", resume=True, quiet=True)
+
     assert "could not be captured" not in capsys.readouterr().out
-    (eager, eager_lines), (graphed, graphed_lines) = runs[False], runs[True]
-    for key, tensor in eager["model"].items():
-        torch.testing.assert_close(graphed["model"][key].float(), tensor.float(), rtol=REPLAY_RTOL,
-                                   atol=REPLAY_ATOL, msg=key)
-    assert len(eager_lines) == len(graphed_lines) == 2
+    assert [r.replays for r in made] == replays and not any(r.failures for r in made)
+    eager, graphed = load_file(tmp_path / "eager" / "final.pt"), load_file(tmp_path / "graphs" / "final.pt")
+    for part in ("model", "mask"):
+        for key, tensor in eager[part].items():
+            torch.testing.assert_close(graphed[part][key].float(), tensor.float(), rtol=REPLAY_RTOL,
+                                       atol=REPLAY_ATOL, msg=f"{part}.{key}")
+    eager_lines, graphed_lines = metrics(tmp_path / "eager"), metrics(tmp_path / "graphs")
+    assert len(eager_lines) == len(graphed_lines) == 3
     for a, b in zip(eager_lines, graphed_lines, strict=True):
         assert a.keys() == b.keys() and a["lr"] == b["lr"]
-        for key in ("loss", "grad_norm"):
+        for key in ("loss", "grad_norm", "ib_penalty"):
             assert b[key] == pytest.approx(a[key], rel=REPLAY_RTOL, abs=REPLAY_ATOL), key
-

@@ -8,16 +8,19 @@ How the step's per-batch Python decisions fit into a graph that replays the same
   are two: "refresh" (the mask rescored, then applied) and "plain", each captured on a batch of its kind. The host
   knows which one a batch needs from the mask's host counter (`ChannelMask.refresh_due`), without reading the
   device, and moves that counter on after a replay (`count_replayed_batch`); the graph moves the device's.
-- The learning rate and every other optimizer setting enter a graph as the numbers they were at capture. A
-  `GraphStep` lives for one epoch (the trainer makes one per epoch, and the schedule only moves between epochs),
-  and it compares the optimizer's settings (host floats) before each step and recaptures when one moved: a
-  StepLR drop can never leave a stale rate inside a graph, and the optimizer stays plain `torch.optim.SGD`.
+- The learning rate and every other optimizer setting enter a graph as the numbers they were at capture (SGD
+  reads even a Tensor lr into a constant there). Before each step the optimizer's settings (host floats) are
+  compared with those the graphs hold, and the graphs are dropped and captured anew when one moved: a StepLR
+  drop can never leave a stale rate inside a graph, and the optimizer stays plain `torch.optim.SGD`.
 - The inner attack's randomness: the attack's generator is registered with each graph
   (`CUDAGraph.register_generator_state`), and the default CUDA generator (VIB's sample, dropout) is registered by
   PyTorch itself; each replay draws what the eager step would have drawn from the same state and advances the
   generator as far, so the checkpointed generator state stays right.
 - The metric sums: `record_in_place` adds each step's numbers into tensors made before capture, in place, so
   every replay keeps adding to the same sums (the trainer reads them once per epoch, as before).
+- From one epoch to the next (`GraphCache`, held by the trainer): the graphs stay, and the new epoch's sums
+  (zero, or a resumed epoch's) and its generator's state are written into the tensors and the generator they are
+  bound to; only a moved setting (or `ib.epochs` switching the IB terms off) makes them captured again.
 - The information plane and the non-finite check read the step's outputs (`StepOutput`), which are the graph's
   own output tensors: after a replay they hold that batch's values until the next one.
 
@@ -133,7 +136,7 @@ class GraphCache:
     graphs: dict[str, _Captured] = dataclasses.field(default_factory=dict)
     failures: dict[str, str] = dataclasses.field(default_factory=dict)  # kind -> why its capture failed
     settings: list[tuple[str, Any]] | None = None  # the optimizer settings and IB switches the graphs hold
-    pieces: tuple[Any, ...] = ()  # the model, optimizer, mask, method and regularizer they were captured with
+    pieces: tuple[Any, ...] = ()  # the modules and optimizer state they were captured with (`_pieces`)
     generator: torch.Generator | None = None  # the generator they are registered with
     sums: dict[str, Tensor] = dataclasses.field(default_factory=dict)  # the tensors they add the metrics into
     peaks: dict[str, Tensor] = dataclasses.field(default_factory=dict)
@@ -207,8 +210,11 @@ class GraphStep:
                 if key != "params"] + [("ib_on", self.ib_on), ("ib_passes", self.step.ib_passes)]
 
     def _pieces(self) -> tuple[Any, ...]:
+        """What the graphs hold by address: the modules and, since `load_state_dict` replaces them, the
+        optimizer's state tensors (a model's parameters and buffers are loaded in place)."""
         s = self.step
-        return (s.model, s.bare_model, s.optimizer, s.mask, s.method, s.regularizer)
+        state = [v for group in s.optimizer.state.values() for v in group.values() if isinstance(v, Tensor)]
+        return (s.model, s.bare_model, s.optimizer, s.mask, s.method, s.regularizer, *state)
 
     def _drop_graphs(self) -> None:
         self.cache.graphs.clear()
@@ -218,8 +224,9 @@ class GraphStep:
         """Bind this epoch to the cached graphs: its sums (zero, or a resumed epoch's) and its generator's state go
         into the tensors and the generator the graphs hold. Graphs that no longer fit are dropped."""
         cache, stats = self.cache, self.stats
-        fits = (cache.settings == self._settings()
-                and all(a is b for a, b in zip(cache.pieces, self._pieces(), strict=True))
+        pieces = self._pieces()
+        fits = (cache.settings == self._settings() and len(cache.pieces) == len(pieces)
+                and all(a is b for a, b in zip(cache.pieces, pieces, strict=True))
                 and (cache.generator is None) == (self.generator is None)
                 and set(stats.sums) <= set(cache.sums) and not stats.peaks)
         if not fits:
