@@ -17,7 +17,7 @@ import torch
 from conftest import tiny_config
 from ibrar.checkpoint import load_file
 from ibrar.config import build_config
-from ibrar.graph_step import GraphCache, GraphStep, capture_plan, record_in_place
+from ibrar.graph_step import GraphCache, GraphStep, capture_plan
 from ibrar.metrics import EpochStats, record_step
 from ibrar.step import StepOutput, TrainStep
 from ibrar.taps import tap_layers
@@ -112,18 +112,20 @@ def test_graph_ready_step_equals_train_step_bit_for_bit(method, image_folder, tm
     assert torch.equal(generator_a.get_state(), generator_b.get_state())
 
 
-def test_in_place_sums_keep_their_tensors(image_folder, tmp_path):
-    """What a replayed graph needs: the second step adds into the very tensors the first one made."""
-    trainer = Trainer(method_config(image_folder, "ce"), tmp_path, quiet=True)
-    _, stats, _, _ = run_steps(trainer, graph_ready=True)
-    tensors = {key: value for key, value in stats.sums.items()}
-    trainer.train_loader.set_epoch(1)
-    x, y = next(iter(trainer.train_loader))
-    with tap_layers(trainer.train_model, trainer._tapped_layers()) as taps:
-        step = TrainStep(trainer.train_model, trainer.model, trainer.method, trainer.optimizer, taps,
-                         trainer.regularizer, trainer.mask)
-        record_in_place(stats, step(x, y), y)
-    assert all(stats.sums[key] is tensor for key, tensor in tensors.items())
+def test_epoch_stats_add_in_place_what_a_running_sum_adds():
+    """What a replayed graph needs: every step adds into the very tensors the first one made, and those hold what
+    the running sum `s = s + v` (EpochStats before graphs) held, bit for bit; a peak never aliases a step's value."""
+    values = [torch.tensor(v) for v in (0.3, -1.7, 2.9, 1e-8, 2.5)]
+    stats, running = EpochStats(torch.device("cpu")), None
+    for value in values:
+        stats.add("x", value, 1 / 3)
+        stats.peak("max", value)
+        running = value * (1 / 3) if running is None else running + value * (1 / 3)
+        if value is values[0]:
+            tensors = (stats.sums["x"], stats.peaks["max"])
+    assert stats.sums["x"] is tensors[0] and stats.peaks["max"] is tensors[1]
+    assert torch.equal(stats.sums["x"], running) and float(stats.peaks["max"]) == pytest.approx(2.9)
+    assert float(values[0]) == pytest.approx(0.3)  # the first value, which the peak started from, is untouched
 
 
 def test_refresh_due_says_which_batches_the_mask_rescores(image_folder, tmp_path):
@@ -181,11 +183,13 @@ class FakeGraph:
         runner = self.world
         mask, groups = runner.step.mask, runner.step.optimizer.param_groups
         host_count, host_settings = (mask._count if mask is not None else 0), [dict(g) for g in groups]
+        batches = runner.stats.count  # host state too: a replay runs no Python
         for group, captured in zip(groups, self.settings, strict=True):
             group.update({k: v for k, v in captured.items() if k != "params"})
         if mask is not None:
             mask._count = self.count
         out = runner._body(runner.cache.x, runner.cache.y)
+        runner.stats.count = batches
         if mask is not None:
             mask._count, mask._pending = host_count, None
         for group, host in zip(groups, host_settings, strict=True):

@@ -16,8 +16,9 @@ How the step's per-batch Python decisions fit into a graph that replays the same
   (`CUDAGraph.register_generator_state`), and the default CUDA generator (VIB's sample, dropout) is registered by
   PyTorch itself; each replay draws what the eager step would have drawn from the same state and advances the
   generator as far, so the checkpointed generator state stays right.
-- The metric sums: `record_in_place` adds each step's numbers into tensors made before capture, in place, so
-  every replay keeps adding to the same sums (the trainer reads them once per epoch, as before).
+- The metric sums: `ibrar.metrics.record_step` adds each step's numbers in place into `EpochStats` tensors made
+  before capture, so every replay keeps adding to the same sums (the trainer reads them once per epoch); the host
+  counts the replayed batches.
 - From one epoch to the next (`GraphCache`, held by the trainer): the graphs stay, and the new epoch's sums
   (zero, or a resumed epoch's) and its generator's state are written into the tensors and the generator they are
   bound to; only a moved setting (or `ib.epochs` switching the IB terms off) makes them captured again.
@@ -36,8 +37,9 @@ MAGMA's batched LU, which some torch builds still pick for the mask's many small
 (a capture refuses that). Not captured, by design (`capture_plan`: the eager step, with a note): DDP,
 `train.compile`, and `ib.bandwidth=median` (its boolean indexing has a data-dependent size).
 
-On the CPU (and wherever capture is off) the same step runs eagerly: the same `TrainStep` call and the in-place
-sums, equal bit for bit to `TrainStep` with `ibrar.metrics.record_step` (tests/test_graph_step.py).
+On the CPU (and wherever capture is off) the same step runs eagerly: `TrainStep` then `record_step`, bit for bit
+what the trainer ran before graphs (tests/test_graph_step.py, which also replays it on a CPU stand-in for CUDA
+graphs that keeps only the device side of a replay).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ import torch
 from torch import Tensor
 
 from ibrar.host_sync import sync_allowed
-from ibrar.metrics import EpochStats
+from ibrar.metrics import EpochStats, record_step
 from ibrar.step import StepOutput, TrainStep
 
 CUDA_GRAPH_WARMUP = 2  # eager steps of a kind, per epoch, before its graph is captured (PyTorch asks for some)
@@ -76,39 +78,6 @@ def capture_plan(setting: bool | str, device: torch.device, distributed: bool = 
     if blockers:
         return False, f"train.cuda_graph: the step runs eagerly, not as a CUDA graph, because of {'; '.join(blockers)}"
     return True, None
-
-
-def _add(stats: EpochStats, name: str, value: Tensor, weight: float = 1.0) -> None:
-    value = value.detach().float() * weight  # the operations of EpochStats.add, so that the sums match it
-    if name in stats.sums:
-        stats.sums[name].add_(value)
-    else:
-        stats.sums[name] = value.clone()
-
-
-def _peak(stats: EpochStats, name: str, value: Tensor) -> None:
-    value = value.detach().float()
-    if name in stats.peaks:
-        torch.maximum(stats.peaks[name], value, out=stats.peaks[name])
-    else:
-        stats.peaks[name] = value.clone()
-
-
-def record_in_place(stats: EpochStats, step: StepOutput, y: Tensor) -> None:
-    """`ibrar.metrics.record_step` with every sum updated in place (a captured graph adds into the same tensors on
-    each replay); the same numbers, added in the same order. `stats.count` is left to the caller (the host)."""
-    passes = len(step.ib)
-    for terms in step.ib.values():
-        _add(stats, "ib_penalty", terms.loss)
-        for layer in terms.hsic_x:
-            _add(stats, f"hsic_x/{layer}", terms.hsic_x[layer], 1 / passes)
-            _add(stats, f"hsic_y/{layer}", terms.hsic_y[layer], 1 / passes)
-    _add(stats, "grad_norm", step.grad_norm)
-    _peak(stats, "grad_norm_max", step.grad_norm)
-    _add(stats, "loss", step.loss)
-    for part, value in step.method.parts.items():
-        _add(stats, f"loss_{part}", value)
-    _add(stats, "train_acc", (step.method.logits.detach().argmax(1) == y).float().mean())
 
 
 @contextlib.contextmanager
@@ -146,7 +115,7 @@ class GraphCache:
 
 class GraphStep:
     """One epoch's training steps: `step(x, y, generator, ib_on)` plus the sums in `stats`, as CUDA graphs when
-    `capture` (see the module docstring), eagerly otherwise. Call it once per batch; it counts `stats.count`.
+    `capture` (see the module docstring), eagerly otherwise. Call it once per batch.
 
     `warmup` eager steps of each kind come before its capture. `cache` carries the graphs to the next epoch's
     GraphStep: when they still fit, that one binds the epoch's sums and generator to them (`generator` is then the
@@ -183,15 +152,12 @@ class GraphStep:
 
     def __call__(self, x: Tensor, y: Tensor) -> StepOutput:
         out = self._graph_step(x, y) if self.capture else None
-        if out is None:
-            out = self._eager(x, y)
-        self.stats.count += 1
-        return out
+        return out if out is not None else self._eager(x, y)
 
     def _body(self, x: Tensor, y: Tensor) -> StepOutput:
         """What every step does and every graph holds: Algorithm 1's step, then its numbers into the sums."""
         out = self.step(x, y, generator=self.generator, ib_on=self.ib_on)
-        record_in_place(self.stats, out, y)
+        record_step(self.stats, out, y)
         return out
 
     def _kind(self) -> str:
@@ -278,13 +244,14 @@ class GraphStep:
         captured.graph.replay()
         if self.step.mask is not None:
             self.step.mask.count_replayed_batch()
+        self.stats.count += 1  # what record_step counts on the host when it runs
         self.replays += 1
         return captured.out
 
     def _capture(self, kind: str, x: Tensor, y: Tensor) -> StepOutput | None:
         """Capture this batch's step as the graph of its kind and replay it (capture itself runs nothing)."""
         cache, mask = self.cache, self.step.mask
-        host_count = mask._count if mask is not None else 0
+        host_count, batches = (mask._count if mask is not None else 0), self.stats.count
         generator_state = self.generator.get_state() if self.generator is not None else None
         names = (set(self.stats.sums), set(self.stats.peaks))
         cache.x.copy_(x)
@@ -302,6 +269,7 @@ class GraphStep:
                 raise RuntimeError("a metric appeared for the first time inside the capture")
         except Exception as error:  # any failure: this kind of step runs eagerly, with the reason said once
             torch.cuda.set_stream(stream)  # a capture that failed to end leaves its stream current
+            self.stats.count = batches
             if mask is not None:
                 mask._count = host_count
                 mask._pending = None
