@@ -58,6 +58,12 @@ class TodaysStep:
         return out
 
 
+def trainer_step(trainer: Trainer, taps: dict[str, torch.Tensor]) -> TrainStep:
+    """The TrainStep the trainer builds each epoch, on `taps` (opened by the caller)."""
+    return TrainStep(trainer.train_model, trainer.model, trainer.method, trainer.optimizer, taps,
+                     trainer.regularizer, trainer.mask, trainer.config.ib.passes, trainer._autocast())
+
+
 def run_steps(trainer: Trainer, graph_ready: bool, capture: bool = False) -> tuple[list[torch.Tensor], EpochStats,
                                                                                   torch.Generator, Any]:
     """STEPS training steps on the trainer's pieces with either step, a StepLR drop before step LR_DROP_AT."""
@@ -67,8 +73,7 @@ def run_steps(trainer: Trainer, graph_ready: bool, capture: bool = False) -> tup
     generator = torch.Generator(device=trainer.device).manual_seed(2)
     stats, losses = EpochStats(trainer.device), []
     with tap_layers(trainer.train_model, trainer._tapped_layers()) as taps:
-        step = TrainStep(trainer.train_model, trainer.model, trainer.method, trainer.optimizer, taps,
-                         trainer.regularizer, trainer.mask, trainer.config.ib.passes, trainer._autocast())
+        step = trainer_step(trainer, taps)
         runner = (GraphStep(step, stats, generator, capture=capture, warmup=1) if graph_ready
                   else TodaysStep(step, stats, generator))
         FakeGraph.world = runner
@@ -296,10 +301,8 @@ def test_kept_graphs_are_dropped_when_what_they_hold_was_replaced(image_folder, 
         """Six steps with one GraphStep on `cache`; whether it found graphs it could keep."""
         trainer.train_loader.set_epoch(0)
         with tap_layers(trainer.train_model, trainer._tapped_layers()) as taps:
-            step = TrainStep(trainer.train_model, trainer.model, trainer.method, trainer.optimizer, taps,
-                             trainer.regularizer, trainer.mask)
-            runner = GraphStep(step, EpochStats(trainer.device), torch.Generator().manual_seed(0), capture=True,
-                               warmup=1, cache=cache)
+            runner = GraphStep(trainer_step(trainer, taps), EpochStats(trainer.device),
+                               torch.Generator().manual_seed(0), capture=True, warmup=1, cache=cache)
             FakeGraph.world, kept = runner, bool(cache.graphs)
             for _, (x, y) in zip(range(6), trainer.train_loader, strict=False):
                 runner(x, y)
@@ -310,6 +313,22 @@ def test_kept_graphs_are_dropped_when_what_they_hold_was_replaced(image_folder, 
     state = next(iter(trainer.optimizer.state.values()))
     state["momentum_buffer"] = state["momentum_buffer"].clone()  # as a load_state_dict from a file does
     assert not epoch()
+
+
+def train_preempted_then_resumed(config: Any, run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Train, stopped by SIGTERM after the first batch of the second epoch, then resume to the end."""
+    original = Trainer.train_epoch
+
+    def stop_in_second_epoch(self: Trainer, epoch: int) -> dict:
+        if epoch == 1:
+            self._stop_signal = signal.SIGTERM
+        return original(self, epoch)
+
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt, match="resume"):
+        patch.setattr(Trainer, "train_epoch", stop_in_second_epoch)
+        train(config, run_dir, quiet=True)
+    assert load_file(run_dir / "checkpoint.pt")["batch_in_epoch"] == 1
+    train(config, run_dir, resume=True, quiet=True)
 
 
 def metrics(run_dir: Path) -> list[dict]:
@@ -353,18 +372,7 @@ def test_trainer_with_the_graph_ready_step_equals_todays_across_a_drop_and_a_res
         use_fake_cuda_graphs(monkeypatch)
         monkeypatch.setattr("ibrar.train.GraphStep", captured_by_fake_graphs)
 
-    original = Trainer.train_epoch
-
-    def stop_in_second_epoch(self: Trainer, epoch: int) -> dict:
-        if epoch == 1:
-            self._stop_signal = signal.SIGTERM
-        return original(self, epoch)
-
-    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt, match="resume"):
-        patch.setattr(Trainer, "train_epoch", stop_in_second_epoch)
-        train(config, tmp_path / "graph", quiet=True)
-    assert load_file(tmp_path / "graph" / "checkpoint.pt")["batch_in_epoch"] == 1
-    train(config, tmp_path / "graph", resume=True, quiet=True)
+    train_preempted_then_resumed(config, tmp_path / "graph", monkeypatch)
 
     today, graph = load_file(tmp_path / "today" / "final.pt"), load_file(tmp_path / "graph" / "final.pt")
     for part in ("model", "mask"):
@@ -469,18 +477,8 @@ def test_cuda_trainer_with_graphs_matches_the_eager_trainer(step_size, replays, 
         made.append(GraphStep(*args, **kwargs))
         return made[-1]
 
-    original = Trainer.train_epoch
-
-    def stop_in_second_epoch(self: Trainer, epoch: int) -> dict:
-        if epoch == 1:
-            self._stop_signal = signal.SIGTERM
-        return original(self, epoch)
-
     monkeypatch.setattr("ibrar.train.GraphStep", recorded)
-    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt, match="resume"):
-        patch.setattr(Trainer, "train_epoch", stop_in_second_epoch)
-        train(config[True], tmp_path / "graphs", quiet=True)
-    train(config[True], tmp_path / "graphs", resume=True, quiet=True)
+    train_preempted_then_resumed(config[True], tmp_path / "graphs", monkeypatch)
 
     assert "could not be captured" not in capsys.readouterr().out
     assert [r.replays for r in made] == replays and not any(r.failures for r in made)
