@@ -56,7 +56,7 @@ from ibrar.host_sync import sync_allowed
 from ibrar.metrics import EpochStats, record_step
 from ibrar.step import StepOutput, TrainStep
 
-CUDA_GRAPH_WARMUP = 2  # eager steps of a kind, per epoch, before its graph is captured (PyTorch asks for some)
+CUDA_GRAPH_WARMUP = 2  # eager steps of a kind before its graph is captured, and again after a drop (PyTorch asks)
 
 
 def capture_plan(setting: bool | str, device: torch.device, distributed: bool = False, compiled: bool = False,
