@@ -172,7 +172,8 @@ def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> dict[s
     n = args.batch * args.batches
     common = data_overrides(args.data_root, n, scratch) + [
         f"device={device.type}", f"model.width={width}", f"data.batch_size={args.batch}",
-        f"data.train_subset={n}", "train.eval_subset=0", "train.info_plane_every=0", "train.epochs=1000"]
+        f"data.train_subset={n}", "train.eval_subset=0", "train.info_plane_every=0", "train.epochs=1000",
+        "train.cuda_graph=false"]  # the eager step; bench_graph_step.py times it as CUDA graphs
 
     trainers = {(s, m): build_trainer(f, common + extra, scratch / f"{s}-{m}".replace(" ", ""))
                 for s, extra in settings.items() for m, f in METHODS.items()}

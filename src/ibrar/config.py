@@ -123,6 +123,9 @@ class TrainConfig(Section):
     amp: bool = Field(False, description="bf16 autocast on CUDA (HSIC stays in float32)")
     channels_last: bool = False
     compile: bool = False
+    cuda_graph: bool | Literal["auto"] = Field(
+        "auto", description="capture the training step as CUDA graphs (ibrar.graph_step); auto: on CUDA, where "
+                            "the configuration allows it, with a note and the eager step where it does not")
     forbid_host_sync: bool = Field(
         False, description="raise at any host-device synchronisation inside the training step (a debugging "
                            "check: torch.cuda.set_sync_debug_mode on CUDA, a Python-level stand-in on the CPU)")

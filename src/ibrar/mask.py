@@ -150,6 +150,17 @@ class ChannelMask(nn.Module):
         self._count += 1
         self.step += 1
 
+    @property
+    def refresh_due(self) -> bool:
+        """Whether the next `observe` rescores: read from the host copy of the batch counter, never the device."""
+        return self.enabled and self._count % self.refresh_every == 0
+
+    def count_replayed_batch(self) -> None:
+        """A batch observed inside a replayed CUDA graph: the graph moved `step` on the device; this moves its host
+        copy the same way, as `observe` would have (`ibrar.graph_step`)."""
+        if self.enabled:
+            self._count += 1
+
     def attach(self, model: nn.Module, layer: str) -> RemovableHandle:
         """Apply the mask to the output of `layer` (a name from `model.named_modules()`)."""
         module = find_modules(model, [layer])[layer]

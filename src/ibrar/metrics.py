@@ -20,7 +20,8 @@ SPIKE_FACTOR = 10.0  # a gradient norm or loss this many times the usual is logg
 
 @dataclass
 class EpochStats:
-    """Running sums on the device: no host synchronisation inside the step."""
+    """Running sums on the device: no host synchronisation inside the step. Each sum is one tensor, updated in
+    place, so that a step captured as a CUDA graph (`ibrar.graph_step`) keeps adding into it on every replay."""
 
     device: torch.device
     sums: dict[str, Tensor] = field(default_factory=dict)
@@ -29,12 +30,18 @@ class EpochStats:
 
     def add(self, name: str, value: Tensor, weight: float = 1.0) -> None:
         value = value.detach().float() * weight
-        self.sums[name] = self.sums[name] + value if name in self.sums else value
+        if name in self.sums:
+            self.sums[name].add_(value)
+        else:
+            self.sums[name] = value.clone()
 
     def peak(self, name: str, value: Tensor) -> None:
         """Keep the largest value seen (reported as is, not averaged)."""
         value = value.detach().float()
-        self.peaks[name] = torch.maximum(self.peaks[name], value) if name in self.peaks else value
+        if name in self.peaks:
+            torch.maximum(self.peaks[name], value, out=self.peaks[name])
+        else:
+            self.peaks[name] = value.clone()  # not the step's own tensor, which the next step overwrites
 
     def means(self) -> dict[str, float]:
         names, peaks = list(self.sums), list(self.peaks)

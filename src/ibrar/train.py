@@ -1,7 +1,8 @@
 """The training loop: one run folder per run, resumable, with the IB-RAR penalty and mask around any method.
 
 The trainer orchestrates: it builds the run from its config, feeds batches to `ibrar.step.TrainStep` (one
-step of Algorithm 1), keeps the epoch's random streams, sums and checkpoints, and reacts to signals.
+step of Algorithm 1, through `ibrar.graph_step.GraphStep`: CUDA graphs on CUDA), keeps the epoch's random
+streams, sums and checkpoints, and reacts to signals.
 A run folder holds `config.yaml` (resolved), `meta.json` (versions, hardware, seed), `metrics.jsonl` (one line
 per epoch), `info_plane.jsonl` (HSIC(X, T_l), HSIC(Y, T_l) every K iterations), `checkpoint.pt` (latest,
 written atomically every `train.checkpoint_every` epochs and after the last, or mid-epoch on SIGTERM/SIGINT)
@@ -40,6 +41,7 @@ from ibrar.data.loader import derived_seed
 from ibrar.distributed import all_reduce_mean, all_reduce_sum, any_rank, barrier, broadcast_buffers, init_from_env
 from ibrar.errors import IbrarError
 from ibrar.folder_lock import locked_folder
+from ibrar.graph_step import GraphCache, GraphStep, capture_plan
 from ibrar.host_sync import forbid_host_sync
 from ibrar.jsonl import append_jsonl, truncate_jsonl
 from ibrar.metrics import (
@@ -47,7 +49,6 @@ from ibrar.metrics import (
     LossReadout,
     plane_rows,
     progress_line,
-    record_step,
     spike_notes,
     tensorboard_writer,
 )
@@ -114,6 +115,13 @@ class Trainer:
         if fast_path and self.device.type != "cuda" and not self.quiet:
             tqdm.write(f"note: {', '.join('train.' + k for k in fast_path)} belong to the CUDA fast path and are "
                        f"off on the {self.device.type}")
+        # The step as CUDA graphs (ibrar.graph_step) where the configuration allows it; a note where it does not.
+        self.capture_graphs, note = capture_plan(config.train.cuda_graph, self.device, self.dist.enabled,
+                                                 config.train.compile and self.device.type == "cuda",
+                                                 config.ib.enabled and config.ib.bandwidth == "median")
+        if note and not self.quiet:
+            tqdm.write(f"note: {note}")
+        self.graph_cache = GraphCache()  # the step's graphs, kept from epoch to epoch
         resident = config.data.resident if config.data.resident is not None else self.device.type == "cuda"
         self.train_loader = (ResidentLoader if resident else BatchLoader)(
             self.train_data, config.data.batch_size, shuffle=True, augment=config.data.augment, seed=config.seed,
@@ -192,11 +200,12 @@ class Trainer:
         with tap_layers(self.train_model, self._tapped_layers()) as taps, sync_guard:
             step = TrainStep(self.train_model, self.model, self.method, self.optimizer, taps, self.regularizer,
                              self.mask, config.ib.passes, self._autocast())
+            step = GraphStep(step, stats, attack_generator, ib_on, capture=self.capture_graphs,
+                             cache=self.graph_cache, log=self._log)
             for batch, (x, y) in enumerate(self.train_loader):
                 if batch < start_batch:
                     continue  # done before the preemption; the loader still draws it to keep its stream in step
-                out = step(x, y, generator=attack_generator, ib_on=ib_on)
-                record_step(stats, out, y)
+                out = step(x, y)  # one step of Algorithm 1, its numbers added to `stats` on the device
                 if plane_every and self.iteration % plane_every == 0:
                     with torch.no_grad():
                         terms = self.plane_regularizer(x, y, out.features[self.method.train_pass])
@@ -216,7 +225,7 @@ class Trainer:
                     break
         bar.close()
         if stopped_after is not None:
-            self._save_preempted(epoch, stopped_after, attack_generator, stats, bad_batch, plane)
+            self._save_preempted(epoch, stopped_after, step.generator, stats, bad_batch, plane)
             return {}
         self.batch_in_epoch, self._partial = 0, None
         return self._epoch_means(epoch, stats, bad_batch, plane)
