@@ -79,7 +79,7 @@ def data_overrides(data_root: str | None, n: int, scratch: Path) -> list[str]:
 
 
 def graph_available() -> bool:
-    """Whether this build's config knows train.cuda_graph (another branch adds it)."""
+    """Whether this build's config knows train.cuda_graph (kept so the bench still runs on older checkouts)."""
     try:
         load_config(CONFIGS / METHODS["CE"], [f"{GRAPH_KEY}=false"])
     except ConfigError:
@@ -173,7 +173,7 @@ def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> dict[s
     common = data_overrides(args.data_root, n, scratch) + [
         f"device={device.type}", f"model.width={width}", f"data.batch_size={args.batch}",
         f"data.train_subset={n}", "train.eval_subset=0", "train.info_plane_every=0", "train.epochs=1000",
-        "train.cuda_graph=false"]  # the eager step; bench_graph_step.py times it as CUDA graphs
+        "train.cuda_graph=false"]  # eager unless a "+ graph" setting's own override (it comes later) says true
 
     trainers = {(s, m): build_trainer(f, common + extra, scratch / f"{s}-{m}".replace(" ", ""))
                 for s, extra in settings.items() for m, f in METHODS.items()}
