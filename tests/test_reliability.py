@@ -286,6 +286,29 @@ def test_preemption_mid_epoch_checkpoints_that_batch_and_resumes_bit_identical(i
         assert cut == whole, name
 
 
+def test_a_deadline_stops_training_like_sigterm_and_resume_is_bit_identical(image_folder, tmp_path, monkeypatch):
+    """`train(stop_at=...)`, the public deadline the GPU kit uses: a mid-epoch checkpoint, then the same run."""
+    import ibrar.train as training
+
+    config = build_config(tiny_config(image_folder, train={"epochs": 2, "eval_subset": 8, "eval_pgd_steps": 1}))
+    train(config, tmp_path / "whole", quiet=True)
+    clock = {"now": 0.0}
+
+    def ticking() -> float:  # one second per call: the deadline passes in the second epoch
+        clock["now"] += 1.0
+        return clock["now"]
+
+    monkeypatch.setattr(training.time, "time", ticking)
+    with pytest.raises(KeyboardInterrupt, match="--resume"):
+        train(config, tmp_path / "cut", quiet=True, stop_at=9.0)
+    monkeypatch.undo()
+    saved = load_file(tmp_path / "cut" / "checkpoint.pt")
+    assert saved["partial"] is not None and (saved["epoch"], saved["batch_in_epoch"]) != (0, 0)
+    assert not (tmp_path / "cut" / "final.pt").exists()
+    train(config, tmp_path / "cut", resume=True, quiet=True)
+    assert same_final_weights(tmp_path / "whole", tmp_path / "cut")
+
+
 # ---- numerical guard ---------------------------------------------------------------------------------
 
 

@@ -28,6 +28,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -197,37 +198,25 @@ def find_row(experiment: Any, row: str) -> Any:
 
 
 @contextlib.contextmanager
-def deadline(at: float, run_dir: Path) -> Iterator[None]:
-    """Training stops at the first batch end after `at` (a time.time()) as if SIGTERM had come: the Trainer
-    checkpoints mid-epoch and raises KeyboardInterrupt, and the next call resumes. A real SIGTERM outside the
-    Trainer's loop (run.sh's timeout during the evaluation) raises KeyboardInterrupt too. Every 30 s at a batch
-    end it prints the epochs done so far."""
-    from ibrar.train import Trainer
+def reporting(run_dir: Path, every_s: float = 30.0) -> Iterator[None]:
+    """While training runs, print the epochs done every `every_s` seconds (a daemon thread reading metrics.jsonl).
+    A real SIGTERM outside the Trainer's loop (run.sh's timeout during the evaluation) raises KeyboardInterrupt."""
+    done = threading.Event()
 
-    if not hasattr(Trainer, "_should_stop"):
-        raise RuntimeError("ibrar.train.Trainer._should_stop is gone: bench/gpu/stages.py's deadline needs the "
-                           "Trainer's per-batch stop check")
-    original = Trainer._should_stop
-    last_report = [time.time()]
-
-    def should_stop(trainer: Trainer, batch: int) -> bool:
-        now = time.time()
-        if now - last_report[0] >= 30:
-            last_report[0] = now
+    def report() -> None:
+        while not done.wait(every_s):
             print(f"   ... {progress(run_dir)}", flush=True)
-        if now >= at and trainer._stop_signal is None:
-            trainer._on_signal(signal.SIGTERM, None)  # the time budget is spent: checkpoint and stop
-        return original(trainer, batch)
 
     def interrupt(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     previous = signal.signal(signal.SIGTERM, interrupt)
-    Trainer._should_stop = should_stop
+    thread = threading.Thread(target=report, daemon=True)
+    thread.start()
     try:
         yield
     finally:
-        Trainer._should_stop = original
+        done.set()
         signal.signal(signal.SIGTERM, previous)
 
 
@@ -381,9 +370,9 @@ def stage_table4(ctx: Context, info: dict[str, Any], row: str) -> tuple[str, dic
     status = "finished"
     try:
         if state in ("new", "resume"):
-            with deadline(ctx.t0 + ctx.train_until, run_dir):
+            with reporting(run_dir):  # training stops at the deadline as on SIGTERM: a checkpoint, then resume
                 train(config, run_dir, data_root=ctx.data_root, resume=state == "resume",
-                      overwrite=state == "new", quiet=True)
+                      overwrite=state == "new", quiet=True, stop_at=ctx.t0 + ctx.train_until)
             print(f"   trained: {progress(run_dir)} after {ctx.elapsed() / 60:.1f} min", flush=True)
         if state != "done":
             record_call(ctx, run_dir, info, "trained")

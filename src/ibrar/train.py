@@ -80,8 +80,9 @@ class Trainer:
     epochs around `TrainStep`."""
 
     def __init__(self, config: RunConfig, run_dir: Path, data_root: str | Path | None = None,
-                 quiet: bool = False) -> None:
+                 quiet: bool = False, stop_at: float | None = None) -> None:
         self.config = config
+        self.stop_at = stop_at  # a time.time() deadline: stop at the first batch end after it, as on SIGTERM
         self.run_dir = Path(run_dir)
         self.device = resolve_device(config.device)
         self.dist = init_from_env(self.device.type)
@@ -262,7 +263,10 @@ class Trainer:
 
     # -- signals --
     def _should_stop(self, batch: int) -> bool:
-        """A signal arrived; under DDP every rank must agree, checked every 10 batches (same batch on all)."""
+        """A signal arrived or the deadline passed; under DDP every rank must agree, checked every 10 batches
+        (same batch on all)."""
+        if self.stop_at is not None and self._stop_signal is None and time.time() >= self.stop_at:
+            self._stop_signal = signal.SIGTERM  # the deadline is a SIGTERM the caller scheduled
         if not self.dist.enabled:
             return self._stop_signal is not None
         if batch % 10 != 9:
@@ -380,8 +384,12 @@ def resumed_meta(path: Path, leg: dict[str, Any]) -> dict[str, Any]:
 
 
 def train(config: RunConfig, run_dir: str | Path, data_root: str | Path | None = None, resume: bool = False,
-          overwrite: bool = False, quiet: bool = False) -> Trainer:
-    """Train one run into `run_dir` (resuming it when asked) and return the finished trainer."""
+          overwrite: bool = False, quiet: bool = False, stop_at: float | None = None) -> Trainer:
+    """Train one run into `run_dir` (resuming it when asked) and return the finished trainer.
+
+    `stop_at` (a `time.time()`) stops training at the first batch end after it exactly as SIGTERM does: a
+    mid-epoch checkpoint, then `KeyboardInterrupt`; `train(..., resume=True)` continues bit-identically.
+    """
     run_dir = Path(run_dir)
     check_model_config(config)
     is_main = int(os.environ.get("RANK", "0")) == 0
@@ -389,13 +397,13 @@ def train(config: RunConfig, run_dir: str | Path, data_root: str | Path | None =
         check_run_dir(run_dir, resume, overwrite)
     # One writer per folder: a second `ibrar train` or `ibrar eval` into it is refused while this one runs.
     with locked_folder(run_dir) if is_main else contextlib.nullcontext():
-        return _train_locked(config, run_dir, data_root, resume, quiet)
+        return _train_locked(config, run_dir, data_root, resume, quiet, stop_at)
 
 
 def _train_locked(config: RunConfig, run_dir: Path, data_root: str | Path | None, resume: bool,
-                  quiet: bool) -> Trainer:
+                  quiet: bool, stop_at: float | None) -> Trainer:
     # Data and model are built before the folder is touched: a failed start leaves an old run intact.
-    trainer = Trainer(config, run_dir, data_root=data_root, quiet=quiet)
+    trainer = Trainer(config, run_dir, data_root=data_root, quiet=quiet, stop_at=stop_at)
     if trainer.dist.is_main:
         create_run_dir(run_dir, config, resume)
     barrier()
