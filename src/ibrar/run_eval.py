@@ -22,7 +22,8 @@ from ibrar.checkpoint import find_checkpoint
 from ibrar.config import RunConfig
 from ibrar.data import ImageData, load_split, resolve_data_root
 from ibrar.errors import InputError
-from ibrar.eval_estimate import estimate_seconds, format_duration
+from ibrar.eval_estimate import EvalPlan, format_duration, plan_evaluation
+from ibrar.eval_progress import EvalProgress
 from ibrar.evaluate import DEFAULT_BATCH_SIZE, evaluate, format_table, masking_warnings, select_subset, steps_curve
 from ibrar.reproducibility import run_metadata
 from ibrar.run_folder import load_trained
@@ -57,6 +58,8 @@ def evaluate_run(
     started = time.perf_counter()
     dev = resolve_device(device)
     bundle, config, state = loaded if loaded is not None else load_trained(path, device=dev)
+    if config.train.threads is not None:  # as in training: on the CPU the numbers follow the thread count
+        torch.set_num_threads(config.train.threads)
     model = bundle.model
     if test_data is None:
         root = resolve_data_root(config.data.root or data_root)
@@ -77,41 +80,51 @@ def evaluate_run(
         built[name] = build_attack(name, model, eps=config.eval.eps, **params)
     out_dir = Path(out_dir) if out_dir is not None else Path(path) if Path(path).is_dir() else Path(path).parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not quiet:
-        print(estimate_message(model, test_data, built, n, seed, batch_size, dev), flush=True)
+    plan = plan_for(model, test_data, built, n, seed, batch_size, dev, config.eval.eps, large_eps_check, steps)
+    print(estimate_message(plan, built), flush=True)
+    progress = EvalProgress(plan, quiet=quiet)
     report = evaluate(model, test_data.images, test_data.labels, built, batch_size=batch_size, device=dev,
-                      seed=seed, n=n, eps=config.eval.eps, state_dir=out_dir)
+                      seed=seed, n=n, eps=config.eval.eps, state_dir=out_dir, progress=progress)
     result = report.to_dict()
     result["checkpoint"] = str(find_checkpoint(path))
     curves: dict[str, dict[int, float]] = {}
     for family in ("pgd", "cw", "nifgsm") if steps else ():
         curves[family] = steps_curve(model, test_data.images, test_data.labels, family, steps=list(steps),
                                      eps=config.eval.eps, batch_size=batch_size or DEFAULT_BATCH_SIZE,
-                                     device=dev, seed=seed, n=n)
+                                     device=dev, seed=seed, n=n, progress=progress)
     if curves:
         result["curves"] = {fam: {str(k): v for k, v in c.items()} for fam, c in curves.items()}
     warnings = masking_warnings(report, model, test_data.images, test_data.labels, curve=curves.get("pgd"),
                                 large_eps=0.5 if large_eps_check else None,
-                                batch_size=batch_size or DEFAULT_BATCH_SIZE)
+                                batch_size=batch_size or DEFAULT_BATCH_SIZE, progress=progress)
     result["warnings"] = warnings
     result["reference"] = config.eval.reference
     result["meta"] = run_metadata(seed, dev)  # when, where and at which commit this evaluation ran
     # `seconds` times the attacks; this is the whole evaluation, curves and masking checks included
     result["total_seconds"] = time.perf_counter() - started
+    result["estimated_seconds"] = plan.seconds_at_start  # printed before the start, kept beside the measured
     (out_dir / EVAL_FILE).write_text(json.dumps(result, indent=2))
     return render(report, result, config.eval.reference, config.eval.reference_label)
 
 
-def estimate_message(model: Any, test_data: ImageData, attacks: dict[str, Any], n: int | None, seed: int,
-                     batch_size: int | None, device: Any) -> str:
-    """One line: how many examples and attacks, and the estimated time (said to be an estimate)."""
+def plan_for(model: Any, test_data: ImageData, attacks: dict[str, Any], n: int | None, seed: int,
+             batch_size: int | None, device: Any, eps: float, large_eps_check: bool,
+             steps: Sequence[int] | None) -> EvalPlan:
+    """The evaluation's plan, its costs measured on the first batch of the seeded subset (up to 128 examples)."""
     count = len(test_data.labels) if n is None else n
     index = select_subset(len(test_data.labels), n, seed)[: min(batch_size or DEFAULT_BATCH_SIZE, 128)]
     x = test_data.images[index].to(device)
     x = x.float() / 255 if x.dtype == torch.uint8 else x
-    seconds, how = estimate_seconds(model, x, test_data.labels[index].long().to(device), count, attacks)
-    return (f"evaluating {count} test examples with {', '.join(attacks)}: estimated time about "
-            f"{format_duration(seconds)} (a rough estimate: {how})")
+    plan = plan_evaluation(model, x, test_data.labels[index].long().to(device), count, attacks, eps=eps,
+                           large_eps_check=large_eps_check, curve_steps=list(steps or ()))
+    plan.seconds_at_start = plan.seconds()
+    return plan
+
+
+def estimate_message(plan: EvalPlan, attacks: dict[str, Any]) -> str:
+    """One line: how many examples and attacks, and the estimated time (said to be an estimate)."""
+    return (f"evaluating {plan.n} test examples with {', '.join(attacks)}: estimated time about "
+            f"{format_duration(plan.seconds())} (a rough estimate: {plan.describe()})")
 
 
 def render(report: Any, result: dict[str, Any], reference: dict[str, float] | None, label: str) -> str:
