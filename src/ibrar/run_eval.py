@@ -33,8 +33,16 @@ DEFAULT_N = 1000  # a seeded subset of the test set (the whole set when it is sm
 EVAL_FILE = "eval.json"
 
 
-def evaluate_run(
-    path: str | Path,
+def evaluate_run(path: str | Path, **kwargs: Any) -> str:
+    """Run the evaluation, write `eval.json` beside the checkpoint, and return the table to print.
+
+    The arguments are :func:`run_evaluation`'s.
+    """
+    return run_evaluation(path, **kwargs)[1]
+
+
+def run_evaluation(
+    path: str | Path | None,
     data_root: str | Path | None = None,
     attacks: Sequence[str] | None = None,
     n: int | None = DEFAULT_N,
@@ -47,13 +55,15 @@ def evaluate_run(
     large_eps_check: bool = True,
     loaded: tuple[ModelBundle, RunConfig, dict] | None = None,
     out_dir: str | Path | None = None,
-) -> str:
-    """Run the evaluation, write `eval.json` beside the checkpoint, and return the table to print.
+    model_warnings: Sequence[str] = (),
+) -> tuple[dict[str, Any], str]:
+    """Run the evaluation, write `eval.json` beside the checkpoint; return its content and the table to print.
 
     ``n=None`` is the whole test set; the default 1,000 becomes the whole set when that is smaller.
     ``batch_size=None``: 256 for ibrar's attacks, the reference's own 250 for AutoAttack.
-    `loaded` is a model already loaded (`path` then only names its weights, e.g. a RobustBench zoo model) and
-    `out_dir` where its eval.json goes.
+    `loaded` is a model already loaded (`path` then only names its weights, e.g. a RobustBench zoo model, or is
+    None) and `out_dir` where its eval.json goes; `model_warnings` (about the model itself) are kept beside the
+    masking checks' warnings and printed.
     """
     started = time.perf_counter()
     dev = resolve_device(device)
@@ -78,6 +88,8 @@ def evaluate_run(
         if name.startswith("adaptive"):  # PGD_AD maximises the run's own IB-RAR loss
             params["regularizer"] = build_regularizer(config, bundle, int(state.get("num_classes") or 10))
         built[name] = build_attack(name, model, eps=config.eval.eps, **params)
+    if out_dir is None and path is None:
+        raise InputError("out_dir: a model without a run folder needs a folder for its eval.json")
     out_dir = Path(out_dir) if out_dir is not None else Path(path) if Path(path).is_dir() else Path(path).parent
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = plan_for(model, test_data, built, n, seed, batch_size, dev, config.eval.eps, large_eps_check, steps)
@@ -86,7 +98,7 @@ def evaluate_run(
     report = evaluate(model, test_data.images, test_data.labels, built, batch_size=batch_size, device=dev,
                       seed=seed, n=n, eps=config.eval.eps, state_dir=out_dir, progress=progress)
     result = report.to_dict()
-    result["checkpoint"] = str(find_checkpoint(path))
+    result["checkpoint"] = str(find_checkpoint(path)) if path is not None else None
     curves: dict[str, dict[int, float]] = {}
     for family in ("pgd", "cw", "nifgsm") if steps else ():
         curves[family] = steps_curve(model, test_data.images, test_data.labels, family, steps=list(steps),
@@ -98,13 +110,15 @@ def evaluate_run(
                                 large_eps=0.5 if large_eps_check else None,
                                 batch_size=batch_size or DEFAULT_BATCH_SIZE, progress=progress)
     result["warnings"] = warnings
+    if model_warnings:
+        result["model_warnings"] = list(model_warnings)
     result["reference"] = config.eval.reference
     result["meta"] = run_metadata(seed, dev)  # when, where and at which commit this evaluation ran
     # `seconds` times the attacks; this is the whole evaluation, curves and masking checks included
     result["total_seconds"] = time.perf_counter() - started
     result["estimated_seconds"] = plan.seconds_at_start  # printed before the start, kept beside the measured
     (out_dir / EVAL_FILE).write_text(json.dumps(result, indent=2))
-    return render(report, result, config.eval.reference, config.eval.reference_label)
+    return result, render(report, result, config.eval.reference, config.eval.reference_label)
 
 
 def plan_for(model: Any, test_data: ImageData, attacks: dict[str, Any], n: int | None, seed: int,
@@ -138,6 +152,8 @@ def render(report: Any, result: dict[str, Any], reference: dict[str, float] | No
             lines.append(f"{key:12}{shown:>10}{ref:>14.2%}")
     for curve_name, curve in result.get("curves", {}).items():
         lines.append(f"{curve_name} by steps: " + ", ".join(f"{k}: {v:.2%}" for k, v in curve.items()))
+    for warning in result.get("model_warnings", []):
+        lines.append(f"WARNING (the model): {warning}")
     for warning in result.get("warnings", []):
         lines.append(f"WARNING (gradient masking?): {warning}")
     return "\n".join(lines)
