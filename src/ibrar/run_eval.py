@@ -21,7 +21,7 @@ from ibrar.build import ModelBundle, build_regularizer, resolve_device
 from ibrar.checkpoint import find_checkpoint
 from ibrar.config import RunConfig
 from ibrar.data import ImageData, load_split, resolve_data_root
-from ibrar.errors import InputError
+from ibrar.errors import IbrarError, InputError
 from ibrar.eval_estimate import EvalPlan, format_duration, plan_evaluation
 from ibrar.eval_progress import EvalProgress
 from ibrar.evaluate import DEFAULT_BATCH_SIZE, evaluate, format_table, masking_warnings, select_subset, steps_curve
@@ -118,7 +118,40 @@ def run_evaluation(
     result["total_seconds"] = time.perf_counter() - started
     result["estimated_seconds"] = plan.seconds_at_start  # printed before the start, kept beside the measured
     (out_dir / EVAL_FILE).write_text(json.dumps(result, indent=2))
-    return result, render(report, result, config.eval.reference, config.eval.reference_label)
+    reference = config.eval.reference if reference_applies(config) else None
+    return result, render(report, result, reference, config.eval.reference_label)
+
+
+# What makes two runs comparable: everything but the IB-RAR terms, the mask, the name, the evaluation's own settings
+# and the knobs that change only speed or bookkeeping.
+_NOT_COMPARED = {"name", "ib", "mask", "eval", "device"}
+_NOT_COMPARED_IN = {"data": {"root", "download"},
+                    "train": {"eval_subset", "eval_pgd_steps", "info_plane_every", "tensorboard", "amp",
+                              "channels_last", "compile", "forbid_host_sync", "threads"}}
+
+
+def _comparable(config: RunConfig) -> dict[str, Any]:
+    dumped = config.model_dump()
+    out = {k: v for k, v in dumped.items() if k not in _NOT_COMPARED}
+    for section, keys in _NOT_COMPARED_IN.items():
+        out[section] = {k: v for k, v in out[section].items() if k not in keys}
+    return out
+
+
+def reference_applies(config: RunConfig) -> bool:
+    """Whether ``eval.reference`` may be printed beside this run: always when no ``eval.reference_config`` says
+    what it was measured with, else only when the run has that config's model, data, method and schedule."""
+    if not config.eval.reference:
+        return False
+    if config.eval.reference_config is None:
+        return True
+    from ibrar.config import load_config
+
+    try:
+        measured_with = load_config(config.eval.reference_config)
+    except IbrarError:  # a reference that cannot be checked is not shown as if it applied
+        return False
+    return _comparable(measured_with) == _comparable(config)
 
 
 def plan_for(model: Any, test_data: ImageData, attacks: dict[str, Any], n: int | None, seed: int,
