@@ -176,3 +176,21 @@ def test_cli_model_usage_errors_name_the_fix(capsys, tmp_path):
     assert code == 2 and "exactly one" in capsys.readouterr().err
     code = main(["eval", "run_folder", "--weights", "w.safetensors"])
     assert code == 2 and "go with --model" in capsys.readouterr().err
+
+
+def test_cli_model_writes_a_robustbench_card(user_model, image_folder, tmp_path, capsys, monkeypatch):
+    from ibrar.attacks import ReferenceAutoAttack, registry
+
+    monkeypatch.setitem(registry._FAMILIES, "autoattack",  # a reduced budget keeps the test fast
+                        (None, lambda m, eps, s, **p: ReferenceAutoAttack(m, eps=eps, **p, n_iter=2, n_queries=5)))
+    source, weights = user_model
+    code = main(["eval", "--model", f"{source}:build", "--weights", str(weights), "--model-kwargs",
+                 '{"num_classes": 4}', "--dataset", "imagefolder", "--data-root", str(image_folder), "--attacks",
+                 "autoattack", "--n", "8", "--device", "cpu", "--quiet", "--no-large-eps-check", "--out",
+                 str(tmp_path / "eval"), "--robustbench-card", "Mine", "--card-dir", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    card = json.loads((tmp_path / "model_info" / "imagefolder" / "Linf" / "Mine.json").read_text())
+    result = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert card["architecture"] == f"{source}:build" and card["clean_acc"] == f"{100 * result['clean']:.2f}"
+    assert "autoattack APGD-CE: " in captured.err  # AutoAttack's stages each get their line
