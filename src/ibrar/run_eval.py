@@ -1,8 +1,10 @@
 """Evaluate a trained run folder (or checkpoint): what `ibrar eval` and the end of `ibrar train` do.
 
-Loads the model and mask safely, picks the same seeded test subset every time (1,000 examples unless told
-otherwise), says how long it expects to take, runs the attacks through `ibrar.evaluate`, adds the
-attack-steps curves and the gradient-masking checks, and writes `eval.json`. The reference AutoAttack keeps
+Loads the model and mask safely (or takes a model already loaded: a zoo model, any PyTorch classifier), picks
+the same seeded test subset every time (1,000 examples unless told otherwise), says how long it expects to take
+(`ibrar.eval_estimate`), runs the attacks through `ibrar.evaluate` with a progress bar per attack and per
+AutoAttack stage (`ibrar.eval_progress`), adds the attack-steps curves and the gradient-masking checks, and
+writes `eval.json`. The reference AutoAttack keeps
 its resumable state in the run folder while it runs.
 """
 
