@@ -288,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the resolved config (file, profile, overrides) and exit without training")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("eval", help="robustness evaluation of a run folder, export folder or checkpoint")
+    p = sub.add_parser("eval", help="robustness evaluation of a run folder, export folder or checkpoint, a "
+                       "RobustBench zoo model or any PyTorch model (--model MODULE:CALLABLE --weights FILE)")
     p.add_argument("run", nargs="?", metavar="RUN_DIR_OR_CHECKPOINT",
                    help="a run folder, an `ibrar export` folder or a checkpoint file")
     p.add_argument("--data-root")
