@@ -162,9 +162,12 @@ def reference_applies(config: RunConfig) -> bool:
 def plan_for(model: Any, test_data: ImageData, attacks: dict[str, Any], n: int | None, seed: int,
              batch_size: int | None, device: Any, eps: float, large_eps_check: bool,
              steps: Sequence[int] | None) -> EvalPlan:
-    """The evaluation's plan, its costs measured on the first batch of the seeded subset (up to 128 examples)."""
+    """The evaluation's plan, its costs measured on a seeded sample of the subset (up to 128 examples)."""
     count = len(test_data.labels) if n is None else n
-    index = select_subset(len(test_data.labels), n, seed)[: min(batch_size or DEFAULT_BATCH_SIZE, 128)]
+    subset = select_subset(len(test_data.labels), n, seed)
+    # a random sample, not the subset's first indices: a test set stored class by class would give one class
+    sample = torch.randperm(len(subset), generator=torch.Generator().manual_seed(seed))
+    index = subset[sample[: min(batch_size or DEFAULT_BATCH_SIZE, 128)]]
     x = test_data.images[index].to(device)
     x = x.float() / 255 if x.dtype == torch.uint8 else x
     plan = plan_evaluation(model, x, test_data.labels[index].long().to(device), count, attacks, eps=eps,
