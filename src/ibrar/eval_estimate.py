@@ -4,7 +4,7 @@ The cost of one forward+backward pass per example (and of a forward alone) is me
 evaluated examples; each piece (an attack, an AutoAttack stage, the masking check, a steps curve) costs its
 gradient computations per attacked example times the examples it attacks. Attacks run on the clean-correct
 examples; AutoAttack's stages after APGD-CE run only on what the earlier stages leave, so they are counted on a
-prior for that number: the examples a short PGD on the measured batch leaves robust, replaced by the count a
+prior for that number: the examples a short APGD-CE on the measured batch leaves robust, replaced by the count a
 PGD-type attack of the evaluation leaves once it has run. `ibrar.eval_progress` keeps the plan up to date as
 the pieces finish (their measured times rescale what is left). It is an estimate, and says so.
 """
@@ -19,9 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ibrar.attacks import PGD, Attack, ReferenceAutoAttack
+from ibrar.attacks import APGD, Attack, ReferenceAutoAttack
 from ibrar.attacks.reference_autoattack import STAGE_LABELS, STAGES
 
+# AutoAttack's first stage, cut short: what it leaves robust on the measured batch is the prior for the later
+# stages (PGD-10 leaves a few examples APGD-CE breaks, and each costs thousands of gradients there).
+PROBE_STEPS = 20
 FORWARD_SHARE = 1 / 3  # a forward pass costs about a third of a forward+backward (used when not measured)
 LARGE_EPS_CHECK = "masking check: pgd20 at eps 0.5"  # the piece `masking_warnings(large_eps=0.5)` runs
 _PGD_TYPE = ("PGD", "APGD", "APGDT", "AdaptivePGD")  # their survivors predict AutoAttack's later stages'
@@ -78,7 +81,7 @@ class Probe:
     seconds_per_grad: float  # one forward+backward of one example
     forward_share: float  # a forward alone, as a share of that
     clean: float  # accuracy on the batch
-    survive: float | None  # share of the batch a 10-step PGD leaves robust (None: not measured)
+    survive: float | None  # share of the batch a short APGD-CE leaves robust (None: not measured)
 
 
 def _timed(fn: Callable[[], object], cuda: bool, repeats: int = 2) -> float:
@@ -96,8 +99,8 @@ def _timed(fn: Callable[[], object], cuda: bool, repeats: int = 2) -> float:
 
 
 def probe(model: nn.Module, x: Tensor, y: Tensor, eps: float = 8 / 255, survivors: bool = False) -> Probe:
-    """Time a forward+backward and a forward on ``x``; with ``survivors``, also run PGD-10 on it (the prior for
-    AutoAttack's later stages). The model is measured in eval mode and its modes are restored."""
+    """Time a forward+backward and a forward on ``x``; with ``survivors``, also run a 20-step APGD-CE on it (the
+    prior for AutoAttack's later stages). The model is measured in eval mode and its modes are restored."""
     modes = {module: module.training for module in model.modules()}
     model.eval()
     cuda = x.device.type == "cuda"
@@ -116,7 +119,8 @@ def probe(model: nn.Module, x: Tensor, y: Tensor, eps: float = 8 / 255, survivor
         if survivors:
             with torch.random.fork_rng(devices=[x.device] if cuda else []):
                 torch.manual_seed(0)
-                x_adv = PGD(model, eps=eps, steps=10)(x[correct], y[correct]) if correct.any() else x[:0]
+                x_adv = APGD(model, eps=eps, steps=PROBE_STEPS, seed=0)(x[correct], y[correct]) \
+                    if correct.any() else x[:0]
             with torch.no_grad():
                 robust = int((model(x_adv).argmax(1) == y[correct]).sum()) if len(x_adv) else 0
             survive = robust / len(x)
@@ -171,7 +175,7 @@ class EvalPlan:
                f"counts, on the {p.clean:.0%} of {self.n} examples classified correctly")
         if any(piece.survivors for piece in self.pieces):
             how += (f"; AutoAttack's stages after APGD-CE on the {self.survivors:.0f} examples expected to survive "
-                    "it (a 10-step PGD on a measured batch), updated as the evaluation runs")
+                    f"it (a {PROBE_STEPS}-step APGD-CE on a measured batch), updated as the evaluation runs")
         return how
 
 
