@@ -26,7 +26,7 @@ from ibrar.run_folder import load_trained
 
 MODELS = {  # name -> (config, overrides): seconds-to-minutes CPU twins of the two cases
     "quickstart (CE + IB-RAR)": ("quickstart.yaml", ["train.epochs=1", "data.train_subset=5000"]),
-    "PGD-AT": ("cpu/table1-pgd_at.yaml", ["train.epochs=1", "data.train_subset=2000", "model.width=0.25"]),
+    "PGD-AT": ("cpu/table1-pgd_at.yaml", ["train.epochs=3", "data.train_subset=5000"]),
 }
 ATTACKS = ["fgsm", "pgd10", "autoattack"]
 

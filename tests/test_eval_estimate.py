@@ -26,8 +26,9 @@ def test_gradient_counts_follow_the_attacks_budgets():
     assert gradient_count(build_attack("pgd20", model), 10) == 20
     assert gradient_count(build_attack("cw", model), 10) == 200
     assert gradient_count(build_attack("fab", model), 10) == 10 * 10  # every class's gradient per step
-    # AutoAttack's full standard budget: APGD-CE 100, APGD-T and FAB-T 9 x 100 each, Square 5000 forwards
-    assert gradient_count(build_attack("autoattack", model), 10) == pytest.approx(100 + 2 * 9 * 100 + 5000 / 3)
+    # AutoAttack's full standard budget: APGD-CE 100, APGD-T 9 x 100, FAB-T 9 x 100 gradients and as many
+    # forwards, Square 5000 forwards (a forward: a third of a gradient)
+    assert gradient_count(build_attack("autoattack", model), 10) == pytest.approx(100 + 900 + 900 * 4 / 3 + 5000 / 3)
 
 
 def test_estimate_grows_with_the_attacks_and_says_it_is_rough():
@@ -54,7 +55,7 @@ def plan_of(*names: str, **kwargs):
 
 def test_autoattack_stages_cost_their_budgets_and_targets():
     counts = autoattack_stage_counts(ReferenceAutoAttack(trained_model()), 10, forward_share=0.5)
-    assert counts == {"apgd-ce": 100, "apgd-t": 900, "fab-t": 900, "square": 2500}
+    assert counts == {"apgd-ce": 100, "apgd-t": 900, "fab-t": 1350, "square": 2500}
     assert autoattack_stage_counts(ReferenceAutoAttack(trained_model()), 4)["apgd-t"] == 300  # 3 targets
 
 
@@ -64,9 +65,22 @@ def test_autoattack_after_apgd_ce_is_counted_on_the_expected_survivors_only():
     assert examples == {"fgsm": 800, "autoattack APGD-CE": 800, "autoattack APGD-T": 100,
                         "autoattack FAB-T": 100, "autoattack Square": 100}
     # a clean pass, FGSM (1 gradient + 2 forwards), APGD-CE on 800, the later stages on 100 (each + 1 forward)
-    expected = 1000 * 0.5 + 800 * 2 + 800 * 100.5 + 100 * (900.5 + 900.5 + 2500.5)
+    expected = 1000 * 0.5 + 800 * 2 + 800 * 100.5 + 100 * (900.5 + 1350.5 + 2500.5)
     assert plan.seconds() == pytest.approx(expected * 1e-3)
     assert "expected to survive" in plan.describe()
+
+
+def test_a_cost_per_call_is_paid_once_per_batch():
+    """The few examples AutoAttack's later stages attack pay mostly the per-call cost: it is counted per batch."""
+    per_call = Probe(seconds_per_grad=1e-3, forward_share=0.5, clean=0.8, survive=0.1, seconds_per_call=0.2)
+    model = trained_model()
+    x, y = test_data(4)
+    plan = plan_evaluation(model, x, y, 1000, {"pgd10": build_attack("pgd10", model)}, measured=per_call,
+                           batch_size=100)
+    pgd = plan.pieces[0]  # 800 examples in 8 batches of 100, 11 passes each
+    assert pgd.seconds(per_call) == pytest.approx(11 * (800 * 1e-3 + 8 * 0.2))
+    pgd.examples = 0
+    assert pgd.seconds(per_call) == 0
 
 
 def test_the_masking_check_and_the_steps_curves_are_in_the_plan():
@@ -91,14 +105,14 @@ def test_a_pgd_attack_sets_autoattacks_survivors_and_measured_times_rescale_the_
     plan = plan_of("pgd10", "autoattack")
     stream = io.StringIO()
     progress = EvalProgress(plan, quiet=True, stream=stream)
-    planned_pgd = plan.pieces[0].seconds(1e-3)  # 800 x (10 + 1) gradients
-    rest = sum(p.seconds(1e-3) for p in plan.pieces[1:])
+    planned_pgd = plan.pieces[0].seconds(MEASURED)  # 800 x (10 + 1) gradients
+    rest = sum(p.seconds(MEASURED) for p in plan.pieces[1:])
     progress.start("pgd10", 800)
     clock.now = 2 * planned_pgd  # PGD-10 takes twice its estimate
     progress.advance(800, 760)
     progress.finish()
     assert [p.examples for p in plan.pieces if p.survivors] == [40, 40, 40]  # what PGD-10 left robust
-    survivors_rest = sum(p.seconds(1e-3) for p in plan.pieces[1:])
+    survivors_rest = sum(p.seconds(MEASURED) for p in plan.pieces[1:])
     assert survivors_rest < rest and progress.seconds_left() == pytest.approx(2 * survivors_rest)
     assert stream.getvalue().startswith(f"pgd10: 800 examples attacked, 40 robust, {2 * planned_pgd:.1f} s")
 
@@ -116,6 +130,6 @@ def test_an_autoattack_stage_leaves_the_next_ones_at_most_its_survivors(monkeypa
     progress.start("autoattack APGD-T", 5)
     clock.now = 2.0
     progress.advance(3, 0)  # the current stage by its own rate: 1 s for 3 examples, 2 left
-    later = sum(p.seconds(1e-3) for p in plan.pieces[2:])
-    scale = 1.0 / plan.pieces[0].seconds(1e-3)
+    later = sum(p.seconds(MEASURED) for p in plan.pieces[2:])
+    scale = 1.0 / plan.pieces[0].seconds(MEASURED)
     assert progress.seconds_left() == pytest.approx(2 / 3 + later * scale)

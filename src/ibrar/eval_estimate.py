@@ -11,6 +11,7 @@ the pieces finish (their measured times rescale what is left). It is an estimate
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,11 +21,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ibrar.attacks import APGD, Attack, ReferenceAutoAttack
+from ibrar.attacks.reference_autoattack import DEFAULT_BATCH_SIZE as AUTOATTACK_BATCH
 from ibrar.attacks.reference_autoattack import STAGE_LABELS, STAGES
 
 # AutoAttack's first stage, cut short: what it leaves robust on the measured batch is the prior for the later
 # stages (PGD-10 leaves a few examples APGD-CE breaks, and each costs thousands of gradients there).
 PROBE_STEPS = 20
+SMALL_BATCH = 8  # the second batch size the probe times
+ATTACK_BATCH = 256  # ibrar.evaluate's default batch for its own attacks (AutoAttack keeps the reference's 250)
 FORWARD_SHARE = 1 / 3  # a forward pass costs about a third of a forward+backward (used when not measured)
 LARGE_EPS_CHECK = "masking check: pgd20 at eps 0.5"  # the piece `masking_warnings(large_eps=0.5)` runs
 _PGD_TYPE = ("PGD", "APGD", "APGDT", "AdaptivePGD")  # their survivors predict AutoAttack's later stages'
@@ -48,8 +52,9 @@ def autoattack_stage_counts(attack: ReferenceAutoAttack, num_classes: int,
     p = attack.params()
     targets = p["n_target_classes"] if p["n_target_classes"] is not None else min(9, num_classes - 1)
     n_iter, n_queries = p["budget"]["n_iter"], p["budget"]["n_queries"]
-    return {"apgd-ce": float(n_iter), "apgd-t": float(targets * n_iter), "fab-t": float(targets * n_iter),
-            "square": forward_share * n_queries}
+    # a FAB step is a gradient and a forward (is the new point adversarial?); a Square query is a forward
+    return {"apgd-ce": float(n_iter), "apgd-t": float(targets * n_iter),
+            "fab-t": targets * n_iter * (1 + forward_share), "square": forward_share * n_queries}
 
 
 def gradient_count(attack: Attack | ReferenceAutoAttack, num_classes: int,
@@ -82,6 +87,7 @@ class Probe:
     forward_share: float  # a forward alone, as a share of that
     clean: float  # accuracy on the batch
     survive: float | None  # share of the batch a short APGD-CE leaves robust (None: not measured)
+    seconds_per_call: float = 0.0  # what a forward+backward costs whatever its batch size (kernel launches, Python)
 
 
 def _timed(fn: Callable[[], object], cuda: bool, repeats: int = 2) -> float:
@@ -109,9 +115,20 @@ def probe(model: nn.Module, x: Tensor, y: Tensor, eps: float = 8 / 255, survivor
         xg = x.detach().requires_grad_(True)
         torch.autograd.grad(F.cross_entropy(model(xg), y), xg)
 
+    def small_step() -> None:
+        xg = x[:SMALL_BATCH].detach().requires_grad_(True)
+        torch.autograd.grad(F.cross_entropy(model(xg), y[:SMALL_BATCH]), xg)
+
     try:
         with torch.enable_grad():
-            per_grad = _timed(step, cuda) / len(x)
+            big = _timed(step, cuda)
+            small = _timed(small_step, cuda) if len(x) >= 4 * SMALL_BATCH else None
+        # two batch sizes give a cost per example and one per call: the few examples AutoAttack's later stages
+        # attack pay mostly the latter
+        per_grad, per_call = big / len(x), 0.0
+        if small is not None and big > small:
+            per_grad = (big - small) / (len(x) - SMALL_BATCH)
+            per_call = max(0.0, small - per_grad * SMALL_BATCH)
         with torch.no_grad():
             per_forward = _timed(lambda: model(x), cuda) / len(x)
             correct = model(x).argmax(1) == y
@@ -128,7 +145,7 @@ def probe(model: nn.Module, x: Tensor, y: Tensor, eps: float = 8 / 255, survivor
         for module, training in modes.items():
             module.training = training
     share = min(1.0, per_forward / per_grad) if per_grad > 0 else FORWARD_SHARE
-    return Probe(per_grad, share, correct.float().mean().item(), survive)
+    return Probe(per_grad, share, correct.float().mean().item(), survive, per_call)
 
 
 @dataclass
@@ -138,11 +155,13 @@ class Piece:
     name: str
     grads: float
     examples: float
+    batch: int = 256  # examples per call
     survivors: bool = False  # an AutoAttack stage after APGD-CE: runs on what the earlier stages leave
     informs_survivors: bool = False  # a PGD-type attack at the evaluation's eps: its survivors are the prior
 
-    def seconds(self, seconds_per_grad: float) -> float:
-        return self.grads * self.examples * seconds_per_grad
+    def seconds(self, probe: Probe) -> float:
+        calls = math.ceil(self.examples / self.batch) if self.examples > 0 else 0
+        return self.grads * (self.examples * probe.seconds_per_grad + calls * probe.seconds_per_call)
 
 
 @dataclass
@@ -167,7 +186,7 @@ class EvalPlan:
     def seconds(self) -> float:
         """The whole evaluation: a clean forward on all ``n`` plus every piece."""
         clean_pass = self.n * self.probe.forward_share * self.probe.seconds_per_grad
-        return clean_pass + sum(p.seconds(self.probe.seconds_per_grad) for p in self.pieces)
+        return clean_pass + sum(p.seconds(self.probe) for p in self.pieces)
 
     def describe(self) -> str:
         p = self.probe
@@ -183,9 +202,10 @@ def plan_evaluation(model: nn.Module, x: Tensor, y: Tensor, n: int,
                     attacks: Mapping[str, Attack | ReferenceAutoAttack], eps: float = 8 / 255,
                     large_eps_check: bool = False, curve_steps: Sequence[int] = (),
                     curve_families: Sequence[str] = ("pgd", "cw", "nifgsm"),
-                    measured: Probe | None = None) -> EvalPlan:
+                    measured: Probe | None = None, batch_size: int | None = None) -> EvalPlan:
     """The plan of an evaluation of ``attacks`` on ``n`` examples like the batch ``x`` (as `ibrar eval` runs it:
-    the attacks, then the steps curves when ``curve_steps`` is given, then the large-eps masking check)."""
+    the attacks, then the steps curves when ``curve_steps`` is given, then the large-eps masking check), in
+    batches of ``batch_size`` (None: 256 for ibrar's attacks, 250 for AutoAttack)."""
     with_autoattack = any(isinstance(a, ReferenceAutoAttack) for a in attacks.values())
     found = measured if measured is not None else probe(model, x, y, eps, survivors=with_autoattack)
     with torch.no_grad():
@@ -193,6 +213,7 @@ def plan_evaluation(model: nn.Module, x: Tensor, y: Tensor, n: int,
         num_classes = int(model.eval()(x[:1]).shape[1])
         model.train(was_training)
     evaluate_share = 2 * found.forward_share  # after each batch: the logits of the adversarial and clean images
+    batch = batch_size or ATTACK_BATCH
     correct = found.clean * n
     pieces: list[Piece] = []
     for name, attack in attacks.items():
@@ -202,18 +223,19 @@ def plan_evaluation(model: nn.Module, x: Tensor, y: Tensor, n: int,
             for stage in STAGES:
                 later = stage != STAGES[0]
                 pieces.append(Piece(stage_piece_name(stage), counts[stage] + found.forward_share,
-                                    survive * n if later else correct, survivors=later))
+                                    survive * n if later else correct, batch_size or AUTOATTACK_BATCH,
+                                    survivors=later))
             continue
         norm, bound = attack.threat_model
         informs = type(attack).__name__ in _PGD_TYPE and norm == "linf" and bound is not None \
             and abs(bound - eps) < 1e-9
         pieces.append(Piece(name, gradient_count(attack, num_classes, found.forward_share) + evaluate_share,
-                            correct, informs_survivors=informs))
+                            correct, batch, informs_survivors=informs))
     for family in curve_families if curve_steps else ():
         for s in curve_steps:
-            pieces.append(Piece(curve_piece_name(family, s), float(s) + evaluate_share, correct))
+            pieces.append(Piece(curve_piece_name(family, s), float(s) + evaluate_share, correct, batch))
     if large_eps_check:
-        pieces.append(Piece(LARGE_EPS_CHECK, 20 + evaluate_share, correct))
+        pieces.append(Piece(LARGE_EPS_CHECK, 20 + evaluate_share, correct, batch))
     return EvalPlan(n, found, pieces)
 
 

@@ -74,7 +74,7 @@ class EvalProgress:
             self._robust = robust
         seconds = time.perf_counter() - self._t0
         if self._piece is not None and self.plan is not None:
-            self._predicted += self._piece.seconds(self.plan.probe.seconds_per_grad)
+            self._predicted += self._piece.seconds(self.plan.probe)
             self._measured += seconds
             if self._piece.informs_survivors or self._piece.name.startswith("autoattack"):
                 # what a PGD-type attack, or an AutoAttack stage, leaves is the best prior for the next stages
@@ -101,7 +101,7 @@ class EvalProgress:
         by the plan, rescaled by measured / planned over the pieces finished so far. None without a plan."""
         if self.plan is None:
             return None
-        spg = self.plan.probe.seconds_per_grad
+        probe = self.plan.probe
         scale = self._measured / self._predicted if self._predicted > 0 else 1.0
         left = 0.0
         if self._piece is not None:
@@ -109,9 +109,9 @@ class EvalProgress:
             if self._done > 0:
                 left += elapsed / self._done * (self._total - self._done)
             else:
-                left += max(0.0, self._piece.seconds(spg) * scale - elapsed)
+                left += max(0.0, self._piece.seconds(probe) * scale - elapsed)
         after = [p for i, p in enumerate(self.plan.pieces) if i not in self._started]
-        return left + sum(p.seconds(spg) for p in after) * scale
+        return left + sum(p.seconds(probe) for p in after) * scale
 
     def _match(self, name: str) -> int | None:
         if self.plan is None:

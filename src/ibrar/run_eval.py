@@ -120,8 +120,8 @@ def run_evaluation(
     result["total_seconds"] = time.perf_counter() - started
     # the estimate printed before the start, kept beside the measured time (bench/bench_estimate.py compares them)
     result["estimate"] = {"seconds": plan.seconds_at_start, "seconds_per_grad": plan.probe.seconds_per_grad,
-                          "forward_share": plan.probe.forward_share, "probe_clean": plan.probe.clean,
-                          "probe_survive": plan.probe.survive}
+                          "seconds_per_call": plan.probe.seconds_per_call, "forward_share": plan.probe.forward_share,
+                          "probe_clean": plan.probe.clean, "probe_survive": plan.probe.survive}
     (out_dir / EVAL_FILE).write_text(json.dumps(result, indent=2))
     reference = config.eval.reference if reference_applies(config) else None
     return result, render(report, result, reference, config.eval.reference_label)
@@ -171,7 +171,7 @@ def plan_for(model: Any, test_data: ImageData, attacks: dict[str, Any], n: int |
     x = test_data.images[index].to(device)
     x = x.float() / 255 if x.dtype == torch.uint8 else x
     plan = plan_evaluation(model, x, test_data.labels[index].long().to(device), count, attacks, eps=eps,
-                           large_eps_check=large_eps_check, curve_steps=list(steps or ()))
+                           large_eps_check=large_eps_check, curve_steps=list(steps or ()), batch_size=batch_size)
     plan.seconds_at_start = plan.seconds()
     return plan
 
