@@ -146,7 +146,6 @@ def load_weights(model: nn.Module, state: Mapping[str, Tensor]) -> None:
     """Load ``state`` strictly (a ``module.`` prefix from DistributedDataParallel is dropped)."""
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
-    missing, unexpected = [], []
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
