@@ -26,9 +26,9 @@ def test_gradient_counts_follow_the_attacks_budgets():
     assert gradient_count(build_attack("pgd20", model), 10) == 20
     assert gradient_count(build_attack("cw", model), 10) == 200
     assert gradient_count(build_attack("fab", model), 10) == 10 * 10  # every class's gradient per step
-    # AutoAttack's full standard budget: APGD-CE 100, APGD-T 9 x 100, FAB-T 9 x 100 gradients and as many
-    # forwards, Square 5000 forwards (a forward: a third of a gradient)
-    assert gradient_count(build_attack("autoattack", model), 10) == pytest.approx(100 + 900 + 900 * 4 / 3 + 5000 / 3)
+    # AutoAttack's full standard budget: APGD-CE 100, APGD-T 9 x 100, FAB-T 9 x 100 steps of 2.5 gradients
+    # each (a gradient, a projection, a forward), Square 5000 forwards (a forward: a third of a gradient)
+    assert gradient_count(build_attack("autoattack", model), 10) == pytest.approx(100 + 900 + 2250 + 5000 / 3)
 
 
 def test_estimate_grows_with_the_attacks_and_says_it_is_rough():
@@ -55,7 +55,7 @@ def plan_of(*names: str, **kwargs):
 
 def test_autoattack_stages_cost_their_budgets_and_targets():
     counts = autoattack_stage_counts(ReferenceAutoAttack(trained_model()), 10, forward_share=0.5)
-    assert counts == {"apgd-ce": 100, "apgd-t": 900, "fab-t": 1350, "square": 2500}
+    assert counts == {"apgd-ce": 100, "apgd-t": 900, "fab-t": 2250, "square": 2500}
     assert autoattack_stage_counts(ReferenceAutoAttack(trained_model()), 4)["apgd-t"] == 300  # 3 targets
 
 
@@ -65,7 +65,7 @@ def test_autoattack_after_apgd_ce_is_counted_on_the_expected_survivors_only():
     assert examples == {"fgsm": 800, "autoattack APGD-CE": 800, "autoattack APGD-T": 100,
                         "autoattack FAB-T": 100, "autoattack Square": 100}
     # a clean pass, FGSM (1 gradient + 2 forwards), APGD-CE on 800, the later stages on 100 (each + 1 forward)
-    expected = 1000 * 0.5 + 800 * 2 + 800 * 100.5 + 100 * (900.5 + 1350.5 + 2500.5)
+    expected = 1000 * 0.5 + 800 * 2 + 800 * 100.5 + 100 * (900.5 + 2250.5 + 2500.5)
     assert plan.seconds() == pytest.approx(expected * 1e-3)
     assert "expected to survive" in plan.describe()
 

@@ -29,6 +29,7 @@ from ibrar.attacks.reference_autoattack import STAGE_LABELS, STAGES
 PROBE_STEPS = 20
 SMALL_BATCH = 8  # the second batch size the probe times
 ATTACK_BATCH = 256  # ibrar.evaluate's default batch for its own attacks (AutoAttack keeps the reference's 250)
+FAB_STEP = 2.5  # gradients' worth of one FAB-T step: FAB-T took 2.7x APGD-T's time per example on both bench models
 FORWARD_SHARE = 1 / 3  # a forward pass costs about a third of a forward+backward (used when not measured)
 LARGE_EPS_CHECK = "masking check: pgd20 at eps 0.5"  # the piece `masking_warnings(large_eps=0.5)` runs
 _PGD_TYPE = ("PGD", "APGD", "APGDT", "AdaptivePGD")  # their survivors predict AutoAttack's later stages'
@@ -52,9 +53,11 @@ def autoattack_stage_counts(attack: ReferenceAutoAttack, num_classes: int,
     p = attack.params()
     targets = p["n_target_classes"] if p["n_target_classes"] is not None else min(9, num_classes - 1)
     n_iter, n_queries = p["budget"]["n_iter"], p["budget"]["n_queries"]
-    # a FAB step is a gradient and a forward (is the new point adversarial?); a Square query is a forward
-    return {"apgd-ce": float(n_iter), "apgd-t": float(targets * n_iter),
-            "fab-t": targets * n_iter * (1 + forward_share), "square": forward_share * n_queries}
+    # a FAB step is a gradient, a projection onto the linearised decision boundary and a forward (is the new
+    # point adversarial?): measured at about FAB_STEP gradients on CIFAR-sized CNNs (bench/bench_estimate.py);
+    # a Square query is a forward
+    return {"apgd-ce": float(n_iter), "apgd-t": float(targets * n_iter), "fab-t": FAB_STEP * targets * n_iter,
+            "square": forward_share * n_queries}
 
 
 def gradient_count(attack: Attack | ReferenceAutoAttack, num_classes: int,
