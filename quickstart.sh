@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# One command for a new user: set up .venv, find or unpack CIFAR-10, train the quickstart config on the CPU.
+# One command for a new user: set up .venv (ibrar, its test extras and CI's test-only references), find or unpack
+# CIFAR-10, train the quickstart config on the CPU (one torch thread, so the result is the README's).
 set -euo pipefail
 cd "$(dirname "$0")"
 if [[ ! -x .venv/bin/ibrar ]]; then
   python3 -m venv .venv
   .venv/bin/python -m pip install --upgrade pip >/dev/null
   .venv/bin/python -m pip install -e '.[test]'
+fi
+# The test-only references CI installs (torchattacks, RobustBench, the Hub's card reader), so that the README's
+# test command runs every test CI runs.
+if ! .venv/bin/python -c 'import torchattacks, robustbench, huggingface_hub' 2>/dev/null; then
+  bash .ci/install-test-references .venv/bin/python
 fi
 data_root=${IBRAR_DATA_ROOT:-$HOME/.cache/ibrar-data}
 if [[ ! -d $data_root/cifar10-jpeg && ! -d $data_root/cifar-10-batches-py && ! -d $data_root/cifar10 ]]; then

@@ -136,6 +136,21 @@ def test_table6_runs_skips_finished_runs_and_resumes_an_interrupted_one(out_dir,
     assert before == {r.name: (folder / r.name / "eval.json").stat().st_mtime_ns for r in experiment.runs[1:]}
 
 
+def test_reproduce_says_run_i_of_n_and_the_experiments_time_left(out_dir, image_folder):
+    experiment = build_experiment("table6", "smoke")
+    folder = out_dir / "table6-smoke"
+    if not all(run_state(folder / r.name) == "done" for r in experiment.runs):
+        pytest.skip("needs the table6 runs")
+    for run in experiment.runs[1:]:  # two runs to evaluate again: the second is told the first one's pace
+        (folder / run.name / "eval.json").unlink()
+    seen = []
+    run_experiment(experiment, out_dir, image_folder, quiet=True, log=seen.append)
+    assert seen[0].startswith("[1/3] plain-ce: skip") and "left" not in seen[0]
+    assert seen[1].startswith("[2/3] plain-ibrar: evaluate") and "left" not in seen[1]
+    assert seen[2].startswith("[3/3] at-ibrar: evaluate (experiment left about ")
+    assert "at the pace of the 1 run so far" in seen[2]
+
+
 def test_a_run_folder_with_another_config_is_refused(out_dir, image_folder, tmp_path):
     experiment = build_experiment("table6", "smoke")
     source = out_dir / "table6-smoke" / "plain-ce"

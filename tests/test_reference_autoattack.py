@@ -55,6 +55,29 @@ def test_per_stage_accuracies_equal_the_reference_run_on_the_same_examples(model
     assert block["budget"] == BUDGET and block["standard_budget"] is False
 
 
+def test_each_stage_reports_the_examples_it_attacked_and_those_left_robust(model):
+    """The progress of AutoAttack stage by stage: a stage attacks what the one before left robust."""
+    import io
+
+    from ibrar.eval_progress import EvalProgress
+
+    x, y = test_data(60)
+    stream = io.StringIO()
+    report = evaluate(model, x, y, {"autoattack": ReferenceAutoAttack(model, EPS, **BUDGET)}, eps=EPS,
+                      batch_size=16, progress=EvalProgress(quiet=True, stream=stream))
+    counts = {k: round(v * 60) for k, v in report.autoattack["stages"].items()}
+    lines = {line.split(":")[0]: line for line in stream.getvalue().splitlines()}
+    previous = "clean"
+    for stage, label in (("apgd-ce", "APGD-CE"), ("apgd-t", "APGD-T"), ("fab-t", "FAB-T"), ("square", "Square")):
+        if counts[previous] == 0:  # the reference stops when nothing robust is left
+            assert f"autoattack {label}" not in lines
+            continue
+        assert lines[f"autoattack {label}"].startswith(
+            f"autoattack {label}: {counts[previous]} examples attacked, {counts[stage]} robust")
+        previous = stage
+    assert counts["clean"] > counts["apgd-ce"] > 0  # the check is not vacuous
+
+
 def test_the_name_autoattack_builds_the_reference_with_its_standard_budget(model):
     attack = build_attack("autoattack", model, eps=8 / 255, seed=3)
     assert isinstance(attack, ReferenceAutoAttack)

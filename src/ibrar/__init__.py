@@ -2,7 +2,8 @@
 
 The public surface is small: `hsic`, `tap_layers`, `IBRegularizer`, `ChannelMask`; models, data, training
 and evaluation live in their own modules (`ibrar.models`, `ibrar.data`, `ibrar.train`, `ibrar.evaluate`);
-`load_pretrained` reads a trained model back from an `ibrar export` folder.
+`load_pretrained` reads a trained model back from an `ibrar export` folder; `evaluate_model` evaluates any
+PyTorch classifier as `ibrar eval` does.
 """
 
 from ibrar.hsic import KernelMatrix, kernel_matrix
@@ -20,6 +21,10 @@ def __getattr__(name: str) -> object:
         from ibrar.export import load_pretrained
 
         return load_pretrained
+    if name == "evaluate_model":
+        from ibrar.user_model import evaluate_model
+
+        return evaluate_model
     raise AttributeError(f"module 'ibrar' has no attribute {name!r}")
 
 
@@ -29,6 +34,7 @@ __all__ = [
     "IBTerms",
     "KernelMatrix",
     "__version__",
+    "evaluate_model",
     "hsic",
     "kernel_matrix",
     "load_pretrained",

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ibrar import __version__
+from ibrar.data.readers import DATASETS
 from ibrar.errors import IbrarError
 from ibrar.experiments import EXPERIMENTS, SCALES
 
@@ -108,13 +109,27 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError(f"--steps: expected step counts >= 1, got {args.steps!r}")
     if args.batch_size is not None and args.batch_size < 1:
         raise UsageError(f"--batch-size: expected a positive number, got {args.batch_size}")
-    if (args.run is None) == (args.robustbench is None):
-        raise UsageError("ibrar eval: give either a RUN_DIR (run folder, export folder or checkpoint) or "
-                         "--robustbench NAME, exactly one of them")
+    if sum(x is not None for x in (args.run, args.robustbench, args.model)) != 1:
+        raise UsageError("ibrar eval: give a RUN_DIR (run folder, export folder or checkpoint), "
+                         "--robustbench NAME or --model MODULE:CALLABLE, exactly one of them")
+    model_only = {"--weights": args.weights, "--model-kwargs": args.model_kwargs, "--normalize": args.normalize,
+                  "--output": args.output}
+    if args.model is None and any(v is not None for v in model_only.values()):
+        raise UsageError(f"ibrar eval: {', '.join(k for k, v in model_only.items() if v is not None)} go with "
+                         "--model MODULE:CALLABLE")
     common = {"data_root": args.data_root, "attacks": attacks, "n": args.n, "steps": steps, "seed": args.seed,
               "batch_size": args.batch_size, "quiet": args.quiet, "device": args.device,
               "large_eps_check": not args.no_large_eps_check}
-    if args.robustbench is not None:
+    if args.model is not None:
+        from ibrar.user_model import build_user_model, evaluate_model, parse_output
+
+        if args.model_dir is not None:
+            raise UsageError("ibrar eval --model: --model-dir goes with --robustbench NAME")
+        model = build_user_model(args.model, args.weights, args.model_kwargs, args.normalize,
+                                 parse_output(args.output))
+        out_dir = Path(args.out or Path("runs") / f"model-{args.model.rpartition(':')[2]}")
+        report = evaluate_model(model, dataset=args.dataset, out_dir=out_dir, name=args.model, **common)["table"]
+    elif args.robustbench is not None:
         from ibrar.interop import evaluate_zoo_model
 
         if args.model_dir is None:
@@ -143,9 +158,9 @@ def _write_card(args: argparse.Namespace, out_dir: Path) -> Path:
     from ibrar.run_eval import EVAL_FILE
 
     result = json.loads((out_dir / EVAL_FILE).read_text())
-    if args.robustbench is not None:
+    if args.robustbench is not None or args.model is not None:
         config = build_config({"data": {"name": args.dataset}})
-        architecture = args.robustbench
+        architecture = args.robustbench or args.model
     else:
         from ibrar.run_folder import load_trained
 
@@ -300,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the resolved config (file, profile, overrides) and exit without training")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("eval", help="robustness evaluation of a run folder, export folder or checkpoint")
+    p = sub.add_parser("eval", help="robustness evaluation of a run folder, export folder or checkpoint, a "
+                       "RobustBench zoo model or any PyTorch model (--model MODULE:CALLABLE --weights FILE)")
     p.add_argument("run", nargs="?", metavar="RUN_DIR_OR_CHECKPOINT",
                    help="a run folder, an `ibrar export` folder or a checkpoint file")
     p.add_argument("--data-root")
@@ -320,10 +336,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--robustbench", metavar="NAME", help="evaluate this RobustBench zoo model instead (on disk "
                    "under --model-dir; nothing is downloaded)")
     p.add_argument("--model-dir", help="RobustBench's model_dir: NAME's weights are DIR/<dataset>/Linf/NAME.pt")
-    p.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100"],
-                   help="the zoo model's dataset (default cifar10)")
+    p.add_argument("--model", metavar="MODULE:CALLABLE", help="evaluate any PyTorch classifier instead: "
+                   "CALLABLE(**MODEL_KWARGS) from an importable module or path/to/file.py builds it; it takes "
+                   "images in [0, 1] and returns logits (see --normalize, --output)")
+    p.add_argument("--weights", metavar="FILE", help="--model's weights: a safetensors file or a state dict "
+                   "saved with torch.save (read with weights_only=True, never unpickling code)")
+    p.add_argument("--model-kwargs", metavar="JSON", help="keyword arguments for CALLABLE, e.g. "
+                   "'{\"num_classes\": 10}'")
+    p.add_argument("--normalize", metavar="MEAN/STD", help="put (x - mean) / std in front of a --model that "
+                   "does not normalise its input itself, e.g. 0.4914,0.4822,0.4465/0.2471,0.2435,0.2616")
+    p.add_argument("--output", metavar="INDEX_OR_KEY", help="the logits of a --model that returns a tuple "
+                   "(an index, e.g. 0) or a dict (a key)")
+    p.add_argument("--dataset", default="cifar10", choices=list(DATASETS),
+                   help="the test set of a --model or zoo model (default cifar10; RobustBench: cifar10, cifar100; "
+                        "imagefolder reads DATA_ROOT/test/<class>/<image>)")
     p.add_argument("--threat-model", default="Linf", help="the zoo model's threat model (Linf)")
-    p.add_argument("--out", help="folder for a zoo model's eval.json (default runs/robustbench-NAME)")
+    p.add_argument("--out", help="folder for the eval.json of a zoo model (default runs/robustbench-NAME) or a "
+                   "--model (default runs/model-CALLABLE)")
     p.add_argument("--robustbench-card", metavar="NAME", help="also write the evaluation as a RobustBench model "
                    "card model_info/<dataset>/Linf/NAME.json (needs the autoattack attack)")
     p.add_argument("--card-dir", default=".", help="folder that receives model_info/ (default: current folder)")

@@ -119,6 +119,9 @@ class TrainConfig(Section):
         1, ge=0, description="write checkpoint.pt every N epochs (and always after the last one, and mid-epoch "
                              "on SIGTERM/SIGINT); 0: only at the end and on a signal or stop deadline")
     info_plane_every: int = Field(50, ge=0, description="record HSIC(X,T), HSIC(Y,T) every K iterations; 0: off")
+    threads: int | None = Field(
+        None, ge=1, description="torch CPU threads for training and the evaluation after it (None: torch's "
+                                "default); on the CPU a result is bit-identical only at the same thread count")
     tensorboard: bool = False
     amp: bool = Field(False, description="bf16 autocast on CUDA (HSIC stays in float32)")
     channels_last: bool = False
@@ -139,6 +142,9 @@ class EvalConfig(Section):
     reference: dict[str, float] | None = Field(
         None, description="accuracies of a reference run (e.g. CE only) printed beside the results")
     reference_label: str = "reference"
+    reference_config: str | None = Field(
+        None, description="the shipped config the reference was measured with: the reference is printed only "
+                          "beside a run of the same model, data and schedule (IB and mask settings aside)")
 
     _fractions = field_validator("eps", mode="before")(_parse_fraction)
 

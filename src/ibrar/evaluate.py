@@ -14,6 +14,7 @@ as AutoAttack does), which is faster but gives no per-attack accuracy.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from torch import Tensor, nn
 from ibrar.attacks import CW, NIFGSM, PGD, Attack, ReferenceAutoAttack, build_attack, parse_attack_name
 from ibrar.attacks.reference_autoattack import DEFAULT_BATCH_SIZE as AUTOATTACK_BATCH_SIZE
 from ibrar.attacks.reference_autoattack import STAGE_LABELS
+from ibrar.eval_estimate import CURVE_PREFIX
+from ibrar.eval_progress import EvalProgress, as_progress
 
 # Attacks that ascend a loss: their adversarial loss should exceed the clean one.
 _ASCENT_ATTACKS = ("FGSM", "PGD", "NIFGSM", "APGD", "APGDT", "AdaptivePGD")
@@ -197,7 +200,7 @@ def _worst_cases(attacks: list[AttackResult], robust: Mapping[str, Tensor], corr
 
 
 def _run_attack(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, batch_size: int,
-                seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                seed: int, progress: EvalProgress | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Attack in batches; returns per-example (robust, clean CE, adversarial CE, L2 size of the perturbation)."""
     if len(x) == 0:  # nothing classified correctly: nothing to attack
         empty = torch.zeros(0, device=x.device)
@@ -211,6 +214,8 @@ def _run_attack(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, batch_si
             with torch.no_grad():
                 logits_adv, logits = model(x_adv), model(xb)
             robust.append(logits_adv.argmax(1) == yb)
+            if progress is not None:
+                progress.advance(len(yb), int((~robust[-1]).sum()))
             loss_clean.append(F.cross_entropy(logits, yb, reduction="none"))
             loss_adv.append(F.cross_entropy(logits_adv, yb, reduction="none"))
             l2.append((x_adv - xb).flatten(1).norm(dim=1))
@@ -230,6 +235,7 @@ def evaluate(
     eps: float = 8 / 255,
     attack_params: Mapping[str, Any] | None = None,
     state_dir: str | Path | None = None,
+    progress: EvalProgress | bool | None = None,
 ) -> EvalReport:
     """Clean accuracy, accuracy under each attack and the per-example worst case, on the same examples.
 
@@ -239,7 +245,10 @@ def evaluate(
     reference AutoAttack runs on all ``n`` examples in order, as the reference does, with its own batch
     size (250) unless ``batch_size`` is given, and resumes from ``state_dir`` when given. ``worst_case``
     is over the L-inf attacks at ``eps``. The model is put in eval mode and restored afterwards.
+    ``progress=True`` shows one bar per attack and per AutoAttack stage on stderr (an
+    `ibrar.eval_progress.EvalProgress` for one line per piece, or a time left from a plan).
     """
+    progress = as_progress(progress)
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be an int >= 1 or None, got {batch_size!r}")
     images, labels = _prepare(images, labels)
@@ -259,7 +268,8 @@ def evaluate(
         for name, attack in built.items():
             norm, bound = attack.threat_model
             if isinstance(attack, ReferenceAutoAttack):
-                result = attack.run(x, y, batch_size=batch_size or AUTOATTACK_BATCH_SIZE, state_dir=state_dir)
+                result = attack.run(x, y, batch_size=batch_size or AUTOATTACK_BATCH_SIZE, state_dir=state_dir,
+                                    progress=progress)
                 robust = result.robust.to(device)
                 report.autoattack = result.to_dict()
                 report.robust[name] = robust.cpu()
@@ -272,9 +282,13 @@ def evaluate(
             todo = (still_robust.setdefault(key, correct.clone()) if worst_case_only else correct)
             todo = todo.nonzero().squeeze(1)
             t0 = time.perf_counter()
+            if progress is not None:
+                progress.start(name, len(todo))
             robust_sub, loss_clean, loss_adv, l2 = _run_attack(attack, model, x[todo], y[todo],
-                                                               batch_size or DEFAULT_BATCH_SIZE, seed)
+                                                               batch_size or DEFAULT_BATCH_SIZE, seed, progress)
             seconds = time.perf_counter() - t0
+            if progress is not None:
+                progress.finish(int(robust_sub.sum()))
             robust = torch.zeros_like(correct)
             robust[todo] = robust_sub
             if worst_case_only:
@@ -317,6 +331,7 @@ def steps_curve(
     device: torch.device | str | None = None,
     seed: int = 0,
     n: int | None = None,
+    progress: EvalProgress | bool | None = None,
 ) -> dict[int, float]:
     """Robust accuracy against the number of attack steps (the paper's Figure 2)."""
     if attack_family not in _FAMILIES:
@@ -324,7 +339,10 @@ def steps_curve(
     if not steps or any(not isinstance(s, int) or s < 1 for s in steps):
         raise ValueError(f"steps must be a non-empty list of ints >= 1, got {steps!r}")
     attacks = {f"{attack_family}{s}": _FAMILIES[attack_family](model, eps, s) for s in steps}
-    report = evaluate(model, images, labels, attacks, batch_size=batch_size, device=device, seed=seed, n=n)
+    progress = as_progress(progress)
+    with progress.section(CURVE_PREFIX) if progress is not None else contextlib.nullcontext():
+        report = evaluate(model, images, labels, attacks, batch_size=batch_size, device=device, seed=seed, n=n,
+                          progress=progress)
     return {s: report.result(f"{attack_family}{s}").accuracy for s in steps}
 
 
@@ -337,6 +355,7 @@ def masking_warnings(
     large_eps: float | None = None,
     tolerance: float = 0.02,
     batch_size: int = 256,
+    progress: EvalProgress | bool | None = None,
 ) -> list[str]:
     """Signs of gradient masking, each a sentence with the figures; an empty list when none is seen.
 
@@ -391,9 +410,12 @@ def masking_warnings(
             raise ValueError("model, images and labels are needed for the large_eps check, got None")
         attack = PGD(model, eps=large_eps, alpha=large_eps / 8, steps=20)
         subset = report.n if report.n < len(images) else None  # the same seeded subset as the report's
-        big = evaluate(model, images, labels, {"pgd": attack}, batch_size=batch_size, seed=report.seed,
-                       n=subset)
-        acc = big.result("pgd").accuracy or 0.0
+        name = f"pgd20 at eps {large_eps:g}"
+        progress = as_progress(progress)
+        with progress.section("masking check: ") if progress is not None else contextlib.nullcontext():
+            big = evaluate(model, images, labels, {name: attack}, batch_size=batch_size, seed=report.seed,
+                           n=subset, progress=progress)
+        acc = big.result(name).accuracy or 0.0
         if acc > tolerance:
             warnings.append(f"PGD-20 at eps={large_eps:.3g} leaves {acc:.1%} accuracy (expected ~0%): "
                             "gradients are likely masked")

@@ -1,8 +1,10 @@
 """Evaluate a trained run folder (or checkpoint): what `ibrar eval` and the end of `ibrar train` do.
 
-Loads the model and mask safely, picks the same seeded test subset every time (1,000 examples unless told
-otherwise), says how long it expects to take, runs the attacks through `ibrar.evaluate`, adds the
-attack-steps curves and the gradient-masking checks, and writes `eval.json`. The reference AutoAttack keeps
+Loads the model and mask safely (or takes a model already loaded: a zoo model, any PyTorch classifier), picks
+the same seeded test subset every time (1,000 examples unless told otherwise), says how long it expects to take
+(`ibrar.eval_estimate`), runs the attacks through `ibrar.evaluate` with a progress bar per attack and per
+AutoAttack stage (`ibrar.eval_progress`), adds the attack-steps curves and the gradient-masking checks, and
+writes `eval.json`. The reference AutoAttack keeps
 its resumable state in the run folder while it runs.
 """
 
@@ -21,8 +23,9 @@ from ibrar.build import ModelBundle, build_regularizer, resolve_device
 from ibrar.checkpoint import find_checkpoint
 from ibrar.config import RunConfig
 from ibrar.data import ImageData, load_split, resolve_data_root
-from ibrar.errors import InputError
-from ibrar.eval_estimate import estimate_seconds, format_duration
+from ibrar.errors import IbrarError, InputError
+from ibrar.eval_estimate import EvalPlan, format_duration, plan_evaluation
+from ibrar.eval_progress import EvalProgress
 from ibrar.evaluate import DEFAULT_BATCH_SIZE, evaluate, format_table, masking_warnings, select_subset, steps_curve
 from ibrar.reproducibility import run_metadata
 from ibrar.run_folder import load_trained
@@ -32,8 +35,16 @@ DEFAULT_N = 1000  # a seeded subset of the test set (the whole set when it is sm
 EVAL_FILE = "eval.json"
 
 
-def evaluate_run(
-    path: str | Path,
+def evaluate_run(path: str | Path, **kwargs: Any) -> str:
+    """Run the evaluation, write `eval.json` beside the checkpoint, and return the table to print.
+
+    The arguments are :func:`run_evaluation`'s.
+    """
+    return run_evaluation(path, **kwargs)[1]
+
+
+def run_evaluation(
+    path: str | Path | None,
     data_root: str | Path | None = None,
     attacks: Sequence[str] | None = None,
     n: int | None = DEFAULT_N,
@@ -46,17 +57,21 @@ def evaluate_run(
     large_eps_check: bool = True,
     loaded: tuple[ModelBundle, RunConfig, dict] | None = None,
     out_dir: str | Path | None = None,
-) -> str:
-    """Run the evaluation, write `eval.json` beside the checkpoint, and return the table to print.
+    model_warnings: Sequence[str] = (),
+) -> tuple[dict[str, Any], str]:
+    """Run the evaluation, write `eval.json` beside the checkpoint; return its content and the table to print.
 
     ``n=None`` is the whole test set; the default 1,000 becomes the whole set when that is smaller.
     ``batch_size=None``: 256 for ibrar's attacks, the reference's own 250 for AutoAttack.
-    `loaded` is a model already loaded (`path` then only names its weights, e.g. a RobustBench zoo model) and
-    `out_dir` where its eval.json goes.
+    `loaded` is a model already loaded (`path` then only names its weights, e.g. a RobustBench zoo model, or is
+    None) and `out_dir` where its eval.json goes; `model_warnings` (about the model itself) are kept beside the
+    masking checks' warnings and printed.
     """
     started = time.perf_counter()
     dev = resolve_device(device)
     bundle, config, state = loaded if loaded is not None else load_trained(path, device=dev)
+    if config.train.threads is not None:  # as in training: on the CPU the numbers follow the thread count
+        torch.set_num_threads(config.train.threads)
     model = bundle.model
     if test_data is None:
         root = resolve_data_root(config.data.root or data_root)
@@ -75,43 +90,96 @@ def evaluate_run(
         if name.startswith("adaptive"):  # PGD_AD maximises the run's own IB-RAR loss
             params["regularizer"] = build_regularizer(config, bundle, int(state.get("num_classes") or 10))
         built[name] = build_attack(name, model, eps=config.eval.eps, **params)
+    if out_dir is None and path is None:
+        raise InputError("out_dir: a model without a run folder needs a folder for its eval.json")
     out_dir = Path(out_dir) if out_dir is not None else Path(path) if Path(path).is_dir() else Path(path).parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not quiet:
-        print(estimate_message(model, test_data, built, n, seed, batch_size, dev), flush=True)
+    plan = plan_for(model, test_data, built, n, seed, batch_size, dev, config.eval.eps, large_eps_check, steps)
+    print(estimate_message(plan, built), flush=True)
+    progress = EvalProgress(plan, quiet=quiet)
     report = evaluate(model, test_data.images, test_data.labels, built, batch_size=batch_size, device=dev,
-                      seed=seed, n=n, eps=config.eval.eps, state_dir=out_dir)
+                      seed=seed, n=n, eps=config.eval.eps, state_dir=out_dir, progress=progress)
     result = report.to_dict()
-    result["checkpoint"] = str(find_checkpoint(path))
+    result["checkpoint"] = str(find_checkpoint(path)) if path is not None else None
     curves: dict[str, dict[int, float]] = {}
     for family in ("pgd", "cw", "nifgsm") if steps else ():
         curves[family] = steps_curve(model, test_data.images, test_data.labels, family, steps=list(steps),
                                      eps=config.eval.eps, batch_size=batch_size or DEFAULT_BATCH_SIZE,
-                                     device=dev, seed=seed, n=n)
+                                     device=dev, seed=seed, n=n, progress=progress)
     if curves:
         result["curves"] = {fam: {str(k): v for k, v in c.items()} for fam, c in curves.items()}
     warnings = masking_warnings(report, model, test_data.images, test_data.labels, curve=curves.get("pgd"),
                                 large_eps=0.5 if large_eps_check else None,
-                                batch_size=batch_size or DEFAULT_BATCH_SIZE)
+                                batch_size=batch_size or DEFAULT_BATCH_SIZE, progress=progress)
     result["warnings"] = warnings
+    if model_warnings:
+        result["model_warnings"] = list(model_warnings)
     result["reference"] = config.eval.reference
     result["meta"] = run_metadata(seed, dev)  # when, where and at which commit this evaluation ran
     # `seconds` times the attacks; this is the whole evaluation, curves and masking checks included
     result["total_seconds"] = time.perf_counter() - started
+    # the estimate printed before the start, kept beside the measured time (bench/bench_estimate.py compares them)
+    result["estimate"] = {"seconds": plan.seconds_at_start, "seconds_per_grad": plan.probe.seconds_per_grad,
+                          "seconds_per_call": plan.probe.seconds_per_call, "forward_share": plan.probe.forward_share,
+                          "probe_clean": plan.probe.clean, "probe_survive": plan.probe.survive}
     (out_dir / EVAL_FILE).write_text(json.dumps(result, indent=2))
-    return render(report, result, config.eval.reference, config.eval.reference_label)
+    reference = config.eval.reference if reference_applies(config) else None
+    return result, render(report, result, reference, config.eval.reference_label)
 
 
-def estimate_message(model: Any, test_data: ImageData, attacks: dict[str, Any], n: int | None, seed: int,
-                     batch_size: int | None, device: Any) -> str:
-    """One line: how many examples and attacks, and the estimated time (said to be an estimate)."""
+# What makes two runs comparable: everything but the IB-RAR terms, the mask, the name, the evaluation's own settings
+# and the knobs that change only speed or bookkeeping.
+_NOT_COMPARED = {"name", "ib", "mask", "eval", "device"}
+_NOT_COMPARED_IN = {"data": {"root", "download"},
+                    "train": {"eval_subset", "eval_pgd_steps", "info_plane_every", "tensorboard", "amp",
+                              "channels_last", "compile", "forbid_host_sync", "threads"}}
+
+
+def _comparable(config: RunConfig) -> dict[str, Any]:
+    dumped = config.model_dump()
+    out = {k: v for k, v in dumped.items() if k not in _NOT_COMPARED}
+    for section, keys in _NOT_COMPARED_IN.items():
+        out[section] = {k: v for k, v in out[section].items() if k not in keys}
+    return out
+
+
+def reference_applies(config: RunConfig) -> bool:
+    """Whether ``eval.reference`` may be printed beside this run: always when no ``eval.reference_config`` says
+    what it was measured with, else only when the run has that config's model, data, method and schedule."""
+    if not config.eval.reference:
+        return False
+    if config.eval.reference_config is None:
+        return True
+    from ibrar.config import load_config
+
+    try:
+        measured_with = load_config(config.eval.reference_config)
+    except IbrarError:  # a reference that cannot be checked is not shown as if it applied
+        return False
+    return _comparable(measured_with) == _comparable(config)
+
+
+def plan_for(model: Any, test_data: ImageData, attacks: dict[str, Any], n: int | None, seed: int,
+             batch_size: int | None, device: Any, eps: float, large_eps_check: bool,
+             steps: Sequence[int] | None) -> EvalPlan:
+    """The evaluation's plan, its costs measured on a seeded sample of the subset (up to 128 examples)."""
     count = len(test_data.labels) if n is None else n
-    index = select_subset(len(test_data.labels), n, seed)[: min(batch_size or DEFAULT_BATCH_SIZE, 128)]
+    subset = select_subset(len(test_data.labels), n, seed)
+    # a random sample, not the subset's first indices: a test set stored class by class would give one class
+    sample = torch.randperm(len(subset), generator=torch.Generator().manual_seed(seed))
+    index = subset[sample[: min(batch_size or DEFAULT_BATCH_SIZE, 128)]]
     x = test_data.images[index].to(device)
     x = x.float() / 255 if x.dtype == torch.uint8 else x
-    seconds, how = estimate_seconds(model, x, test_data.labels[index].long().to(device), count, attacks)
-    return (f"evaluating {count} test examples with {', '.join(attacks)}: estimated time about "
-            f"{format_duration(seconds)} (a rough estimate: {how})")
+    plan = plan_evaluation(model, x, test_data.labels[index].long().to(device), count, attacks, eps=eps,
+                           large_eps_check=large_eps_check, curve_steps=list(steps or ()), batch_size=batch_size)
+    plan.seconds_at_start = plan.seconds()
+    return plan
+
+
+def estimate_message(plan: EvalPlan, attacks: dict[str, Any]) -> str:
+    """One line: how many examples and attacks, and the estimated time (said to be an estimate)."""
+    return (f"evaluating {plan.n} test examples with {', '.join(attacks)}: estimated time about "
+            f"{format_duration(plan.seconds())} (a rough estimate: {plan.describe()})")
 
 
 def render(report: Any, result: dict[str, Any], reference: dict[str, float] | None, label: str) -> str:
@@ -125,6 +193,8 @@ def render(report: Any, result: dict[str, Any], reference: dict[str, float] | No
             lines.append(f"{key:12}{shown:>10}{ref:>14.2%}")
     for curve_name, curve in result.get("curves", {}).items():
         lines.append(f"{curve_name} by steps: " + ", ".join(f"{k}: {v:.2%}" for k, v in curve.items()))
+    for warning in result.get("model_warnings", []):
+        lines.append(f"WARNING (the model): {warning}")
     for warning in result.get("warnings", []):
         lines.append(f"WARNING (gradient masking?): {warning}")
     return "\n".join(lines)

@@ -90,6 +90,8 @@ class Trainer:
             self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)
         self.quiet = quiet or not self.dist.is_main
+        if config.train.threads is not None:  # the sums' order, hence the last bits, follow the thread count
+            torch.set_num_threads(config.train.threads)
         torch.manual_seed(config.seed)
         self.train_data, self.test_data = load_data(config, data_root)
         self.num_classes = self.train_data.num_classes

@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
 import tempfile
 import time
 from collections.abc import Iterator
@@ -41,6 +42,8 @@ PROGRESS_FILE = "autoattack_progress.json"  # ours: finished stages and their ro
 _LOGGER = "auto-attack"
 _END_OF_STAGE = "robust accuracy after "
 _CLEAN_DONE = "initial accuracy"
+_STAGE_START = re.compile(r"running (\S+)$")
+_BATCH_DONE = re.compile(r"(\S+) - \d+/\d+ - (\d+) out of (\d+) successfully perturbed")
 
 
 def _package() -> Any:
@@ -79,12 +82,14 @@ class AutoAttackResult:
 
 
 class _Capture(logging.Handler):
-    """Collects the reference's warnings and, at the end of each stage, the robust flags of its state file."""
+    """Collects the reference's warnings and, at the end of each stage, the robust flags of its state file;
+    with ``progress`` (an `ibrar.eval_progress.EvalProgress`), follows its stages batch by batch."""
 
-    def __init__(self, on_stage: Any) -> None:
+    def __init__(self, on_stage: Any, count_robust: Any = None, progress: Any = None) -> None:
         super().__init__(logging.DEBUG)
-        self.on_stage = on_stage
+        self.on_stage, self.count_robust, self.progress = on_stage, count_robust, progress
         self.warnings: list[str] = []
+        self.robust: int | None = None  # examples robust so far, among those the reference was given
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
@@ -92,8 +97,24 @@ class _Capture(logging.Handler):
             self.warnings.append(message)
         elif message.startswith(_CLEAN_DONE):
             self.on_stage("clean")
+            if self.count_robust is not None:
+                self.robust = self.count_robust()
         elif message.startswith(_END_OF_STAGE):
             self.on_stage(message[len(_END_OF_STAGE):].split(":")[0].lower())
+            if self.progress is not None:
+                self.progress.finish(self.robust)
+        elif self.progress is not None and self.robust is not None:
+            self._follow(message)
+
+    def _follow(self, message: str) -> None:
+        started = _STAGE_START.match(message)
+        batch = _BATCH_DONE.match(message)
+        if started and started.group(1) in STAGES and self.robust > 0:  # with none left, the reference stops
+            self.progress.start(f"autoattack {STAGE_LABELS[started.group(1)]}", self.robust)
+        elif batch and batch.group(1) in STAGES:
+            broken = int(batch.group(2))
+            self.robust -= broken
+            self.progress.advance(int(batch.group(3)), broken)
 
 
 @contextlib.contextmanager
@@ -173,8 +194,9 @@ class ReferenceAutoAttack:
         return aa
 
     def run(self, x: Tensor, y: Tensor, batch_size: int = DEFAULT_BATCH_SIZE,
-            state_dir: str | Path | None = None) -> AutoAttackResult:
-        """Evaluate all of ``x`` (in [0, 1]) in order; with ``state_dir``, an interrupted call resumes there."""
+            state_dir: str | Path | None = None, progress: Any = None) -> AutoAttackResult:
+        """Evaluate all of ``x`` (in [0, 1]) in order; with ``state_dir``, an interrupted call resumes there.
+        ``progress`` (an `ibrar.eval_progress.EvalProgress`) follows each stage batch by batch."""
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         if not isinstance(x, Tensor) or x.dim() != 4 or len(x) == 0:
@@ -191,13 +213,13 @@ class ReferenceAutoAttack:
                 folder = Path(state_dir) if state_dir is not None else Path(
                     stack.enter_context(tempfile.TemporaryDirectory(prefix="ibrar-autoattack-")))
                 folder.mkdir(parents=True, exist_ok=True)
-                return self._run(x, y.long(), batch_size, folder)
+                return self._run(x, y.long(), batch_size, folder, progress)
         finally:
             for module, training in modes.items():
                 module.training = training
 
     # -- the run and its resumption -------------------------------------------------------------------
-    def _run(self, x: Tensor, y: Tensor, batch_size: int, folder: Path) -> AutoAttackResult:
+    def _run(self, x: Tensor, y: Tensor, batch_size: int, folder: Path, monitor: Any = None) -> AutoAttackResult:
         start = time.perf_counter()
         with torch.no_grad():
             num_classes = int(self.model(x[:1]).shape[1])
@@ -229,7 +251,11 @@ class ReferenceAutoAttack:
             progress["stages"][stage] = now.tolist()
             _write_progress(progress_path, progress)
 
-        handler = _Capture(on_stage)
+        def count_robust() -> int:
+            flags = _read_state(state_path)
+            return int(flags.sum()) if flags is not None else 0
+
+        handler = _Capture(on_stage, count_robust, monitor)
         x_adv = x[subset]
         if remaining and len(subset):
             aa = self.reference(num_classes, device=x.device)
@@ -238,6 +264,8 @@ class ReferenceAutoAttack:
             with _listening(handler):
                 x_adv, _ = aa.run_standard_evaluation(x[subset], y[subset], batch_size=batch_size,
                                                       state_path=state_path)
+            if monitor is not None:
+                monitor.finish_open()
         for stage in STAGES:  # stages the reference skipped because nothing robust was left
             done.setdefault(stage, torch.zeros(len(x), dtype=torch.bool))
         robust = done[STAGES[-1]].clone()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 from ibrar.config import ConfigError, load_config, shipped_configs_dir
 from ibrar.errors import InputError
+from ibrar.eval_estimate import format_duration
 from ibrar.jsonl import read_jsonl
 from ibrar.models import create_model
 
@@ -287,14 +289,21 @@ def run_experiment(
     folder = experiment_dir(out, experiment)
     folder.mkdir(parents=True, exist_ok=True)
     chosen = choose_runs(experiment, only)
-    for i, spec in enumerate(chosen, 1):
+    states = [run_state(folder / spec.name) for spec in chosen]
+    spent, measured = 0.0, 0  # runs that trained or evaluated here, and their time: the experiment's pace
+    for i, (spec, state) in enumerate(zip(chosen, states, strict=True), 1):
         run_dir = folder / spec.name
-        state = run_state(run_dir)
         verb = {"done": "skip (finished)", "evaluate": "evaluate", "resume": "resume", "new": "train"}[state]
-        log(f"[{i}/{len(chosen)}] {spec.name}: {verb}")
+        to_go = sum(s != "done" for s in states[i - 1:])
+        pace = (f" (experiment left about {format_duration(spent / measured * to_go)}, at the pace of the "
+                f"{measured} run{'s' if measured != 1 else ''} so far)") if measured and state != "done" else ""
+        log(f"[{i}/{len(chosen)}] {spec.name}: {verb}{pace}")
+        started = time.perf_counter()
         run_spec(
             spec, run_dir, data_root=data_root, quiet=quiet, large_eps_check=experiment.scale.large_eps_check
         )
+        if state != "done":
+            spent, measured = spent + time.perf_counter() - started, measured + 1
     collect_results(experiment, folder, data_root, log)
     return folder
 
