@@ -177,7 +177,9 @@ def evaluation_from_log(log: Path, run: str) -> dict | None:
     if not blocks:
         return None
     lines = blocks[-1].group("table").splitlines()
-    header = re.match(r"n = (\d+) examples, seed = (\d+)", lines[0])
+    # the estimate and the one-line-per-attack progress come first; the table starts at its "n = " line
+    lines = lines[next((i for i, line in enumerate(lines) if line.startswith("n = ")), 0):]
+    header = re.match(r"n = (\d+) examples, seed = (\d+)", lines[0]) if lines else None
     clean = next((re.match(r"clean\s+([\d.]+)%", line) for line in lines if line.startswith("clean ")), None)
     if header is None or clean is None:
         return None
