@@ -28,12 +28,20 @@ def sidecar(path: str | Path) -> Path:
     return path.with_name(path.name + SUFFIX)
 
 
-def file_sha256(path: str | Path) -> str:
-    """The hex sha256 of a file's bytes, read in chunks (a VGG16 checkpoint is 130 MB)."""
+def file_sha256(path: str | Path, start: int = 0, length: int | None = None) -> str:
+    """The hex sha256 of `length` bytes of a file from `start` (by default all of it), read in chunks (a VGG16
+    checkpoint is 130 MB; a shard of it is a byte range)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
+        f.seek(start)
+        left = length
+        while left is None or left > 0:
+            chunk = f.read(_CHUNK if left is None else min(_CHUNK, left))
+            if not chunk:
+                break
             digest.update(chunk)
+            if left is not None:
+                left -= len(chunk)
     return digest.hexdigest()
 
 

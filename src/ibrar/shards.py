@@ -8,7 +8,6 @@ library only: the GPU machine cuts the file before any of ibrar's dependencies n
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -16,30 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from ibrar.errors import IbrarError
+from ibrar.integrity import file_sha256
 
 MANIFEST = "manifest.json"
 SHARD_BYTES = 15 * 2**20  # under the 16 MiB a file may have to come back
-_CHUNK = 2**20
 
 
 class ShardError(IbrarError):
     """A shard or manifest that is missing or does not match its sha256; the message names it and the fix."""
-
-
-def sha256_file(path: Path, start: int = 0, length: int | None = None) -> str:
-    """The sha256 of `length` bytes of `path` from `start` (the whole rest of the file by default)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        stream.seek(start)
-        left = length
-        while left is None or left > 0:
-            chunk = stream.read(_CHUNK if left is None else min(_CHUNK, left))
-            if not chunk:
-                break
-            digest.update(chunk)
-            if left is not None:
-                left -= len(chunk)
-    return digest.hexdigest()
 
 
 def shard_name(file_name: str, index: int, count: int) -> str:
@@ -52,8 +35,8 @@ def plan(path: Path, shard_bytes: int = SHARD_BYTES) -> dict[str, Any]:
     count = max(1, -(-size // shard_bytes))
     shards = [{"index": i, "name": shard_name(path.name, i, count), "offset": i * shard_bytes,
                "bytes": min(shard_bytes, size - i * shard_bytes),
-               "sha256": sha256_file(path, i * shard_bytes, shard_bytes)} for i in range(count)]
-    return {"file": path.name, "bytes": size, "sha256": sha256_file(path), "shard_bytes": shard_bytes,
+               "sha256": file_sha256(path, i * shard_bytes, shard_bytes)} for i in range(count)]
+    return {"file": path.name, "bytes": size, "sha256": file_sha256(path), "shard_bytes": shard_bytes,
             "count": count, "shards": shards}
 
 
@@ -116,11 +99,11 @@ def assemble(folders: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
         with tmp.open("wb") as target:
             for shard in manifest["shards"]:
                 path = _find(folders, shard["name"])[0]
-                if path.stat().st_size != shard["bytes"] or sha256_file(path) != shard["sha256"]:
+                if path.stat().st_size != shard["bytes"] or file_sha256(path) != shard["sha256"]:
                     raise ShardError(f"shard {path}: its sha256 does not match the manifest's (corrupt or cut "
                                      "short); fetch that shard again")
                 target.write(path.read_bytes())
-        if sha256_file(tmp) != manifest["sha256"]:
+        if file_sha256(tmp) != manifest["sha256"]:
             raise ShardError(f"{out.name}: the joined shards do not match the whole file's sha256; fetch again")
         os.replace(tmp, out)
     finally:
