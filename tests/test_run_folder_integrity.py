@@ -135,6 +135,26 @@ def _holder_script(folder: Path, ready: Path) -> str:
     """)
 
 
+def test_an_evaluation_into_a_folder_being_trained_exits_2_naming_the_holder(image_folder, tmp_path, capsys):
+    from ibrar.cli import main
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(image_folder, train={"epochs": 1})))
+    run, ready = tmp_path / "run", tmp_path / "ready"
+    assert main(["train", str(config), "--out", str(run), "--quiet"]) == 0
+    holder = subprocess.Popen([sys.executable, "-c", _holder_script(run, ready)],
+                              env={**os.environ, "PYTHONPATH": str(SRC)})
+    try:
+        _wait_for(ready, holder)
+        capsys.readouterr()
+        assert main(["eval", str(run), "--attacks", "fgsm", "--n", "8", "--quiet"]) == 2
+        assert f"in use by pid {holder.pid}" in capsys.readouterr().err
+        assert not (run / "eval.json").exists()
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+
+
 def _wait_for(ready: Path, holder: subprocess.Popen) -> None:
     deadline = time.monotonic() + 60
     while not ready.exists():

@@ -345,9 +345,8 @@ def export_run(ctx: Context, run_dir: Path) -> Path:
 def stage_table4(ctx: Context, info: dict[str, Any], row: str) -> tuple[str, dict[str, Any]]:
     from ibrar.config import load_config
     from ibrar.experiments import build_experiment, experiment_dir
-    from ibrar.experiments.base import run_state
+    from ibrar.pipeline import run_state, train_and_evaluate
     from ibrar.run_folder import read_run_config
-    from ibrar.train import train
 
     scale_name = "smoke" if ctx.rehearsal else "paper"
     experiment = build_experiment("table4", scale_name)
@@ -371,8 +370,9 @@ def stage_table4(ctx: Context, info: dict[str, Any], row: str) -> tuple[str, dic
     try:
         if state in ("new", "resume"):
             with reporting(run_dir):  # training stops at the deadline as on SIGTERM: a checkpoint, then resume
-                train(config, run_dir, data_root=ctx.data_root, resume=state == "resume",
-                      overwrite=state == "new", quiet=True, stop_at=ctx.t0 + ctx.train_until)
+                train_and_evaluate(config, run_dir, data_root=ctx.data_root, evaluation=None,  # evaluated in pieces
+                                   resume=state == "resume", overwrite=state == "new", quiet=True,
+                                   stop_at=ctx.t0 + ctx.train_until)
             print(f"   trained: {progress(run_dir)} after {ctx.elapsed() / 60:.1f} min", flush=True)
         if state != "done":
             record_call(ctx, run_dir, info, "trained")

@@ -50,9 +50,8 @@ def _check_attack_names(names: Sequence[str], where: str) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from ibrar.config import load_config
-    from ibrar.run_eval import evaluate_run
+    from ibrar.pipeline import EvalRequest, train_and_evaluate
     from ibrar.run_folder import read_run_config
-    from ibrar.train import train
 
     config_path, overrides = _split_config_and_overrides(args.config, args.overrides)
     if args.resume:
@@ -77,12 +76,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 0
     if not args.no_eval:
         _check_attack_names(config.eval.attacks, "eval.attacks")
-    trainer = train(config, run_dir, data_root=args.data_root, resume=bool(args.resume),
-                    overwrite=args.overwrite, quiet=args.quiet)
-    if config.eval.attacks and not args.no_eval:
-        report = evaluate_run(run_dir, data_root=args.data_root, attacks=config.eval.attacks, n=config.eval.n,
-                              quiet=args.quiet, test_data=trainer.test_data)
-        print(report)
+    evaluation = None if args.no_eval else EvalRequest(config.eval.attacks, config.eval.n)
+    result = train_and_evaluate(config, run_dir, data_root=args.data_root, evaluation=evaluation,
+                                resume=bool(args.resume), overwrite=args.overwrite, quiet=args.quiet)
+    if result.table:
+        print(result.table)
     print(f"run folder: {run_dir}")
     return 0
 

@@ -27,6 +27,7 @@ from ibrar.errors import IbrarError, InputError
 from ibrar.eval_estimate import EvalPlan, format_duration, plan_evaluation
 from ibrar.eval_progress import EvalProgress
 from ibrar.evaluate import DEFAULT_BATCH_SIZE, evaluate, format_table, masking_warnings, select_subset, steps_curve
+from ibrar.folder_lock import locked_folder
 from ibrar.reproducibility import run_metadata
 from ibrar.run_folder import load_trained
 
@@ -67,64 +68,67 @@ def run_evaluation(
     None) and `out_dir` where its eval.json goes; `model_warnings` (about the model itself) are kept beside the
     masking checks' warnings and printed.
     """
-    started = time.perf_counter()
-    dev = resolve_device(device)
-    bundle, config, state = loaded if loaded is not None else load_trained(path, device=dev)
-    if config.train.threads is not None:  # as in training: on the CPU the numbers follow the thread count
-        torch.set_num_threads(config.train.threads)
-    model = bundle.model
-    if test_data is None:
-        root = resolve_data_root(config.data.root or data_root)
-        test_data = load_split(config.data.name, root, "test")
-    names = list(attacks) if attacks is not None else list(DEFAULT_ATTACKS)
-    if n is not None and n < 1:
-        raise InputError(f"--n: expected a positive number of test examples, got {n}")
-    total = len(test_data.labels)
-    if n == DEFAULT_N and n > total:
-        n = None
-    if n is not None and n > total:
-        raise InputError(f"--n: the test set has {total} examples, got {n}; pass --n all for all of them")
-    built = {}
-    for name in names:
-        params: dict[str, Any] = {"seed": seed}
-        if name.startswith("adaptive"):  # PGD_AD maximises the run's own IB-RAR loss
-            params["regularizer"] = build_regularizer(config, bundle, int(state.get("num_classes") or 10))
-        built[name] = build_attack(name, model, eps=config.eval.eps, **params)
     if out_dir is None and path is None:
         raise InputError("out_dir: a model without a run folder needs a folder for its eval.json")
     out_dir = Path(out_dir) if out_dir is not None else Path(path) if Path(path).is_dir() else Path(path).parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    plan = plan_for(model, test_data, built, n, seed, batch_size, dev, config.eval.eps, large_eps_check, steps)
-    print(estimate_message(plan, built), flush=True)
-    progress = EvalProgress(plan, quiet=quiet)
-    report = evaluate(model, test_data.images, test_data.labels, built, batch_size=batch_size, device=dev,
-                      seed=seed, n=n, eps=config.eval.eps, state_dir=out_dir, progress=progress)
-    result = report.to_dict()
-    result["checkpoint"] = str(find_checkpoint(path)) if path is not None else None
-    curves: dict[str, dict[int, float]] = {}
-    for family in ("pgd", "cw", "nifgsm") if steps else ():
-        curves[family] = steps_curve(model, test_data.images, test_data.labels, family, steps=list(steps),
-                                     eps=config.eval.eps, batch_size=batch_size or DEFAULT_BATCH_SIZE,
-                                     device=dev, seed=seed, n=n, progress=progress)
-    if curves:
-        result["curves"] = {fam: {str(k): v for k, v in c.items()} for fam, c in curves.items()}
-    warnings = masking_warnings(report, model, test_data.images, test_data.labels, curve=curves.get("pgd"),
-                                large_eps=0.5 if large_eps_check else None,
-                                batch_size=batch_size or DEFAULT_BATCH_SIZE, progress=progress)
-    result["warnings"] = warnings
-    if model_warnings:
-        result["model_warnings"] = list(model_warnings)
-    result["reference"] = config.eval.reference
-    result["meta"] = run_metadata(seed, dev)  # when, where and at which commit this evaluation ran
-    # `seconds` times the attacks; this is the whole evaluation, curves and masking checks included
-    result["total_seconds"] = time.perf_counter() - started
-    # the estimate printed before the start, kept beside the measured time (bench/bench_estimate.py compares them)
-    result["estimate"] = {"seconds": plan.seconds_at_start, "seconds_per_grad": plan.probe.seconds_per_grad,
-                          "seconds_per_call": plan.probe.seconds_per_call, "forward_share": plan.probe.forward_share,
-                          "probe_clean": plan.probe.clean, "probe_survive": plan.probe.survive}
-    (out_dir / EVAL_FILE).write_text(json.dumps(result, indent=2))
-    reference = config.eval.reference if reference_applies(config) else None
-    return result, render(report, result, reference, config.eval.reference_label)
+    # One writer per folder: a training or another evaluation writing into it is refused while this one runs.
+    with locked_folder(out_dir):
+        started = time.perf_counter()
+        dev = resolve_device(device)
+        bundle, config, state = loaded if loaded is not None else load_trained(path, device=dev)
+        if config.train.threads is not None:  # as in training: on the CPU the numbers follow the thread count
+            torch.set_num_threads(config.train.threads)
+        model = bundle.model
+        if test_data is None:
+            root = resolve_data_root(config.data.root or data_root)
+            test_data = load_split(config.data.name, root, "test")
+        names = list(attacks) if attacks is not None else list(DEFAULT_ATTACKS)
+        if n is not None and n < 1:
+            raise InputError(f"--n: expected a positive number of test examples, got {n}")
+        total = len(test_data.labels)
+        if n == DEFAULT_N and n > total:
+            n = None
+        if n is not None and n > total:
+            raise InputError(f"--n: the test set has {total} examples, got {n}; pass --n all for all of them")
+        built = {}
+        for name in names:
+            params: dict[str, Any] = {"seed": seed}
+            if name.startswith("adaptive"):  # PGD_AD maximises the run's own IB-RAR loss
+                params["regularizer"] = build_regularizer(config, bundle, int(state.get("num_classes") or 10))
+            built[name] = build_attack(name, model, eps=config.eval.eps, **params)
+        plan = plan_for(model, test_data, built, n, seed, batch_size, dev, config.eval.eps, large_eps_check, steps)
+        print(estimate_message(plan, built), flush=True)
+        progress = EvalProgress(plan, quiet=quiet)
+        report = evaluate(model, test_data.images, test_data.labels, built, batch_size=batch_size, device=dev,
+                          seed=seed, n=n, eps=config.eval.eps, state_dir=out_dir, progress=progress)
+        result = report.to_dict()
+        result["checkpoint"] = str(find_checkpoint(path)) if path is not None else None
+        curves: dict[str, dict[int, float]] = {}
+        for family in ("pgd", "cw", "nifgsm") if steps else ():
+            curves[family] = steps_curve(model, test_data.images, test_data.labels, family, steps=list(steps),
+                                         eps=config.eval.eps, batch_size=batch_size or DEFAULT_BATCH_SIZE,
+                                         device=dev, seed=seed, n=n, progress=progress)
+        if curves:
+            result["curves"] = {fam: {str(k): v for k, v in c.items()} for fam, c in curves.items()}
+        warnings = masking_warnings(report, model, test_data.images, test_data.labels, curve=curves.get("pgd"),
+                                    large_eps=0.5 if large_eps_check else None,
+                                    batch_size=batch_size or DEFAULT_BATCH_SIZE, progress=progress)
+        result["warnings"] = warnings
+        if model_warnings:
+            result["model_warnings"] = list(model_warnings)
+        result["reference"] = config.eval.reference
+        result["meta"] = run_metadata(seed, dev)  # when, where and at which commit this evaluation ran
+        # `seconds` times the attacks; this is the whole evaluation, curves and masking checks included
+        result["total_seconds"] = time.perf_counter() - started
+        # the estimate printed before the start, kept beside the measured time (bench/bench_estimate.py compares them)
+        probe = plan.probe
+        result["estimate"] = {"seconds": plan.seconds_at_start, "seconds_per_grad": probe.seconds_per_grad,
+                              "seconds_per_call": probe.seconds_per_call, "forward_share": probe.forward_share,
+                              "probe_clean": probe.clean, "probe_survive": probe.survive}
+        (out_dir / EVAL_FILE).write_text(json.dumps(result, indent=2))
+        reference = config.eval.reference if reference_applies(config) else None
+        return result, render(report, result, reference, config.eval.reference_label)
 
 
 # What makes two runs comparable: everything but the IB-RAR terms, the mask, the name, the evaluation's own settings

@@ -21,6 +21,7 @@ from ibrar.errors import InputError
 from ibrar.eval_estimate import format_duration
 from ibrar.jsonl import read_jsonl
 from ibrar.models import create_model
+from ibrar.pipeline import EvalRequest, run_state, train_and_evaluate
 
 # The configs shipped in the package; IBRAR_CONFIGS points elsewhere (a folder with paper/ and cpu/ inside).
 CONFIG_ROOT = Path(os.environ.get("IBRAR_CONFIGS") or shipped_configs_dir())
@@ -215,15 +216,6 @@ def experiment_dir(out: str | Path, experiment: Experiment) -> Path:
     return Path(out) / f"{experiment.name}-{experiment.scale.name}"
 
 
-def run_state(run_dir: Path) -> str:
-    """'done' (final.pt and eval.json), 'evaluate' (final.pt only), 'resume' (config.yaml), or 'new'."""
-    if (run_dir / "final.pt").is_file():
-        return "done" if (run_dir / "eval.json").is_file() else "evaluate"
-    if (run_dir / "config.yaml").is_file():
-        return "resume"
-    return "new"
-
-
 def run_spec(
     spec: RunSpec,
     run_dir: Path,
@@ -232,12 +224,11 @@ def run_spec(
     large_eps_check: bool = True,
     evaluate: bool = True,
 ) -> str:
-    """Train (or resume) and evaluate one run unless it already finished; returns the state found.
+    """Train (or resume) and evaluate one run unless it already finished (`ibrar.pipeline`); returns the state
+    found.
 
     `evaluate=False` only trains (the other ranks of a multi-task cluster job)."""
-    from ibrar.run_eval import evaluate_run
     from ibrar.run_folder import read_run_config
-    from ibrar.train import train
 
     state = run_state(run_dir)
     if state == "done":
@@ -249,31 +240,8 @@ def run_spec(
             raise InputError(
                 f"out: run folder {run_dir} holds a run with another config; delete it or pass another --out"
             )
-    test_data = None
-    if state != "evaluate":
-        trainer = train(
-            config,
-            run_dir,
-            data_root=data_root,
-            resume=state == "resume",
-            overwrite=state == "new",
-            quiet=quiet,
-        )
-        test_data = trainer.test_data
-    if not evaluate:
-        return state
-    evaluate_run(
-        run_dir,
-        data_root=data_root,
-        attacks=list(spec.attacks),
-        n=spec.n,
-        steps=list(spec.steps) or None,
-        seed=spec.seed,
-        quiet=quiet,
-        test_data=test_data,
-        large_eps_check=large_eps_check,
-    )
-    return state
+    evaluation = EvalRequest(spec.attacks, spec.n, spec.steps, spec.seed, large_eps_check) if evaluate else None
+    return train_and_evaluate(config, run_dir, data_root=data_root, evaluation=evaluation, quiet=quiet).found
 
 
 def run_experiment(

@@ -1,0 +1,87 @@
+"""Train, then evaluate: the one pipeline that `ibrar train`, `ibrar reproduce` (in sequence, `--parallel`, on
+SLURM or local jobs) and the GPU kit all run, so a run means the same thing whoever starts it.
+
+A run folder's state says what is left to do (`run_state`); a deadline (`stop_at`) stops training as SIGTERM
+does, with a checkpoint to resume from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ibrar.config import RunConfig
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """What to evaluate a trained run with: attack names, the seeded subset (`n`, None: the whole test set), the
+    attack-steps curves, and whether to run the large-eps masking check."""
+
+    attacks: Sequence[str]
+    n: int | None = 1000
+    steps: Sequence[int] = field(default_factory=tuple)
+    seed: int = 0
+    large_eps_check: bool = True
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """The state the folder was found in, and the printed evaluation table ('' when nothing was evaluated)."""
+
+    found: str
+    table: str = ""
+
+
+def run_state(run_dir: Path) -> str:
+    """'done' (final.pt and eval.json), 'evaluate' (final.pt only), 'resume' (config.yaml), or 'new'."""
+    run_dir = Path(run_dir)
+    if (run_dir / "final.pt").is_file():
+        return "done" if (run_dir / "eval.json").is_file() else "evaluate"
+    if (run_dir / "config.yaml").is_file():
+        return "resume"
+    return "new"
+
+
+def train_and_evaluate(
+    config: RunConfig,
+    run_dir: str | Path,
+    data_root: str | Path | None = None,
+    evaluation: EvalRequest | None = None,
+    resume: bool | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
+    stop_at: float | None = None,
+) -> PipelineResult:
+    """Train `config` into `run_dir`, then evaluate it with `evaluation` (None: train only).
+
+    `resume=None` goes by what the folder holds: a finished run is left alone, a trained one only evaluated, an
+    interrupted one resumed, an empty one started. `resume=True/False` is the caller's explicit choice (`ibrar
+    train --resume`, or a new run that `overwrite` may replace), checked against the folder by the trainer.
+    `stop_at` (a `time.time()`) ends training at the first batch after it with a mid-epoch checkpoint and
+    `KeyboardInterrupt`, as SIGTERM does.
+    """
+    from ibrar.run_eval import evaluate_run
+    from ibrar.train import train
+
+    run_dir = Path(run_dir)
+    found = run_state(run_dir)
+    if resume is None:
+        if found == "done":
+            return PipelineResult(found)
+        needs_training = found != "evaluate"
+        resume, overwrite = found == "resume", found == "new"
+    else:
+        needs_training = True
+    test_data = None
+    if needs_training:
+        trainer = train(config, run_dir, data_root=data_root, resume=resume, overwrite=overwrite, quiet=quiet,
+                        stop_at=stop_at)
+        test_data = trainer.test_data
+    if evaluation is None or not evaluation.attacks:
+        return PipelineResult(found)
+    table = evaluate_run(run_dir, data_root=data_root, attacks=list(evaluation.attacks), n=evaluation.n,
+                         steps=list(evaluation.steps) or None, seed=evaluation.seed, quiet=quiet, test_data=test_data,
+                         large_eps_check=evaluation.large_eps_check)
+    return PipelineResult(found, table)
