@@ -331,3 +331,13 @@ def test_a_fetch_call_fits_what_a_device_call_returns():
     assert SHARD_BYTES < 16 * 2**20 and fetch.SHARDS_PER_CALL + 3 <= 8
     assert fetch.SHARDS_PER_CALL * SHARD_BYTES + 2**20 < 64 * 2**20
     assert -(-130_000_000 // (fetch.SHARDS_PER_CALL * SHARD_BYTES)) == 3
+
+
+def test_the_check_stage_runs_every_test_file_that_has_cuda_tests():
+    import cuda_check
+
+    import re
+
+    uses_the_marker = re.compile(r"^\s*(@pytest\.mark\.cuda|pytestmark\s*=.*pytest\.mark\.cuda)", re.M)
+    marked = {f"tests/{p.name}" for p in (REPO / "tests").glob("test_*.py") if uses_the_marker.search(p.read_text())}
+    assert marked == set(cuda_check.CUDA_TESTS)

@@ -1,4 +1,4 @@
-"""The kit's `check` stage: the CUDA tests (tests/test_cuda.py, -m cuda) and bench/bench_fast_path.py on
+"""The kit's `check` stage: the CUDA tests (CUDA_TESTS, -m cuda) and bench/bench_fast_path.py on
 full-width VGG16 at batch 100 -> $OUT/check.json, check.md, cuda-tests.xml (see bench/gpu/README.md)."""
 
 from __future__ import annotations
@@ -32,9 +32,13 @@ def junit_summary(path: Path) -> dict[str, Any]:
     return {**counts, "seconds": float(suite.get("time", 0)), "failed": failed}
 
 
+# Every test file with CUDA tests: the device checks, and the CUDA-graph step's replay against its eager step.
+CUDA_TESTS = ("tests/test_cuda.py", "tests/test_graph_step.py")
+
+
 def run_cuda_tests(ctx: Context, timeout: float) -> dict[str, Any]:
     xml = ctx.out / "cuda-tests.xml"
-    command = [sys.executable, "-m", "pytest", "tests/test_cuda.py", "-m", "cuda", "-q", "-rfEs",
+    command = [sys.executable, "-m", "pytest", *CUDA_TESTS, "-m", "cuda", "-q", "-rfEs",
                "-p", "no:cacheprovider", f"--junitxml={xml}"]
     print(f"== CUDA tests: {' '.join(command[1:])}", flush=True)
     try:
@@ -58,7 +62,7 @@ def check_markdown(info: dict[str, Any], tests: dict[str, Any], bench: dict[str,
     import bench_fast_path
 
     lines = [f"# GPU check on {info['device']} (torch {info['torch']}, CUDA {info['cuda']})", "",
-             f"CUDA tests (tests/test_cuda.py, -m cuda): {tests.get('passed', 0)} passed, "
+             f"CUDA tests ({', '.join(CUDA_TESTS)}, -m cuda): {tests.get('passed', 0)} passed, "
              f"{tests.get('failures', 0)} failed, {tests.get('errors', 0)} errors, {tests.get('skipped', 0)} "
              f"skipped ({tests.get('seconds', 0):.0f} s)."]
     lines += [f"- FAILED {name}" for name in tests.get("failed", [])]
