@@ -334,9 +334,9 @@ def test_a_fetch_call_fits_what_a_device_call_returns():
 
 
 def test_the_check_stage_runs_every_test_file_that_has_cuda_tests():
-    import cuda_check
-
     import re
+
+    import cuda_check
 
     uses_the_marker = re.compile(r"^\s*(@pytest\.mark\.cuda|pytestmark\s*=.*pytest\.mark\.cuda)", re.M)
     marked = {f"tests/{p.name}" for p in (REPO / "tests").glob("test_*.py") if uses_the_marker.search(p.read_text())}
