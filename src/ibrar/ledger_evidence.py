@@ -28,6 +28,7 @@ import yaml
 
 from ibrar.experiments.base import eval_metric, read_metrics
 from ibrar.experiments.table3 import MARGIN_PP
+from ibrar.run_eval import EVAL_FILE
 
 PARTIAL_EVAL = "eval-full.json"  # the GPU kit's whole-test-set piece of a paper-scale row, before AutoAttack ran
 
@@ -117,8 +118,8 @@ def read_run(path: Path) -> Run | None:
     if not (path / "config.yaml").is_file():
         return None
     config = yaml.safe_load((path / "config.yaml").read_text()) or {}
-    result, complete = None, (path / "eval.json").is_file()
-    for name in ("eval.json", PARTIAL_EVAL):
+    result, complete = None, (path / EVAL_FILE).is_file()
+    for name in (EVAL_FILE, PARTIAL_EVAL):
         if (path / name).is_file():
             result = json.loads((path / name).read_text())
             break

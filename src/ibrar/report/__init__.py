@@ -1,0 +1,78 @@
+"""`ibrar report`: every table of numbers in README.md, docs/reproduction.md and bench/RESULTS.md is generated
+from the small run artifacts committed under `results/`, so that each number traces back to the run that made it.
+
+`collect_run` copies a finished run's small files (never a checkpoint) into `results/` (`collect`); `render_docs`
+rewrites the text between `<!-- report:NAME -->` and `<!-- /report -->` in the docs and leaves the prose around it
+alone, and `check_docs` names the tables whose text no longer matches the artifacts (`markers`). The tables are
+drawn by `tables` and `sections`, the lines saying where their numbers come from by `provenance`, and the figures
+under docs/figures/ by `figures`.
+"""
+
+from __future__ import annotations
+
+from ibrar.report.collect import (
+    ARTIFACTS,
+    FIGURE_INPUTS,
+    OPTIONAL_SIZE_LIMIT,
+    PARTIAL_EVAL,
+    RESULTS_DIR,
+    ReportError,
+    collect_run,
+    copy_artifacts,
+    default_into,
+    has_eval,
+    partial_folder,
+)
+from ibrar.report.figures import (
+    FIGURES,
+    FIGURES_DIR,
+    DocFigure,
+    NotDrawn,
+    draw_figures,
+    fig2_figure,
+    scale_figure,
+    table1_convergence,
+    table4_infoplane,
+)
+from ibrar.report.markers import MARKER, TABLES, DocTable, check_docs, render_docs, write_docs
+from ibrar.report.provenance import (
+    eps_text,
+    evaluation_notes,
+    linf_case,
+    linf_worst_case,
+    machine_of,
+    not_run,
+    source_line,
+    training_legs,
+)
+from ibrar.report.sections import (
+    BENCH_FIELDS,
+    attack_strength_tables,
+    bench_sections,
+    fig2_tables,
+    gpu_check_section,
+    read_bench,
+    scale_tables,
+    table4_paper_partial,
+    table4_paper_table,
+)
+from ibrar.report.tables import (
+    ce_fast_table,
+    quickstart_table,
+    runs_table,
+    table1_tables,
+    table3_table,
+    table4_table,
+    table6_table,
+)
+
+__all__ = [
+    "ARTIFACTS", "BENCH_FIELDS", "FIGURES", "FIGURES_DIR", "FIGURE_INPUTS", "MARKER", "OPTIONAL_SIZE_LIMIT",
+    "PARTIAL_EVAL", "RESULTS_DIR", "TABLES", "DocFigure", "DocTable", "NotDrawn", "ReportError",
+    "attack_strength_tables", "bench_sections", "ce_fast_table", "check_docs", "collect_run", "copy_artifacts",
+    "default_into", "draw_figures", "eps_text", "evaluation_notes", "fig2_figure", "fig2_tables",
+    "gpu_check_section", "has_eval", "linf_case", "linf_worst_case", "machine_of", "not_run", "partial_folder",
+    "quickstart_table", "read_bench", "render_docs", "runs_table", "scale_figure", "scale_tables", "source_line",
+    "table1_convergence", "table1_tables", "table3_table", "table4_infoplane", "table4_paper_partial",
+    "table4_paper_table", "table4_table", "table6_table", "training_legs", "write_docs",
+]

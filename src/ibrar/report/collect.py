@@ -1,0 +1,123 @@
+"""Collecting runs into results/ (their small artifacts, never a checkpoint) and finding them there again."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ibrar.errors import InputError
+from ibrar.experiments import build_experiment
+from ibrar.run_eval import EVAL_FILE
+
+RESULTS_DIR = "results"
+# What a run folder contributes to results/: config, versions and hardware, per-epoch log, evaluation.
+ARTIFACTS = ("config.yaml", "meta.json", "metrics.jsonl", EVAL_FILE, "info_plane.jsonl",
+             "gpu.json")  # gpu.json: the GPU kit's per-call minutes, when a run trained over several calls
+# what a run trained on a GPU lease brings back instead of its weights: the inputs of Figure 3 and Table 5
+# (ibrar.plots.FEATURES_FILE, CONFUSION_FILE), copied like the artifacts when the run has them
+FIGURE_INPUTS = ("tsne-features.npz", "confusion-pgd10.json")
+PARTIAL_EVAL = "eval-full.json"  # a paper-scale row's whole-test-set evaluation, before AutoAttack's subset ran
+OPTIONAL_SIZE_LIMIT = 1 << 20  # bytes; a larger info_plane.jsonl stays behind (the others are always small)
+
+
+class ReportError(InputError):
+    """A run that cannot be collected, or docs whose markers do not match the known tables."""
+
+
+def partial_folder(results: Path, experiment_folder: str) -> Path:
+    """Where runs of `experiment_folder` (e.g. table4-paper) that a GPU lease ran out on are kept, apart."""
+    return results / f"{experiment_folder}-partial"
+
+
+def default_into(run_dir: Path) -> Path:
+    """results/<experiment>-<scale> for a run of `ibrar reproduce` (runs/<experiment>-<scale>/<run>)."""
+    parent = run_dir.resolve().parent.name
+    if parent in ("", "runs", RESULTS_DIR):
+        raise ReportError(f"--into: {run_dir} is not inside an experiment folder (runs/<experiment>-<scale>/); "
+                          "name the results folder, e.g. --into results/quickstart")
+    return Path(RESULTS_DIR) / parent
+
+
+def collect_run(run_dir: str | Path, into: str | Path | None = None) -> Path:
+    """Copy the small artifacts of a finished run to `into/<run name>/` (replacing an earlier copy)."""
+    run_dir = Path(run_dir)
+    if run_dir.suffix == ".pt" or run_dir.is_file():
+        raise ReportError(f"RUN_DIR: {run_dir} is a file; give the run folder (checkpoints are never collected)")
+    if not run_dir.is_dir():
+        raise ReportError(f"RUN_DIR: {run_dir} does not exist")
+    for required in ("config.yaml", "meta.json", "metrics.jsonl", EVAL_FILE):
+        if not (run_dir / required).is_file():
+            hint = f"; evaluate it first: ibrar eval {run_dir}" if required == EVAL_FILE else ""
+            raise ReportError(f"RUN_DIR: {run_dir} has no {required}, so it is not a finished run{hint}")
+    target = Path(into) if into is not None else default_into(run_dir)
+    target = target / run_dir.resolve().name
+    if target.resolve() == run_dir.resolve():
+        raise ReportError(f"--into: {target} is the run folder itself; choose a folder under {RESULTS_DIR}/")
+    if target.is_dir():
+        strays = sorted(p.name for p in target.iterdir() if p.name not in (*ARTIFACTS, *FIGURE_INPUTS))
+        if strays:
+            raise ReportError(f"--into: {target} holds other files ({', '.join(strays)}); it is not a results "
+                              "copy of a run, so it is left alone")
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    copy_artifacts(run_dir, target)
+    return target
+
+
+def copy_artifacts(run_dir: Path, target: Path) -> None:
+    """Copy the run's artifacts that exist into `target` (an existing folder); an optional one only when small."""
+    for name in (*ARTIFACTS, *FIGURE_INPUTS):
+        source = run_dir / name
+        if source.is_file() and (name in ("config.yaml", "meta.json", "metrics.jsonl", EVAL_FILE)
+                                 or source.stat().st_size <= OPTIONAL_SIZE_LIMIT):
+            shutil.copyfile(source, target / name)
+
+
+# ---- finding the collected runs -----------------------------------------------------------------------------------
+
+
+def has_eval(run_dir: Path) -> bool:
+    return (run_dir / EVAL_FILE).is_file()
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def relative(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def collected_experiment(name: str, scale: str, folder: Path) -> Any:
+    """The experiment's run list, with as many seeds as the collected folders hold (`<run>-seed<k>`): of the
+    build with one seed and the one with max(k) + 1, the one whose run names match more collected folders (the
+    scale study trains its cheap points with two seeds and the others with one), and any `<run>-seed<k>` beside
+    a `<run>` of one seed."""
+    collected = {d.name for d in folder.iterdir() if d.is_dir()} if folder.is_dir() else set()
+    seeds = [int(m.group(1)) for name_ in collected if (m := re.search(r"-seed(\d+)$", name_))]
+    builds = [build_experiment(name, scale, seeds=s) for s in sorted({1, max(seeds, default=0) + 1})]
+    chosen = max(builds, key=lambda e: len(collected & {r.name for r in e.runs}))
+    # seeds added later beside a seed-0 run without suffix (`<run>`, then `<run>-seed1`, ...) join its row
+    chosen.runs = [replace(r, name=r.group) if r.name == f"{r.group}-seed0" and r.name not in collected
+                   and r.group in collected else r for r in chosen.runs]
+    chosen.runs += [replace(r, name=n, seed=int(m.group(1))) for r in list(chosen.runs) if r.name == r.group
+                    for n in sorted(collected - {s.name for s in chosen.runs})
+                    if (m := re.fullmatch(rf"{re.escape(r.group)}-seed([1-9]\d*)", n))]
+    return chosen
+
+
+def group_dirs(experiment: Any, folder: Path, groups: Sequence[str]) -> list[Path]:
+    return [folder / spec.name for group in groups for spec in experiment.runs_of(group)
+            if has_eval(folder / spec.name)]
+
+
+def n_runs(experiment: Any, folder: Path, group: str) -> int:
+    return len(group_dirs(experiment, folder, [group]))

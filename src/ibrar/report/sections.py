@@ -1,0 +1,254 @@
+"""The generated sections beyond the paper's tables: the scale study, Figure 2's networks and attack-steps
+curves, the benchmarks, the GPU check, and Table 4 at the paper's scale with the rows a lease ran out on."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ibrar.experiments import fig2
+from ibrar.experiments import scale as study
+from ibrar.experiments.base import eval_metric, read_eval, read_metrics
+from ibrar.experiments.paper_numbers import TABLE4, TABLE4_COLUMNS
+from ibrar.report.collect import (
+    PARTIAL_EVAL,
+    ReportError,
+    collected_experiment,
+    group_dirs,
+    n_runs,
+    partial_folder,
+    read_json,
+    relative,
+)
+from ibrar.report.formatting import HEADER, cell_texts, markdown_table, measured_text, paper_rows, percent
+from ibrar.report.provenance import eps_text, evaluation_notes, median_l2_line, not_run, source_line
+from ibrar.report.tables import table4_table
+from ibrar.run_eval import EVAL_FILE
+from ibrar.run_folder import read_run_config
+
+
+def scale_tables(results: Path, root: Path, scale: str = "cpu") -> str:
+    """The scale study: a table per axis (width, training length) of Table 4's rows (1), (2), (6) on VGG16,
+    mean ± std over the seeds that ran, with the paper's Table 4 values at its full setting below."""
+    folder = results / f"scale-{scale}"
+    experiment = collected_experiment("scale", scale, folder)
+    tables, _ = study.study_tables(experiment, folder)
+    if not group_dirs(experiment, folder, [row.group for table in tables for row in table.rows]):
+        return not_run("Scale study", [folder], root)
+    columns = [label for label, _ in study.COLUMNS]
+    header = ["row, setting", "seeds", *[HEADER.get(c, c) for c in columns]]
+    out: list[str] = []
+    for table in tables:
+        title = f"**{table.title}**"
+        dirs = group_dirs(experiment, folder, [row.group for row in table.rows])
+        if not dirs:
+            runs = [folder / spec.name for row in table.rows for spec in experiment.runs_of(row.group)]
+            out += [not_run(title, runs, root), ""]
+            continue
+        body = []
+        for row in table.rows:
+            ran, planned = n_runs(experiment, folder, row.group), len(experiment.runs_of(row.group))
+            seeds = str(ran) if ran == planned else f"{ran} of {planned}"
+            body.append([row.label, seeds, *cell_texts(row.cells, columns, ran > 0)])
+        paper = paper_rows(table.rows, columns,
+                            lambda row: f"{row.label.split(', ')[0]}, paper (width 1, 50,000 images, 60 epochs)")
+        body += [[label, "-", *values] for label, *values in paper]
+        out += [title, "", *markdown_table(header, body), "", *evaluation_notes(dirs), source_line(dirs, root), ""]
+        labelled = [(row.label if len(experiment.runs_of(row.group)) == 1 else f"{row.label}, `{d.name}`", d)
+                    for row in table.rows for d in group_dirs(experiment, folder, [row.group])]
+        out += attack_strength_tables(labelled)
+    out.append("Each cell of ours: the mean over the seeds that ran (± their standard deviation where two ran); "
+               "the paper's rows are its Table 4 values at its full setting. Width 0.25 with 10,000 images and 10 "
+               "epochs is Table 4's cpu-scale setting.")
+    return "\n".join(out)
+
+
+_STAGES = (("clean", "Natural"), ("apgd-ce", "APGD-CE"), ("apgd-t", "APGD-T"), ("fab-t", "FAB-T"),
+           ("square", "Square"))
+
+
+def attack_strength_tables(labelled: Sequence[tuple[str, Path]]) -> list[str]:
+    """For the runs whose eval.json holds attack-steps curves: accuracy by number of steps of each attack family,
+    then the accuracy left after each stage of the reference AutoAttack. Where a 10-step attack and AutoAttack
+    disagree, these say what closes the gap: more steps of the same attack, or AutoAttack's other losses."""
+    runs = [(label, result) for label, result in ((label, read_eval(d)) for label, d in labelled)
+            if result.get("curves")]
+    if not runs:
+        return []
+    steps = sorted({int(s) for _, result in runs for curve in result["curves"].values() for s in curve})
+    body = [[label, _family_label(family), *[percent(curve.get(str(s))) for s in steps]]
+            for label, result in runs for family, curve in result["curves"].items()]
+    eps = {result.get("eps") for _, result in runs}
+    radius = eps_text(eps.pop() if len(eps) == 1 else None)
+    out = [f"Accuracy by number of attack steps (the same evaluations; PGD and NI-FGSM at {radius}, CW-L2 "
+           "unbounded):", "",
+           *markdown_table(["run", "attack", *[f"{s} steps" if s != 1 else "1 step" for s in steps]], body), ""]
+    staged = [(label, result["autoattack"]["stages"]) for label, result in runs
+              if isinstance(result.get("autoattack"), dict) and result["autoattack"].get("stages")]
+    if staged:
+        out += ["Accuracy left after each stage of the reference AutoAttack (each stage attacks only the examples "
+                "the stages before it left correctly classified):", "",
+                *markdown_table(["run", *[name for _, name in _STAGES]],
+                                 [[label, *[percent(stages.get(key)) for key, _ in _STAGES]]
+                                  for label, stages in staged]), ""]
+    return out
+
+
+_FAMILY = {"CW": "CW-L2", "NIFGSM": "NI-FGSM"}
+
+
+def _family_label(family: str) -> str:
+    """An attack-steps curve's name in the tables (eval.json's `pgd`, `cw`, `nifgsm`: PGD, CW-L2, NI-FGSM)."""
+    label = dict(fig2.FAMILIES).get(family, family)
+    return _FAMILY.get(label, label)
+
+
+def fig2_tables(results: Path, root: Path, scale: str = "cpu") -> str:
+    """Figure 2's networks under PGD-10, CW-L2, NI-FGSM and AutoAttack (clean beside the paper's), then the
+    attack-steps curves as one table per attack family."""
+    folder = results / f"fig2-{scale}"
+    experiment = collected_experiment("fig2", scale, folder)
+    dirs = group_dirs(experiment, folder, [group for _, group in fig2.ROWS])
+    if not dirs:
+        return not_run("Figure 2", [folder], root)
+    main, *curves = fig2.network_tables(experiment, folder)
+    columns = [label for label, _ in fig2.COLUMNS]
+    header = ["network", "Natural", "paper Natural", *[HEADER.get(c, c) for c in columns[1:]]]
+    body = []
+    for row in main.rows:
+        ran = n_runs(experiment, folder, row.group) > 0
+        natural = row.cells["Natural"]
+        paper = "-" if natural.paper is None else f"{natural.paper:.2f}"
+        body.append([row.label, measured_text(natural, 1, ran), paper, *cell_texts(row.cells, columns[1:], ran)])
+    out = [*markdown_table(header, body), "", *median_l2_line(dirs, experiment.scale.attack("cw")),
+           *evaluation_notes(dirs), source_line(dirs, root), ""]
+    curve_dirs = [d for d in dirs if read_eval(d).get("curves")]
+    if not curve_dirs:
+        return "\n".join([*out, f"Attack-steps curves: not run (no eval.json in `{relative(folder, root)}/` "
+                                 "holds `curves`)."])
+    for (family, _), table in zip(fig2.FAMILIES, curves, strict=True):
+        rows = [[row.label, *cell_texts(row.cells, table.columns, n_runs(experiment, folder, row.group) > 0)]
+                for row in table.rows]
+        out += [f"**{_family_label(family)}: accuracy by number of attack steps**", "",
+                *markdown_table(["network", *[f"{s} steps" if s != "1" else "1 step" for s in table.columns]],
+                                 rows), ""]
+    out.append(source_line(curve_dirs, root))
+    return "\n".join(out)
+
+
+# ---- benchmarks ---------------------------------------------------------------------------------------------------
+
+
+BENCH_FIELDS = ("title", "command", "seconds", "machine", "date", "torch", "output")
+
+
+def read_bench(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The benchmark sections under results/bench/ with their files, in the order run_all.py runs them."""
+    sections = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        section = json.loads(path.read_text())
+        missing = [k for k in BENCH_FIELDS if k not in section]
+        if missing:
+            raise ReportError(f"{path}: missing {', '.join(missing)}; bench/run_all.py writes these artifacts")
+        sections.append((section.get("order", 0), path, section))
+    return [(p, s) for _, p, s in sorted(sections, key=lambda t: (t[0], t[1].name))]
+
+
+def bench_sections(results: Path, root: Path) -> str:
+    folder = results / "bench"
+    sections = read_bench(folder)
+    if not sections:
+        return not_run("Benchmarks", [folder], root)
+    lines: list[str] = []
+    for path, s in sections:
+        commit = f"commit `{s['git_commit'][:7]}`" if s.get("git_commit") else "commit not recorded"
+        seconds = "time not recorded" if s["seconds"] is None else f"{s['seconds']:.0f} s"
+        lines += [f"## {s['title']}", "",
+                  f"`{s['command']}`: {seconds}, measured {s['date']} on {s['machine']} "
+                  f"(torch {s['torch']}, {commit}; `{relative(path, root)}`).", ""]
+        if s.get("note"):
+            lines += [s["note"], ""]
+        lines += ["```", s["output"].rstrip("\n"), "```", ""]
+    return "\n".join(lines).rstrip("\n")
+
+
+def gpu_check_section(results: Path, root: Path) -> str:
+    """The GPU kit's `check` stage (CUDA tests and the fast-path timings), as it came back from the device."""
+    folder = results / "gpu-check"
+    report_md, stage_json = folder / "check.md", folder / "stage.json"
+    if not report_md.is_file():
+        return f"The GPU check: not run yet (no check.md in `{relative(folder, root)}/`)."
+    stage = read_json(stage_json) if stage_json.is_file() else {}
+    where = ", ".join(str(stage[k]) for k in ("device", "torch") if stage.get(k)) or "device not recorded"
+    when = stage.get("started_utc", "date not recorded")
+    minutes = f"{stage['minutes']} minutes" if stage.get("minutes") is not None else "minutes not recorded"
+    lines = [f"`bash bench/gpu/run.sh check` on {where}, started {when}, {minutes} "
+             f"(`{relative(folder, root)}`).", "", report_md.read_text().rstrip("\n")]
+    earlier = sorted((folder / "history").glob("*-check.json"))
+    if earlier:
+        lines += ["", "Earlier checks (`history/`; the commits that follow each say what was fixed):", ""]
+        for path in earlier:
+            check = read_json(path)
+            tests = check.get("cuda_tests", {})
+            stage = folder / "history" / path.name.replace("-check.json", "-stage.json")
+            started = read_json(stage).get("started_utc", path.name[:17]) if stage.is_file() else path.name[:17]
+            failed = "; ".join(name.split(":")[0] for name in tests.get("failed", [])) or "none"
+            lines.append(f"- {started} on {check.get('device', 'device not recorded')}: {tests.get('passed', 0)} "
+                         f"passed, {tests.get('failures', 0)} failed ({failed})")
+    bench = folder / "fast-path.json"
+    if bench.is_file():
+        record = read_json(bench)
+        lines += ["", f"`{record['command']}` on {record['device']} (torch {record['torch']}), started "
+                  f"{record['started_utc']}: {record['note']}.", "", "```", record["output"].rstrip("\n"), "```"]
+    return "\n".join(lines)
+
+
+def table4_paper_table(results: Path, root: Path) -> str:
+    """Table 4 at the paper's scale, as the GPU kit's `table4-<row>` stages bring it back, and below it the
+    rows a lease ran out on before they were trained."""
+    partial = table4_paper_partial(results, root)
+    return table4_table(results, root, "paper") + ("\n\n" + partial if partial else "")
+
+
+def table4_paper_partial(results: Path, root: Path) -> str:
+    """Paper-scale rows a lease ran out on (the GPU went back first; its disk, checkpoint included, with it): how
+    far they trained, the Trainer's per-epoch monitor, and the paper's attacks on the whole test set when that
+    piece of the evaluation ran (eval-full.json). AutoAttack did not run, so these are not Table 4's rows."""
+    folder = partial_folder(results, "table4-paper")
+    runs = sorted(p for p in folder.glob("*") if (p / "metrics.jsonl").is_file() and (p / "gpu.json").is_file()
+                  and not (results / "table4-paper" / p.name / EVAL_FILE).is_file())
+    rows, calls, recovered = [], [], []
+    for run in runs:
+        metrics, gpu = read_metrics(run), read_json(run / "gpu.json")
+        last, per_epoch = metrics[-1], sorted(m["seconds"] for m in metrics if "seconds" in m)
+        full = read_json(run / PARTIAL_EVAL)
+        if full:
+            measured = " / ".join("-" if (value := eval_metric(full, k)) is None else f"{value:.1f}"
+                                  for k in ("clean", "pgd10", "nifgsm", "fgsm"))
+            if full.get("recovered_from"):
+                recovered.append(f"{run.name}'s whole-test-set numbers come from its {full['recovered_from']}")
+        else:
+            measured = "not evaluated"
+        paper = TABLE4.get(run.name, {})
+        rows.append([run.name, f"{last['epoch']} of {read_run_config(run).train.epochs}",
+                     f"{100 * last['test_clean_acc']:.1f}", f"{100 * last['test_pgd10_acc']:.1f}",
+                     f"{per_epoch[len(per_epoch) // 2]:.1f}", measured,
+                     " / ".join(f"{paper[c]:.2f}" for c in TABLE4_COLUMNS) if paper else "-",
+                     gpu.get("device", "not recorded")])
+        source = gpu.get("source") or {}
+        commit = f"commit `{str(source.get('commit', ''))[:7]}`" if source.get("commit") else "commit not recorded"
+        dirty = " with uncommitted changes" if source.get("uncommitted_changes") else ""
+        calls += [f"{run.name}: {c['started_utc']}, {c['minutes']} min, torch {c['torch']}, {commit}{dirty}"
+                  for c in gpu.get("calls", [])]
+    if not rows:
+        return ""
+    header = ["run (not finished)", "epochs trained", "clean % (monitor)", "PGD-10 % (monitor)", "median s/epoch",
+              "whole test set: Natural / PGD-10 / NI-FGSM / FGSM", "paper (Nat / PGD / NI / FGSM)", "device"]
+    notes = [f"{'; '.join(recovered)}.", ""] if recovered else []
+    return "\n".join([
+        "Not finished when the lease ended, so not Table 4's rows: trained part of the way, or trained and evaluated "
+        "with the paper's attacks on the whole test set but not yet with AutoAttack (the monitor: clean and PGD-10 "
+        f"accuracy on the first `train.eval_subset` test images after the last epoch; `{relative(folder, root)}/`):",
+        "", *markdown_table(header, rows), "", *notes, "GPU calls: " + "; ".join(calls) + "."])
