@@ -290,15 +290,17 @@ def choose_runs(experiment: Experiment, only: Sequence[str] | None) -> list[RunS
 def collect_results(
     experiment: Experiment, folder: Path, data_root: str | Path | None, log: Callable[[str], None] = print
 ) -> bool:
-    """Write results.md / results.json (and figures) if every run has finished; True when written."""
-    from ibrar.experiments.results import write_results
+    """Write results.md / results.json (and figures) if every run has finished; True when written.
 
+    The experiment's report returns an `ibrar.experiments.results.Results`, which writes itself: this module
+    sits below the results module and does not import it.
+    """
     done = sum(run_state(folder / r.name) == "done" for r in experiment.runs)
     if done < len(experiment.runs):
         log(f"{done} of {len(experiment.runs)} runs have finished; results.md is written when all have")
         return False
     results = experiment.report(experiment, folder, data_root)
-    md, js = write_results(results, folder)
+    md, js = results.write(folder)
     log(f"results: {md} and {js}")
     return True
 

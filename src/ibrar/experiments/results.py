@@ -140,13 +140,13 @@ class Results:
             lines += ["## Figures", "", *[f"- `{f}`" for f in self.figures], ""]
         return "\n".join(lines)
 
-
-def write_results(results: Results, folder: str | Path) -> tuple[Path, Path]:
-    folder = Path(folder)
-    md, js = folder / "results.md", folder / "results.json"
-    md.write_text(results.to_markdown())
-    js.write_text(json.dumps(results.to_dict(), indent=2))
-    return md, js
+    def write(self, folder: str | Path) -> tuple[Path, Path]:
+        """Write results.md and results.json in `folder`; returns their paths."""
+        folder = Path(folder)
+        md, js = folder / "results.md", folder / "results.json"
+        md.write_text(self.to_markdown())
+        js.write_text(json.dumps(self.to_dict(), indent=2))
+        return md, js
 
 
 def group_values(
