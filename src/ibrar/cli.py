@@ -153,7 +153,7 @@ def _write_card(args: argparse.Namespace, out_dir: Path) -> Path:
 
     from ibrar.config import build_config
     from ibrar.interop import parse_card_fields, robustbench_card, write_robustbench_card
-    from ibrar.run_eval import EVAL_FILE
+    from ibrar.run_files import EVAL_FILE
 
     result = json.loads((out_dir / EVAL_FILE).read_text())
     if args.robustbench is not None or args.model is not None:

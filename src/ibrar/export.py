@@ -23,7 +23,8 @@ from ibrar.build import ModelBundle, build_model, ib_layer_names
 from ibrar.checkpoint import FINAL, LATEST, CheckpointError, load_state
 from ibrar.config import ConfigError, RunConfig, build_config, dump_config
 from ibrar.integrity import record_digest, verify_digest
-from ibrar.run_folder import EVAL_FILE, load_checkpoint_model, load_eval, own_mask
+from ibrar.run_files import EVAL_FILE, INFO_PLANE_FILE, METRICS_FILE
+from ibrar.run_folder import load_checkpoint_model, load_eval, own_mask
 
 WEIGHTS_FILE = "model.safetensors"
 HUB_CONFIG_FILE = "config.json"
@@ -31,7 +32,7 @@ CONFIG_YAML = "config.yaml"
 CARD_FILE = "README.md"
 EXPORT_FORMAT = "ibrar-export"
 FORMAT_VERSION = 1
-RECORDS = (EVAL_FILE, "metrics.jsonl", "info_plane.jsonl", "meta.json")  # plain JSON, copied as they are
+RECORDS = (EVAL_FILE, METRICS_FILE, INFO_PLANE_FILE, "meta.json")  # plain JSON, copied as they are
 PICKLE_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt", ".tar", ".joblib", ".npy"})
 # Hugging Face Hub dataset ids, for the card's `datasets:` field.
 HUB_DATASETS = {"cifar10": "uoft-cs/cifar10", "cifar100": "uoft-cs/cifar100", "svhn": "ufldl-stanford/svhn"}

@@ -30,7 +30,7 @@ from ibrar.evaluate import DEFAULT_BATCH_SIZE, evaluate, format_table, masking_w
 from ibrar.folder_lock import locked_folder
 from ibrar.loading import load_trained
 from ibrar.reproducibility import run_metadata
-from ibrar.run_folder import EVAL_FILE
+from ibrar.run_files import EVAL_FILE
 
 DEFAULT_ATTACKS = ("fgsm", "pgd10", "cw", "fab", "nifgsm", "autoattack")  # the paper's, plus AutoAttack
 DEFAULT_N = 1000  # a seeded subset of the test set (the whole set when it is smaller)

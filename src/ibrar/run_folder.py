@@ -16,11 +16,8 @@ from ibrar.checkpoint import CheckpointError, find_checkpoint, load_file, load_s
 from ibrar.config import RunConfig, build_config, dump_config
 from ibrar.errors import IbrarError
 from ibrar.folder_lock import LOCK_FILE
+from ibrar.run_files import CONFIG_FILE, EVAL_FILE
 
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.jsonl"
-INFO_PLANE_FILE = "info_plane.jsonl"
-EVAL_FILE = "eval.json"  # what `ibrar eval` writes
 MASK_MODULE = "channel_mask"  # where a loaded model holds its channel mask
 
 

@@ -22,6 +22,7 @@ from ibrar.eval_estimate import format_duration
 from ibrar.jsonl import read_jsonl
 from ibrar.models import create_model
 from ibrar.pipeline import EvalRequest, run_state, train_and_evaluate
+from ibrar.run_files import EVAL_FILE
 
 # The configs shipped in the package; IBRAR_CONFIGS points elsewhere (a folder with paper/ and cpu/ inside).
 CONFIG_ROOT = Path(os.environ.get("IBRAR_CONFIGS") or shipped_configs_dir())
@@ -337,9 +338,9 @@ def run_commands(
 
 
 def read_eval(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "eval.json"
+    path = run_dir / EVAL_FILE
     if not path.is_file():
-        raise InputError(f"run_dir: {run_dir} has no eval.json; run the experiment first")
+        raise InputError(f"run_dir: {run_dir} has no {EVAL_FILE}; run the experiment first")
     return json.loads(path.read_text())
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ibrar.experiments.base import Experiment, eval_metric, read_eval
+from ibrar.run_files import EVAL_FILE
 
 
 @dataclass
@@ -154,7 +155,7 @@ def group_values(
 ) -> list[float]:
     """`metric` of each seed's run folder of a row (runs without eval.json or without the value are left out)."""
     values = [metric(folder / spec.name) for spec in experiment.runs_of(group)
-              if (folder / spec.name / "eval.json").is_file()]
+              if (folder / spec.name / EVAL_FILE).is_file()]
     return [v for v in values if v is not None]
 
 
