@@ -21,8 +21,8 @@ from pathlib import Path
 from ibrar.attacks import build_attack
 from ibrar.data import load_split, resolve_data_root
 from ibrar.eval_estimate import gradient_count
+from ibrar.loading import load_trained
 from ibrar.run_eval import run_evaluation
-from ibrar.run_folder import load_trained
 
 MODELS = {  # name -> (config, overrides): seconds-to-minutes CPU twins of the two cases
     "quickstart (CE + IB-RAR)": ("quickstart.yaml", ["train.epochs=1", "data.train_subset=5000"]),

@@ -57,7 +57,7 @@ def trained_model_and_data(checkpoint: str, data_root: str | None, n: int, seed:
     """A run folder / checkpoint (loaded safely) and n examples of its real test set (a seeded subset)."""
     from ibrar.data import load_split, resolve_data_root
     from ibrar.evaluate import select_subset
-    from ibrar.run_folder import load_trained
+    from ibrar.loading import load_trained
 
     bundle, config, _ = load_trained(checkpoint)
     test = load_split(config.data.name, resolve_data_root(config.data.root or data_root), "test")

@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     args = parser.parse_args(argv)
 
     from bench_eval import trained_model_and_data
-    from ibrar.run_eval import evaluate_run, load_eval
+    from ibrar.run_eval import evaluate_run
+    from ibrar.run_folder import load_eval
 
     with tempfile.TemporaryDirectory() as scratch:  # `ibrar eval`'s own path, from loading the run onwards
         ours_seconds = timed(lambda: evaluate_run(args.checkpoint, data_root=args.data_root, attacks=["autoattack"],

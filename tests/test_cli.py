@@ -309,7 +309,7 @@ def test_eval_autoattack_equals_the_reference_run_on_the_same_examples(cli_run, 
     from ibrar.attacks import ReferenceAutoAttack, registry
     from ibrar.data import load_split
     from ibrar.evaluate import select_subset
-    from ibrar.run_folder import load_trained
+    from ibrar.loading import load_trained
     from test_reference_autoattack import percent, reference_stages
 
     budget = {"n_iter": 20, "n_queries": 300}

@@ -19,8 +19,8 @@ from ibrar.cli import main
 from ibrar.config import build_config
 from ibrar.export import ExportError, export_run
 from ibrar.integrity import CorruptWeightsError
+from ibrar.loading import load_trained
 from ibrar.run_eval import evaluate_run
-from ibrar.run_folder import load_trained
 from ibrar.train import train
 
 EXPECTED_FILES = {"model.safetensors", "config.json", "config.yaml", "README.md", "eval.json", "metrics.jsonl",

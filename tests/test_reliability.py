@@ -19,8 +19,8 @@ from conftest import tiny_config
 from ibrar.checkpoint import CheckpointError, load_file, load_state
 from ibrar.cli import main
 from ibrar.config import build_config
+from ibrar.loading import load_trained
 from ibrar.models import create_model
-from ibrar.run_folder import load_trained
 from ibrar.train import NonFiniteLossError, Trainer, train
 
 SRC = Path(__file__).resolve().parents[1] / "src"

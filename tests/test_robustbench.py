@@ -19,8 +19,8 @@ from ibrar.cli import main
 from ibrar.config import build_config, load_config
 from ibrar.experiments.base import CONFIG_ROOT
 from ibrar.interop import RobustBenchError, import_robustbench, robustbench_card, write_robustbench_card
+from ibrar.loading import load_trained
 from ibrar.models import create_model, list_models
-from ibrar.run_folder import load_trained
 from ibrar.train import train
 
 try:

@@ -187,7 +187,8 @@ def test_a_lock_on_a_folder_that_did_not_exist_leaves_nothing_when_nothing_was_w
 
 def test_an_exports_safetensors_with_a_flipped_byte_is_refused(image_folder, tmp_path):
     from ibrar.cli import main
-    from ibrar.export import export_run, load_pretrained
+    from ibrar.export import export_run
+    from ibrar.loading import load_pretrained
 
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_config(image_folder, train={"epochs": 1})))

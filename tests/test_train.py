@@ -14,7 +14,7 @@ from conftest import tiny_config
 from ibrar import __version__
 from ibrar.checkpoint import load_file
 from ibrar.config import build_config
-from ibrar.run_folder import load_trained
+from ibrar.loading import load_trained
 from ibrar.train import Trainer, train
 
 IB_ON = {"ib": {"enabled": True}, "mask": {"enabled": True, "refresh_every": 2}}

@@ -14,10 +14,10 @@ from conftest import tiny_config
 from ibrar.attacks import PGD, AdaptivePGD
 from ibrar.checkpoint import load_file
 from ibrar.config import build_config
+from ibrar.loading import load_trained
 from ibrar.mask import ChannelMask
 from ibrar.methods import build_method
 from ibrar.regularizer import IBRegularizer, IBTerms
-from ibrar.run_folder import load_trained
 from ibrar.step import TrainStep
 from ibrar.taps import tap_layers
 from ibrar.train import compile_for_taps, train

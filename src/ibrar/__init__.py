@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str) -> object:
     # `load_pretrained` needs the models, data and methods; importing them only when asked keeps `import ibrar` light.
     if name == "load_pretrained":
-        from ibrar.export import load_pretrained
+        from ibrar.loading import load_pretrained
 
         return load_pretrained
     if name == "evaluate_model":

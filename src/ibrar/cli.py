@@ -153,14 +153,14 @@ def _write_card(args: argparse.Namespace, out_dir: Path) -> Path:
 
     from ibrar.config import build_config
     from ibrar.interop import parse_card_fields, robustbench_card, write_robustbench_card
-    from ibrar.run_eval import EVAL_FILE
+    from ibrar.run_files import EVAL_FILE
 
     result = json.loads((out_dir / EVAL_FILE).read_text())
     if args.robustbench is not None or args.model is not None:
         config = build_config({"data": {"name": args.dataset}})
         architecture = args.robustbench or args.model
     else:
-        from ibrar.run_folder import load_trained
+        from ibrar.loading import load_trained
 
         _, config, _ = load_trained(args.run)
         architecture = f"{config.model.name} (width {config.model.width:g})"
@@ -209,7 +209,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _cmd_fetch_assemble(args: argparse.Namespace) -> int:
-    from ibrar.run_folder import load_trained
+    from ibrar.loading import load_trained
     from ibrar.shards import assemble, read_manifest
 
     manifest = read_manifest(args.dirs)

@@ -1,5 +1,5 @@
 """Shareable trained models: `ibrar export RUN_DIR OUT_DIR` writes a folder in the Hugging Face Hub's layout
-for a PyTorch model, and `load_pretrained` reads it back.
+for a PyTorch model, and `load_export` reads it back (`ibrar.loading.load_pretrained` is the user's entry).
 
 The folder holds `model.safetensors` (the weights, channel mask included; never a pickle), `config.json` (what
 the loader needs, with the resolved run config), `config.yaml` (the same config as `ibrar train` reads it),
@@ -23,7 +23,8 @@ from ibrar.build import ModelBundle, build_model, ib_layer_names
 from ibrar.checkpoint import FINAL, LATEST, CheckpointError, load_state
 from ibrar.config import ConfigError, RunConfig, build_config, dump_config
 from ibrar.integrity import record_digest, verify_digest
-from ibrar.run_eval import load_eval
+from ibrar.run_files import EVAL_FILE, INFO_PLANE_FILE, METRICS_FILE
+from ibrar.run_folder import load_checkpoint_model, load_eval, own_mask
 
 WEIGHTS_FILE = "model.safetensors"
 HUB_CONFIG_FILE = "config.json"
@@ -31,7 +32,7 @@ CONFIG_YAML = "config.yaml"
 CARD_FILE = "README.md"
 EXPORT_FORMAT = "ibrar-export"
 FORMAT_VERSION = 1
-RECORDS = ("eval.json", "metrics.jsonl", "info_plane.jsonl", "meta.json")  # plain JSON, copied as they are
+RECORDS = (EVAL_FILE, METRICS_FILE, INFO_PLANE_FILE, "meta.json")  # plain JSON, copied as they are
 PICKLE_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt", ".tar", ".joblib", ".npy"})
 # Hugging Face Hub dataset ids, for the card's `datasets:` field.
 HUB_DATASETS = {"cifar10": "uoft-cs/cifar10", "cifar100": "uoft-cs/cifar100", "svhn": "ufldl-stanford/svhn"}
@@ -56,8 +57,6 @@ def is_export(path: str | Path) -> bool:
 
 def export_run(run_dir: str | Path, out_dir: str | Path, overwrite: bool = False, name: str | None = None) -> Path:
     """Write the finished run in `run_dir` as a shareable folder `out_dir`; returns `out_dir`."""
-    from ibrar.run_folder import load_trained
-
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if not run_dir.is_dir():
         raise ExportError(f"RUN_DIR {run_dir} is not a folder; give the run folder written by `ibrar train`")
@@ -71,7 +70,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, overwrite: bool = False
             raise ExportError(f"OUT_DIR {out_dir} already holds files; pass --overwrite to replace them "
                               "or choose another folder")
         shutil.rmtree(out_dir)
-    bundle, config, state = load_trained(run_dir)
+    bundle, config, state = load_checkpoint_model(run_dir)  # a run folder with final.pt: never an export
     config = config.model_copy(update={"data": config.data.model_copy(update={"root": None})})
     name = name or config.name
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in bundle.model.state_dict().items()}
@@ -299,8 +298,6 @@ def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 def load_export(path: str | Path, device: str | torch.device = "cpu") -> tuple[ModelBundle, RunConfig, dict]:
     """An export folder -> (the model with its mask, eval mode; its run config; a state like final.pt's)."""
-    from ibrar.run_folder import own_mask
-
     folder = Path(path)
     check_no_pickles(folder)
     hub = _read_hub_config(folder)
@@ -325,17 +322,3 @@ def load_export(path: str | Path, device: str | torch.device = "cpu") -> tuple[M
              "classes": hub.get("classes") or None}
     return bundle, config, state
 
-
-def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """A trained ibrar model from an `ibrar export` folder (or a run folder, or a checkpoint file).
-
-    The model takes images in [0, 1] and returns logits, holds its normalisation and channel mask, and is
-    in eval mode: it can be handed unchanged to torchattacks, AutoAttack or `robustbench.eval.benchmark`.
-    """
-    from ibrar.run_folder import load_trained
-
-    if not Path(path).exists():
-        hint = (f"; if {str(path)!r} is a Hugging Face Hub repository, download it first "
-                f"(`hf download {path} --local-dir DIR`) and load DIR") if str(path).count("/") == 1 else ""
-        raise ExportError(f"{path} does not exist: give an `ibrar export` folder, a run folder or a checkpoint{hint}")
-    return load_trained(path, device=device)[0].model

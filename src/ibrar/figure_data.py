@@ -70,7 +70,7 @@ def _class_names(state: dict[str, Any], fallback: int) -> list[str]:
 def penultimate_features(run_dir: str | Path, data_root: str | Path | None = None, n: int = 500, seed: int = 0,
                          device: str | torch.device = "cpu") -> Features:
     """Penultimate-layer features of `n` clean test examples of a trained run (Figure 3's t-SNE input)."""
-    from ibrar.run_folder import load_trained
+    from ibrar.loading import load_trained
     from ibrar.taps import tap_layers
 
     check_n(n)
@@ -90,7 +90,7 @@ def confusion_counts(run_dir: str | Path, data_root: str | Path | None = None, n
                      seed: int = 0, device: str | torch.device = "cpu") -> Confusion:
     """Where PGD-`steps` examples of `n` test examples land (at the run's eval eps): Table 5's counts."""
     from ibrar.attacks import PGD
-    from ibrar.run_folder import load_trained
+    from ibrar.loading import load_trained
 
     check_n(n)
     if not isinstance(steps, int) or steps < 1:

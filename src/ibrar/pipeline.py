@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ibrar.config import RunConfig
+from ibrar.run_files import EVAL_FILE
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ def run_state(run_dir: Path) -> str:
     """'done' (final.pt and eval.json), 'evaluate' (final.pt only), 'resume' (config.yaml), or 'new'."""
     run_dir = Path(run_dir)
     if (run_dir / "final.pt").is_file():
-        return "done" if (run_dir / "eval.json").is_file() else "evaluate"
+        return "done" if (run_dir / EVAL_FILE).is_file() else "evaluate"
     if (run_dir / "config.yaml").is_file():
         return "resume"
     return "new"

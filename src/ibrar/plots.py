@@ -23,6 +23,7 @@ import yaml  # noqa: E402
 
 from ibrar.errors import InputError
 from ibrar.jsonl import read_jsonl  # noqa: E402
+from ibrar.run_files import EVAL_FILE  # noqa: E402
 
 if TYPE_CHECKING:
     from ibrar.figure_data import Confusion, Features
@@ -81,7 +82,7 @@ def plot_steps(
     """Accuracy vs attack steps for PGD, CW and NI-FGSM (eval.json "curves"), and the clean accuracies."""
     dirs = run_dirs_of(run_dirs)
     names = run_labels(dirs, labels)
-    evals = [_read_json(d / "eval.json") for d in dirs]
+    evals = [_read_json(d / EVAL_FILE) for d in dirs]
     if not any(e.get("curves") for e in evals):
         raise InputError("run_dirs: no eval.json has curves; evaluate with --steps 1,5,10,20,50")
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
@@ -226,7 +227,7 @@ def plot_beta(
 ) -> list[Path]:
     """Clean and robust accuracy (eval.json) against the runs' ib.beta, on a log axis."""
     dirs = run_dirs_of(run_dirs)
-    points = sorted((_beta(d), _read_json(d / "eval.json")) for d in dirs)
+    points = sorted((_beta(d), _read_json(d / EVAL_FILE)) for d in dirs)
     betas = [b for b, _ in points]
     found = [a["name"] for a in points[0][1].get("attacks", [])]
     names = list(attacks) if attacks is not None else found

@@ -28,12 +28,12 @@ from ibrar.eval_estimate import EvalPlan, format_duration, plan_evaluation
 from ibrar.eval_progress import EvalProgress
 from ibrar.evaluate import DEFAULT_BATCH_SIZE, evaluate, format_table, masking_warnings, select_subset, steps_curve
 from ibrar.folder_lock import locked_folder
+from ibrar.loading import load_trained
 from ibrar.reproducibility import run_metadata
-from ibrar.run_folder import load_trained
+from ibrar.run_files import EVAL_FILE
 
 DEFAULT_ATTACKS = ("fgsm", "pgd10", "cw", "fab", "nifgsm", "autoattack")  # the paper's, plus AutoAttack
 DEFAULT_N = 1000  # a seeded subset of the test set (the whole set when it is smaller)
-EVAL_FILE = "eval.json"
 
 
 def evaluate_run(path: str | Path, **kwargs: Any) -> str:
@@ -202,9 +202,3 @@ def render(report: Any, result: dict[str, Any], reference: dict[str, float] | No
     for warning in result.get("warnings", []):
         lines.append(f"WARNING (gradient masking?): {warning}")
     return "\n".join(lines)
-
-
-def load_eval(run_dir: str | Path) -> dict[str, Any] | None:
-    path = Path(run_dir) / EVAL_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
-

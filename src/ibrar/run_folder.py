@@ -1,9 +1,12 @@
-"""The run folder: what is in it, refusing to mix two runs in one, and loading a trained model back from it."""
+"""The run folder: the names of its files, refusing to mix two runs in one, and reading back what a run wrote
+(its config, its checkpoint as a model, its eval.json). `ibrar.loading` is the one entry for loading any model."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -13,10 +16,8 @@ from ibrar.checkpoint import CheckpointError, find_checkpoint, load_file, load_s
 from ibrar.config import RunConfig, build_config, dump_config
 from ibrar.errors import IbrarError
 from ibrar.folder_lock import LOCK_FILE
+from ibrar.run_files import CONFIG_FILE, EVAL_FILE
 
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.jsonl"
-INFO_PLANE_FILE = "info_plane.jsonl"
 MASK_MODULE = "channel_mask"  # where a loaded model holds its channel mask
 
 
@@ -63,17 +64,10 @@ def read_run_config(run_dir: Path, overrides: list[str] | None = None) -> RunCon
     return build_config(yaml.safe_load(path.read_text()), overrides, resolved=True)
 
 
-def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[ModelBundle, RunConfig, dict]:
-    """A run folder, checkpoint file or `ibrar export` folder -> the model (mask attached and loaded, eval
-    mode) and its config.
-
-    The returned model is self-contained, as RobustBench and the attack libraries expect: it takes images in
-    [0, 1], holds its normalisation and its channel mask (submodule `channel_mask`) and returns logits.
-    """
-    from ibrar.export import is_export, load_export
-
-    if is_export(path):
-        return load_export(path, device=device)
+def load_checkpoint_model(path: str | Path, device: str | torch.device = "cpu"
+                          ) -> tuple[ModelBundle, RunConfig, dict]:
+    """A run folder or checkpoint file -> the model (mask attached and loaded, eval mode), its config and the
+    checkpoint's state. `ibrar.loading.load_trained` also takes an `ibrar export` folder."""
     file = find_checkpoint(path)
     state = load_file(file, map_location=device)
     if "model" not in state or "config" not in state:
@@ -102,3 +96,9 @@ def own_mask(bundle: ModelBundle) -> None:
 def _classes_from_state(model_state: dict[str, Tensor]) -> int:
     last_bias = [v for k, v in model_state.items() if k.endswith("bias") and v.dim() == 1][-1]
     return int(last_bias.shape[0])
+
+
+def load_eval(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run folder's eval.json, or None when it has not been evaluated."""
+    path = Path(run_dir) / EVAL_FILE
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -54,7 +54,8 @@ from ibrar.metrics import (
 )
 from ibrar.monitor import Monitor
 from ibrar.reproducibility import run_metadata
-from ibrar.run_folder import INFO_PLANE_FILE, METRICS_FILE, check_run_dir, create_run_dir
+from ibrar.run_files import INFO_PLANE_FILE, METRICS_FILE
+from ibrar.run_folder import check_run_dir, create_run_dir
 from ibrar.step import TrainStep
 from ibrar.taps import tap_layers, unwrap
 

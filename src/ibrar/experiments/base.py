@@ -22,6 +22,7 @@ from ibrar.eval_estimate import format_duration
 from ibrar.jsonl import read_jsonl
 from ibrar.models import create_model
 from ibrar.pipeline import EvalRequest, run_state, train_and_evaluate
+from ibrar.run_files import EVAL_FILE
 
 # The configs shipped in the package; IBRAR_CONFIGS points elsewhere (a folder with paper/ and cpu/ inside).
 CONFIG_ROOT = Path(os.environ.get("IBRAR_CONFIGS") or shipped_configs_dir())
@@ -290,15 +291,17 @@ def choose_runs(experiment: Experiment, only: Sequence[str] | None) -> list[RunS
 def collect_results(
     experiment: Experiment, folder: Path, data_root: str | Path | None, log: Callable[[str], None] = print
 ) -> bool:
-    """Write results.md / results.json (and figures) if every run has finished; True when written."""
-    from ibrar.experiments.results import write_results
+    """Write results.md / results.json (and figures) if every run has finished; True when written.
 
+    The experiment's report returns an `ibrar.experiments.results.Results`, which writes itself: this module
+    sits below the results module and does not import it.
+    """
     done = sum(run_state(folder / r.name) == "done" for r in experiment.runs)
     if done < len(experiment.runs):
         log(f"{done} of {len(experiment.runs)} runs have finished; results.md is written when all have")
         return False
     results = experiment.report(experiment, folder, data_root)
-    md, js = write_results(results, folder)
+    md, js = results.write(folder)
     log(f"results: {md} and {js}")
     return True
 
@@ -335,9 +338,9 @@ def run_commands(
 
 
 def read_eval(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "eval.json"
+    path = run_dir / EVAL_FILE
     if not path.is_file():
-        raise InputError(f"run_dir: {run_dir} has no eval.json; run the experiment first")
+        raise InputError(f"run_dir: {run_dir} has no {EVAL_FILE}; run the experiment first")
     return json.loads(path.read_text())
 
 

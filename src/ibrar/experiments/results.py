@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ibrar.experiments.base import Experiment, eval_metric, read_eval
+from ibrar.run_files import EVAL_FILE
 
 
 @dataclass
@@ -140,13 +141,13 @@ class Results:
             lines += ["## Figures", "", *[f"- `{f}`" for f in self.figures], ""]
         return "\n".join(lines)
 
-
-def write_results(results: Results, folder: str | Path) -> tuple[Path, Path]:
-    folder = Path(folder)
-    md, js = folder / "results.md", folder / "results.json"
-    md.write_text(results.to_markdown())
-    js.write_text(json.dumps(results.to_dict(), indent=2))
-    return md, js
+    def write(self, folder: str | Path) -> tuple[Path, Path]:
+        """Write results.md and results.json in `folder`; returns their paths."""
+        folder = Path(folder)
+        md, js = folder / "results.md", folder / "results.json"
+        md.write_text(self.to_markdown())
+        js.write_text(json.dumps(self.to_dict(), indent=2))
+        return md, js
 
 
 def group_values(
@@ -154,7 +155,7 @@ def group_values(
 ) -> list[float]:
     """`metric` of each seed's run folder of a row (runs without eval.json or without the value are left out)."""
     values = [metric(folder / spec.name) for spec in experiment.runs_of(group)
-              if (folder / spec.name / "eval.json").is_file()]
+              if (folder / spec.name / EVAL_FILE).is_file()]
     return [v for v in values if v is not None]
 
 

@@ -1,0 +1,7 @@
+"""The names of the files a run folder holds, spelt once: the lowest module, so that light readers (plots,
+the pipeline's state, the experiments' tables) name them without importing the model-building code."""
+
+CONFIG_FILE = "config.yaml"  # the resolved run config, as `ibrar train` reads it
+METRICS_FILE = "metrics.jsonl"  # one line per epoch
+INFO_PLANE_FILE = "info_plane.jsonl"  # HSIC(X, T) and HSIC(Y, T) per tapped layer
+EVAL_FILE = "eval.json"  # what `ibrar eval` writes
