@@ -110,8 +110,8 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str]:
 # The lazy imports in `ibrar/__init__.py`'s `__getattr__`: the only import allowed to point back up the graph.
 LAZY_FACADE = {"ibrar.loading", "ibrar.user_model"}
 MAX_LINES = 500
-# Modules allowed over MAX_LINES for now: report.py is being split into a package (issue 27). Only shrink this.
-OVER_MAX_LINES = {"ibrar/report.py"}
+# Modules allowed over MAX_LINES (none since report.py became a package). Only shrink this.
+OVER_MAX_LINES: set[str] = set()
 
 
 def test_no_module_imports_itself_back_through_a_circle():
@@ -168,14 +168,8 @@ def test_the_checker_sees_an_edge_into_training_code(tmp_path, monkeypatch):
     assert set(reachable("ibrar.mask")) == {"ibrar.mask", "ibrar.hsic", "ibrar.distributed", "ibrar.host_sync"}
 
 
-# Modules still spelling "eval.json" themselves (by path prefix, so that report.py split into ibrar/report/ is
-# covered too); their owner (the report split, issue 27) moves them to EVAL_FILE, then this list goes.
-EVAL_FILE_PENDING = ("ibrar/report", "ibrar/ledger")
-
-
 def test_the_eval_file_name_is_spelt_only_in_run_files():
     spelt = {str(path.relative_to(SRC)) for path in sorted((SRC / "ibrar").rglob("*.py"))
              if any(isinstance(node, ast.Constant) and node.value == "eval.json"
                     for node in ast.walk(ast.parse(path.read_text())))}
-    spelt = {path for path in spelt if not path.startswith(EVAL_FILE_PENDING)}
     assert spelt == {"ibrar/run_files.py"}, "use ibrar.run_files.EVAL_FILE"

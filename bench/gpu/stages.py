@@ -41,7 +41,9 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from kit import EVAL_FULL  # noqa: E402  (bench/gpu/ is this script's folder, so first on sys.path)
 
-EXPORTED = ("config.yaml", "meta.json", "metrics.jsonl", "info_plane.jsonl", "eval.json", "gpu.json",
+from ibrar.run_files import EVAL_FILE  # noqa: E402  (run.sh puts src/ on PYTHONPATH; a module of constants)
+
+EXPORTED = ("config.yaml", "meta.json", "metrics.jsonl", "info_plane.jsonl", EVAL_FILE, "gpu.json",
             "tsne-features.npz", "confusion-pgd10.json")  # the last two: figure_data.FEATURES_FILE, CONFUSION_FILE
 AA_SUBSET = 1000  # AutoAttack's examples (a seeded subset of the test set), as in the paper's tables
 # The figures' inputs, computed where the weights are: Figure 3's t-SNE features (500 test examples, rows 1 and 6
@@ -257,7 +259,7 @@ def merge_evaluations(full: dict[str, Any], subset: dict[str, Any], subset_attac
 def evaluate_row(ctx: Context, spec: Any, scale: Any, config: Any, run_dir: Path) -> str:
     """The two evaluation pieces (each saved as soon as it is done); 'finished' or why to call again."""
     from ibrar.data import load_split, resolve_data_root
-    from ibrar.run_eval import EVAL_FILE, evaluate_run
+    from ibrar.run_eval import evaluate_run
 
     subset_attack = scale.attack("autoattack")
     full_file, subset_file = run_dir / EVAL_FULL, run_dir / f"eval-n{ctx.aa_n}.json"
@@ -334,7 +336,7 @@ def export_run(ctx: Context, run_dir: Path) -> Path:
     shutil.rmtree(dest, ignore_errors=True)  # an export earlier in the call may hold a piece eval.json now merges
     dest.mkdir(parents=True)
     names = list(EXPORTED)
-    if not (run_dir / "eval.json").is_file():
+    if not (run_dir / EVAL_FILE).is_file():
         names.append(EVAL_FULL)  # the whole-test-set piece alone: the lease may end before the subset's call
     for name in names:
         if (run_dir / name).is_file():

@@ -28,7 +28,7 @@ import yaml
 
 from ibrar.experiments.base import eval_metric, read_metrics
 from ibrar.experiments.table3 import MARGIN_PP
-from ibrar.run_eval import EVAL_FILE
+from ibrar.run_files import EVAL_FILE
 
 PARTIAL_EVAL = "eval-full.json"  # the GPU kit's whole-test-set piece of a paper-scale row, before AutoAttack ran
 

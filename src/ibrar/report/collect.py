@@ -12,7 +12,7 @@ from typing import Any
 
 from ibrar.errors import InputError
 from ibrar.experiments import build_experiment
-from ibrar.run_eval import EVAL_FILE
+from ibrar.run_files import EVAL_FILE
 
 RESULTS_DIR = "results"
 # What a run folder contributes to results/: config, versions and hardware, per-epoch log, evaluation.

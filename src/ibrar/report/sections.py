@@ -25,7 +25,7 @@ from ibrar.report.collect import (
 from ibrar.report.formatting import HEADER, cell_texts, markdown_table, measured_text, paper_rows, percent
 from ibrar.report.provenance import eps_text, evaluation_notes, median_l2_line, not_run, source_line
 from ibrar.report.tables import table4_table
-from ibrar.run_eval import EVAL_FILE
+from ibrar.run_files import EVAL_FILE
 from ibrar.run_folder import read_run_config
 
 
