@@ -29,8 +29,7 @@ import yaml
 from ibrar.experiments.base import eval_metric, read_metrics
 from ibrar.experiments.table3 import MARGIN_PP
 from ibrar.run_files import EVAL_FILE
-
-PARTIAL_EVAL = "eval-full.json"  # the GPU kit's whole-test-set piece of a paper-scale row, before AutoAttack ran
+from ibrar.run_files import PARTIAL_EVAL_FILE as PARTIAL_EVAL  # the GPU kit's piece
 
 REPRODUCES = "reproduces"
 PAPER_ONLY = "appears under the paper's attacks only, not under AutoAttack"

@@ -12,7 +12,7 @@ from typing import Any
 
 from ibrar.errors import InputError
 from ibrar.experiments import build_experiment
-from ibrar.run_files import EVAL_FILE
+from ibrar.run_files import EVAL_FILE, PARTIAL_EVAL_FILE
 
 RESULTS_DIR = "results"
 # What a run folder contributes to results/: config, versions and hardware, per-epoch log, evaluation.
@@ -21,7 +21,7 @@ ARTIFACTS = ("config.yaml", "meta.json", "metrics.jsonl", EVAL_FILE, "info_plane
 # what a run trained on a GPU lease brings back instead of its weights: the inputs of Figure 3 and Table 5
 # (ibrar.plots.FEATURES_FILE, CONFUSION_FILE), copied like the artifacts when the run has them
 FIGURE_INPUTS = ("tsne-features.npz", "confusion-pgd10.json")
-PARTIAL_EVAL = "eval-full.json"  # a paper-scale row's whole-test-set evaluation, before AutoAttack's subset ran
+PARTIAL_EVAL = PARTIAL_EVAL_FILE  # a paper-scale row's whole-test-set evaluation, before AutoAttack's subset ran
 OPTIONAL_SIZE_LIMIT = 1 << 20  # bytes; a larger info_plane.jsonl stays behind (the others are always small)
 
 
