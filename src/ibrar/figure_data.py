@@ -136,7 +136,7 @@ def load_confusion(path: str | Path) -> Confusion:
                      int(data["n"]), int(data["seed"]))
 
 
-def _saved(run_dir: str | Path, name: str, wanted: dict[str, int], have: dict[str, int]) -> bool:
+def _use_saved(run_dir: str | Path, name: str, wanted: dict[str, int], have: dict[str, int]) -> bool:
     """Whether to use the saved file: always when it is of the examples asked for; never when the run has weights
     to compute them afresh; otherwise an error naming what the file holds."""
     if have == wanted:
@@ -153,7 +153,7 @@ def features_of(run_dir: str | Path, data_root: str | Path | None = None, n: int
     saved = Path(run_dir) / FEATURES_FILE
     if saved.is_file():
         features = load_features(saved)
-        if _saved(run_dir, FEATURES_FILE, {"n": n, "seed": seed}, {"n": features.n, "seed": features.seed}):
+        if _use_saved(run_dir, FEATURES_FILE, {"n": n, "seed": seed}, {"n": features.n, "seed": features.seed}):
             return features
     return penultimate_features(run_dir, data_root, n, seed)
 
@@ -165,6 +165,6 @@ def confusion_of(run_dir: str | Path, data_root: str | Path | None = None, n: in
     if saved.is_file():
         confusion = load_confusion(saved)
         have = {"n": confusion.n, "steps": confusion.steps, "seed": confusion.seed}
-        if _saved(run_dir, CONFUSION_FILE, {"n": n, "steps": steps, "seed": seed}, have):
+        if _use_saved(run_dir, CONFUSION_FILE, {"n": n, "steps": steps, "seed": seed}, have):
             return confusion
     return confusion_counts(run_dir, data_root, n, steps, seed)
