@@ -1,0 +1,70 @@
+"""One training step of Algorithm 1: the base loss plus the IB terms of the pass it trains on, then one update."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ibrar.methods import build_method
+from ibrar.regularizer import IBRegularizer
+from ibrar.step import TrainStep
+from ibrar.taps import tap_layers
+
+
+def tiny_net() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(16, 3, 2, 2, generator=g), torch.randint(0, 3, (16,), generator=g)
+
+
+def test_the_step_loss_is_cross_entropy_plus_the_ib_terms_and_the_update_is_sgds():
+    model, x, y = tiny_net(), *batch()
+    reference = copy.deepcopy(model)
+    regularizer = IBRegularizer(["2"], num_classes=3, alpha=0.1, beta=1.0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with tap_layers(model, ["2"]) as taps:
+        out = TrainStep(model, model, build_method("ce"), optimizer, taps, regularizer)(x, y)
+
+    with tap_layers(reference, ["2"]) as feats:  # the same loss written out by hand
+        logits = reference(x)
+        expected = F.cross_entropy(logits, y) + regularizer(x, y, feats).loss
+    assert torch.allclose(out.loss, expected, rtol=1e-6, atol=1e-7)
+    expected.backward()
+    with torch.no_grad():
+        for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+            assert torch.allclose(p, q - 0.1 * q.grad, rtol=1e-6, atol=1e-7)
+    assert torch.isclose(out.grad_norm, torch.cat([q.grad.flatten() for q in reference.parameters()]).norm())
+
+
+def test_with_the_ib_terms_off_the_step_is_the_base_loss_alone():
+    model, x, y = tiny_net(), *batch()
+    regularizer = IBRegularizer(["2"], num_classes=3, alpha=0.1, beta=1.0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with torch.no_grad():
+        base = F.cross_entropy(model(x), y)
+    with tap_layers(model, ["2"]) as taps:
+        out = TrainStep(model, model, build_method("ce"), optimizer, taps, regularizer)(x, y, ib_on=False)
+    assert out.ib == {} and torch.allclose(out.loss, base)
+
+
+def test_the_ib_terms_enter_once_per_pass_named_by_ib_passes():
+    model, x, y = tiny_net(), *batch()
+    regularizer = IBRegularizer(["2"], num_classes=3, alpha=0.1, beta=1.0)
+    method = build_method("trades", steps=1)  # two passes: clean and adversarial
+    terms = {}
+    for passes in ("train", "both"):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+        with tap_layers(model, ["2"]) as taps:
+            out = TrainStep(model, model, method, optimizer, taps, regularizer, ib_passes=passes)(
+                x, y, generator=torch.Generator().manual_seed(0))
+        assert len(out.features) == 2
+        terms[passes] = out.ib
+    assert list(terms["train"]) == [method.train_pass]
+    assert sorted(terms["both"]) == sorted(out.features)
