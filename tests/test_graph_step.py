@@ -171,7 +171,7 @@ class FakeGraph:
 
     def begin(self) -> None:
         step = self.world.step
-        self.count = step.mask._count if step.mask is not None else 0
+        self.count = step.mask.batches_counted if step.mask is not None else 0
         self.settings = [dict(g) for g in step.optimizer.param_groups]
         self.saved = ([t.detach().clone() for t in self.device_state()], self.world.generator.get_state(),
                       torch.get_rng_state())
@@ -187,7 +187,7 @@ class FakeGraph:
     def replay(self) -> None:
         runner = self.world
         mask, groups = runner.step.mask, runner.step.optimizer.param_groups
-        host_count, host_settings = (mask._count if mask is not None else 0), [dict(g) for g in groups]
+        host_count, host_settings = (mask.batches_counted if mask is not None else 0), [dict(g) for g in groups]
         batches = runner.stats.count  # host state too: a replay runs no Python
         for group, captured in zip(groups, self.settings, strict=True):
             group.update({k: v for k, v in captured.items() if k != "params"})
@@ -196,7 +196,7 @@ class FakeGraph:
         out = runner._body(runner.cache.x, runner.cache.y)
         runner.stats.count = batches
         if mask is not None:
-            mask._count, mask._pending = host_count, None
+            mask.rewind(host_count)
         for group, host in zip(groups, host_settings, strict=True):
             group.update({k: v for k, v in host.items() if k != "params"})
         (captured_out,) = [c.out for c in runner.graphs.values() if c.graph is self]
@@ -258,7 +258,7 @@ def test_captured_and_replayed_steps_equal_train_step_on_a_cpu_stand_in(method, 
     state_a, state_b = model_state(today), model_state(graphed)
     for key in state_a:
         assert torch.equal(state_a[key], state_b[key]), f"{key} differs"
-    assert graphed.mask._count == int(state_b["mask.step"]) == STEPS
+    assert graphed.mask.batches_counted == int(state_b["mask.step"]) == STEPS
     assert stats_a.means() == stats_b.means() and stats_b.count == STEPS
     assert torch.equal(generator_a.get_state(), generator_b.get_state())
 
@@ -290,7 +290,7 @@ def test_a_kind_that_fails_to_capture_runs_eagerly_with_one_note(image_folder, t
     assert all(torch.equal(a, b) for a, b in zip(losses_a, losses_b, strict=True))
     for key, tensor in model_state(today).items():
         assert torch.equal(tensor, model_state(graphed)[key]), f"{key} differs"
-    assert graphed.mask._count == STEPS and torch.equal(generator_a.get_state(), generator_b.get_state())
+    assert graphed.mask.batches_counted == STEPS and torch.equal(generator_a.get_state(), generator_b.get_state())
 
 
 def test_kept_graphs_are_dropped_when_what_they_hold_was_replaced(image_folder, tmp_path, fake_cuda_graphs):
@@ -449,7 +449,7 @@ def test_cuda_graph_replay_equals_eager(method, train_extra, image_folder, tmp_p
     assert state_a.keys() == state_b.keys()
     for key in state_a:
         torch.testing.assert_close(state_b[key], state_a[key], rtol=REPLAY_RTOL, atol=REPLAY_ATOL, msg=key)
-    assert int(state_b["mask.step"]) == STEPS and graphed.mask._count == STEPS
+    assert int(state_b["mask.step"]) == STEPS and graphed.mask.batches_counted == STEPS
     assert stats_b.count == STEPS and stats_a.sums.keys() == stats_b.sums.keys()
     for key in stats_a.sums:
         torch.testing.assert_close(stats_b.sums[key], stats_a.sums[key], rtol=REPLAY_RTOL, atol=REPLAY_ATOL,

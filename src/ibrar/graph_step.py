@@ -251,7 +251,7 @@ class GraphStep:
     def _capture(self, kind: str, x: Tensor, y: Tensor) -> StepOutput | None:
         """Capture this batch's step as the graph of its kind and replay it (capture itself runs nothing)."""
         cache, mask = self.cache, self.step.mask
-        host_count, batches = (mask._count if mask is not None else 0), self.stats.count
+        host_count, batches = (mask.batches_counted if mask is not None else 0), self.stats.count
         generator_state = self.generator.get_state() if self.generator is not None else None
         names = (set(self.stats.sums), set(self.stats.peaks))
         cache.x.copy_(x)
@@ -271,8 +271,7 @@ class GraphStep:
             torch.cuda.set_stream(stream)  # a capture that failed to end leaves its stream current
             self.stats.count = batches
             if mask is not None:
-                mask._count = host_count
-                mask._pending = None
+                mask.rewind(host_count)
             if generator_state is not None:
                 self.generator.set_state(generator_state)
             reason = str(error).strip().splitlines()[0] if str(error).strip() else ""

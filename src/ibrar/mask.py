@@ -155,6 +155,17 @@ class ChannelMask(nn.Module):
         """Whether the next `observe` rescores: read from the host copy of the batch counter, never the device."""
         return self.enabled and self._count % self.refresh_every == 0
 
+    @property
+    def batches_counted(self) -> int:
+        """The host copy of the batch counter (what `refresh_due` reads)."""
+        return self._count
+
+    def rewind(self, batches_counted: int) -> None:
+        """Undo the host side of `observe` calls that did not become steps (a CUDA graph capture that failed): the
+        counter goes back and the batch kept for rescoring is dropped (`ibrar.graph_step`)."""
+        self._count = batches_counted
+        self._pending = None
+
     def count_replayed_batch(self) -> None:
         """A batch observed inside a replayed CUDA graph: the graph moved `step` on the device; this moves its host
         copy the same way, as `observe` would have (`ibrar.graph_step`)."""
