@@ -28,7 +28,7 @@ import yaml
 
 from ibrar.experiments.base import eval_metric, read_metrics
 from ibrar.experiments.table3 import MARGIN_PP
-from ibrar.run_files import EVAL_FILE
+from ibrar.run_files import CONFIG_FILE, EVAL_FILE
 from ibrar.run_files import PARTIAL_EVAL_FILE as PARTIAL_EVAL  # the GPU kit's piece
 
 REPRODUCES = "reproduces"
@@ -114,9 +114,9 @@ class Run:
 
 
 def read_run(path: Path) -> Run | None:
-    if not (path / "config.yaml").is_file():
+    if not (path / CONFIG_FILE).is_file():
         return None
-    config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+    config = yaml.safe_load((path / CONFIG_FILE).read_text()) or {}
     result, complete = None, (path / EVAL_FILE).is_file()
     for name in (EVAL_FILE, PARTIAL_EVAL):
         if (path / name).is_file():

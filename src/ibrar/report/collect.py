@@ -12,15 +12,18 @@ from typing import Any
 
 from ibrar.errors import InputError
 from ibrar.experiments import build_experiment
-from ibrar.run_files import EVAL_FILE, PARTIAL_EVAL_FILE
+from ibrar.figure_data import CONFUSION_FILE, FEATURES_FILE
+from ibrar.run_files import CONFIG_FILE, EVAL_FILE, INFO_PLANE_FILE, METRICS_FILE, PARTIAL_EVAL_FILE
 
 RESULTS_DIR = "results"
 # What a run folder contributes to results/: config, versions and hardware, per-epoch log, evaluation.
-ARTIFACTS = ("config.yaml", "meta.json", "metrics.jsonl", EVAL_FILE, "info_plane.jsonl",
+# The ones every finished run has (the others are copied when present and small).
+REQUIRED = (CONFIG_FILE, "meta.json", METRICS_FILE, EVAL_FILE)
+ARTIFACTS = (*REQUIRED, INFO_PLANE_FILE,
              "gpu.json")  # gpu.json: the GPU kit's per-call minutes, when a run trained over several calls
 # what a run trained on a GPU lease brings back instead of its weights: the inputs of Figure 3 and Table 5
-# (ibrar.plots.FEATURES_FILE, CONFUSION_FILE), copied like the artifacts when the run has them
-FIGURE_INPUTS = ("tsne-features.npz", "confusion-pgd10.json")
+# (ibrar.figure_data), copied like the artifacts when the run has them
+FIGURE_INPUTS = (FEATURES_FILE, CONFUSION_FILE)
 PARTIAL_EVAL = PARTIAL_EVAL_FILE  # a paper-scale row's whole-test-set evaluation, before AutoAttack's subset ran
 OPTIONAL_SIZE_LIMIT = 1 << 20  # bytes; a larger info_plane.jsonl stays behind (the others are always small)
 
@@ -50,7 +53,7 @@ def collect_run(run_dir: str | Path, into: str | Path | None = None) -> Path:
         raise ReportError(f"RUN_DIR: {run_dir} is a file; give the run folder (checkpoints are never collected)")
     if not run_dir.is_dir():
         raise ReportError(f"RUN_DIR: {run_dir} does not exist")
-    for required in ("config.yaml", "meta.json", "metrics.jsonl", EVAL_FILE):
+    for required in REQUIRED:
         if not (run_dir / required).is_file():
             hint = f"; evaluate it first: ibrar eval {run_dir}" if required == EVAL_FILE else ""
             raise ReportError(f"RUN_DIR: {run_dir} has no {required}, so it is not a finished run{hint}")
@@ -73,7 +76,7 @@ def copy_artifacts(run_dir: Path, target: Path) -> None:
     """Copy the run's artifacts that exist into `target` (an existing folder); an optional one only when small."""
     for name in (*ARTIFACTS, *FIGURE_INPUTS):
         source = run_dir / name
-        if source.is_file() and (name in ("config.yaml", "meta.json", "metrics.jsonl", EVAL_FILE)
+        if source.is_file() and (name in REQUIRED
                                  or source.stat().st_size <= OPTIONAL_SIZE_LIMIT):
             shutil.copyfile(source, target / name)
 
