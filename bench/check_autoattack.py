@@ -65,12 +65,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
     from bench_eval import trained_model_and_data
     from ibrar.run_eval import evaluate_run
-    from ibrar.run_folder import load_eval
+    from ibrar.run_folder import RunFolder
 
     with tempfile.TemporaryDirectory() as scratch:  # `ibrar eval`'s own path, from loading the run onwards
         ours_seconds = timed(lambda: evaluate_run(args.checkpoint, data_root=args.data_root, attacks=["autoattack"],
                                                   n=args.n, seed=0, quiet=True, out_dir=scratch))
-        block = load_eval(scratch)["autoattack"]
+        block = RunFolder(scratch).require_evaluation().autoattack
     model, x, y = trained_model_and_data(args.checkpoint, args.data_root, args.n, 0)  # the same seeded examples
     found = {}
     ref_seconds = timed(lambda: found.update(stages=reference_stages(

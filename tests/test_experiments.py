@@ -10,8 +10,9 @@ import pytest
 
 from ibrar.cli import main
 from ibrar.experiments import EXPERIMENTS, build_experiment, get_scale, run_experiment
-from ibrar.experiments.base import format_number, make_runs, resolve_config, run_state
+from ibrar.experiments.base import format_number, make_runs, resolve_config
 from ibrar.experiments.results import Cell
+from ibrar.run_folder import RunFolder
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +124,7 @@ def test_table6_runs_skips_finished_runs_and_resumes_an_interrupted_one(out_dir,
     assert table["rows"][0]["cells"]["PGD_AD-10"]["mean"] is not None
     assert results["attacks"]["autoattack"] == "apgd-ce3"
     experiment = build_experiment("table6", "smoke")
-    assert all(run_state(folder / r.name) == "done" for r in experiment.runs)
+    assert all(RunFolder(folder / r.name).state() == "done" for r in experiment.runs)
     # An interrupted run: no final weights, no eval; the runner resumes it from checkpoint.pt.
     victim = folder / "plain-ce"
     (victim / "final.pt").unlink()
@@ -139,7 +140,7 @@ def test_table6_runs_skips_finished_runs_and_resumes_an_interrupted_one(out_dir,
 def test_reproduce_says_run_i_of_n_and_the_experiments_time_left(out_dir, image_folder):
     experiment = build_experiment("table6", "smoke")
     folder = out_dir / "table6-smoke"
-    if not all(run_state(folder / r.name) == "done" for r in experiment.runs):
+    if not all(RunFolder(folder / r.name).state() == "done" for r in experiment.runs):
         pytest.skip("needs the table6 runs")
     for run in experiment.runs[1:]:  # two runs to evaluate again: the second is told the first one's pace
         (folder / run.name / "eval.json").unlink()

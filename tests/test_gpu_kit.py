@@ -106,9 +106,9 @@ def test_table4_row_stops_at_its_time_budget_resumes_in_the_next_call_and_export
                               IBRAR_GPU_CALL_S="240")  # a call shorter than 10 minutes
     assert second["epochs_done"] == 1 and "eval-n" in second["status"] and "CALL AGAIN" in log
     exported = tmp_path / "call2" / run
-    from ibrar.report import PARTIAL_EVAL
+    from ibrar.run_files import PARTIAL_EVAL_FILE
 
-    assert kit.EVAL_FULL == PARTIAL_EVAL  # the file the kit returns is the one the report reads
+    assert kit.EVAL_FULL == PARTIAL_EVAL_FILE  # the file the kit returns is the one the report reads
     full = json.loads((exported / kit.EVAL_FULL).read_text())  # the piece comes back: the lease may end now
     assert not (exported / "eval.json").exists()
     partial = tmp_path / "results" / "table4-smoke-partial" / run.name

@@ -20,8 +20,9 @@ from ibrar.checkpoint import load_file
 from ibrar.cli import main
 from ibrar.config import load_config
 from ibrar.experiments import build_experiment, run_experiment
-from ibrar.experiments.base import RunSpec, run_state
+from ibrar.experiments.base import RunSpec
 from ibrar.experiments.launch import SUBMITIT_DIR, LaunchOptions, RunJob, launch_experiment, make_executor
+from ibrar.run_folder import RunFolder
 from ibrar.train import train
 
 pytest.importorskip("submitit")
@@ -79,7 +80,7 @@ def test_a_preempted_job_is_requeued_and_resumes_from_its_checkpoint(image_folde
     assert job.result() == "resume"  # the requeued job found a half-done run and resumed it
     assert "requeued, it resumes from" in job.stdout()
     epochs = [json.loads(line)["epoch"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert epochs == list(range(1, 13)) and run_state(run_dir) == "done"
+    assert epochs == list(range(1, 13)) and RunFolder(run_dir).state() == "done"
     # The same run uninterrupted, in this process with the same thread count: bit-identical weights.
     torch.set_num_threads(1)
     reference = tmp_path / "reference"
@@ -174,7 +175,7 @@ def test_a_job_with_two_tasks_trains_one_ddp_run(image_folder, tmp_path):
         RunJob(spec, run_dir, None, large_eps_check=False, threads=1))
     assert job.results() == ["new", "trained"]  # rank 0 trained and evaluated, rank 1 trained
     meta = json.loads((run_dir / "meta.json").read_text())
-    assert meta["world_size"] == 2 and run_state(run_dir) == "done"
+    assert meta["world_size"] == 2 and RunFolder(run_dir).state() == "done"
 
 
 def _metrics_without_timings(run_dir: Path) -> list[dict]:

@@ -6,7 +6,8 @@ import json
 
 from conftest import tiny_config
 from ibrar.config import build_config
-from ibrar.pipeline import EvalRequest, run_state, train_and_evaluate
+from ibrar.pipeline import EvalRequest, train_and_evaluate
+from ibrar.run_folder import RunFolder
 
 
 def test_a_run_is_trained_and_evaluated_once_then_left_alone_and_a_lost_evaluation_is_redone(image_folder,
@@ -14,9 +15,9 @@ def test_a_run_is_trained_and_evaluated_once_then_left_alone_and_a_lost_evaluati
     config = build_config(tiny_config(image_folder, train={"epochs": 1}))
     run = tmp_path / "run"
     request = EvalRequest(["fgsm"], n=8)
-    assert run_state(run) == "new"
+    assert RunFolder(run).state() == "new"
     first = train_and_evaluate(config, run, evaluation=request, quiet=True)
-    assert first.found == "new" and "fgsm" in first.table and run_state(run) == "done"
+    assert first.found == "new" and "fgsm" in first.table and RunFolder(run).state() == "done"
     weights, evaluation = (run / "final.pt").stat().st_mtime_ns, (run / "eval.json").read_text()
 
     again = train_and_evaluate(config, run, evaluation=request, quiet=True)
@@ -31,4 +32,4 @@ def test_a_run_is_trained_and_evaluated_once_then_left_alone_and_a_lost_evaluati
 def test_without_an_evaluation_the_pipeline_only_trains(image_folder, tmp_path):
     config = build_config(tiny_config(image_folder, train={"epochs": 1}))
     result = train_and_evaluate(config, tmp_path / "run", evaluation=None, quiet=True)
-    assert result.table == "" and run_state(tmp_path / "run") == "evaluate"
+    assert result.table == "" and RunFolder(tmp_path / "run").state() == "evaluate"

@@ -14,6 +14,7 @@ from conftest import tiny_config
 from ibrar import report
 from ibrar.cli import main
 from ibrar.config import build_config, dump_config
+from ibrar.run_files import PARTIAL_EVAL_FILE
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = ("README.md", "docs/reproduction.md", "bench/RESULTS.md")
@@ -104,7 +105,7 @@ def test_committed_results_hold_only_small_artifacts_and_no_checkpoint():
             elif top == "gpu-check":  # the GPU kit's check stage: check.md/json, stage.json, earlier ones
                 allowed = path.suffix in (".json", ".md")
             elif top.endswith("-partial"):  # a paper-scale row a lease ran out on: its evaluation piece and log
-                allowed = path.name in (*report.ARTIFACTS, report.PARTIAL_EVAL, "stage.log")
+                allowed = path.name in (*report.ARTIFACTS, PARTIAL_EVAL_FILE, "stage.log")
             else:
                 allowed = path.name in report.ARTIFACTS
             assert allowed, f"{path} is not a collected artifact"
@@ -616,7 +617,7 @@ def test_partly_trained_paper_rows_are_shown_apart_until_the_row_is_evaluated(ch
     assert "vgg16-6-ibrar: 2026-11-26T03:51:30+00:00, 7.0 min, torch 2.11.0+cu130, commit `abcdef0`" in text
     # trained, and the paper's attacks ran on the whole test set before the lease ended (AutoAttack did not)
     (results / "table4-paper-partial" / "vgg16-6-ibrar" / "eval-full.json").write_text(json.dumps({
-        "n": 10000, "clean": 0.8893, "recovered_from": "stage.log: the table",
+        "n": 10000, "seed": 0, "clean": 0.8893, "recovered_from": "stage.log: the table",
         "attacks": [{"name": "pgd10", "accuracy": 0.1734}, {"name": "fgsm", "accuracy": 0.4871}]}))
     text = report.table4_paper_table(results, checkout)
     assert "| 88.9 / 17.3 / - / 48.7 | 91.50 / 35.86 / 37.44 / 55.92 |" in text  # NI-FGSM absent: shown as -

@@ -17,6 +17,7 @@ import torch
 from ibrar.build import build_model
 from ibrar.cli import main
 from ibrar.config import build_config, load_config
+from ibrar.evaluation_record import Evaluation
 from ibrar.experiments.base import CONFIG_ROOT
 from ibrar.interop import RobustBenchError, import_robustbench, robustbench_card, write_robustbench_card
 from ibrar.loading import load_trained
@@ -184,11 +185,12 @@ def test_a_zoo_model_not_on_disk_is_never_downloaded(tmp_path, capsys):
     assert code == 2 and "did you mean ['Ding2020MMA']" in capsys.readouterr().err
 
 
-def _evaluation(clean: float, autoattack: float | None) -> dict:
+def _evaluation(clean: float, autoattack: float | None) -> Evaluation:
     attacks = [{"name": "pgd10", "accuracy": 0.5, "params": {"eps": 8 / 255}}]
     if autoattack is not None:
         attacks.append({"name": "autoattack", "accuracy": autoattack, "params": {"eps": 8 / 255}})
-    return {"n": 1000, "seed": 0, "clean": clean, "worst_case": 0.4, "attacks": attacks, "warnings": []}
+    return Evaluation.from_dict({"n": 1000, "seed": 0, "clean": clean, "worst_case": 0.4, "attacks": attacks,
+                                 "warnings": []})
 
 
 def test_robustbench_card_has_the_fields_robustbench_keeps(tmp_path):

@@ -11,6 +11,8 @@ from typing import Any
 
 from stages import OPTIMIZERS, Context, optimizer
 
+from ibrar.run_folder import RunFolder
+
 SHARDS_PER_CALL = 4  # 4 x 15 MiB: under the 64 MiB a call returns, with the small files beside them
 
 
@@ -33,7 +35,7 @@ def stage_fetch(ctx: Context, row: str, first: int) -> tuple[str, dict[str, Any]
     from ibrar.shards import SHARD_BYTES, split
 
     run_dir = find_run(ctx, row)
-    final = run_dir / "final.pt"
+    final = RunFolder(run_dir).final_file
     if not final.is_file():
         raise SystemExit(f"error: no {final}: the row has not finished training on this machine")
     # the rehearsal's tiny checkpoints are cut small, so that they too come in several shards over several calls

@@ -28,7 +28,7 @@ TRAVEL_LIMIT = 64 * 1024 * 1024  # the device tool's limit on the working tree p
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_KIT = REPO / ".gpu-kit"
 # a row's first evaluation piece (the paper's attacks on the whole test set), kept until AutoAttack's subset is
-# merged with it into eval.json; the report reads it under the same name (ibrar.report.PARTIAL_EVAL)
+# merged with it into eval.json; the report reads it under the same name (ibrar.run_files.PARTIAL_EVAL_FILE)
 EVAL_FULL = "eval-full.json"
 INSTALLED_LIST = "ibrar-kit-installed.txt"  # in the target folder: the wheels the last set-up installed
 TABLE4_TARBALL = "table4.tar.gz"  # the `table4` stage's rows, packed (bench/gpu/table4_all.py)
@@ -200,6 +200,8 @@ def collect(files_at: Path, results: Path, quiet: bool = False) -> list[Path]:
     first. Returns the folders written."""
     from ibrar.errors import IbrarError  # imported here: collecting runs on this machine, where ibrar is installed
     from ibrar.report import collect_run, copy_artifacts, partial_folder
+    from ibrar.run_files import CONFIG_FILE
+    from ibrar.run_folder import RunFolder
 
     copied = []
     if (files_at / TABLE4_TARBALL).is_file():  # the six rows' folders, each with its own stage.log, packed
@@ -212,7 +214,7 @@ def collect(files_at: Path, results: Path, quiet: bool = False) -> list[Path]:
                 except TypeError:  # a Python without extraction filters
                     archive.extractall(unpacked)
             copied += collect(Path(unpacked), results, quiet=True)
-    for config in sorted(files_at.glob("*/*/config.yaml")):
+    for config in sorted(files_at.glob(f"*/*/{CONFIG_FILE}")):
         run = config.parent
         partial = partial_folder(results, run.parent.name) / run.name
         try:
@@ -220,7 +222,7 @@ def collect(files_at: Path, results: Path, quiet: bool = False) -> list[Path]:
             shutil.rmtree(partial, ignore_errors=True)  # finished: the partial copy is superseded
         except IbrarError as error:
             print(f"not collected: {error}")
-            if (run / "metrics.jsonl").is_file() and (run / "gpu.json").is_file():
+            if RunFolder(run).metrics_file.is_file() and RunFolder(run).gpu_calls_file.is_file():
                 # the lease may end before the next call: keep how far the row got (the report shows it apart)
                 shutil.rmtree(partial, ignore_errors=True)
                 partial.mkdir(parents=True)

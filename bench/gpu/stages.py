@@ -41,10 +41,11 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from kit import EVAL_FULL  # noqa: E402  (bench/gpu/ is this script's folder, so first on sys.path)
 
-from ibrar.run_files import EVAL_FILE  # noqa: E402  (run.sh puts src/ on PYTHONPATH; a module of constants)
+# run.sh puts src/ on PYTHONPATH; these two import no pydantic, which the fetch call (installing nothing) lacks
+from ibrar.run_files import CONFUSION_FILE, EVAL_FILE, FEATURES_FILE, RECORDS  # noqa: E402
+from ibrar.run_folder import RunFolder  # noqa: E402
 
-EXPORTED = ("config.yaml", "meta.json", "metrics.jsonl", "info_plane.jsonl", EVAL_FILE, "gpu.json",
-            "tsne-features.npz", "confusion-pgd10.json")  # the last two: figure_data.FEATURES_FILE, CONFUSION_FILE
+EXPORTED = (*RECORDS, FEATURES_FILE, CONFUSION_FILE)  # a run's small files and the figures' inputs
 AA_SUBSET = 1000  # AutoAttack's examples (a seeded subset of the test set), as in the paper's tables
 # The figures' inputs, computed where the weights are: Figure 3's t-SNE features (500 test examples, rows 1 and 6
 # of VGG16) and Table 5's PGD-10 confusion counts (row 6), with the paper scale's n for the latter.
@@ -223,9 +224,7 @@ def reporting(run_dir: Path, every_s: float = 30.0) -> Iterator[None]:
 
 
 def _metric_lines(run_dir: Path) -> list[dict[str, Any]]:
-    from ibrar.jsonl import read_jsonl
-
-    return read_jsonl(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").is_file() else []
+    return RunFolder(run_dir).metrics()
 
 
 def progress(run_dir: Path) -> str:
@@ -283,9 +282,11 @@ def evaluate_row(ctx: Context, spec: Any, scale: Any, config: Any, run_dir: Path
                               test_data=test_data, large_eps_check=scale.large_eps_check and whole)
         print(report, flush=True)
         print(f"   ({time.time() - started:.0f} s)", flush=True)
-        os.replace(run_dir / EVAL_FILE, path)
+        os.replace(RunFolder(run_dir).eval_file, path)
+    from ibrar.evaluation_record import Evaluation
+
     merged = merge_evaluations(json.loads(full_file.read_text()), json.loads(subset_file.read_text()), subset_attack)
-    (run_dir / EVAL_FILE).write_text(json.dumps(merged, indent=2))
+    RunFolder(run_dir).write_evaluation(Evaluation.from_dict(merged, run_dir / EVAL_FILE))
     return "finished"
 
 
@@ -315,8 +316,8 @@ def figure_pieces(ctx: Context, spec: Any, scale: Any, run_dir: Path) -> str:
 
 def record_call(ctx: Context, run_dir: Path, info: dict[str, Any], status: str) -> None:
     """run_dir/gpu.json: the device, torch version and minutes of every call that worked on this run."""
-    path = run_dir / "gpu.json"
-    record = json.loads(path.read_text()) if path.is_file() else {"calls": []}
+    folder = RunFolder(run_dir)
+    record = folder.gpu_calls() or {"calls": []}
     calls = [c for c in record["calls"] if c.get("t0") != ctx.t0]
     lines = _metric_lines(run_dir)
     calls.append({"t0": ctx.t0, "stage": ctx.stage, "device": info["device"], "torch": info["torch"],
@@ -327,7 +328,7 @@ def record_call(ctx: Context, run_dir: Path, info: dict[str, Any], status: str) 
     record.update({k: info[k] for k in ("device", "torch", "cuda")}, calls=calls, source=_source(),
                   minutes_total=round(sum(c["minutes"] for c in calls), 2))
     run_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    folder.write_gpu_calls(record)
 
 
 def export_run(ctx: Context, run_dir: Path) -> Path:
@@ -336,7 +337,7 @@ def export_run(ctx: Context, run_dir: Path) -> Path:
     shutil.rmtree(dest, ignore_errors=True)  # an export earlier in the call may hold a piece eval.json now merges
     dest.mkdir(parents=True)
     names = list(EXPORTED)
-    if not (run_dir / EVAL_FILE).is_file():
+    if not RunFolder(run_dir).has_evaluation():
         names.append(EVAL_FULL)  # the whole-test-set piece alone: the lease may end before the subset's call
     for name in names:
         if (run_dir / name).is_file():
@@ -347,8 +348,7 @@ def export_run(ctx: Context, run_dir: Path) -> Path:
 def stage_table4(ctx: Context, info: dict[str, Any], row: str) -> tuple[str, dict[str, Any]]:
     from ibrar.config import load_config
     from ibrar.experiments import build_experiment, experiment_dir
-    from ibrar.pipeline import run_state, train_and_evaluate
-    from ibrar.run_folder import read_run_config
+    from ibrar.pipeline import train_and_evaluate
 
     scale_name = "smoke" if ctx.rehearsal else "paper"
     experiment = build_experiment("table4", scale_name)
@@ -358,8 +358,8 @@ def stage_table4(ctx: Context, info: dict[str, Any], row: str) -> tuple[str, dic
     # IBRAR_GPU_OVERRIDES (internal, for tests): key=value overrides on top of the row's paper config.
     overrides = [*spec.overrides, *optim_overrides, *os.environ.get("IBRAR_GPU_OVERRIDES", "").split()]
     config = load_config(spec.config, overrides)
-    state = run_state(run_dir)
-    if state in ("resume", "evaluate") and (read_run_config(run_dir).model_dump(mode="json")
+    state = RunFolder(run_dir).state()
+    if state in ("resume", "evaluate") and (RunFolder(run_dir).config().model_dump(mode="json")
                                             != config.model_dump(mode="json")):
         raise SystemExit(f"error: {run_dir} holds a run with another config; delete it (rm -r {run_dir})")
     where = {"run": f"{run_dir.parent.name}/{run_dir.name}", "run_dir": str(run_dir), "epochs": config.train.epochs}

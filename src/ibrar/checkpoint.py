@@ -1,4 +1,4 @@
-"""Checkpoints that are safe to load and never half-written.
+"""Checkpoints that are safe to load and never half-written, and the trained model a checkpoint holds.
 
 Everything is loaded with `torch.load(weights_only=True)`: a file holding pickled objects (a malicious
 checkpoint) is refused, never executed. Writes go to a temporary file that is renamed into place, so a
@@ -17,13 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from ibrar.build import ModelBundle, build_model
+from ibrar.config import RunConfig, build_config
 from ibrar.errors import IbrarError
 from ibrar.integrity import replace_verified, verify_digest
+from ibrar.run_files import CHECKPOINT_FILE, FINAL_FILE
 
-LATEST = "checkpoint.pt"
-FINAL = "final.pt"
+LATEST = CHECKPOINT_FILE  # the names are the run folder's (`ibrar.run_files`); these are the short ones used here
+FINAL = FINAL_FILE
 EXPORTED = "model.safetensors"  # the weights of an `ibrar export` folder
 
 
@@ -155,3 +158,40 @@ def restore_training_state(path: Path, model: nn.Module, mask: nn.Module | None,
     if state.get("rng_cuda") and torch.cuda.is_available():  # map_location moved them: RNG states live on the CPU
         torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
     return state
+
+
+MASK_MODULE = "channel_mask"  # where a loaded model holds its channel mask
+
+
+def load_checkpoint_model(path: str | Path, device: str | torch.device = "cpu"
+                          ) -> tuple[ModelBundle, RunConfig, dict]:
+    """A run folder or checkpoint file -> the model (mask attached and loaded, eval mode), its config and the
+    checkpoint's state. `ibrar.loading.load_trained` also takes an `ibrar export` folder."""
+    file = find_checkpoint(path)
+    state = load_file(file, map_location=device)
+    if "model" not in state or "config" not in state:
+        raise CheckpointError(f"checkpoint {file}: expected the keys 'model' and 'config' written by ibrar train")
+    config = build_config(state["config"], resolved=True)
+    num_classes = state.get("num_classes") or _classes_from_state(state["model"])
+    input_size = int(state.get("input_size") or 32)
+    bundle = build_model(config, num_classes, input_size)
+    load_state(bundle.model, state["model"], "model", file)
+    if bundle.mask is not None and state.get("mask") is not None:
+        load_state(bundle.mask, state["mask"], "channel mask", file)
+    own_mask(bundle)
+    bundle.model.to(device).eval()
+    if bundle.mask is not None:  # not a submodule of the model: it moves on its own
+        bundle.mask.to(device)
+    return bundle, config, state
+
+
+def own_mask(bundle: ModelBundle) -> None:
+    """Make the channel mask a submodule of the model it is hooked into, so that `.to()`, `state_dict()` and
+    `copy.deepcopy` carry it (a trained model applies its mask at evaluation; it is part of the network)."""
+    if bundle.mask is not None:
+        bundle.model.add_module(MASK_MODULE, bundle.mask)
+
+
+def _classes_from_state(model_state: dict[str, Tensor]) -> int:
+    last_bias = [v for k, v in model_state.items() if k.endswith("bias") and v.dim() == 1][-1]
+    return int(last_bias.shape[0])

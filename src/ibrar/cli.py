@@ -51,7 +51,7 @@ def _check_attack_names(names: Sequence[str], where: str) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     from ibrar.config import load_config
     from ibrar.pipeline import EvalRequest, train_and_evaluate
-    from ibrar.run_folder import read_run_config
+    from ibrar.run_folder import RunFolder
 
     config_path, overrides = _split_config_and_overrides(args.config, args.overrides)
     if args.resume:
@@ -59,7 +59,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if config_path is not None:
             raise UsageError("ibrar train: give either CONFIG.yaml or --resume RUN_DIR, not both "
                              "(a resumed run keeps its own config.yaml)")
-        config = read_run_config(run_dir, overrides)
+        config = RunFolder(run_dir).config(overrides)
     else:
         if config_path is None:
             raise UsageError("ibrar train: a CONFIG.yaml is needed (shipped ones are in configs/), "
@@ -67,7 +67,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = load_config(config_path, overrides)
         run_dir = Path(args.out) if args.out else Path("runs") / config.name
         # torchrun --max-restarts relaunches the same command after a failure: continue the run it started.
-        if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0 and (run_dir / "config.yaml").is_file():
+        if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0 and RunFolder(run_dir).config_file.is_file():
             args.resume = str(run_dir)
     if args.print_config:
         from ibrar.config import dump_config
@@ -149,13 +149,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _write_card(args: argparse.Namespace, out_dir: Path) -> Path:
-    import json
-
     from ibrar.config import build_config
     from ibrar.interop import parse_card_fields, robustbench_card, write_robustbench_card
-    from ibrar.run_files import EVAL_FILE
+    from ibrar.run_folder import RunFolder
 
-    result = json.loads((out_dir / EVAL_FILE).read_text())
+    result = RunFolder(out_dir).require_evaluation()
     if args.robustbench is not None or args.model is not None:
         config = build_config({"data": {"name": args.dataset}})
         architecture = args.robustbench or args.model

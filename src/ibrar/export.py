@@ -20,19 +20,18 @@ import yaml
 from torch import nn
 
 from ibrar.build import ModelBundle, build_model, ib_layer_names
-from ibrar.checkpoint import FINAL, LATEST, CheckpointError, load_state
+from ibrar.checkpoint import FINAL, LATEST, CheckpointError, load_checkpoint_model, load_state, own_mask
 from ibrar.config import ConfigError, RunConfig, build_config, dump_config
+from ibrar.evaluation_record import Evaluation
 from ibrar.integrity import record_digest, verify_digest
-from ibrar.run_files import EVAL_FILE, INFO_PLANE_FILE, METRICS_FILE
-from ibrar.run_folder import load_checkpoint_model, load_eval, own_mask
+from ibrar.run_files import CONFIG_FILE, RECORDS
+from ibrar.run_folder import RunFolder
 
 WEIGHTS_FILE = "model.safetensors"
 HUB_CONFIG_FILE = "config.json"
-CONFIG_YAML = "config.yaml"
 CARD_FILE = "README.md"
 EXPORT_FORMAT = "ibrar-export"
 FORMAT_VERSION = 1
-RECORDS = (EVAL_FILE, METRICS_FILE, INFO_PLANE_FILE, "meta.json")  # plain JSON, copied as they are
 PICKLE_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt", ".tar", ".joblib", ".npy"})
 # Hugging Face Hub dataset ids, for the card's `datasets:` field.
 HUB_DATASETS = {"cifar10": "uoft-cs/cifar10", "cifar100": "uoft-cs/cifar100", "svhn": "ufldl-stanford/svhn"}
@@ -82,11 +81,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path, overwrite: bool = False
     record_digest(out_dir / WEIGHTS_FILE)
     hub_config = _hub_config(bundle, config, state, tensors)
     (out_dir / HUB_CONFIG_FILE).write_text(json.dumps(hub_config, indent=2))
-    (out_dir / CONFIG_YAML).write_text(dump_config(config))
-    for record in RECORDS:
-        if (run_dir / record).is_file():
+    (out_dir / CONFIG_FILE).write_text(dump_config(config))
+    for record in RECORDS:  # plain JSON, copied as they are (the config was written above without the data root)
+        if record != CONFIG_FILE and (run_dir / record).is_file():
             shutil.copyfile(run_dir / record, out_dir / record)
-    evaluation = load_eval(run_dir)
+    evaluation = RunFolder(run_dir).evaluation()
     (out_dir / CARD_FILE).write_text(model_card(name, config, hub_config, evaluation))
     return out_dir
 
@@ -174,7 +173,7 @@ def describe_method(config: RunConfig, ib_layers: list[str] | None = None) -> li
     return lines
 
 
-def model_card(name: str, config: RunConfig, hub_config: dict[str, Any], evaluation: dict[str, Any] | None) -> str:
+def model_card(name: str, config: RunConfig, hub_config: dict[str, Any], evaluation: Evaluation | None) -> str:
     """README.md: the Hub's YAML front matter (library, tags, datasets, metrics, model-index) and the card."""
     dataset = config.data.name
     tags = ["ibrar", "pytorch", "safetensors", "image-classification", "adversarial-robustness",
@@ -188,13 +187,13 @@ def model_card(name: str, config: RunConfig, hub_config: dict[str, Any], evaluat
     front["pipeline_tag"] = "image-classification"
     rows: list[tuple[str, str, float]] = []
     if evaluation:
-        rows.append(("clean", "-", float(evaluation["clean"])))
-        for attack in evaluation.get("attacks", []):
-            if attack.get("accuracy") is not None:
-                rows.append((attack["name"], _settings(attack.get("params") or {}), float(attack["accuracy"])))
-        if len(evaluation.get("attacks", [])) > 1:
-            rows.append(("worst case", "per example, over all attacks above", float(evaluation["worst_case"])))
-        n = evaluation.get("n")
+        rows.append(("clean", "-", evaluation.clean))
+        for attack in evaluation.attacks:
+            if attack.accuracy is not None:
+                rows.append((attack.name, _settings(attack.params), attack.accuracy))
+        if len(evaluation.attacks) > 1 and evaluation.worst_case is not None:
+            rows.append(("worst case", "per example, over all attacks above", evaluation.worst_case))
+        n = evaluation.n
         front["model-index"] = [{"name": name, "results": [{
             "task": {"type": "image-classification", "name": "Image Classification"},
             "dataset": {"name": DATASET_NAMES.get(dataset, dataset), "type": HUB_DATASETS.get(dataset, dataset),
@@ -224,11 +223,11 @@ def model_card(name: str, config: RunConfig, hub_config: dict[str, Any], evaluat
              "The resolved config is `config.yaml` (`ibrar train config.yaml` trains it again).", "",
              "## Evaluation", ""]
     if evaluation:
-        lines += [f"{evaluation.get('n')} test examples (subset seed {evaluation.get('seed')}), "
+        lines += [f"{evaluation.n} test examples (subset seed {evaluation.seed}), "
                   f"L-inf budget eps = {eps_text(config.eval.eps)} unless an attack says otherwise.", "",
                   "| attack | settings | accuracy |", "| --- | --- | --- |"]
         lines += [f"| {label} | {settings} | {100 * acc:.2f}% |" for label, settings, acc in rows]
-        for warning in evaluation.get("warnings") or []:
+        for warning in evaluation.warnings:
             lines.append(f"\nWarning (possible gradient masking): {warning}")
     else:
         lines.append("Not evaluated: run `ibrar eval RUN_DIR` before exporting to put accuracies here.")

@@ -17,9 +17,8 @@ import numpy as np
 import torch
 
 from ibrar.errors import InputError
-
-FEATURES_FILE = "tsne-features.npz"
-CONFUSION_FILE = "confusion-pgd10.json"
+from ibrar.run_files import CONFUSION_FILE, FEATURES_FILE
+from ibrar.run_folder import RunFolder
 
 
 @dataclass(frozen=True)
@@ -141,7 +140,7 @@ def _use_saved(run_dir: str | Path, name: str, wanted: dict[str, int], have: dic
     to compute them afresh; otherwise an error naming what the file holds."""
     if have == wanted:
         return True
-    if (Path(run_dir) / "final.pt").is_file():
+    if RunFolder(run_dir).final_file.is_file():
         return False
     raise InputError(f"n: {Path(run_dir) / name} holds {have}, not {wanted}, and the run has no weights to compute "
                      "those; ask for what the file holds")
@@ -150,7 +149,7 @@ def _use_saved(run_dir: str | Path, name: str, wanted: dict[str, int], have: dic
 def features_of(run_dir: str | Path, data_root: str | Path | None = None, n: int = 500, seed: int = 0) -> Features:
     """The run's saved features (a run trained elsewhere, e.g. on a lent GPU) when they are of these examples,
     else computed from its weights."""
-    saved = Path(run_dir) / FEATURES_FILE
+    saved = RunFolder(run_dir).features_file
     if saved.is_file():
         features = load_features(saved)
         if _use_saved(run_dir, FEATURES_FILE, {"n": n, "seed": seed}, {"n": features.n, "seed": features.seed}):
@@ -161,7 +160,7 @@ def features_of(run_dir: str | Path, data_root: str | Path | None = None, n: int
 def confusion_of(run_dir: str | Path, data_root: str | Path | None = None, n: int = 1000, steps: int = 10,
                  seed: int = 0) -> Confusion:
     """The run's saved confusion counts when they are of these examples, else computed from its weights."""
-    saved = Path(run_dir) / CONFUSION_FILE
+    saved = RunFolder(run_dir).confusion_file
     if saved.is_file():
         confusion = load_confusion(saved)
         have = {"n": confusion.n, "steps": confusion.steps, "seed": confusion.seed}

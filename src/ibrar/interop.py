@@ -23,6 +23,7 @@ from torch import nn
 from ibrar.build import ModelBundle
 from ibrar.config import RunConfig, build_config
 from ibrar.errors import InputError
+from ibrar.evaluation_record import Evaluation
 from ibrar.export import eps_text
 
 DATASETS = ("cifar10", "cifar100")  # the RobustBench datasets ibrar reads
@@ -149,23 +150,23 @@ def evaluate_zoo_model(name: str, model_dir: str | Path, out_dir: str | Path, da
 # ---- model cards --------------------------------------------------------------------------------------
 
 
-def autoattack_accuracy(result: Mapping[str, Any]) -> tuple[float, dict[str, Any]]:
+def autoattack_accuracy(result: Evaluation) -> tuple[float, dict[str, Any]]:
     """The AutoAttack accuracy of an eval.json (the attack named `autoattack`) and that attack's parameters."""
-    for attack in result.get("attacks", []):
-        if attack.get("name") == "autoattack" and attack.get("accuracy") is not None:
-            return float(attack["accuracy"]), dict(attack.get("params") or {})
+    found = result.attack("autoattack")
+    if found is not None and found.accuracy is not None:
+        return found.accuracy, dict(found.params)
     raise RobustBenchError("a RobustBench card needs an AutoAttack accuracy, and this evaluation has none "
                            "(no attack named 'autoattack'); evaluate with --attacks autoattack")
 
 
-def robustbench_card(result: Mapping[str, Any], config: RunConfig, architecture: str,
+def robustbench_card(result: Evaluation, config: RunConfig, architecture: str,
                      fields: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A RobustBench model card (the fields of its `model_info` JSON files) for an evaluation."""
     from ibrar import __version__
 
     robust, params = autoattack_accuracy(result)
     eps = params.get("eps") if isinstance(params.get("eps"), float) else config.eval.eps
-    n = result.get("n")
+    n = result.n
     footnote = f"Evaluated with ibrar {__version__} on {n} test examples (the leaderboard uses 10,000)."
     card: dict[str, Any] = {
         "link": None, "name": None, "authors": None,
@@ -175,11 +176,11 @@ def robustbench_card(result: Mapping[str, Any], config: RunConfig, architecture:
         "venue": None,
         "architecture": architecture,
         "eps": eps_text(eps),
-        "clean_acc": f"{100 * float(result['clean']):.2f}",
+        "clean_acc": f"{100 * result.clean:.2f}",
         "reported": f"{100 * robust:.2f}",
         "autoattack_acc": f"{100 * robust:.2f}",
         "footnote": footnote,
-        "unreliable": bool(result.get("warnings")),
+        "unreliable": bool(result.warnings),
     }
     for key, value in (fields or {}).items():
         if key not in CARD_FIELDS:

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ibrar.experiments import paper_numbers as paper
-from ibrar.experiments.base import read_metrics
 from ibrar.experiments.table4 import ROWS as TABLE4_ROWS
 from ibrar.ledger_evidence import (
     DOES_NOT,
@@ -37,6 +36,7 @@ from ibrar.ledger_evidence import (
     threshold,
     weakest,
 )
+from ibrar.run_folder import RunFolder
 
 CONVERGENCE_EPOCHS = 2  # epochs earlier, at least: the monitor's 200 test images make one epoch noise
 RULES = (
@@ -344,7 +344,7 @@ def table6_evidence(results: Path, root: Path, scale: str) -> Evidence:
 
 
 def _reach_epoch(run: Run, target: float) -> int | None:
-    for row in read_metrics(run.path):
+    for row in RunFolder(run.path).metrics():
         if row.get("test_clean_acc") is not None and row["test_clean_acc"] >= target:
             return int(row["epoch"])
     return None
@@ -356,13 +356,13 @@ def convergence_evidence(results: Path, root: Path, scale: str) -> Evidence:
     def saved(t: dict[int, Run], c: dict[int, Run], label: str) -> tuple[Verdict, str]:
         values = []
         for seed in sorted(set(t) & set(c)):
-            base = read_metrics(c[seed].path)
-            if not base or not read_metrics(t[seed].path):
+            base = RunFolder(c[seed].path).metrics()
+            if not base or not RunFolder(t[seed].path).metrics():
                 continue
             final = base[-1].get("test_clean_acc", 0.0)
             with_ib = _reach_epoch(t[seed], final)
             values.append(float((_reach_epoch(c[seed], final) or len(base))
-                                - (with_ib if with_ib is not None else len(read_metrics(t[seed].path)) + 1)))
+                                - (with_ib if with_ib is not None else len(RunFolder(t[seed].path).metrics()) + 1)))
         measure = Measure(tuple(values), ("no metrics.jsonl",))
         verdict = gain_verdict(measure, None, CONVERGENCE_EPOCHS)
         return verdict, f"epochs saved reaching the plain run's final clean accuracy: {measure.text(signed=True)}"

@@ -24,12 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ibrar.experiments.base import eval_metric, read_metrics
+from ibrar.evaluation_record import Evaluation
 from ibrar.experiments.table3 import MARGIN_PP
-from ibrar.run_files import CONFIG_FILE, EVAL_FILE
-from ibrar.run_files import PARTIAL_EVAL_FILE as PARTIAL_EVAL  # the GPU kit's piece
+from ibrar.run_folder import RunFolder
 
 REPRODUCES = "reproduces"
 PAPER_ONLY = "appears under the paper's attacks only, not under AutoAttack"
@@ -89,7 +86,7 @@ class Run:
 
     path: Path
     config: dict[str, Any]
-    result: dict[str, Any] | None
+    result: Evaluation | None
     complete: bool  # eval.json
     epochs_done: int
 
@@ -102,7 +99,7 @@ class Run:
         return 2 if self.complete else 1 if self.result is not None else 0
 
     def value(self, key: str) -> float | None:
-        return None if self.result is None else eval_metric(self.result, key)
+        return None if self.result is None else self.result.metric(key)
 
     def status(self) -> str:
         epochs = (self.config.get("train") or {}).get("epochs")
@@ -114,16 +111,13 @@ class Run:
 
 
 def read_run(path: Path) -> Run | None:
-    if not (path / CONFIG_FILE).is_file():
+    folder = RunFolder(path)
+    if not folder.config_file.is_file():
         return None
-    config = yaml.safe_load((path / CONFIG_FILE).read_text()) or {}
-    result, complete = None, (path / EVAL_FILE).is_file()
-    for name in (EVAL_FILE, PARTIAL_EVAL):
-        if (path / name).is_file():
-            result = json.loads((path / name).read_text())
-            break
-    metrics = read_metrics(path) if (path / "metrics.jsonl").is_file() else []
-    return Run(path, config, result, complete, int(metrics[-1].get("epoch", 0)) if metrics else 0)
+    complete = folder.has_evaluation()
+    result = folder.evaluation() if complete else folder.partial_evaluation()
+    metrics = folder.metrics()
+    return Run(path, folder.config_dict(), result, complete, int(metrics[-1].get("epoch", 0)) if metrics else 0)
 
 
 def seed_runs(folder: Path, group: str) -> dict[int, Run]:
@@ -294,9 +288,8 @@ def test_images(runs: Iterable[Run]) -> str:
     for run in runs:
         if run.result is None:
             continue
-        sizes.add(int(run.result.get("n", 0)))
-        subsets |= {int(a.get("n", run.result.get("n", 0))) for a in run.result.get("attacks", [])
-                    if a.get("name") == "autoattack"}
+        sizes.add(run.result.n)
+        subsets |= {a.n if a.n is not None else run.result.n for a in run.result.attacks if a.name == "autoattack"}
     if not sizes:
         return "not evaluated"
     text = " or ".join(f"{n:,}" for n in sorted(sizes)) + " test images"

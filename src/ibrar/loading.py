@@ -1,6 +1,6 @@
 """The one way back from disk to a trained model: a run folder, a checkpoint file or an `ibrar export` folder.
 
-It sits above the run folder (`ibrar.run_folder`) and the export format (`ibrar.export`), which never import it.
+It sits above the checkpoint format (`ibrar.checkpoint`) and the export format (`ibrar.export`), which never import it.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from ibrar.build import ModelBundle
+from ibrar.checkpoint import load_checkpoint_model
 from ibrar.config import RunConfig
 from ibrar.export import ExportError, is_export, load_export
-from ibrar.run_folder import load_checkpoint_model
 
 
 def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[ModelBundle, RunConfig, dict]:

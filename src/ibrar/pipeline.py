@@ -1,7 +1,7 @@
 """Train, then evaluate: the one pipeline that `ibrar train`, `ibrar reproduce` (in sequence, `--parallel`, on
 SLURM or local jobs) and the GPU kit all run, so a run means the same thing whoever starts it.
 
-A run folder's state says what is left to do (`run_state`); a deadline (`stop_at`) stops training as SIGTERM
+A run folder's state says what is left to do (`RunFolder.state`); a deadline (`stop_at`) stops training as SIGTERM
 does, with a checkpoint to resume from.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ibrar.config import RunConfig
-from ibrar.run_files import EVAL_FILE
+from ibrar.run_folder import RunFolder
 
 
 @dataclass(frozen=True)
@@ -33,16 +33,6 @@ class PipelineResult:
 
     found: str
     table: str = ""
-
-
-def run_state(run_dir: Path) -> str:
-    """'done' (final.pt and eval.json), 'evaluate' (final.pt only), 'resume' (config.yaml), or 'new'."""
-    run_dir = Path(run_dir)
-    if (run_dir / "final.pt").is_file():
-        return "done" if (run_dir / EVAL_FILE).is_file() else "evaluate"
-    if (run_dir / "config.yaml").is_file():
-        return "resume"
-    return "new"
 
 
 def train_and_evaluate(
@@ -67,7 +57,7 @@ def train_and_evaluate(
     from ibrar.train import train
 
     run_dir = Path(run_dir)
-    found = run_state(run_dir)
+    found = RunFolder(run_dir).state()
     if resume is None:
         if found == "done":
             return PipelineResult(found)

@@ -8,7 +8,6 @@ display needed) and returns the written paths. `ibrar plot KIND RUN_DIR...` call
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,11 +18,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
-import yaml  # noqa: E402
 
 from ibrar.errors import InputError
+from ibrar.evaluation_record import Evaluation  # noqa: E402
 from ibrar.jsonl import read_jsonl  # noqa: E402
-from ibrar.run_files import EVAL_FILE  # noqa: E402
+from ibrar.run_folder import RunFolder  # noqa: E402
 
 if TYPE_CHECKING:
     from ibrar.figure_data import Confusion, Features
@@ -61,16 +60,18 @@ def run_labels(dirs: Sequence[Path], labels: Sequence[str] | None) -> list[str]:
     return list(labels)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise InputError(f"run_dirs: {path} is missing; train and evaluate the run first")
-    return json.loads(path.read_text())
+def _evaluation(run_dir: Path) -> Evaluation:
+    try:
+        return RunFolder(run_dir).require_evaluation()
+    except InputError as err:
+        raise InputError(f"run_dirs: {err}") from None
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        raise InputError(f"run_dirs: {path} is missing; train the run first")
-    return read_jsonl(path)
+def _log(file: Path) -> list[dict[str, Any]]:
+    """A training log of a run folder (RunFolder.metrics_file or info_plane_file), which must exist."""
+    if not file.is_file():
+        raise InputError(f"run_dirs: {file} is missing; train the run first")
+    return read_jsonl(file)
 
 
 # ---- Figure 2: accuracy against attack steps --------------------------------------------------------
@@ -82,13 +83,13 @@ def plot_steps(
     """Accuracy vs attack steps for PGD, CW and NI-FGSM (eval.json "curves"), and the clean accuracies."""
     dirs = run_dirs_of(run_dirs)
     names = run_labels(dirs, labels)
-    evals = [_read_json(d / EVAL_FILE) for d in dirs]
-    if not any(e.get("curves") for e in evals):
+    evals = [_evaluation(d) for d in dirs]
+    if not any(e.curves for e in evals):
         raise InputError("run_dirs: no eval.json has curves; evaluate with --steps 1,5,10,20,50")
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     for ax, (family, title) in zip(axes, FAMILY_TITLES.items(), strict=False):
         for name, result in zip(names, evals, strict=True):
-            curve = result.get("curves", {}).get(family)
+            curve = result.curves.get(family)
             if curve:
                 steps = sorted(int(s) for s in curve)
                 ax.plot(steps, [100 * curve[str(s)] for s in steps], marker="o", label=name)
@@ -99,7 +100,7 @@ def plot_steps(
         )
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    axes[3].bar(range(len(names)), [100 * e["clean"] for e in evals])
+    axes[3].bar(range(len(names)), [100 * e.clean for e in evals])
     axes[3].set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
     axes[3].set(title="(d) clean", ylabel="accuracy (%)")
     return save_figure(fig, out_stem)
@@ -154,7 +155,7 @@ def plot_convergence(
     names = run_labels(dirs, labels)
     fig, axes = plt.subplots(1, len(dirs), figsize=(4.2 * len(dirs), 3.4), squeeze=False, sharey=True)
     for ax, run_dir, name in zip(axes[0], dirs, names, strict=True):
-        rows = [r for r in _read_jsonl(run_dir / "metrics.jsonl") if "test_clean_acc" in r]
+        rows = [r for r in _log(RunFolder(run_dir).metrics_file) if "test_clean_acc" in r]
         epochs = [r["epoch"] for r in rows]
         ax.plot(epochs, [100 * r["test_clean_acc"] for r in rows], marker="o", label="Natural")
         key = _pgd_key(rows)
@@ -184,7 +185,7 @@ def plot_infoplane(
     names = run_labels(dirs, labels)
     fig, axes = plt.subplots(1, len(dirs), figsize=(5 * len(dirs), 4.2), squeeze=False)
     for ax, run_dir, name in zip(axes[0], dirs, names, strict=True):
-        rows = _read_jsonl(run_dir / "info_plane.jsonl")
+        rows = _log(RunFolder(run_dir).info_plane_file)
         if not rows:
             raise InputError(
                 f"run_dirs: {run_dir} has no info-plane records; train with train.info_plane_every > 0"
@@ -213,10 +214,10 @@ def plot_infoplane(
 
 
 def _beta(run_dir: Path) -> float:
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise InputError(f"run_dirs: {path} is missing; is {run_dir} a run folder?")
-    return float(yaml.safe_load(path.read_text())["ib"]["beta"])
+    folder = RunFolder(run_dir)
+    if not folder.config_file.is_file():
+        raise InputError(f"run_dirs: {folder.config_file} is missing; is {run_dir} a run folder?")
+    return float(folder.config_dict()["ib"]["beta"])
 
 
 def plot_beta(
@@ -227,16 +228,14 @@ def plot_beta(
 ) -> list[Path]:
     """Clean and robust accuracy (eval.json) against the runs' ib.beta, on a log axis."""
     dirs = run_dirs_of(run_dirs)
-    points = sorted((_beta(d), _read_json(d / EVAL_FILE)) for d in dirs)
+    points = sorted(((_beta(d), _evaluation(d)) for d in dirs), key=lambda point: point[0])
     betas = [b for b, _ in points]
-    found = [a["name"] for a in points[0][1].get("attacks", [])]
+    found = [a.name for a in points[0][1].attacks]
     names = list(attacks) if attacks is not None else found
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    ax.plot(betas, [100 * e["clean"] for _, e in points], marker="o", label="clean")
+    ax.plot(betas, [100 * e.clean for _, e in points], marker="o", label="clean")
     for name in names:
-        accs = [
-            next((a["accuracy"] for a in e.get("attacks", []) if a["name"] == name), None) for _, e in points
-        ]
+        accs = [None if (record := e.attack(name)) is None else record.accuracy for _, e in points]
         if all(a is None for a in accs):
             raise InputError(f"attacks: {name!r} is not in the runs' eval.json; evaluated: {found}")
         ax.plot(betas, [np.nan if a is None else 100 * a for a in accs], marker="s", label=name)

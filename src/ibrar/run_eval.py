@@ -10,7 +10,6 @@ its resumable state in the run folder while it runs.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,10 +26,11 @@ from ibrar.errors import IbrarError, InputError
 from ibrar.eval_estimate import EvalPlan, format_duration, plan_evaluation
 from ibrar.eval_progress import EvalProgress
 from ibrar.evaluate import DEFAULT_BATCH_SIZE, evaluate, format_table, masking_warnings, select_subset, steps_curve
+from ibrar.evaluation_record import Evaluation
 from ibrar.folder_lock import locked_folder
 from ibrar.loading import load_trained
 from ibrar.reproducibility import run_metadata
-from ibrar.run_files import EVAL_FILE
+from ibrar.run_folder import RunFolder
 
 DEFAULT_ATTACKS = ("fgsm", "pgd10", "cw", "fab", "nifgsm", "autoattack")  # the paper's, plus AutoAttack
 DEFAULT_N = 1000  # a seeded subset of the test set (the whole set when it is smaller)
@@ -126,7 +126,9 @@ def run_evaluation(
         result["estimate"] = {"seconds": plan.seconds_at_start, "seconds_per_grad": probe.seconds_per_grad,
                               "seconds_per_call": probe.seconds_per_call, "forward_share": probe.forward_share,
                               "probe_clean": probe.clean, "probe_survive": probe.survive}
-        (out_dir / EVAL_FILE).write_text(json.dumps(result, indent=2))
+        evaluation = Evaluation.from_dict(result)  # the typed record checks what is written
+        RunFolder(out_dir).write_evaluation(evaluation)
+        result = evaluation.to_dict()
         reference = config.eval.reference if reference_applies(config) else None
         return result, render(report, result, reference, config.eval.reference_label)
 

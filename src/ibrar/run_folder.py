@@ -1,104 +1,239 @@
-"""The run folder: the names of its files, refusing to mix two runs in one, and reading back what a run wrote
-(its config, its checkpoint as a model, its eval.json). `ibrar.loading` is the one entry for loading any model."""
+"""The run folder as one object: `RunFolder` knows every file a run writes and is the only code that reads or
+writes them (the checkpoint format itself is `ibrar.checkpoint`'s, the lock `ibrar.folder_lock`'s).
+
+A run folder holds `config.yaml` (the resolved config), `meta.json` (versions, hardware, seed; each resumption
+appended), `metrics.jsonl` (a line per epoch), `info_plane.jsonl`, `checkpoint.pt` and `final.pt` (each with a
+sha256 sidecar), `eval.json` (`ibrar.evaluation_record.Evaluation`), and while an evaluation runs the reference
+AutoAttack's resumable state. The module imports only the standard library (pydantic when a config or an
+evaluation is read): the GPU kit's fetch call, which installs nothing, uses it too.
+"""
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor
-
-from ibrar.build import ModelBundle, build_model
-from ibrar.checkpoint import CheckpointError, find_checkpoint, load_file, load_state
-from ibrar.config import RunConfig, build_config, dump_config
-from ibrar.errors import IbrarError
+from ibrar.errors import IbrarError, InputError
 from ibrar.folder_lock import LOCK_FILE
-from ibrar.run_files import CONFIG_FILE, EVAL_FILE
+from ibrar.jsonl import append_jsonl, read_jsonl, truncate_jsonl
+from ibrar.run_files import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    CONFUSION_FILE,
+    EVAL_FILE,
+    FEATURES_FILE,
+    FINAL_FILE,
+    GPU_CALLS_FILE,
+    INFO_PLANE_FILE,
+    META_FILE,
+    METRICS_FILE,
+    PARTIAL_EVAL_FILE,
+)
 
-MASK_MODULE = "channel_mask"  # where a loaded model holds its channel mask
+if TYPE_CHECKING:
+    from ibrar.config import RunConfig
+    from ibrar.evaluation_record import Evaluation
 
 
 class RunFolderError(IbrarError, ValueError):
     """The output folder cannot be used as asked (another run is there, or nothing to resume)."""
 
 
-def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to mix two runs in one folder (before any work: nothing is touched here)."""
-    config_path = run_dir / CONFIG_FILE
-    if resume:
-        if not config_path.is_file():
-            raise RunFolderError(f"--resume {run_dir}: no {CONFIG_FILE} there, so there is no run to resume")
-    elif run_dir.exists() and any(p.name != LOCK_FILE for p in run_dir.iterdir()) and not overwrite:
-        what = "another run's config" if config_path.is_file() else "files"
-        raise RunFolderError(f"output folder {run_dir} already holds {what}; pass --resume {run_dir} to "
-                             "continue it, --overwrite to replace it, or --out to choose another folder")
+@dataclass(frozen=True)
+class RunFolder:
+    """One run's folder. Paths are properties; readers return None (or empty) for what the run has not written
+    yet, except the `require_*` ones, which say what to run first."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    # ---- the files -------------------------------------------------------------------------------------------
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def meta_file(self) -> Path:
+        return self.path / META_FILE
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def info_plane_file(self) -> Path:
+        return self.path / INFO_PLANE_FILE
+
+    @property
+    def eval_file(self) -> Path:
+        return self.path / EVAL_FILE
+
+    @property
+    def partial_eval_file(self) -> Path:
+        return self.path / PARTIAL_EVAL_FILE
+
+    @property
+    def gpu_calls_file(self) -> Path:
+        return self.path / GPU_CALLS_FILE
+
+    @property
+    def checkpoint_file(self) -> Path:
+        return self.path / CHECKPOINT_FILE
+
+    @property
+    def final_file(self) -> Path:
+        return self.path / FINAL_FILE
+
+    @property
+    def features_file(self) -> Path:
+        return self.path / FEATURES_FILE
+
+    @property
+    def confusion_file(self) -> Path:
+        return self.path / CONFUSION_FILE
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def state(self) -> str:
+        """'done' (final.pt and eval.json), 'evaluate' (final.pt only), 'resume' (config.yaml), or 'new'."""
+        if self.final_file.is_file():
+            return "done" if self.eval_file.is_file() else "evaluate"
+        return "resume" if self.config_file.is_file() else "new"
+
+    # ---- starting a run ----------------------------------------------------------------------------------------
+
+    def check_for_training(self, resume: bool, overwrite: bool) -> None:
+        """Refuse to mix two runs in one folder (before any work: nothing is touched here)."""
+        if resume:
+            if not self.config_file.is_file():
+                raise RunFolderError(f"--resume {self.path}: no {CONFIG_FILE} there, so there is no run to resume")
+        elif self.path.exists() and any(p.name != LOCK_FILE for p in self.path.iterdir()) and not overwrite:
+            what = "another run's config" if self.config_file.is_file() else "files"
+            raise RunFolderError(f"output folder {self.path} already holds {what}; pass --resume {self.path} to "
+                                 "continue it, --overwrite to replace it, or --out to choose another folder")
+
+    def start(self, config: RunConfig, resume: bool) -> None:
+        """Clear the folder of a replaced run (only once the new one has started) and write the config.
+
+        On resume the config is written again, so overrides given with --resume hold for later resumes too.
+        The folder's write lock (`ibrar.folder_lock`) stays: this process holds it.
+        """
+        from ibrar.config import dump_config
+
+        if not resume and self.path.exists():
+            for entry in self.path.iterdir():
+                if entry.name == LOCK_FILE:
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(dump_config(config))
+
+    # ---- config and metadata -----------------------------------------------------------------------------------
+
+    def config(self, overrides: list[str] | None = None) -> RunConfig:
+        """The run's resolved config (with `overrides` applied), validated."""
+        from ibrar.config import build_config
+
+        return build_config(self.config_dict(), overrides, resolved=True)
+
+    def config_dict(self) -> dict[str, Any]:
+        """config.yaml as written, unvalidated: for readers of committed runs that need only a few fields."""
+        import yaml
+
+        if not self.config_file.is_file():
+            raise RunFolderError(f"{self.path}: no {CONFIG_FILE}; is it a run folder written by `ibrar train`?")
+        return yaml.safe_load(self.config_file.read_text()) or {}
+
+    def meta(self) -> dict[str, Any]:
+        """meta.json ({} before the first start)."""
+        return _read_json(self.meta_file)
+
+    def write_meta(self, leg: dict[str, Any], resume: bool) -> None:
+        """A new run's metadata, or on resume the first start's with this leg appended under "resumed": a run
+        trained across sessions keeps where each part ran."""
+        meta = leg
+        if resume:
+            try:
+                meta = json.loads(self.meta_file.read_text())
+                meta.setdefault("resumed", []).append(leg)
+            except (OSError, ValueError):
+                meta = leg  # no readable record of the first start: this leg is the only one known
+        self.meta_file.write_text(json.dumps(meta, indent=2))
+
+    def gpu_calls(self) -> dict[str, Any]:
+        """The GPU kit's record of the calls a run trained over ({} when it has none)."""
+        return _read_json(self.gpu_calls_file)
+
+    def write_gpu_calls(self, record: dict[str, Any]) -> None:
+        self.gpu_calls_file.write_text(json.dumps(record, indent=2) + "\n")
+
+    # ---- the training logs -------------------------------------------------------------------------------------
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """The per-epoch lines of metrics.jsonl (a line cut by a kill is skipped)."""
+        return read_jsonl(self.metrics_file)
+
+    def info_plane(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.info_plane_file)
+
+    def append_metrics(self, rows: Iterable[dict[str, Any]]) -> None:
+        append_jsonl(self.metrics_file, list(rows))
+
+    def append_info_plane(self, rows: Iterable[dict[str, Any]]) -> None:
+        append_jsonl(self.info_plane_file, list(rows))
+
+    def keep_logs(self, metric: Callable[[dict[str, Any]], bool], info_plane: Callable[[dict[str, Any]], bool]
+                  ) -> None:
+        """Keep the log lines a resumed run's checkpoint covers (those for which the predicates hold)."""
+        truncate_jsonl(self.metrics_file, metric)
+        truncate_jsonl(self.info_plane_file, info_plane)
+
+    def clear_logs(self) -> None:
+        for file in (self.metrics_file, self.info_plane_file):
+            file.unlink(missing_ok=True)
+
+    # ---- the evaluation ----------------------------------------------------------------------------------------
+
+    def has_evaluation(self) -> bool:
+        return self.eval_file.is_file()
+
+    def evaluation(self) -> Evaluation | None:
+        """eval.json, or None when the run has not been evaluated."""
+        return _read_evaluation(self.eval_file) if self.eval_file.is_file() else None
+
+    def require_evaluation(self) -> Evaluation:
+        if not self.eval_file.is_file():
+            raise InputError(f"{self.path} has no {EVAL_FILE}; evaluate it first: ibrar eval {self.path}")
+        return _read_evaluation(self.eval_file)
+
+    def partial_evaluation(self) -> Evaluation | None:
+        """The GPU kit's whole-test-set piece (AutoAttack's subset not merged yet), or None."""
+        return _read_evaluation(self.partial_eval_file) if self.partial_eval_file.is_file() else None
+
+    def write_evaluation(self, evaluation: Evaluation) -> None:
+        """Write eval.json whole: to a temporary file renamed into place, so a reader never sees half of one."""
+        temporary = self.path / f".{EVAL_FILE}.tmp"
+        temporary.write_text(evaluation.to_json())
+        temporary.replace(self.eval_file)
 
 
-def create_run_dir(run_dir: Path, config: RunConfig, resume: bool) -> None:
-    """Clear the folder of a replaced run (only once the new one has started) and write the config.
+def _read_evaluation(path: Path) -> Evaluation:
+    from ibrar.evaluation_record import Evaluation
 
-    On resume the config is written again, so overrides given with --resume hold for later resumes too.
-    The folder's write lock (`ibrar.folder_lock`) stays: this process holds it.
-    """
-    if not resume and run_dir.exists():
-        for entry in run_dir.iterdir():
-            if entry.name == LOCK_FILE:
-                continue
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_FILE).write_text(dump_config(config))
+    return Evaluation.read(path)
 
 
-def read_run_config(run_dir: Path, overrides: list[str] | None = None) -> RunConfig:
-    import yaml
-
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise RunFolderError(f"{run_dir}: no {CONFIG_FILE}; is it a run folder written by `ibrar train`?")
-    return build_config(yaml.safe_load(path.read_text()), overrides, resolved=True)
-
-
-def load_checkpoint_model(path: str | Path, device: str | torch.device = "cpu"
-                          ) -> tuple[ModelBundle, RunConfig, dict]:
-    """A run folder or checkpoint file -> the model (mask attached and loaded, eval mode), its config and the
-    checkpoint's state. `ibrar.loading.load_trained` also takes an `ibrar export` folder."""
-    file = find_checkpoint(path)
-    state = load_file(file, map_location=device)
-    if "model" not in state or "config" not in state:
-        raise CheckpointError(f"checkpoint {file}: expected the keys 'model' and 'config' written by ibrar train")
-    config = build_config(state["config"], resolved=True)
-    num_classes = state.get("num_classes") or _classes_from_state(state["model"])
-    input_size = int(state.get("input_size") or 32)
-    bundle = build_model(config, num_classes, input_size)
-    load_state(bundle.model, state["model"], "model", file)
-    if bundle.mask is not None and state.get("mask") is not None:
-        load_state(bundle.mask, state["mask"], "channel mask", file)
-    own_mask(bundle)
-    bundle.model.to(device).eval()
-    if bundle.mask is not None:  # not a submodule of the model: it moves on its own
-        bundle.mask.to(device)
-    return bundle, config, state
-
-
-def own_mask(bundle: ModelBundle) -> None:
-    """Make the channel mask a submodule of the model it is hooked into, so that `.to()`, `state_dict()` and
-    `copy.deepcopy` carry it (a trained model applies its mask at evaluation; it is part of the network)."""
-    if bundle.mask is not None:
-        bundle.model.add_module(MASK_MODULE, bundle.mask)
-
-
-def _classes_from_state(model_state: dict[str, Tensor]) -> int:
-    last_bias = [v for k, v in model_state.items() if k.endswith("bias") and v.dim() == 1][-1]
-    return int(last_bias.shape[0])
-
-
-def load_eval(run_dir: str | Path) -> dict[str, Any] | None:
-    """The run folder's eval.json, or None when it has not been evaluated."""
-    path = Path(run_dir) / EVAL_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}

@@ -13,7 +13,6 @@ from whichever checkpoint exists ends bit-identical on the CPU (the logs are cut
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import signal
@@ -34,7 +33,7 @@ from ibrar.build import (
     load_data,
     resolve_device,
 )
-from ibrar.checkpoint import FINAL, LATEST, restore_training_state, save_atomic, training_state
+from ibrar.checkpoint import restore_training_state, save_atomic, training_state
 from ibrar.config import RunConfig
 from ibrar.data import BatchLoader, ResidentLoader
 from ibrar.data.loader import derived_seed
@@ -43,7 +42,6 @@ from ibrar.errors import IbrarError
 from ibrar.folder_lock import locked_folder
 from ibrar.graph_step import GraphCache, GraphStep, capture_plan
 from ibrar.host_sync import forbid_host_sync
-from ibrar.jsonl import append_jsonl, truncate_jsonl
 from ibrar.metrics import (
     EpochStats,
     LossReadout,
@@ -54,8 +52,7 @@ from ibrar.metrics import (
 )
 from ibrar.monitor import Monitor
 from ibrar.reproducibility import run_metadata
-from ibrar.run_files import INFO_PLANE_FILE, METRICS_FILE
-from ibrar.run_folder import check_run_dir, create_run_dir
+from ibrar.run_folder import RunFolder
 from ibrar.step import TrainStep
 from ibrar.taps import tap_layers, unwrap
 
@@ -85,6 +82,7 @@ class Trainer:
         self.config = config
         self.stop_at = stop_at  # a time.time() deadline: stop at the first batch end after it, as on SIGTERM
         self.run_dir = Path(run_dir)
+        self.folder = RunFolder(self.run_dir)
         self.device = resolve_device(config.device)
         self.dist = init_from_env(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
@@ -146,7 +144,7 @@ class Trainer:
             counters = {"epoch": self.epoch, "iteration": self.iteration, "batch_in_epoch": self.batch_in_epoch,
                         "partial": self._partial}
             save_atomic(training_state(unwrap(self.model), self.mask, self.optimizer, self.scheduler, counters,
-                                       self.config.model_dump(mode="json")), self.run_dir / LATEST)
+                                       self.config.model_dump(mode="json")), self.folder.checkpoint_file)
         barrier()
 
     def _checkpoint_due(self) -> bool:
@@ -155,7 +153,7 @@ class Trainer:
         return self.epoch >= self.config.train.epochs or (every > 0 and self.epoch % every == 0)
 
     def load_checkpoint(self) -> bool:
-        path = self.run_dir / LATEST
+        path = self.folder.checkpoint_file
         if not path.is_file():
             return False
         state = restore_training_state(path, unwrap(self.model), self.mask, self.optimizer, self.scheduler,
@@ -248,21 +246,21 @@ class Trainer:
         if bad >= 0:
             raise NonFiniteLossError(
                 f"the training loss became NaN/Inf at epoch {epoch + 1}, batch {bad}; stopped, and the last "
-                f"good checkpoint ({self.run_dir / LATEST}) is kept. Lower optim.lr or the IB weights")
+                f"good checkpoint ({self.folder.checkpoint_file}) is kept. Lower optim.lr or the IB weights")
         for value in [*stats.sums.values(), *stats.peaks.values()]:
             all_reduce_mean(value)
         means = stats.means()
         for key, value in means.items():
             if not math.isfinite(value):
                 raise NonFiniteLossError(f"{key} became NaN/Inf at epoch {epoch + 1}; the last good checkpoint "
-                                         f"({self.run_dir / LATEST}) is kept")
+                                         f"({self.folder.checkpoint_file}) is kept")
         self._write_plane(plane)
         return means
 
     def _write_plane(self, plane: list[dict[str, Any]]) -> None:
         rows = plane_rows(plane)
         if self.dist.is_main:
-            append_jsonl(self.run_dir / INFO_PLANE_FILE, rows)
+            self.folder.append_info_plane(rows)
 
     # -- signals --
     def _should_stop(self, batch: int) -> bool:
@@ -281,7 +279,7 @@ class Trainer:
         """SIGTERM/SIGINT: checkpoint mid-epoch (batches done, random streams, running sums) before exiting."""
         if int(all_reduce_sum(bad_batch.clamp_min(-1) + 1)) > 0:  # a NaN in this epoch: keep the last good one
             raise NonFiniteLossError(f"the training loss became NaN/Inf in epoch {epoch + 1} before the stop "
-                                     f"signal; the last good checkpoint ({self.run_dir / LATEST}) is kept")
+                                     f"signal; the last good checkpoint ({self.folder.checkpoint_file}) is kept")
         self.batch_in_epoch = done
         self._partial = {"attack_rng": attack_generator.get_state(), "rng_cpu": torch.get_rng_state(),
                          "stats": {k: v.detach().clone() for k, v in stats.sums.items()}, "count": stats.count,
@@ -296,11 +294,10 @@ class Trainer:
     def _reset_logs(self, resumed: bool) -> None:
         """Logs end where the checkpoint ends: lines of an epoch that did not finish are dropped."""
         if resumed:
-            truncate_jsonl(self.run_dir / METRICS_FILE, lambda r: r.get("epoch", 0) <= self.epoch)
-            truncate_jsonl(self.run_dir / INFO_PLANE_FILE, lambda r: r.get("iteration", 0) < self.iteration)
+            self.folder.keep_logs(lambda r: r.get("epoch", 0) <= self.epoch,
+                                  lambda r: r.get("iteration", 0) < self.iteration)
         else:
-            for name in (METRICS_FILE, INFO_PLANE_FILE):
-                (self.run_dir / name).unlink(missing_ok=True)
+            self.folder.clear_logs()
 
     def _log(self, text: str) -> None:
         if self.dist.is_main:
@@ -335,7 +332,7 @@ class Trainer:
                 line = {"epoch": self.epoch, "lr": lr, **means, **self.monitor(self.model),
                         "seconds": round(time.perf_counter() - start, 3)}
                 if self.dist.is_main:
-                    append_jsonl(self.run_dir / METRICS_FILE, [line])
+                    self.folder.append_metrics([line])
                 if writer is not None:
                     for key, value in line.items():
                         if key != "epoch" and isinstance(value, (int, float)):
@@ -371,19 +368,8 @@ class Trainer:
             "classes": list(self.train_data.classes),
         }
         if self.dist.is_main:
-            save_atomic(final, self.run_dir / FINAL)
+            save_atomic(final, self.folder.final_file)
         barrier()
-
-
-def resumed_meta(path: Path, leg: dict[str, Any]) -> dict[str, Any]:
-    """The first start's metadata with this resumed leg appended under "resumed": a run trained across sessions
-    (or machines, or commits) keeps the record of each."""
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return leg  # no readable record of the first start: this leg is the only one known
-    meta.setdefault("resumed", []).append(leg)
-    return meta
 
 
 def train(config: RunConfig, run_dir: str | Path, data_root: str | Path | None = None, resume: bool = False,
@@ -397,7 +383,7 @@ def train(config: RunConfig, run_dir: str | Path, data_root: str | Path | None =
     check_model_config(config)
     is_main = int(os.environ.get("RANK", "0")) == 0
     if is_main:
-        check_run_dir(run_dir, resume, overwrite)
+        RunFolder(run_dir).check_for_training(resume, overwrite)
     # One writer per folder: a second `ibrar train` or `ibrar eval` into it is refused while this one runs.
     with locked_folder(run_dir) if is_main else contextlib.nullcontext():
         return _train_locked(config, run_dir, data_root, resume, quiet, stop_at)
@@ -408,14 +394,13 @@ def _train_locked(config: RunConfig, run_dir: Path, data_root: str | Path | None
     # Data and model are built before the folder is touched: a failed start leaves an old run intact.
     trainer = Trainer(config, run_dir, data_root=data_root, quiet=quiet, stop_at=stop_at)
     if trainer.dist.is_main:
-        create_run_dir(run_dir, config, resume)
+        trainer.folder.start(config, resume)
     barrier()
     if trainer.dist.is_main:
         meta = run_metadata(config.seed, trainer.device)
         meta.update({"world_size": trainer.dist.world_size, "per_rank_batch_size": config.data.batch_size,
                      "global_batch_size": config.data.batch_size * trainer.dist.world_size})
-        (run_dir / "meta.json").write_text(json.dumps(resumed_meta(run_dir / "meta.json", meta) if resume else meta,
-                                                      indent=2))
+        trainer.folder.write_meta(meta, resume)
     trainer.fit()
     return trainer
 

@@ -7,7 +7,6 @@ cluster scheduler can run them in parallel; the results are then collected by ru
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import time
@@ -19,10 +18,10 @@ from typing import Any
 from ibrar.config import ConfigError, load_config, shipped_configs_dir
 from ibrar.errors import InputError
 from ibrar.eval_estimate import format_duration
-from ibrar.jsonl import read_jsonl
+from ibrar.evaluation_record import Evaluation
 from ibrar.models import create_model
-from ibrar.pipeline import EvalRequest, run_state, train_and_evaluate
-from ibrar.run_files import EVAL_FILE
+from ibrar.pipeline import EvalRequest, train_and_evaluate
+from ibrar.run_folder import RunFolder
 
 # The configs shipped in the package; IBRAR_CONFIGS points elsewhere (a folder with paper/ and cpu/ inside).
 CONFIG_ROOT = Path(os.environ.get("IBRAR_CONFIGS") or shipped_configs_dir())
@@ -229,14 +228,13 @@ def run_spec(
     found.
 
     `evaluate=False` only trains (the other ranks of a multi-task cluster job)."""
-    from ibrar.run_folder import read_run_config
-
-    state = run_state(run_dir)
+    folder = RunFolder(run_dir)
+    state = folder.state()
     if state == "done":
         return state
     config = load_config(spec.config, list(spec.overrides))
     if state in ("resume", "evaluate"):
-        stored = read_run_config(run_dir)
+        stored = folder.config()
         if stored.model_dump(mode="json") != config.model_dump(mode="json"):
             raise InputError(
                 f"out: run folder {run_dir} holds a run with another config; delete it or pass another --out"
@@ -258,7 +256,7 @@ def run_experiment(
     folder = experiment_dir(out, experiment)
     folder.mkdir(parents=True, exist_ok=True)
     chosen = choose_runs(experiment, only)
-    states = [run_state(folder / spec.name) for spec in chosen]
+    states = [RunFolder(folder / spec.name).state() for spec in chosen]
     spent, measured = 0.0, 0  # runs that trained or evaluated here, and their time: the experiment's pace
     for i, (spec, state) in enumerate(zip(chosen, states, strict=True), 1):
         run_dir = folder / spec.name
@@ -296,7 +294,7 @@ def collect_results(
     The experiment's report returns an `ibrar.experiments.results.Results`, which writes itself: this module
     sits below the results module and does not import it.
     """
-    done = sum(run_state(folder / r.name) == "done" for r in experiment.runs)
+    done = sum(RunFolder(folder / r.name).state() == "done" for r in experiment.runs)
     if done < len(experiment.runs):
         log(f"{done} of {len(experiment.runs)} runs have finished; results.md is written when all have")
         return False
@@ -337,23 +335,15 @@ def run_commands(
 # ---- reading finished runs --------------------------------------------------------------------------
 
 
-def read_eval(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / EVAL_FILE
-    if not path.is_file():
-        raise InputError(f"run_dir: {run_dir} has no {EVAL_FILE}; run the experiment first")
-    return json.loads(path.read_text())
+def read_eval(run_dir: Path) -> Evaluation:
+    return RunFolder(run_dir).require_evaluation()
 
 
-def eval_metric(result: Mapping[str, Any], key: str) -> float | None:
+def eval_metric(result: Evaluation, key: str) -> float | None:
     """Accuracy in percent: 'clean', 'worst_case', or an attack name as evaluated (e.g. 'pgd10')."""
-    if key in ("clean", "worst_case"):
-        return 100 * float(result[key])
-    for attack in result.get("attacks", []):
-        if attack["name"] == key and attack["accuracy"] is not None:
-            return 100 * float(attack["accuracy"])
-    return None
+    return result.metric(key)
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """The per-epoch lines of metrics.jsonl (a line cut by a kill is skipped)."""
-    return read_jsonl(run_dir / "metrics.jsonl")
+    return RunFolder(run_dir).metrics()

@@ -30,7 +30,7 @@ ROWS = tuple((label, group) for group, _, label in NETWORKS)  # (label, run grou
 
 
 def _curve_value(run_dir: Path, family: str, steps: int) -> float | None:
-    value = read_eval(run_dir).get("curves", {}).get(family, {}).get(str(steps))
+    value = read_eval(run_dir).curves.get(family, {}).get(str(steps))
     return None if value is None else 100 * float(value)
 
 

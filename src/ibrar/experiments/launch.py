@@ -25,8 +25,8 @@ from ibrar.experiments.base import (
     collect_results,
     experiment_dir,
     run_spec,
-    run_state,
 )
+from ibrar.run_folder import RunFolder
 
 LAUNCHERS = ("slurm", "local")
 SUBMITIT_DIR = "submitit"  # <experiment folder>/submitit/: submitit's pickles and each job's logs
@@ -108,7 +108,7 @@ class RunJob:
         from submitit.helpers import DelayedSubmission
 
         print(f"ibrar: run {self.spec.name} was preempted or timed out; requeued, it resumes from "
-              f"{self.run_dir / 'checkpoint.pt'}", flush=True)
+              f"{RunFolder(self.run_dir).checkpoint_file}", flush=True)
         return DelayedSubmission(RunJob(self.spec, self.run_dir, self.data_root, self.large_eps_check,
                                         self.threads))
 
@@ -187,7 +187,7 @@ def launch_experiment(
     jobs = _read_jobs(folder) if options.launcher == "slurm" else {}
     running, todo = [], []
     for spec in chosen:
-        state = run_state(folder / spec.name)
+        state = RunFolder(folder / spec.name).state()
         if state == "done":
             continue
         job_id = jobs.get(spec.name)
@@ -225,7 +225,7 @@ def _run_locally(executor: Any, work: list[RunJob], parallelism: int, log: Calla
         while pending and len(active) < parallelism:
             job = pending.pop(0)
             active.append((job, executor.submit(job)))
-            log(f"[local job {active[-1][1].job_id}] {job.spec.name}: {run_state(job.run_dir)}")
+            log(f"[local job {active[-1][1].job_id}] {job.spec.name}: {RunFolder(job.run_dir).state()}")
         finished = [pair for pair in active if pair[1].done()]
         if not finished:
             time.sleep(0.2)

@@ -26,10 +26,9 @@ from ibrar.experiments.base import (
     choose_runs,
     collect_results,
     experiment_dir,
-    read_metrics,
     run_spec,
-    run_state,
 )
+from ibrar.run_folder import RunFolder
 
 LOGS_DIR = "parallel-logs"  # <experiment folder>/parallel-logs/<run>.log: each process's output
 RECORD_FILE = "parallel.json"  # <experiment folder>/parallel.json: what each process did, and how fast
@@ -58,9 +57,7 @@ def child_command(experiment: Experiment, run: str, out: str | Path, data_root: 
 
 def epoch_seconds(run_dir: Path) -> float | None:
     """The median seconds of the run's epochs (metrics.jsonl), the number to compare alone vs side by side."""
-    if not (run_dir / "metrics.jsonl").is_file():
-        return None
-    seconds = [line["seconds"] for line in read_metrics(run_dir) if "seconds" in line]
+    seconds = [line["seconds"] for line in RunFolder(run_dir).metrics() if "seconds" in line]
     return round(statistics.median(seconds), 3) if seconds else None
 
 
@@ -82,7 +79,7 @@ def run_parallel(
         raise InputError(f"--parallel: expected a positive integer, got {parallel!r}")
     folder = experiment_dir(out, experiment)
     (folder / LOGS_DIR).mkdir(parents=True, exist_ok=True)
-    todo = [spec for spec in choose_runs(experiment, only) if run_state(folder / spec.name) != "done"]
+    todo = [spec for spec in choose_runs(experiment, only) if RunFolder(folder / spec.name).state() != "done"]
     threads = child_threads(min(parallel, max(1, len(todo))))
     record: dict[str, Any] = {"parallel": parallel, "threads_per_process": threads, "runs": {}}
     pending, active, failed = list(todo), [], []
@@ -90,7 +87,7 @@ def run_parallel(
         while pending and len(active) < parallel:
             spec = pending.pop(0)
             log_path = folder / LOGS_DIR / f"{spec.name}.log"
-            state = run_state(folder / spec.name)
+            state = RunFolder(folder / spec.name).state()
             with log_path.open("w") as stream:  # the child holds its own copy of the file descriptor
                 process = subprocess.Popen(child_command(experiment, spec.name, out, data_root, threads),
                                            stdout=stream, stderr=subprocess.STDOUT, env=env)
@@ -110,7 +107,7 @@ def run_parallel(
                 failed.append(f"{spec.name} (exit code {process.returncode}; log {log_path})")
                 log(f"{spec.name}: FAILED, see {log_path}")
             else:
-                log(f"{spec.name}: {run_state(run_dir)} after {record['runs'][spec.name]['seconds']:.0f} s")
+                log(f"{spec.name}: {RunFolder(run_dir).state()} after {record['runs'][spec.name]['seconds']:.0f} s")
     (folder / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
     if failed:
         raise ParallelRunError(f"--parallel: {len(failed)} run(s) failed: {'; '.join(failed)}. Run the same "
@@ -140,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     (spec,) = choose_runs(experiment, [args.run])
     run_dir = experiment_dir(args.out, experiment) / spec.name
     state = run_spec(spec, run_dir, args.data_root, quiet=True, large_eps_check=experiment.scale.large_eps_check)
-    print(f"{spec.name}: found {state}; now {run_state(run_dir)}", flush=True)
+    print(f"{spec.name}: found {state}; now {RunFolder(run_dir).state()}", flush=True)
     return 0
 
 

@@ -14,7 +14,6 @@ from ibrar.report.collect import (
     ARTIFACTS,
     FIGURE_INPUTS,
     OPTIONAL_SIZE_LIMIT,
-    PARTIAL_EVAL,
     RESULTS_DIR,
     ReportError,
     collect_run,
@@ -38,7 +37,6 @@ from ibrar.report.markers import MARKER, TABLES, DocTable, check_docs, render_do
 from ibrar.report.provenance import (
     eps_text,
     evaluation_notes,
-    linf_case,
     linf_worst_case,
     machine_of,
     not_run,
@@ -68,10 +66,10 @@ from ibrar.report.tables import (
 
 __all__ = [
     "ARTIFACTS", "BENCH_FIELDS", "FIGURES", "FIGURES_DIR", "FIGURE_INPUTS", "MARKER", "OPTIONAL_SIZE_LIMIT",
-    "PARTIAL_EVAL", "RESULTS_DIR", "TABLES", "DocFigure", "DocTable", "NotDrawn", "ReportError",
+    "RESULTS_DIR", "TABLES", "DocFigure", "DocTable", "NotDrawn", "ReportError",
     "attack_strength_tables", "bench_sections", "ce_fast_table", "check_docs", "collect_run", "copy_artifacts",
     "default_into", "draw_figures", "eps_text", "evaluation_notes", "fig2_figure", "fig2_tables",
-    "gpu_check_section", "has_eval", "linf_case", "linf_worst_case", "machine_of", "not_run", "partial_folder",
+    "gpu_check_section", "has_eval", "linf_worst_case", "machine_of", "not_run", "partial_folder",
     "quickstart_table", "read_bench", "render_docs", "runs_table", "scale_figure", "scale_tables", "source_line",
     "table1_convergence", "table1_tables", "table3_table", "table4_infoplane", "table4_paper_partial",
     "table4_paper_table", "table4_table", "table6_table", "training_legs", "write_docs",

@@ -12,19 +12,17 @@ from typing import Any
 
 from ibrar.errors import InputError
 from ibrar.experiments import build_experiment
-from ibrar.figure_data import CONFUSION_FILE, FEATURES_FILE
-from ibrar.run_files import CONFIG_FILE, EVAL_FILE, INFO_PLANE_FILE, METRICS_FILE, PARTIAL_EVAL_FILE
+from ibrar.run_files import CONFIG_FILE, CONFUSION_FILE, EVAL_FILE, FEATURES_FILE, META_FILE, METRICS_FILE, RECORDS
+from ibrar.run_folder import RunFolder
 
 RESULTS_DIR = "results"
 # What a run folder contributes to results/: config, versions and hardware, per-epoch log, evaluation.
 # The ones every finished run has (the others are copied when present and small).
-REQUIRED = (CONFIG_FILE, "meta.json", METRICS_FILE, EVAL_FILE)
-ARTIFACTS = (*REQUIRED, INFO_PLANE_FILE,
-             "gpu.json")  # gpu.json: the GPU kit's per-call minutes, when a run trained over several calls
+REQUIRED = (CONFIG_FILE, META_FILE, METRICS_FILE, EVAL_FILE)
+ARTIFACTS = RECORDS
 # what a run trained on a GPU lease brings back instead of its weights: the inputs of Figure 3 and Table 5
 # (ibrar.figure_data), copied like the artifacts when the run has them
 FIGURE_INPUTS = (FEATURES_FILE, CONFUSION_FILE)
-PARTIAL_EVAL = PARTIAL_EVAL_FILE  # a paper-scale row's whole-test-set evaluation, before AutoAttack's subset ran
 OPTIONAL_SIZE_LIMIT = 1 << 20  # bytes; a larger info_plane.jsonl stays behind (the others are always small)
 
 
@@ -85,7 +83,7 @@ def copy_artifacts(run_dir: Path, target: Path) -> None:
 
 
 def has_eval(run_dir: Path) -> bool:
-    return (run_dir / EVAL_FILE).is_file()
+    return RunFolder(run_dir).has_evaluation()
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -10,8 +10,8 @@ from typing import Any
 from ibrar import plots
 from ibrar.experiments import fig2, table4
 from ibrar.experiments import scale as study
-from ibrar.experiments.base import read_eval
 from ibrar.report.collect import OPTIONAL_SIZE_LIMIT, RESULTS_DIR, collected_experiment, group_dirs, relative
+from ibrar.run_folder import RunFolder
 
 FIGURES_DIR = "docs/figures"
 
@@ -40,7 +40,7 @@ def fig2_figure(results: Path, root: Path, stem: Path, scale: str = "cpu") -> li
     """Figure 2: accuracy against attack steps (eval.json `curves`), first seed of each network."""
     folder = results / f"fig2-{scale}"
     runs = [(label, d) for label, d in _first_runs(collected_experiment("fig2", scale, folder), folder, fig2.ROWS)
-            if read_eval(d).get("curves")]
+            if RunFolder(d).require_evaluation().curves]
     if not runs:
         raise NotDrawn(f"no eval.json in `{relative(folder, root)}/` holds `curves`")
     return plots.plot_steps([d for _, d in runs], stem, labels=[label for label, _ in runs])
@@ -63,7 +63,7 @@ def table4_infoplane(results: Path, root: Path, stem: Path, scale: str = "cpu") 
     folder = results / f"table4-{scale}"
     rows = [(label, group) for group, label in table4.INFOPLANE]
     runs = [(label, d) for label, d in _first_runs(collected_experiment("table4", scale, folder), folder, rows)
-            if (d / "info_plane.jsonl").is_file()]
+            if RunFolder(d).info_plane_file.is_file()]
     if not runs:
         groups = " or ".join(f"`{group}`" for group, _ in table4.INFOPLANE)
         raise NotDrawn(f"no run of {groups} in `{relative(folder, root)}/` has info_plane.jsonl (a file over "

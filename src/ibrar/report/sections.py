@@ -10,10 +10,8 @@ from typing import Any
 
 from ibrar.experiments import fig2
 from ibrar.experiments import scale as study
-from ibrar.experiments.base import eval_metric, read_eval, read_metrics
 from ibrar.experiments.paper_numbers import TABLE4, TABLE4_COLUMNS
 from ibrar.report.collect import (
-    PARTIAL_EVAL,
     ReportError,
     collected_experiment,
     group_dirs,
@@ -25,8 +23,7 @@ from ibrar.report.collect import (
 from ibrar.report.formatting import HEADER, cell_texts, markdown_table, measured_text, paper_rows, percent
 from ibrar.report.provenance import eps_text, evaluation_notes, median_l2_line, not_run, source_line
 from ibrar.report.tables import table4_table
-from ibrar.run_files import EVAL_FILE
-from ibrar.run_folder import read_run_config
+from ibrar.run_folder import RunFolder
 
 
 def scale_tables(results: Path, root: Path, scale: str = "cpu") -> str:
@@ -73,20 +70,20 @@ def attack_strength_tables(labelled: Sequence[tuple[str, Path]]) -> list[str]:
     """For the runs whose eval.json holds attack-steps curves: accuracy by number of steps of each attack family,
     then the accuracy left after each stage of the reference AutoAttack. Where a 10-step attack and AutoAttack
     disagree, these say what closes the gap: more steps of the same attack, or AutoAttack's other losses."""
-    runs = [(label, result) for label, result in ((label, read_eval(d)) for label, d in labelled)
-            if result.get("curves")]
+    runs = [(label, result) for label, result in ((label, RunFolder(d).require_evaluation()) for label, d in labelled)
+            if result.curves]
     if not runs:
         return []
-    steps = sorted({int(s) for _, result in runs for curve in result["curves"].values() for s in curve})
+    steps = sorted({int(s) for _, result in runs for curve in result.curves.values() for s in curve})
     body = [[label, _family_label(family), *[percent(curve.get(str(s))) for s in steps]]
-            for label, result in runs for family, curve in result["curves"].items()]
-    eps = {result.get("eps") for _, result in runs}
+            for label, result in runs for family, curve in result.curves.items()]
+    eps = {result.eps for _, result in runs}
     radius = eps_text(eps.pop() if len(eps) == 1 else None)
     out = [f"Accuracy by number of attack steps (the same evaluations; PGD and NI-FGSM at {radius}, CW-L2 "
            "unbounded):", "",
            *markdown_table(["run", "attack", *[f"{s} steps" if s != 1 else "1 step" for s in steps]], body), ""]
-    staged = [(label, result["autoattack"]["stages"]) for label, result in runs
-              if isinstance(result.get("autoattack"), dict) and result["autoattack"].get("stages")]
+    staged = [(label, result.autoattack["stages"]) for label, result in runs
+              if result.autoattack and result.autoattack.get("stages")]
     if staged:
         out += ["Accuracy left after each stage of the reference AutoAttack (each stage attacks only the examples "
                 "the stages before it left correctly classified):", "",
@@ -124,7 +121,7 @@ def fig2_tables(results: Path, root: Path, scale: str = "cpu") -> str:
         body.append([row.label, measured_text(natural, 1, ran), paper, *cell_texts(row.cells, columns[1:], ran)])
     out = [*markdown_table(header, body), "", *median_l2_line(dirs, experiment.scale.attack("cw")),
            *evaluation_notes(dirs), source_line(dirs, root), ""]
-    curve_dirs = [d for d in dirs if read_eval(d).get("curves")]
+    curve_dirs = [d for d in dirs if RunFolder(d).require_evaluation().curves]
     if not curve_dirs:
         return "\n".join([*out, f"Attack-steps curves: not run (no eval.json in `{relative(folder, root)}/` "
                                  "holds `curves`)."])
@@ -217,22 +214,22 @@ def table4_paper_partial(results: Path, root: Path) -> str:
     far they trained, the Trainer's per-epoch monitor, and the paper's attacks on the whole test set when that
     piece of the evaluation ran (eval-full.json). AutoAttack did not run, so these are not Table 4's rows."""
     folder = partial_folder(results, "table4-paper")
-    runs = sorted(p for p in folder.glob("*") if (p / "metrics.jsonl").is_file() and (p / "gpu.json").is_file()
-                  and not (results / "table4-paper" / p.name / EVAL_FILE).is_file())
+    runs = [run for run in map(RunFolder, sorted(folder.glob("*"))) if run.metrics_file.is_file()
+            and run.gpu_calls_file.is_file() and not RunFolder(results / "table4-paper" / run.name).has_evaluation()]
     rows, calls, recovered = [], [], []
     for run in runs:
-        metrics, gpu = read_metrics(run), read_json(run / "gpu.json")
+        metrics, gpu = run.metrics(), run.gpu_calls()
         last, per_epoch = metrics[-1], sorted(m["seconds"] for m in metrics if "seconds" in m)
-        full = read_json(run / PARTIAL_EVAL)
+        full = run.partial_evaluation()
         if full:
-            measured = " / ".join("-" if (value := eval_metric(full, k)) is None else f"{value:.1f}"
+            measured = " / ".join("-" if (value := full.metric(k)) is None else f"{value:.1f}"
                                   for k in ("clean", "pgd10", "nifgsm", "fgsm"))
-            if full.get("recovered_from"):
-                recovered.append(f"{run.name}'s whole-test-set numbers come from its {full['recovered_from']}")
+            if full.recovered_from:
+                recovered.append(f"{run.name}'s whole-test-set numbers come from its {full.recovered_from}")
         else:
             measured = "not evaluated"
         paper = TABLE4.get(run.name, {})
-        rows.append([run.name, f"{last['epoch']} of {read_run_config(run).train.epochs}",
+        rows.append([run.name, f"{last['epoch']} of {run.config().train.epochs}",
                      f"{100 * last['test_clean_acc']:.1f}", f"{100 * last['test_pgd10_acc']:.1f}",
                      f"{per_epoch[len(per_epoch) // 2]:.1f}", measured,
                      " / ".join(f"{paper[c]:.2f}" for c in TABLE4_COLUMNS) if paper else "-",
