@@ -12,13 +12,14 @@ import os
 import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ibrar.config import ConfigError, load_config, shipped_configs_dir
 from ibrar.errors import InputError
 from ibrar.eval_estimate import format_duration
+from ibrar.experiments.table_spec import TableSpec
 from ibrar.jsonl import read_jsonl
 from ibrar.models import create_model
 from ibrar.pipeline import EvalRequest, run_state, train_and_evaluate
@@ -144,7 +145,9 @@ class Experiment:
     seeds: int
     runs: list[RunSpec]
     report: Callable[[Experiment, Path, str | Path | None], Any]
-    info: dict[str, Any] = field(default_factory=dict)
+    attacks: tuple[str, ...] = ()  # the logical attacks its runs are judged by (results name what each ran as)
+    tables: tuple[TableSpec, ...] = ()  # what results.md and the docs show (`ibrar.experiments.table_spec`)
+    notes: tuple[str, ...] = ()  # the lines results.md writes under the tables
 
     def runs_of(self, group: str) -> list[RunSpec]:
         found = [r for r in self.runs if r.group == group]

@@ -3,9 +3,10 @@ from the small run artifacts committed under `results/`, so that each number tra
 
 `collect_run` copies a finished run's small files (never a checkpoint) into `results/` (`collect`); `render_docs`
 rewrites the text between `<!-- report:NAME -->` and `<!-- /report -->` in the docs and leaves the prose around it
-alone, and `check_docs` names the tables whose text no longer matches the artifacts (`markers`). The tables are
-drawn by `tables` and `sections`, the lines saying where their numbers come from by `provenance`, and the figures
-under docs/figures/ by `figures`.
+alone, and `check_docs` names the tables whose text no longer matches the artifacts (`markers`). The paper's tables
+are the ones each experiment declares, measured and rendered as its results.md shows them (`ibrar.experiments.
+table_spec`, `measure`, `render`); `tables` and `sections` pick them and add the lines saying where their numbers
+come from (`provenance`), and `figures` draws the figures under docs/figures/.
 """
 
 from __future__ import annotations
