@@ -209,6 +209,7 @@ def test_table1_compares_with_and_without_ibrar_beside_the_paper(out_dir, image_
     assert results["tables"][3]["rows"][0]["cells"]["Natural"]["paper"] == 37.54
     text = (folder / "results.md").read_text()  # each pair's difference beside the paper's
     assert "| difference | " in text and "| difference (paper) | +1.20 | +2.64 |" in text
+    assert "| PGD-10 (pgd2 at smoke scale) |" in text  # a header never claims the full attack at smoke scale
 
 
 def test_table2_runs_resnet18_and_wide_resnet_rows(out_dir, image_folder):
