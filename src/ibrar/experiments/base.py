@@ -137,7 +137,8 @@ class RunSpec:
 
 @dataclass
 class Experiment:
-    """The runs of one paper table or figure at one scale, and the function that turns them into results."""
+    """The runs of one paper table or figure at one scale, the tables it shows (declared once, for results.md and
+    the docs alike) and the function that turns the runs into results."""
 
     name: str
     title: str
