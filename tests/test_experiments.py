@@ -11,7 +11,7 @@ import pytest
 from ibrar.cli import main
 from ibrar.experiments import EXPERIMENTS, build_experiment, get_scale, run_experiment
 from ibrar.experiments.base import format_number, make_runs, resolve_config
-from ibrar.experiments.results import Cell
+from ibrar.experiments.measure import Cell
 from ibrar.run_folder import RunFolder
 
 
@@ -98,10 +98,9 @@ def test_bad_arguments_name_the_argument():
 
 
 def test_cell_reports_mean_std_and_difference_to_the_paper():
-    cell = Cell([40.0, 42.0], paper=45.0)
+    cell = Cell((40.0, 42.0), paper=45.0)
     assert cell.mean == 41.0 and cell.diff == -4.0 and round(cell.std, 3) == 1.414
-    assert cell.render() == "41.00 ± 1.41 / 45.00 (-4.00)"
-    assert Cell([30.0]).render() == "30.00 / - (-)"
+    assert Cell((30.0,)).std is None and Cell((30.0,)).diff is None and Cell(()).mean is None
 
 
 def test_format_number_never_writes_exponents():
@@ -200,18 +199,23 @@ def test_fig6_sweeps_beta_with_alpha_a_tenth_of_it(out_dir, image_folder):
 
 
 def test_table1_compares_with_and_without_ibrar_beside_the_paper(out_dir, image_folder):
-    _, results = _run("table1", out_dir, image_folder)
+    folder, results = _run("table1", out_dir, image_folder)
     rows = results["tables"][0]["rows"]
     assert rows[1]["run"] == "vgg16-cifar10-pgd_at-ibrar"
     assert rows[1]["cells"]["PGD"]["paper"] == 45.09
     assert "AutoAttack" not in rows[1]["cells"]  # at smoke scale no column may claim to be AutoAttack
     assert rows[1]["cells"]["apgd-ce3 (smoke stand-in, not AutoAttack)"]["paper"] is None
-    assert results["tables"][1]["rows"][0]["cells"]["Natural"]["paper"] == 37.54
+    assert [t["title"] for t in results["tables"]] == ["PGD-AT, CIFAR-10 with VGG16", "TRADES, CIFAR-10 with VGG16",
+                                                       "MART, CIFAR-10 with VGG16", "PGD-AT, Tiny ImageNet with VGG16"]
+    assert results["tables"][3]["rows"][0]["cells"]["Natural"]["paper"] == 37.54
+    text = (folder / "results.md").read_text()  # each pair's difference beside the paper's
+    assert "| difference | " in text and "| difference (paper) | +1.20 | +2.64 |" in text
+    assert "| PGD-10 (pgd2 at smoke scale) |" in text  # a header never claims the full attack at smoke scale
 
 
 def test_table2_runs_resnet18_and_wide_resnet_rows(out_dir, image_folder):
     _, results = _run("table2", out_dir, image_folder)
-    assert [len(t["rows"]) for t in results["tables"]] == [6, 6]
+    assert [len(t["rows"]) for t in results["tables"]] == [2] * 6
 
 
 def test_table4_writes_the_ablation_and_its_figures(out_dir, image_folder):

@@ -11,14 +11,14 @@ import os
 import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ibrar.config import ConfigError, load_config, shipped_configs_dir
 from ibrar.errors import InputError
 from ibrar.eval_estimate import format_duration
-from ibrar.evaluation_record import Evaluation
+from ibrar.experiments.table_spec import TableSpec
 from ibrar.models import create_model
 from ibrar.pipeline import EvalRequest, train_and_evaluate
 from ibrar.run_folder import RunFolder
@@ -135,7 +135,8 @@ class RunSpec:
 
 @dataclass
 class Experiment:
-    """The runs of one paper table or figure at one scale, and the function that turns them into results."""
+    """The runs of one paper table or figure at one scale, the tables it shows (declared once, for results.md and
+    the docs alike) and the function that turns the runs into results."""
 
     name: str
     title: str
@@ -143,7 +144,9 @@ class Experiment:
     seeds: int
     runs: list[RunSpec]
     report: Callable[[Experiment, Path, str | Path | None], Any]
-    info: dict[str, Any] = field(default_factory=dict)
+    attacks: tuple[str, ...] = ()  # the logical attacks its runs are judged by (results name what each ran as)
+    tables: tuple[TableSpec, ...] = ()  # what results.md and the docs show (`ibrar.experiments.table_spec`)
+    notes: tuple[str, ...] = ()  # the lines results.md writes under the tables
 
     def runs_of(self, group: str) -> list[RunSpec]:
         found = [r for r in self.runs if r.group == group]
@@ -330,20 +333,3 @@ def run_commands(
             evaluate += ["--steps", ",".join(str(s) for s in spec.steps)]
         lines.append(f"{shlex.join(train)} && {shlex.join(evaluate)}")
     return lines
-
-
-# ---- reading finished runs --------------------------------------------------------------------------
-
-
-def read_eval(run_dir: Path) -> Evaluation:
-    return RunFolder(run_dir).require_evaluation()
-
-
-def eval_metric(result: Evaluation, key: str) -> float | None:
-    """Accuracy in percent: 'clean', 'worst_case', or an attack name as evaluated (e.g. 'pgd10')."""
-    return result.metric(key)
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The per-epoch lines of metrics.jsonl (a line cut by a kill is skipped)."""
-    return RunFolder(run_dir).metrics()

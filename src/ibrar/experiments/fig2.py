@@ -4,11 +4,15 @@ HBaR, VIB, IB-RAR on the robust layers and on all layers), under PGD, CW and NI-
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
-from ibrar.experiments.base import Experiment, RunSpec, Scale, make_runs, read_eval
+from ibrar.experiments.base import Experiment, RunSpec, Scale, make_runs
+from ibrar.experiments.measure import MeasuredTable, measure_all
 from ibrar.experiments.paper_numbers import FIGURE2_CLEAN
-from ibrar.experiments.results import Cell, Results, Row, Table, eval_table, group_values, new_results
+from ibrar.experiments.results import Results, new_results
+from ibrar.experiments.table_spec import ColumnSpec, RowSpec, TableSpec
+from ibrar.run_folder import RunFolder
 
 NETWORKS = (
     ("ce", "table4-vgg16-1-ce", "CE"),
@@ -19,36 +23,41 @@ NETWORKS = (
 )
 ATTACKS = ("pgd10", "cw", "nifgsm", "autoattack")
 COLUMNS = (
-    ("Natural", "clean"),
-    ("PGD", "pgd10"),
-    ("CW", "cw"),
-    ("NIFGSM", "nifgsm"),
-    ("AutoAttack", "autoattack"),
+    ColumnSpec("Natural", "clean"),
+    ColumnSpec("PGD", "pgd10"),
+    ColumnSpec("CW", "cw"),
+    ColumnSpec("NIFGSM", "nifgsm"),
+    ColumnSpec("AutoAttack", "autoattack"),
 )
-FAMILIES = (("pgd", "PGD"), ("cw", "CW"), ("nifgsm", "NIFGSM"))
+FAMILIES = (("pgd", "PGD"), ("cw", "CW"), ("nifgsm", "NIFGSM"))  # eval.json's curve names, the paper's labels
+# How the tables name a family's curve (any number of steps, so not "PGD-10").
+FAMILY_NAMES = {"pgd": "PGD", "cw": "CW-L2", "nifgsm": "NI-FGSM"}
 ROWS = tuple((label, group) for group, _, label in NETWORKS)  # (label, run group), in the figure's order
 
 
-def _curve_value(run_dir: Path, family: str, steps: int) -> float | None:
-    value = read_eval(run_dir).curves.get(family, {}).get(str(steps))
+def curve_value(run_dir: Path, family: str, steps: int) -> float | None:
+    """eval.json's accuracy (%) of an attack family at a number of steps (its `curves`)."""
+    value = RunFolder(run_dir).require_evaluation().curves.get(family, {}).get(str(steps))
     return None if value is None else 100 * float(value)
 
 
-def network_tables(experiment: Experiment, folder: Path) -> list[Table]:
+def tables(scale: Scale) -> tuple[TableSpec, ...]:
     """The accuracies beside the paper's clean ones, then one table per attack family: accuracy by steps."""
+    rows = tuple(RowSpec(label, group) for label, group in ROWS)
     paper = {group: {"Natural": FIGURE2_CLEAN[group]} for group, _, _ in NETWORKS}
-    tables = [eval_table(experiment, folder, "CIFAR-10 with VGG16, no adversarial training", ROWS, COLUMNS, paper)]
-    steps = experiment.scale.curve_steps
-    for family, family_label in FAMILIES:
-        curve = Table(f"{family_label} accuracy by number of steps", [str(s) for s in steps])
-        for label, group in ROWS:
-            cells = {
-                str(s): Cell(group_values(experiment, folder, group, lambda d, f=family, s=s: _curve_value(d, f, s)))
-                for s in steps
-            }
-            curve.rows.append(Row(label, group, cells))
-        tables.append(curve)
-    return tables
+    found = [TableSpec("CIFAR-10 with VGG16, no adversarial training", rows, COLUMNS, digits=1, paper=paper,
+                       paper_layout="columns", row_header="network")]
+    for family, _ in FAMILIES:
+        columns = tuple(ColumnSpec(str(s), f"curve:{family}:{s}", partial(curve_value, family=family, steps=s),
+                                   header=f"{s} steps" if s != 1 else "1 step") for s in scale.curve_steps)
+        found.append(TableSpec(f"{FAMILY_NAMES[family]}: accuracy by number of attack steps", rows, columns, digits=1,
+                               row_header="network"))
+    return tuple(found)
+
+
+def network_tables(experiment: Experiment, folder: Path) -> list[MeasuredTable]:
+    """The declared tables measured: the networks' accuracies, then the attack-steps curves per family."""
+    return measure_all(experiment, folder)
 
 
 def build(scale: Scale, seeds: int = 1) -> Experiment:
@@ -61,12 +70,12 @@ def build(scale: Scale, seeds: int = 1) -> Experiment:
 
         first = [folder / experiment.runs_of(group)[0].name for _, group in ROWS]
         figures = plots.plot_steps(first, folder / "fig2-steps", labels=[label for label, _ in ROWS])
-        notes = [
-            "The paper reports only the clean accuracies of Figure 2 as numbers; its curves are plotted.",
-            "The figure shows the first seed of each network.",
-        ]
-        return new_results(experiment, network_tables(experiment, folder), notes=notes, folder=folder, figures=figures)
+        return new_results(experiment, folder, figures=figures)
 
+    notes = (
+        "The paper reports only the clean accuracies of Figure 2 as numbers; its curves are plotted.",
+        "The figure shows the first seed of each network.",
+    )
     return Experiment(
         "fig2",
         "Figure 2: IB-based defences under attacks with growing steps",
@@ -74,5 +83,7 @@ def build(scale: Scale, seeds: int = 1) -> Experiment:
         seeds,
         runs,
         report,
-        info={"attacks": ATTACKS},
+        attacks=ATTACKS,
+        tables=tables(scale),
+        notes=notes,
     )

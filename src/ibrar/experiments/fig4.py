@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ibrar.experiments.base import Experiment, RunSpec, Scale, make_runs, read_metrics
+from ibrar.experiments.base import Experiment, RunSpec, Scale, make_runs
 from ibrar.experiments.paper_numbers import FIGURE4_PLATEAU
-from ibrar.experiments.results import Cell, Results, Row, Table, eval_table, group_values, new_results
+from ibrar.experiments.results import Results, new_results
+from ibrar.experiments.table_spec import ColumnSpec, RowSpec, TableSpec
+from ibrar.run_folder import RunFolder
 
 SVHN = ("data.name=svhn",)
 NETWORKS = (
@@ -24,12 +26,12 @@ NETWORKS = (
     ("pgd_at-ibrar", "table1-pgd_at-ibrar", (), "PGD-AT + IB-RAR"),
 )
 ATTACKS = ("pgd10", "autoattack")
-COLUMNS = (("Natural", "clean"), ("PGD", "pgd10"), ("AutoAttack", "autoattack"))
+COLUMNS = (ColumnSpec("Natural", "clean"), ColumnSpec("PGD", "pgd10"), ColumnSpec("AutoAttack", "autoattack"))
 
 
 def first_epoch_above(run_dir: Path, threshold: float = FIGURE4_PLATEAU) -> float | None:
     """The first epoch whose clean test accuracy exceeds `threshold` % (None: never)."""
-    for row in read_metrics(run_dir):
+    for row in RunFolder(run_dir).metrics():
         if "test_clean_acc" in row and 100 * row["test_clean_acc"] > threshold + 0.5:
             return float(row["epoch"])
     return None
@@ -40,32 +42,24 @@ def build(scale: Scale, seeds: int = 1) -> Experiment:
     runs: list[RunSpec] = []
     for group, config, overrides, _ in NETWORKS:
         runs += make_runs(group, config, scale, seeds, ATTACKS, (*SVHN, *overrides, *extra))
-    rows = [(label, group) for group, _, _, label in NETWORKS]
+    rows = tuple(RowSpec(label, group) for group, _, _, label in NETWORKS)
+    tables = (
+        TableSpec("VGG16 on SVHN, final networks", rows, COLUMNS),
+        TableSpec(f"First epoch with clean accuracy above the {FIGURE4_PLATEAU}% plateau (+0.5)", rows,
+                  (ColumnSpec("epoch", "epoch", first_epoch_above),), digits=1),
+    )
 
     def report(experiment: Experiment, folder: Path, data_root: str | Path | None = None) -> Results:
         from ibrar import plots
 
-        table = eval_table(experiment, folder, "VGG16 on SVHN, final networks", rows, COLUMNS)
-        epochs = Table(
-            f"First epoch with clean accuracy above the {FIGURE4_PLATEAU}% plateau (+0.5)", ["epoch"]
-        )
-        for label, group in rows:
-            epochs.rows.append(
-                Row(label, group, {"epoch": Cell(group_values(experiment, folder, group, first_epoch_above))})
-            )
-        first = [folder / experiment.runs_of(group)[0].name for _, group in rows]
-        figures = plots.plot_convergence(
-            first, folder / "fig4-convergence", labels=[label for label, _ in rows]
-        )
-        notes = [
-            "Per-epoch accuracies are the trainer's monitor on a fixed test subset (metrics.jsonl); the "
-            "figure shows the first seed.",
-            "The paper gives no table for Figure 4, only the plateau value.",
-        ]
-        return new_results(
-            experiment, [table, epochs], notes=notes, folder=folder, figures=figures
-        )
+        first = [folder / experiment.runs_of(row.group)[0].name for row in rows]
+        figures = plots.plot_convergence(first, folder / "fig4-convergence", labels=[row.label for row in rows])
+        return new_results(experiment, folder, figures=figures)
 
-    return Experiment(
-        "fig4", "Figure 4: convergence on SVHN (VGG16)", scale, seeds, runs, report, info={"attacks": ATTACKS}
+    notes = (
+        "Per-epoch accuracies are the trainer's monitor on a fixed test subset (metrics.jsonl); the figure shows "
+        "the first seed.",
+        "The paper gives no table for Figure 4, only the plateau value.",
     )
+    return Experiment("fig4", "Figure 4: convergence on SVHN (VGG16)", scale, seeds, runs, report, attacks=ATTACKS,
+                      tables=tables, notes=notes)

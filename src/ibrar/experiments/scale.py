@@ -14,18 +14,21 @@ At paper scale the study collapses to its end point, the paper's own setting.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from ibrar.experiments.base import Experiment, RunSpec, Scale, format_number, make_runs
+from ibrar.experiments.measure import Cell, MeasuredTable, measure_all
 from ibrar.experiments.paper_numbers import TABLE4
-from ibrar.experiments.results import Cell, Results, Table, eval_table, new_results
+from ibrar.experiments.results import Results, new_results
 from ibrar.experiments.table4 import COLUMNS as TABLE4_COLUMNS
+from ibrar.experiments.table_spec import ColumnSpec, RowSpec, TableSpec
 
 ROWS = (("1-ce", "(1) CE only"), ("2-ib", "(2) IB loss"), ("6-ibrar", "(6) IB-RAR"))
 LENGTH_ROWS = ("1-ce", "6-ibrar")
 ATTACKS = ("pgd10", "fgsm", "nifgsm", "autoattack")
-COLUMNS = tuple(column for column in TABLE4_COLUMNS if column[1] != "worst_case")
+COLUMNS = tuple(ColumnSpec(column.label, column.key) for column in TABLE4_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -69,27 +72,40 @@ AXES = (("width", "Width (10,000 images, 10 epochs)"),
 # The paper's Table 4 values of the rows, at its full setting (what the figure marks).
 PAPER = {label: TABLE4[f"vgg16-{row}"] for row, label in ROWS}
 
-Series = dict[str, dict[str, list[tuple[float, dict[str, Cell]]]]]
+Series = dict[str, dict[str, list[tuple[float, Mapping[str, Cell]]]]]
 
 
-def study_tables(experiment: Experiment, folder: Path) -> tuple[list[Table], Series]:
-    """One table per axis from the runs' eval.json (rows without an evaluated run have empty cells), and the
-    same cells as the figure's series: ``series[axis][row label] = [(axis value, cells), ...]``."""
-    study = points(experiment.scale)
-    tables: list[Table] = []
-    series: Series = {}
+def _pairs(scale: Scale, axis: str) -> list[tuple[str, str, Point]]:
+    """(Table 4 row, its label, setting) of one axis, in the table's order."""
+    return [(row, label, p) for p in points(scale) if p.axis == axis for row, label in ROWS
+            if axis != "epochs" or row in LENGTH_ROWS]
+
+
+def tables(scale: Scale) -> tuple[TableSpec, ...]:
+    """One table per axis (that the scale has points on), each row beside the paper's value at its setting."""
+    found = []
     for axis, title in AXES:
-        pairs = [(row, label, p) for p in study if p.axis == axis for row, label in ROWS
-                 if axis != "epochs" or row in LENGTH_ROWS]
-        if not pairs:
-            continue
-        rows = [(f"{label}, {p.label}", run_group(row, p)) for row, label, p in pairs]
-        paper = {run_group(row, p): TABLE4[f"vgg16-{row}"] for row, _, p in pairs}
-        table = eval_table(experiment, folder, title, rows, COLUMNS, paper)
-        tables.append(table)
-        for (_, label, p), table_row in zip(pairs, table.rows, strict=True):
+        pairs = _pairs(scale, axis)
+        if pairs:
+            rows = tuple(RowSpec(f"{label}, {p.label}", run_group(row, p),
+                                 paper_label=f"{label}, paper (width 1, 50,000 images, 60 epochs)")
+                         for row, label, p in pairs)
+            paper = {run_group(row, p): TABLE4[f"vgg16-{row}"] for row, _, p in pairs}
+            found.append(TableSpec(title, rows, COLUMNS, digits=1, paper=paper, paper_layout="rows",
+                                   row_header="row, setting", seeds_column=True))
+    return tuple(found)
+
+
+def study_tables(experiment: Experiment, folder: Path) -> tuple[list[MeasuredTable], Series]:
+    """The declared tables measured from the runs' eval.json (rows without an evaluated run have empty cells),
+    and the same cells as the figure's series: ``series[axis][row label] = [(axis value, cells), ...]``."""
+    measured = measure_all(experiment, folder)
+    series: Series = {}
+    axes = [axis for axis, _ in AXES if _pairs(experiment.scale, axis)]
+    for axis, table in zip(axes, measured, strict=True):
+        for (_, label, p), table_row in zip(_pairs(experiment.scale, axis), table.rows, strict=True):
             series.setdefault(axis, {}).setdefault(label, []).append((p.value, table_row.cells))
-    return tables, series
+    return measured, series
 
 
 def build(scale: Scale, seeds: int = 1) -> Experiment:
@@ -106,14 +122,15 @@ def build(scale: Scale, seeds: int = 1) -> Experiment:
     def report(experiment: Experiment, folder: Path, data_root: str | Path | None = None) -> Results:
         from ibrar import plots
 
-        tables, series = study_tables(experiment, folder)
+        measured, series = study_tables(experiment, folder)
         figures = plots.plot_scale_study(series, folder / "scale-study", paper=PAPER)
-        notes = [
-            "Each cell: our mean over seeds (± std where two seeds ran) / the paper's value for the row at its "
-            "full setting (VGG16 width 1, 50,000 images, 60 epochs) / the difference.",
-            "Width 0.25 with 10,000 images and 10 epochs is Table 4's cpu-scale setting.",
-        ]
-        return new_results(experiment, tables, notes=notes, folder=folder, figures=figures)
+        return new_results(experiment, folder, measured, figures=figures)
+
+    notes = (
+        "The paper's rows are its Table 4 values for the row at its full setting (VGG16 width 1, 50,000 images, "
+        "60 epochs).",
+        "Width 0.25 with 10,000 images and 10 epochs is Table 4's cpu-scale setting.",
+    )
 
     return Experiment(
         "scale",
@@ -122,5 +139,7 @@ def build(scale: Scale, seeds: int = 1) -> Experiment:
         seeds,
         runs,
         report,
-        info={"attacks": ATTACKS},
+        attacks=ATTACKS,
+        tables=tables(scale),
+        notes=notes,
     )

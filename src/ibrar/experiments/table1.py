@@ -6,24 +6,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from ibrar.experiments.base import Experiment, RunSpec, Scale, make_runs
 from ibrar.experiments.paper_numbers import TABLE1
-from ibrar.experiments.results import Results, eval_table, new_results
+from ibrar.experiments.results import declared_results
+from ibrar.experiments.table_spec import ColumnSpec, RowSpec, TableSpec
 
 METHODS = ("pgd_at", "trades", "mart")
 METHOD_LABELS = {"pgd_at": "PGD-AT", "trades": "TRADES", "mart": "MART"}
 ATTACKS = ("pgd10", "cw", "fgsm", "fab", "nifgsm", "autoattack")
 COLUMNS = (
-    ("Natural", "clean"),
-    ("PGD", "pgd10"),
-    ("CW", "cw"),
-    ("FGSM", "fgsm"),
-    ("FAB", "fab"),
-    ("NIFGSM", "nifgsm"),
-    ("AutoAttack", "autoattack"),
-    ("Worst case", "worst_case"),
+    ColumnSpec("Natural", "clean"),
+    ColumnSpec("PGD", "pgd10"),
+    ColumnSpec("CW", "cw"),
+    ColumnSpec("FGSM", "fgsm"),
+    ColumnSpec("FAB", "fab"),
+    ColumnSpec("NIFGSM", "nifgsm"),
+    ColumnSpec("AutoAttack", "autoattack"),
+    ColumnSpec("Worst case", "worst_case"),
 )
 
 
@@ -46,27 +46,23 @@ def at_table(
     paper: dict[str, dict[str, float]],
     notes: Sequence[str] = (),
 ) -> Experiment:
-    """{method} x {without, with IB-RAR} for each block, each run evaluated under the Table 1 attacks."""
+    """{method} x {without, with IB-RAR} for each block, each run evaluated under the Table 1 attacks; a table
+    per method pair, its difference beside the paper's."""
     runs: list[RunSpec] = []
-    rows: list[tuple[str, list[tuple[str, str]]]] = []
+    tables: list[TableSpec] = []
     for block in blocks:
-        block_rows = []
         for method, config in block.configs.items():
+            rows = []
             for suffix, label in (("", ""), ("-ibrar", " + IB-RAR")):
                 group = f"{block.prefix}-{method}{suffix}"
                 runs += make_runs(group, f"{config}{suffix}", scale, seeds, ATTACKS, block.overrides)
-                block_rows.append((f"{METHOD_LABELS[method]}{label}", group))
-        rows.append((block.title, block_rows))
-
-    def report(experiment: Experiment, folder: Path, data_root: str | Path | None = None) -> Results:
-        tables = [
-            eval_table(experiment, folder, block_title, block_rows, COLUMNS, paper)
-            for block_title, block_rows in rows
-        ]
-        return new_results(experiment, tables, notes=list(notes))
-
-    # "rows": (block title, [(row label, run group)]) for readers of the runs other than `report` (ibrar report).
-    return Experiment(name, title, scale, seeds, runs, report, info={"attacks": ATTACKS, "rows": rows})
+                rows.append(RowSpec(f"{METHOD_LABELS[method]}{label}", group))
+            tables.append(TableSpec(
+                f"{METHOD_LABELS[method]}, {block.title}", tuple(rows), COLUMNS, digits=2,
+                paper={row.group: paper[row.group] for row in rows if row.group in paper}, paper_layout="rows",
+                mark_ours=True, pairs=((rows[0].group, rows[1].group),), row_header="method", part=block.title))
+    return Experiment(name, title, scale, seeds, runs, declared_results, attacks=ATTACKS, tables=tuple(tables),
+                      notes=tuple(notes))
 
 
 def build(scale: Scale, seeds: int = 1) -> Experiment:

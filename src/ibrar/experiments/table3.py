@@ -8,26 +8,27 @@ from __future__ import annotations
 from pathlib import Path
 
 from ibrar.experiments.base import Experiment, RunSpec, Scale, make_runs, model_layers
+from ibrar.experiments.measure import MeasuredTable, measure_all
 from ibrar.experiments.paper_numbers import TABLE3_ROBUST_LAYERS
-from ibrar.experiments.results import Results, Table, eval_table, new_results
+from ibrar.experiments.results import Results, new_results
+from ibrar.experiments.table_spec import ColumnSpec, Gain, RowSpec, TableSpec
 
 MARGIN_PP = 2.0
 ATTACKS = ("pgd10", "autoattack")
-COLUMNS = (("Natural", "clean"), ("PGD", "pgd10"), ("AutoAttack", "autoattack"))
+COLUMNS = (ColumnSpec("Natural", "clean"), ColumnSpec("PGD", "pgd10"), ColumnSpec("AutoAttack", "autoattack"))
 IB_CONFIG = "table4-vgg16-2-ib"  # CE + the IB loss, no mask, no adversarial training
+REFERENCE = "ce"  # the run group every single-layer network is compared with
 
 
-def layer_table(experiment: Experiment, folder: Path) -> Table:
-    """Natural, PGD and AutoAttack accuracy of CE only, each single-layer network, all and robust layers."""
-    return eval_table(
-        experiment, folder, "PGD accuracy with the IB loss on one layer at a time", experiment.info["rows"], COLUMNS
-    )
+def single_layers(spec: TableSpec) -> list[str]:
+    """The layers that the table trains one network for, in order (rows `layer-<name>`)."""
+    return [row.group.removeprefix("layer-") for row in spec.rows if row.group.startswith("layer-")]
 
 
-def robust_layers(table: Table) -> tuple[list[str], float | None]:
-    """The layers whose single-layer network beats CE only (the first row) by `MARGIN_PP` points of PGD
-    accuracy, and CE only's PGD accuracy (None: CE only has not been evaluated, so no layer is named)."""
-    reference = table.rows[0].cells["PGD"].mean
+def robust_layers(table: MeasuredTable) -> tuple[list[str], float | None]:
+    """The layers whose single-layer network beats CE only by `MARGIN_PP` points of PGD accuracy, and CE only's
+    PGD accuracy (None: CE only has not been evaluated, so no layer is named)."""
+    reference = table.row(REFERENCE).cells["PGD"].mean
     found = []
     for row in table.rows:
         pgd = row.cells["PGD"].mean
@@ -38,32 +39,33 @@ def robust_layers(table: Table) -> tuple[list[str], float | None]:
 
 def build(scale: Scale, seeds: int = 1) -> Experiment:
     layers = model_layers(IB_CONFIG, scale)
-    runs: list[RunSpec] = make_runs("ce", "table4-vgg16-1-ce", scale, seeds, ATTACKS)
-    rows = [("CE only", "ce")]
+    runs: list[RunSpec] = make_runs(REFERENCE, "table4-vgg16-1-ce", scale, seeds, ATTACKS)
+    rows = [RowSpec("CE only", REFERENCE)]
     for layer in layers:
         runs += make_runs(f"layer-{layer}", IB_CONFIG, scale, seeds, ATTACKS, (f"ib.layers=[{layer}]",))
-        rows.append((f"IB on {layer}", f"layer-{layer}"))
+        rows.append(RowSpec(f"IB on {layer}", f"layer-{layer}"))
     for which in ("all", "robust"):
         runs += make_runs(f"layers-{which}", IB_CONFIG, scale, seeds, ATTACKS, (f"ib.layers={which}",))
-        rows.append((f"IB on {which} layers", f"layers-{which}"))
+        rows.append(RowSpec(f"IB on {which} layers", f"layers-{which}"))
+    table = TableSpec("PGD accuracy with the IB loss on one layer at a time", tuple(rows), COLUMNS, digits=1,
+                      row_header="network", gain=Gain("PGD", REFERENCE, "PGD-10 − CE only"))
 
     def report(experiment: Experiment, folder: Path, data_root: str | Path | None = None) -> Results:
-        table = layer_table(experiment, folder)
-        found, reference = robust_layers(table)
+        measured = measure_all(experiment, folder)
+        found, reference = robust_layers(measured[0])
         notes = [
             f"Robust layers = single-layer runs whose PGD accuracy beats CE only by >= {MARGIN_PP} "
             f"percentage points: {', '.join(found) or 'none'} (the paper names "
             f"{', '.join(TABLE3_ROBUST_LAYERS)} for VGG16 on CIFAR-10).",
-            "The paper's Table 3 numbers are an image in our copy of the paper, so they are shown as '-'.",
         ]
         extra = {
             "robust_layers_found": found,
             "margin_pp": MARGIN_PP,
             "ce_pgd": reference,
             "paper_robust_layers": list(TABLE3_ROBUST_LAYERS),
-            "layers": list(layers),
+            "layers": single_layers(experiment.tables[0]),
         }
-        return new_results(experiment, [table], notes=notes, extra=extra)
+        return new_results(experiment, folder, measured, notes=notes, extra=extra)
 
     return Experiment(
         "table3",
@@ -72,5 +74,7 @@ def build(scale: Scale, seeds: int = 1) -> Experiment:
         seeds,
         runs,
         report,
-        info={"attacks": ATTACKS, "rows": rows, "layers": layers},
+        attacks=ATTACKS,
+        tables=(table,),
+        notes=("The paper's Table 3 numbers are an image in our copy of the paper, so none are shown.",),
     )

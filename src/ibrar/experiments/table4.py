@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ibrar.experiments.base import Experiment, RunSpec, Scale, make_runs
 from ibrar.experiments.paper_numbers import TABLE4
-from ibrar.experiments.results import Results, eval_table, new_results
+from ibrar.experiments.results import Results, new_results
+from ibrar.experiments.table_spec import ColumnSpec, RowSpec, TableSpec
 
 ROWS = (
     ("1-ce", "(1) CE only"),
@@ -22,12 +23,21 @@ ROWS = (
 MODELS = (("vgg16", "VGG16"), ("resnet18", "ResNet18"))
 ATTACKS = ("pgd10", "nifgsm", "fgsm", "autoattack")
 COLUMNS = (
-    ("Natural", "clean"),
-    ("PGD", "pgd10"),
-    ("NIFGSM", "nifgsm"),
-    ("FGSM", "fgsm"),
-    ("AutoAttack", "autoattack"),
-    ("Worst case", "worst_case"),
+    ColumnSpec("Natural", "clean", short="Nat"),
+    ColumnSpec("PGD", "pgd10", short="PGD"),
+    ColumnSpec("NIFGSM", "nifgsm", short="NI"),
+    ColumnSpec("FGSM", "fgsm"),
+    ColumnSpec("AutoAttack", "autoattack", header="AA"),
+)
+# The networks side by side, each row's accuracies in one cell beside the paper's.
+TABLE = TableSpec(
+    "CIFAR-10 with VGG16 and ResNet18",
+    tuple(RowSpec(row_label, f"{model}-{row}", side=label) for model, label in MODELS for row, row_label in ROWS),
+    COLUMNS,
+    digits=1,
+    paper={f"{model}-{row}": TABLE4[f"{model}-{row}"] for model, _ in MODELS for row, _ in ROWS},
+    row_header="row",
+    notes=("AA = AutoAttack.",),
 )
 INFOPLANE = (("vgg16-2-ib", "IB loss"), ("vgg16-1-ce", "CE only"))  # Figure 5: (run group, label), first seeds
 
@@ -42,17 +52,6 @@ def build(scale: Scale, seeds: int = 1) -> Experiment:
         from ibrar import plots
         from ibrar.figure_data import confusion_of, features_of
 
-        tables = [
-            eval_table(
-                experiment,
-                folder,
-                f"CIFAR-10 with {label}",
-                [(row_label, f"{model}-{row}") for row, row_label in ROWS],
-                COLUMNS,
-                TABLE4,
-            )
-            for model, label in MODELS
-        ]
         first = {
             group: folder / experiment.runs_of(group)[0].name
             for group in ("vgg16-1-ce", "vgg16-2-ib", "vgg16-6-ibrar")
@@ -74,9 +73,7 @@ def build(scale: Scale, seeds: int = 1) -> Experiment:
             "Figure 3 (t-SNE), Figure 5 (information plane) and Table 5 (confusion of PGD examples) are "
             "drawn from the first seed of the VGG16 rows."
         ]
-        return new_results(
-            experiment, tables, notes=notes, folder=folder, figures=figures
-        )
+        return new_results(experiment, folder, notes=notes, figures=figures)
 
     return Experiment(
         "table4",
@@ -85,5 +82,6 @@ def build(scale: Scale, seeds: int = 1) -> Experiment:
         seeds,
         runs,
         report,
-        info={"attacks": ATTACKS},
+        attacks=ATTACKS,
+        tables=(TABLE,),
     )

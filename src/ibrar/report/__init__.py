@@ -3,9 +3,10 @@ from the small run artifacts committed under `results/`, so that each number tra
 
 `collect_run` copies a finished run's small files (never a checkpoint) into `results/` (`collect`); `render_docs`
 rewrites the text between `<!-- report:NAME -->` and `<!-- /report -->` in the docs and leaves the prose around it
-alone, and `check_docs` names the tables whose text no longer matches the artifacts (`markers`). The tables are
-drawn by `tables` and `sections`, the lines saying where their numbers come from by `provenance`, and the figures
-under docs/figures/ by `figures`.
+alone, and `check_docs` names the tables whose text no longer matches the artifacts (`markers`). The paper's tables
+are the ones each experiment declares, measured and rendered as its results.md shows them (`ibrar.experiments.
+table_spec`, `measure`, `render`); `tables` and `sections` pick them and add the lines saying where their numbers
+come from (`provenance`), and `figures` draws the figures under docs/figures/.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from ibrar.report.collect import (
     collect_run,
     copy_artifacts,
     default_into,
-    has_eval,
     partial_folder,
 )
 from ibrar.report.figures import (
@@ -69,7 +69,7 @@ __all__ = [
     "RESULTS_DIR", "TABLES", "DocFigure", "DocTable", "NotDrawn", "ReportError",
     "attack_strength_tables", "bench_sections", "ce_fast_table", "check_docs", "collect_run", "copy_artifacts",
     "default_into", "draw_figures", "eps_text", "evaluation_notes", "fig2_figure", "fig2_tables",
-    "gpu_check_section", "has_eval", "linf_worst_case", "machine_of", "not_run", "partial_folder",
+    "gpu_check_section", "linf_worst_case", "machine_of", "not_run", "partial_folder",
     "quickstart_table", "read_bench", "render_docs", "runs_table", "scale_figure", "scale_tables", "source_line",
     "table1_convergence", "table1_tables", "table3_table", "table4_infoplane", "table4_paper_partial",
     "table4_paper_table", "table4_table", "table6_table", "training_legs", "write_docs",

@@ -82,10 +82,6 @@ def copy_artifacts(run_dir: Path, target: Path) -> None:
 # ---- finding the collected runs -----------------------------------------------------------------------------------
 
 
-def has_eval(run_dir: Path) -> bool:
-    return RunFolder(run_dir).has_evaluation()
-
-
 def read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
@@ -117,7 +113,7 @@ def collected_experiment(name: str, scale: str, folder: Path) -> Any:
 
 def group_dirs(experiment: Any, folder: Path, groups: Sequence[str]) -> list[Path]:
     return [folder / spec.name for group in groups for spec in experiment.runs_of(group)
-            if has_eval(folder / spec.name)]
+            if RunFolder(folder / spec.name).has_evaluation()]
 
 
 def n_runs(experiment: Any, folder: Path, group: str) -> int:

@@ -50,8 +50,9 @@ def table1_convergence(results: Path, root: Path, stem: Path, scale: str = "cpu"
     """Clean and PGD test accuracy per epoch (metrics.jsonl) of each Table 1 run, first seed."""
     folder = results / f"table1-{scale}"
     experiment = collected_experiment("table1", scale, folder)
-    rows = [(label if i == 0 else f"{label}, {title}", group)
-            for i, (title, block_rows) in enumerate(experiment.info["rows"]) for label, group in block_rows]
+    first = experiment.tables[0].part  # the rows of the other parts (Tiny ImageNet) name theirs
+    rows = [(row.label if spec.part == first else f"{row.label}, {spec.part}", row.group)
+            for spec in experiment.tables for row in spec.rows]
     runs = _first_runs(experiment, folder, rows)
     if not runs:
         raise NotDrawn(f"no eval.json in `{relative(folder, root)}/`")

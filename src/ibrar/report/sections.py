@@ -11,16 +11,15 @@ from typing import Any
 from ibrar.experiments import fig2
 from ibrar.experiments import scale as study
 from ibrar.experiments.paper_numbers import TABLE4, TABLE4_COLUMNS
+from ibrar.experiments.render import markdown_table, render_table
 from ibrar.report.collect import (
     ReportError,
     collected_experiment,
     group_dirs,
-    n_runs,
     partial_folder,
     read_json,
     relative,
 )
-from ibrar.report.formatting import HEADER, cell_texts, markdown_table, measured_text, paper_rows, percent
 from ibrar.report.provenance import eps_text, evaluation_notes, median_l2_line, not_run, source_line
 from ibrar.report.tables import table4_table
 from ibrar.run_folder import RunFolder
@@ -32,27 +31,17 @@ def scale_tables(results: Path, root: Path, scale: str = "cpu") -> str:
     folder = results / f"scale-{scale}"
     experiment = collected_experiment("scale", scale, folder)
     tables, _ = study.study_tables(experiment, folder)
-    if not group_dirs(experiment, folder, [row.group for table in tables for row in table.rows]):
+    if not group_dirs(experiment, folder, [group for table in tables for group in table.spec.groups]):
         return not_run("Scale study", [folder], root)
-    columns = [label for label, _ in study.COLUMNS]
-    header = ["row, setting", "seeds", *[HEADER.get(c, c) for c in columns]]
     out: list[str] = []
     for table in tables:
         title = f"**{table.title}**"
-        dirs = group_dirs(experiment, folder, [row.group for row in table.rows])
+        dirs = group_dirs(experiment, folder, table.spec.groups)
         if not dirs:
-            runs = [folder / spec.name for row in table.rows for spec in experiment.runs_of(row.group)]
+            runs = [folder / spec.name for group in table.spec.groups for spec in experiment.runs_of(group)]
             out += [not_run(title, runs, root), ""]
             continue
-        body = []
-        for row in table.rows:
-            ran, planned = n_runs(experiment, folder, row.group), len(experiment.runs_of(row.group))
-            seeds = str(ran) if ran == planned else f"{ran} of {planned}"
-            body.append([row.label, seeds, *cell_texts(row.cells, columns, ran > 0)])
-        paper = paper_rows(table.rows, columns,
-                            lambda row: f"{row.label.split(', ')[0]}, paper (width 1, 50,000 images, 60 epochs)")
-        body += [[label, "-", *values] for label, *values in paper]
-        out += [title, "", *markdown_table(header, body), "", *evaluation_notes(dirs), source_line(dirs, root), ""]
+        out += [title, "", *render_table(table), "", *evaluation_notes(dirs), source_line(dirs, root), ""]
         labelled = [(row.label if len(experiment.runs_of(row.group)) == 1 else f"{row.label}, `{d.name}`", d)
                     for row in table.rows for d in group_dirs(experiment, folder, [row.group])]
         out += attack_strength_tables(labelled)
@@ -60,6 +49,11 @@ def scale_tables(results: Path, root: Path, scale: str = "cpu") -> str:
                "the paper's rows are its Table 4 values at its full setting. Width 0.25 with 10,000 images and 10 "
                "epochs is Table 4's cpu-scale setting.")
     return "\n".join(out)
+
+
+def percent(fraction: Any) -> str:
+    """A fraction of eval.json as a percentage with one decimal ('-' where it is missing)."""
+    return "-" if fraction is None else f"{100 * fraction:.1f}"
 
 
 _STAGES = (("clean", "Natural"), ("apgd-ce", "APGD-CE"), ("apgd-t", "APGD-T"), ("fab-t", "FAB-T"),
@@ -93,13 +87,9 @@ def attack_strength_tables(labelled: Sequence[tuple[str, Path]]) -> list[str]:
     return out
 
 
-_FAMILY = {"CW": "CW-L2", "NIFGSM": "NI-FGSM"}
-
-
 def _family_label(family: str) -> str:
     """An attack-steps curve's name in the tables (eval.json's `pgd`, `cw`, `nifgsm`: PGD, CW-L2, NI-FGSM)."""
-    label = dict(fig2.FAMILIES).get(family, family)
-    return _FAMILY.get(label, label)
+    return fig2.FAMILY_NAMES.get(family, family)
 
 
 def fig2_tables(results: Path, root: Path, scale: str = "cpu") -> str:
@@ -111,26 +101,14 @@ def fig2_tables(results: Path, root: Path, scale: str = "cpu") -> str:
     if not dirs:
         return not_run("Figure 2", [folder], root)
     main, *curves = fig2.network_tables(experiment, folder)
-    columns = [label for label, _ in fig2.COLUMNS]
-    header = ["network", "Natural", "paper Natural", *[HEADER.get(c, c) for c in columns[1:]]]
-    body = []
-    for row in main.rows:
-        ran = n_runs(experiment, folder, row.group) > 0
-        natural = row.cells["Natural"]
-        paper = "-" if natural.paper is None else f"{natural.paper:.2f}"
-        body.append([row.label, measured_text(natural, 1, ran), paper, *cell_texts(row.cells, columns[1:], ran)])
-    out = [*markdown_table(header, body), "", *median_l2_line(dirs, experiment.scale.attack("cw")),
+    out = [*render_table(main), "", *median_l2_line(dirs, experiment.scale.attack("cw")),
            *evaluation_notes(dirs), source_line(dirs, root), ""]
     curve_dirs = [d for d in dirs if RunFolder(d).require_evaluation().curves]
     if not curve_dirs:
         return "\n".join([*out, f"Attack-steps curves: not run (no eval.json in `{relative(folder, root)}/` "
                                  "holds `curves`)."])
-    for (family, _), table in zip(fig2.FAMILIES, curves, strict=True):
-        rows = [[row.label, *cell_texts(row.cells, table.columns, n_runs(experiment, folder, row.group) > 0)]
-                for row in table.rows]
-        out += [f"**{_family_label(family)}: accuracy by number of attack steps**", "",
-                *markdown_table(["network", *[f"{s} steps" if s != "1" else "1 step" for s in table.columns]],
-                                 rows), ""]
+    for table in curves:
+        out += [f"**{table.title}**", "", *render_table(table), ""]
     out.append(source_line(curve_dirs, root))
     return "\n".join(out)
 
