@@ -347,3 +347,30 @@ def test_default_eval_attacks_are_the_papers_plus_autoattack():
     from ibrar.run_eval import DEFAULT_ATTACKS, DEFAULT_N
 
     assert DEFAULT_ATTACKS == ("fgsm", "pgd10", "cw", "fab", "nifgsm", "autoattack") and DEFAULT_N == 1000
+
+
+def test_a_resumed_run_and_its_evaluation_find_the_data_root_it_was_trained_with(image_folder, tmp_path, capsys,
+                                                                                  monkeypatch):
+    import shutil
+
+    from ibrar.run_folder import RunFolder
+
+    monkeypatch.delenv("IBRAR_DATA_ROOT", raising=False)
+    image_folder = Path(shutil.copytree(image_folder, tmp_path / "data"))  # this test moves it
+    config = tiny_config(image_folder, name="remembers")
+    del config["data"]["root"]  # the data root comes from --data-root only
+    config["train"]["epochs"] = 1
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run = tmp_path / "run"
+    assert run_main(capsys, "train", str(path), "--out", str(run), "--data-root", str(image_folder), "--quiet",
+                    "--no-eval")[0] == 0
+    assert RunFolder(run).recorded_data_root() == image_folder.resolve()
+    code, _, err = run_main(capsys, "train", "--resume", str(run), "train.epochs=2", "--quiet", "--no-eval")
+    assert code == 0 and f"data root: {image_folder.resolve()}" in err
+    assert [line["epoch"] for line in RunFolder(run).metrics()] == [1, 2]
+    code, _, err = run_main(capsys, "eval", str(run), "--attacks", "fgsm", "--n", "16", "--quiet")
+    assert code == 0 and RunFolder(run).evaluation().n == 16
+    image_folder.rename(tmp_path / "elsewhere")  # a recorded root that is gone is not used: the usual error
+    code, _, err = run_main(capsys, "eval", str(run), "--attacks", "fgsm", "--n", "16", "--quiet")
+    assert code == 2 and "--data-root" in err

@@ -341,3 +341,26 @@ def test_the_check_stage_runs_every_test_file_that_has_cuda_tests():
     uses_the_marker = re.compile(r"^\s*(@pytest\.mark\.cuda|pytestmark\s*=.*pytest\.mark\.cuda)", re.M)
     marked = {f"tests/{p.name}" for p in (REPO / "tests").glob("test_*.py") if uses_the_marker.search(p.read_text())}
     assert marked == set(cuda_check.CUDA_TESTS)
+
+
+def test_the_check_stage_writes_the_tests_results_before_the_benchmark_starts(tmp_path, monkeypatch):
+    """A call that ends inside the benchmark (the lease's clock, a crash) still brings back the CUDA tests."""
+    import cuda_check
+    from stages import Context
+
+    import bench_fast_path
+
+    tests = {"tests": 3, "failures": 0, "errors": 0, "skipped": 0, "passed": 3, "seconds": 1.0, "failed": [],
+             "exit_code": 0}
+    monkeypatch.setattr(cuda_check, "run_cuda_tests", lambda ctx, timeout: tests)
+
+    def ends_inside(args):
+        check = json.loads((tmp_path / "check.json").read_text())
+        assert check["cuda_tests"] == tests and check["fast_path"]["args"] == args
+        assert "Fast-path benchmark: started, not finished in this call." in (tmp_path / "check.md").read_text()
+        raise TimeoutError("the call ended")
+
+    monkeypatch.setattr(bench_fast_path, "main", ends_inside)
+    ctx = Context("check", tmp_path, True, 0.0, tmp_path / "data", tmp_path / "runs")
+    with pytest.raises(TimeoutError):
+        cuda_check.stage_check(ctx, {"device": "CPU", "torch": torch.__version__, "cuda": None})

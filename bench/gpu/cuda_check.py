@@ -69,7 +69,8 @@ def check_markdown(info: dict[str, Any], tests: dict[str, Any], bench: dict[str,
     if tests.get("error"):
         lines.append(f"- {tests['error']}")
     if not bench:
-        return "\n".join([*lines, "", "Fast-path benchmark: not run in this call (IBRAR_GPU_CHECK_BENCH=0).", ""])
+        why = "not run in this call (IBRAR_GPU_CHECK_BENCH=0)" if not args else "started, not finished in this call"
+        return "\n".join([*lines, "", f"Fast-path benchmark: {why}.", ""])
     settings = [k.split("/", 1)[1] for k in bench if k.startswith("ib_overhead/")] + list(bench.get("unavailable", []))
     lines += ["", f"`python bench/bench_fast_path.py {' '.join(args)}`: the Trainer's step of VGG16, "
               "median of interleaved rounds.", "", bench_fast_path.markdown(bench, settings), "",
@@ -96,15 +97,24 @@ def stage_check(ctx: Context, info: dict[str, Any]) -> str:
     bench: dict[str, Any] = {}
     if with_bench:
         args = fast_path_args(ctx)
+        # the tests' results first, so that they come back even if the call ends inside the benchmark
+        write_check(ctx, info, tests, bench, args)
         print(f"== fast-path benchmark: bench/bench_fast_path.py {' '.join(args)}", flush=True)
         bench = bench_fast_path.main(args)
+    write_check(ctx, info, tests, bench, args)
+    failed = (tests.get("failures", 0) or tests.get("errors", 0) or tests.get("error")
+              or tests["exit_code"] not in (0, 5))
+    return "finished, with CUDA test failures" if failed else "finished"
+
+
+def write_check(ctx: Context, info: dict[str, Any], tests: dict[str, Any], bench: dict[str, Any],
+                args: list[str]) -> None:
+    """$OUT/check.json and check.md from what has run so far (`bench` empty: the benchmark has not run)."""
     goals = {key.split("/", 1)[1]: value < 0.03 for key, value in bench.items() if key.startswith("ib_overhead/")}
     result = {**info, "cuda_tests": tests, "fast_path": {"args": args, **bench},
               "goals": {"ib_rar_under_3pct": goals, "sync_free": bench.get("sync_free") == 1.0 if bench else None}}
     (ctx.out / "check.json").write_text(json.dumps(result, indent=2) + "\n")
     markdown = check_markdown(info, tests, bench, args)
     (ctx.out / "check.md").write_text(markdown)
-    print(markdown)
-    failed = (tests.get("failures", 0) or tests.get("errors", 0) or tests.get("error")
-              or tests["exit_code"] not in (0, 5))
-    return "finished, with CUDA test failures" if failed else "finished"
+    if bench or not args:  # the final write
+        print(markdown)

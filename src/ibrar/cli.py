@@ -77,12 +77,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not args.no_eval:
         _check_attack_names(config.eval.attacks, "eval.attacks")
     evaluation = None if args.no_eval else EvalRequest(config.eval.attacks, config.eval.n)
-    result = train_and_evaluate(config, run_dir, data_root=args.data_root, evaluation=evaluation,
+    data_root = _data_root_of(run_dir, args.data_root) if args.resume else args.data_root
+    result = train_and_evaluate(config, run_dir, data_root=data_root, evaluation=evaluation,
                                 resume=bool(args.resume), overwrite=args.overwrite, quiet=args.quiet)
     if result.table:
         print(result.table)
     print(f"run folder: {run_dir}")
     return 0
+
+
+def _data_root_of(run: Path, given: str | None) -> str | None:
+    """--data-root, else $IBRAR_DATA_ROOT, else the root the run recorded when it last trained (if still there)."""
+    from ibrar.data import DATA_ROOT_ENV
+    from ibrar.run_folder import RunFolder
+
+    if given is not None or os.environ.get(DATA_ROOT_ENV) or not run.is_dir():
+        return given
+    recorded = RunFolder(run).recorded_data_root()
+    if recorded is not None:
+        print(f"data root: {recorded} (where {run} was trained; --data-root chooses another)", file=sys.stderr)
+    return None if recorded is None else str(recorded)
 
 
 def _n_examples(text: str) -> int | None:
@@ -115,7 +129,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.model is None and any(v is not None for v in model_only.values()):
         raise UsageError(f"ibrar eval: {', '.join(k for k, v in model_only.items() if v is not None)} go with "
                          "--model MODULE:CALLABLE")
-    common = {"data_root": args.data_root, "attacks": attacks, "n": args.n, "steps": steps, "seed": args.seed,
+    data_root = _data_root_of(Path(args.run), args.data_root) if args.run is not None else args.data_root
+    common = {"data_root": data_root, "attacks": attacks, "n": args.n, "steps": steps, "seed": args.seed,
               "batch_size": args.batch_size, "quiet": args.quiet, "device": args.device,
               "large_eps_check": not args.no_large_eps_check}
     if args.model is not None:

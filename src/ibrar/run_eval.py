@@ -27,7 +27,6 @@ from ibrar.eval_estimate import EvalPlan, format_duration, plan_evaluation
 from ibrar.eval_progress import EvalProgress
 from ibrar.evaluate import DEFAULT_BATCH_SIZE, evaluate, format_table, masking_warnings, select_subset, steps_curve
 from ibrar.evaluation_record import Evaluation
-from ibrar.folder_lock import locked_folder
 from ibrar.loading import load_trained
 from ibrar.reproducibility import run_metadata
 from ibrar.run_folder import RunFolder
@@ -73,7 +72,7 @@ def run_evaluation(
     out_dir = Path(out_dir) if out_dir is not None else Path(path) if Path(path).is_dir() else Path(path).parent
     out_dir.mkdir(parents=True, exist_ok=True)
     # One writer per folder: a training or another evaluation writing into it is refused while this one runs.
-    with locked_folder(out_dir):
+    with RunFolder(out_dir).locked():
         started = time.perf_counter()
         dev = resolve_device(device)
         bundle, config, state = loaded if loaded is not None else load_trained(path, device=dev)

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ibrar.errors import IbrarError, InputError
-from ibrar.folder_lock import LOCK_FILE
+from ibrar.folder_lock import LOCK_FILE, locked_folder
 from ibrar.jsonl import append_jsonl, read_jsonl, truncate_jsonl
 from ibrar.run_files import (
     CHECKPOINT_FILE,
@@ -109,6 +110,13 @@ class RunFolder:
             return "done" if self.eval_file.is_file() else "evaluate"
         return "resume" if self.config_file.is_file() else "new"
 
+    @contextmanager
+    def locked(self) -> Iterator[RunFolder]:
+        """Hold the folder's write lock for the block (one writer per folder: a training or an evaluation); a
+        second writer gets `FolderBusyError` naming the holder's pid."""
+        with locked_folder(self.path):
+            yield self
+
     # ---- starting a run ----------------------------------------------------------------------------------------
 
     def check_for_training(self, resume: bool, overwrite: bool) -> None:
@@ -171,6 +179,16 @@ class RunFolder:
             except (OSError, ValueError):
                 meta = leg  # no readable record of the first start: this leg is the only one known
         self.meta_file.write_text(json.dumps(meta, indent=2))
+
+    def recorded_data_root(self) -> Path | None:
+        """The data root the run's latest start read its data from (meta.json), if it is still there: `ibrar
+        train --resume` and `ibrar eval` of the run find the data without --data-root being given again."""
+        meta = self.meta()
+        for leg in reversed([meta, *meta.get("resumed", [])]):
+            if isinstance(leg, dict) and leg.get("data_root"):
+                root = Path(leg["data_root"])
+                return root if root.is_dir() else None
+        return None
 
     def gpu_calls(self) -> dict[str, Any]:
         """The GPU kit's record of the calls a run trained over ({} when it has none)."""

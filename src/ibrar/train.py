@@ -35,11 +35,10 @@ from ibrar.build import (
 )
 from ibrar.checkpoint import restore_training_state, save_atomic, training_state
 from ibrar.config import RunConfig
-from ibrar.data import BatchLoader, ResidentLoader
+from ibrar.data import BatchLoader, ResidentLoader, resolve_data_root
 from ibrar.data.loader import derived_seed
 from ibrar.distributed import all_reduce_mean, all_reduce_sum, any_rank, barrier, broadcast_buffers, init_from_env
 from ibrar.errors import IbrarError
-from ibrar.folder_lock import locked_folder
 from ibrar.graph_step import GraphCache, GraphStep, capture_plan
 from ibrar.host_sync import forbid_host_sync
 from ibrar.metrics import (
@@ -385,7 +384,7 @@ def train(config: RunConfig, run_dir: str | Path, data_root: str | Path | None =
     if is_main:
         RunFolder(run_dir).check_for_training(resume, overwrite)
     # One writer per folder: a second `ibrar train` or `ibrar eval` into it is refused while this one runs.
-    with locked_folder(run_dir) if is_main else contextlib.nullcontext():
+    with RunFolder(run_dir).locked() if is_main else contextlib.nullcontext():
         return _train_locked(config, run_dir, data_root, resume, quiet, stop_at)
 
 
@@ -398,7 +397,8 @@ def _train_locked(config: RunConfig, run_dir: Path, data_root: str | Path | None
     barrier()
     if trainer.dist.is_main:
         meta = run_metadata(config.seed, trainer.device)
-        meta.update({"world_size": trainer.dist.world_size, "per_rank_batch_size": config.data.batch_size,
+        meta.update({"data_root": str(resolve_data_root(config.data.root or data_root).resolve()),
+                     "world_size": trainer.dist.world_size, "per_rank_batch_size": config.data.batch_size,
                      "global_batch_size": config.data.batch_size * trainer.dist.world_size})
         trainer.folder.write_meta(meta, resume)
     trainer.fit()
