@@ -28,6 +28,7 @@ from ibrar.run_files import CHECKPOINT_FILE, FINAL_FILE
 LATEST = CHECKPOINT_FILE  # the names are the run folder's (`ibrar.run_files`); these are the short ones used here
 FINAL = FINAL_FILE
 EXPORTED = "model.safetensors"  # the weights of an `ibrar export` folder
+MASK_MODULE = "channel_mask"  # where a loaded model holds its channel mask
 
 
 class CheckpointError(IbrarError, ValueError):
@@ -158,9 +159,6 @@ def restore_training_state(path: Path, model: nn.Module, mask: nn.Module | None,
     if state.get("rng_cuda") and torch.cuda.is_available():  # map_location moved them: RNG states live on the CPU
         torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
     return state
-
-
-MASK_MODULE = "channel_mask"  # where a loaded model holds its channel mask
 
 
 def load_checkpoint_model(path: str | Path, device: str | torch.device = "cpu"
