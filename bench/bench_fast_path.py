@@ -1,7 +1,9 @@
 """The real training step (Trainer.train_epoch) of CE, PGD-AT and each + IB-RAR, per fast-path setting: ms per
 step, the step's FLOP floor at the device's peak, IB-RAR's share of the step, and the host-sync check.
 
-Run: `python bench/bench_fast_path.py [--device auto] [--width W] [--batch 100] [--batches 10] [--rounds 5]`.
+Run: `python bench/bench_fast_path.py [--device auto] [--width W] [--batch 100] [--batches 10] [--rounds 5]
+[--budget-s S]` (with a budget, the rounds stop once S seconds have gone since the start, after at least one: the
+GPU kit's check stage gives it what its call has left).
 The issue's GPU goals: IB-RAR adds under 3% to a PGD-AT step of VGG16 at batch 100, and the step has no
 host-device synchronisation (torch.cuda.set_sync_debug_mode("error") around the whole epoch loop). On CUDA the
 settings are fp32 and bf16 + channels_last, each without and with the CUDA graph of the step (config key
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +160,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batches", type=int, default=10, help="training batches per timed epoch")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--data-root", default=None)
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="stop the rounds once this many seconds have gone since the start (at least one round)")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     with tempfile.TemporaryDirectory(prefix="ibrar-bench-") as scratch:
@@ -164,6 +169,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> dict[str, Any]:
+    started = time.monotonic()
     cuda = device.type == "cuda"
     width = args.width if args.width is not None else (1.0 if cuda else 0.25)
     graph = graph_available()
@@ -184,19 +190,23 @@ def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> dict[s
         else:
             trainer.train_epoch(0)
     seconds: dict[tuple[str, str], list[float]] = {key: [] for key in trainers}
-    for r in range(args.rounds):
+    rounds = 0
+    while rounds < args.rounds and (rounds == 0 or args.budget_s is None
+                                    or time.monotonic() - started < args.budget_s):
+        rounds += 1
         for key, trainer in trainers.items():
-            seconds[key].append(timed(lambda t=trainer, e=r + 1: t.train_epoch(e), device) / args.batches)
+            seconds[key].append(timed(lambda t=trainer, e=rounds: t.train_epoch(e), device) / args.batches)
     med = {key: statistics.median(v) for key, v in seconds.items()}
 
     fastest = list(settings)[-1]
-    sync = sync_check(trainers[(fastest, "PGD-AT + IB-RAR")], args.rounds + 1)
+    sync = sync_check(trainers[(fastest, "PGD-AT + IB-RAR")], rounds + 1)
     name = torch.cuda.get_device_name(device) if cuda else "CPU"
     result = collect(settings, med, flops, name)
     result["sync_free"] = float(sync == "none")
+    result["rounds"] = rounds
     result["unavailable"] = [s for s in wanted if s not in settings]
     print(f"VGG16 width {width}, batch {args.batch}, {name}; the Trainer's epoch loop over {args.batches} batches "
-          f"(loader, mask, inner attack, loss, IB terms, backward, SGD), median of {args.rounds} interleaved "
+          f"(loader, mask, inner attack, loss, IB terms, backward, SGD), median of {rounds} interleaved "
           f"rounds; {CLOCK_NOTE}")
     print(markdown(result, list(wanted)))
     if not cuda:

@@ -13,7 +13,8 @@ import bench_fast_path  # noqa: E402
 
 def test_fast_path_bench_times_four_methods_counts_their_flops_and_finds_no_host_sync(tmp_path, capsys):
     result = bench_fast_path.main(["--device", "cpu", "--width", "0.0625", "--batch", "8", "--batches", "2",
-                                   "--rounds", "1", "--data-root", str(tmp_path / "absent")])
+                                   "--rounds", "3", "--budget-s", "0", "--data-root", str(tmp_path / "absent")])
+    assert result["rounds"] == 1  # a spent budget stops the rounds after the first
     methods = ("CE", "CE + IB-RAR", "PGD-AT", "PGD-AT + IB-RAR")
     assert {f"step_ms/fp32/{m}" for m in methods} | {"ib_share/fp32/CE", "ib_share/fp32/PGD-AT"} <= set(result)
     assert all(result[f"step_ms/fp32/{m}"] > 0 for m in methods)

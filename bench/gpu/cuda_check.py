@@ -54,8 +54,11 @@ def fast_path_args(ctx: Context) -> list[str]:
     if ctx.rehearsal:  # tiny: seconds on one CPU thread; random images (the bench writes them)
         return ["--device", "cpu", "--width", "0.0625", "--batch", "8", "--batches", "2", "--rounds", "1",
                 "--data-root", str(ctx.data_root / "absent")]
+    # the rounds stop in time for the call to write its files: a minute before the call ends (warm-up, capture
+    # and the sync check come on top of the rounds, so the budget keeps that minute)
+    budget = max(30.0, ctx.remaining() - 60)
     return ["--device", "cuda", "--width", "1.0", "--batch", "100", "--batches", "10", "--rounds", "5",
-            "--data-root", str(ctx.data_root)]
+            "--budget-s", f"{budget:.0f}", "--data-root", str(ctx.data_root)]
 
 
 def check_markdown(info: dict[str, Any], tests: dict[str, Any], bench: dict[str, Any], args: list[str]) -> str:
