@@ -146,7 +146,7 @@ class RunFolder:
                 else:
                     entry.unlink()
         self.path.mkdir(parents=True, exist_ok=True)
-        self.config_file.write_text(dump_config(config))
+        _write_whole(self.config_file, dump_config(config))
 
     # ---- config and metadata -----------------------------------------------------------------------------------
 
@@ -178,7 +178,7 @@ class RunFolder:
                 meta.setdefault("resumed", []).append(leg)
             except (OSError, ValueError):
                 meta = leg  # no readable record of the first start: this leg is the only one known
-        self.meta_file.write_text(json.dumps(meta, indent=2))
+        _write_whole(self.meta_file, json.dumps(meta, indent=2))
 
     def recorded_data_root(self) -> Path | None:
         """The data root the run's latest start read its data from (meta.json), if it is still there: `ibrar
@@ -195,7 +195,7 @@ class RunFolder:
         return _read_json(self.gpu_calls_file)
 
     def write_gpu_calls(self, record: dict[str, Any]) -> None:
-        self.gpu_calls_file.write_text(json.dumps(record, indent=2) + "\n")
+        _write_whole(self.gpu_calls_file, json.dumps(record, indent=2) + "\n")
 
     # ---- the training logs -------------------------------------------------------------------------------------
 
@@ -241,10 +241,15 @@ class RunFolder:
         return _read_evaluation(self.partial_eval_file) if self.partial_eval_file.is_file() else None
 
     def write_evaluation(self, evaluation: Evaluation) -> None:
-        """Write eval.json whole: to a temporary file renamed into place, so a reader never sees half of one."""
-        temporary = self.path / f".{EVAL_FILE}.tmp"
-        temporary.write_text(evaluation.to_json())
-        temporary.replace(self.eval_file)
+        _write_whole(self.eval_file, evaluation.to_json())
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write a file whole: to a temporary file renamed into place, so that a kill mid-write leaves the old file
+    and a reader never sees half of one (the logs are appended to instead; a cut last line is skipped)."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
 
 
 def _read_evaluation(path: Path) -> Evaluation:
