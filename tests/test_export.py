@@ -53,6 +53,12 @@ def test_export_follows_the_hub_layout_with_safetensors_only(exported):
     assert yaml.safe_load((exported / "config.yaml").read_text())["mask"]["enabled"] is True
 
 
+def test_the_run_records_its_data_root_and_the_export_leaves_it_behind(run_dir, exported):
+    assert "data_root" in json.loads((run_dir / "meta.json").read_text())
+    meta = json.loads((exported / "meta.json").read_text())
+    assert "data_root" not in meta and meta["seed"] == 0  # the rest of the record travels
+
+
 def test_load_pretrained_round_trips_bit_identical_logits_with_the_mask(run_dir, exported):
     original = load_trained(run_dir)[0].model
     loaded = ibrar.load_pretrained(exported)

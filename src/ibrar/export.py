@@ -24,7 +24,7 @@ from ibrar.checkpoint import FINAL, LATEST, CheckpointError, load_checkpoint_mod
 from ibrar.config import ConfigError, RunConfig, build_config, dump_config
 from ibrar.evaluation_record import Evaluation
 from ibrar.integrity import record_digest, verify_digest
-from ibrar.run_files import CONFIG_FILE, RECORDS
+from ibrar.run_files import CONFIG_FILE, META_FILE, RECORDS
 from ibrar.run_folder import RunFolder
 
 WEIGHTS_FILE = "model.safetensors"
@@ -82,10 +82,16 @@ def export_run(run_dir: str | Path, out_dir: str | Path, overwrite: bool = False
     hub_config = _hub_config(bundle, config, state, tensors)
     (out_dir / HUB_CONFIG_FILE).write_text(json.dumps(hub_config, indent=2))
     (out_dir / CONFIG_FILE).write_text(dump_config(config))
+    folder = RunFolder(run_dir)
     for record in RECORDS:  # plain JSON, copied as they are (the config was written above without the data root)
-        if record != CONFIG_FILE and (run_dir / record).is_file():
+        if record not in (CONFIG_FILE, META_FILE) and (run_dir / record).is_file():
             shutil.copyfile(run_dir / record, out_dir / record)
-    evaluation = RunFolder(run_dir).evaluation()
+    if folder.meta_file.is_file():  # without the local data root either: a shared folder names no local path
+        meta = folder.meta()
+        for leg in [meta, *meta.get("resumed", [])]:
+            leg.pop("data_root", None)
+        (out_dir / META_FILE).write_text(json.dumps(meta, indent=2))
+    evaluation = folder.evaluation()
     (out_dir / CARD_FILE).write_text(model_card(name, config, hub_config, evaluation))
     return out_dir
 
