@@ -66,8 +66,11 @@ def test_a_resumed_run_keeps_its_first_start_and_appends_each_leg(tmp_path):
     folder.write_meta({"started": "third"}, resume=True)
     meta = folder.meta()
     assert meta["started"] == "first" and [leg["started"] for leg in meta["resumed"]] == ["second", "third"]
-    folder.meta_file.write_text("{broken")  # no readable record of the first start: this leg is all that is known
-    folder.write_meta({"started": "fourth"}, resume=True)
+    folder.meta_file.write_text("{broken")
+    with pytest.raises(RunFolderError, match="meta.json is not valid JSON"):
+        folder.meta()
+    assert folder.recorded_data_root() is None  # the root is then given again, as before it was recorded
+    folder.write_meta({"started": "fourth"}, resume=True)  # no readable record of the first start: this leg is all
     assert folder.meta() == {"started": "fourth"}
 
 

@@ -183,7 +183,10 @@ class RunFolder:
     def recorded_data_root(self) -> Path | None:
         """The data root the run's latest start read its data from (meta.json), if it is still there: `ibrar
         train --resume` and `ibrar eval` of the run find the data without --data-root being given again."""
-        meta = self.meta()
+        try:
+            meta = self.meta()
+        except RunFolderError:  # a damaged record: the root is then given again, as before it was recorded
+            return None
         for leg in reversed([meta, *meta.get("resumed", [])]):
             if isinstance(leg, dict) and leg.get("data_root"):
                 root = Path(leg["data_root"])
@@ -259,4 +262,9 @@ def _read_evaluation(path: Path) -> Evaluation:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise RunFolderError(f"{path} is not valid JSON ({err}); it was damaged after the run wrote it") from None
