@@ -192,6 +192,19 @@ def test_an_attack_a_run_was_not_evaluated_with_shows_a_dash_not_a_number(checko
     assert "| (1) CE only | 60.6 / 0.2 / 1.1 / 3.5 / - |" in report.table4_table(results, checkout)
 
 
+def test_table4_gives_each_run_a_masking_verdict_from_its_eval_json(checkout):
+    results = checkout / "results"
+    fake_run(results / "table4-paper", "vgg16-1-ce", 90.0, {"pgd10": 0.1, "nifgsm": 0.2, "fgsm": 11.0,
+                                                            "autoattack": 0.0})
+    fake_run(results / "table4-paper", "vgg16-6-ibrar", 89.0, {"pgd10": 30.0, "nifgsm": 31.0, "fgsm": 50.0,
+                                                               "autoattack": 1.0},
+             eval_extra={"warnings": ["AutoAttack breaks 97% of the examples pgd10 leaves robust"]})
+    text = report.table4_table(results, checkout, "paper")
+    assert ("| `vgg16-1-ce` | no robustness to mask | PGD-10 0.1% → AutoAttack 0.0% on the same 1,000 test images |"
+            in text)
+    assert "| `vgg16-6-ibrar` | signs of gradient masking | PGD-10 30.0% → AutoAttack 1.0% on the same 1,000" in text
+
+
 def test_tables_without_artifacts_say_not_run(checkout):
     results = checkout / "results"
     assert report.table4_table(results, checkout) == "Table 4: not run (no eval.json in `results/table4-cpu/`)."

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ibrar.experiments.render import markdown_table
+from ibrar.masking import masking_verdict
 from ibrar.report.collect import relative
 from ibrar.run_folder import RunFolder
 
@@ -170,3 +172,16 @@ def median_l2_line(dirs: Sequence[Path], attack: str) -> list[str]:
     if not sizes:
         return []
     return [f"Median L2 size of the successful CW-L2 perturbations: {', '.join(sizes)}.", ""]
+
+
+def masking_table(dirs: Sequence[Path]) -> list[str]:
+    """A gradient-masking verdict per run (`ibrar.masking`), with the evidence from its eval.json."""
+    rows = []
+    for d in dirs:
+        verdict = masking_verdict(RunFolder(d).require_evaluation())
+        rows.append([f"`{d.name}`", verdict.verdict, "; ".join(verdict.evidence) or "-"])
+    if not rows:
+        return []
+    return ["Gradient masking, run by run (`ibrar.masking`, from each eval.json: ibrar's masking checks, the reference "
+            "AutoAttack's own checks, PGD-10 against AutoAttack on the same test images, the PGD steps curve where it "
+            "ran):", "", *markdown_table(["run", "verdict", "evidence"], rows), ""]
