@@ -35,10 +35,17 @@ def test_robustness_without_autoattack_is_not_decided():
 
 
 def test_any_warning_of_ibrars_checks_or_of_the_reference_is_a_sign_of_masking():
-    ours = masking_verdict(_evaluation(0.095, 0.0, warnings=["AutoAttack breaks 100% of the examples pgd10 leaves"]))
-    assert ours.verdict == SIGNS and ours.evidence[-1] == "warning: AutoAttack breaks 100% of the examples pgd10 leaves"
+    warning = "AutoAttack breaks 100% of the examples pgd10 leaves robust: pgd10 overstates robustness"
+    ours = masking_verdict(_evaluation(0.095, 0.0, warnings=[warning]))
+    assert ours.verdict == SIGNS and ours.evidence[-1] == f"warning: {warning}"  # said once, not again by the rule
     reference = masking_verdict(_evaluation(0.30, 0.28, autoattack={"warnings": ["the model is randomised."]}))
     assert reference.verdict == SIGNS and "warning: the model is randomised" in reference.evidence
+
+
+def test_autoattack_taking_most_of_pgd10s_robustness_is_a_sign_even_without_a_stored_warning():
+    verdict = masking_verdict(_evaluation(0.026, 0.0))  # an eval.json from before ibrar's check existed
+    assert verdict.verdict == SIGNS and "PGD-10 overstates it" in verdict.evidence[-1]
+    assert masking_verdict(_evaluation(0.03, 0.015)).verdict == NONE_SEEN  # half, not more, by under 2 points
 
 
 def test_the_steps_curve_is_part_of_the_evidence():

@@ -2,9 +2,10 @@
 (`ibrar.evaluate.masking_warnings`), the reference AutoAttack's own checks and its stages, PGD-10 against
 AutoAttack on the same test images, and the PGD steps curve where it ran. It reads the evidence; it runs nothing.
 
-The verdicts: *signs of gradient masking* when any check warned; *no robustness to mask* when PGD-10 leaves
-less than `TOLERANCE` of the examples robust (nothing for masking to hide); *not decided* when AutoAttack has not
-run on the run; else *no sign of gradient masking*.
+The verdicts: *signs of gradient masking* when any check warned, or AutoAttack breaks more than half of what
+PGD-10 leaves robust by more than `TOLERANCE` (the rule of ibrar's check, for files written before it); *no
+robustness to mask* when PGD-10 leaves less than `TOLERANCE` of the examples robust (nothing for masking to
+hide); *not decided* when AutoAttack has not run on the run; else *no sign of gradient masking*.
 """
 
 from __future__ import annotations
@@ -62,7 +63,12 @@ def masking_verdict(evaluation: Evaluation) -> MaskingVerdict:
     # ibrar's checks (the GPU kit's merged file holds its subset's too) and the reference's own, where it ran
     warnings = [*evaluation.warnings, *((same.autoattack or {}).get("warnings") or [])]
     evidence += [f"warning: {w.rstrip('.')}" for w in warnings]
-    if warnings:
+    # the rule of ibrar's check, applied here too: an eval.json written before that check existed has no warning
+    overstated = (pgd_acc is not None and aa_acc is not None and aa_acc < pgd_acc / 2
+                  and pgd_acc - aa_acc > TOLERANCE)
+    if overstated and not any("overstates robustness" in w for w in warnings):
+        evidence.append("AutoAttack breaks more than half of what PGD-10 leaves robust: PGD-10 overstates it")
+    if warnings or overstated:
         verdict = SIGNS
     elif pgd_acc is not None and pgd_acc < TOLERANCE:
         verdict = NOTHING_TO_MASK

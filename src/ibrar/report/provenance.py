@@ -119,8 +119,9 @@ def eps_text(eps: float | None) -> str:
 
 
 def evaluation_notes(dirs: Sequence[Path]) -> list[str]:
-    """Which AutoAttack the runs' AutoAttack column holds (eval.json's `autoattack` block names the reference and
-    its parameters), and what the reference's own checks and ibrar's gradient-masking checks warned."""
+    """A gradient-masking verdict per run (`masking_table`), which AutoAttack the runs' AutoAttack column holds
+    (eval.json's `autoattack` block names the reference and its parameters), and what the reference's own checks
+    and ibrar's gradient-masking checks warned."""
     used: dict[tuple[str, str], list[object]] = {}  # each setting (text before and after its seed), its seeds
     own: list[str] = []
     warned: dict[tuple[str, str], list[str]] = {}
@@ -149,7 +150,7 @@ def evaluation_notes(dirs: Sequence[Path]) -> list[str]:
                      "block (ibrar's own re-implementation, evaluated before the reference), not the reference.")
     for (source, text), runs in warned.items():
         parts.append(f"Warning of {source} ({', '.join(runs)}): {text.rstrip('.')}.")
-    return [" ".join(parts), ""] if parts else []
+    return [*masking_table(dirs), *([" ".join(parts), ""] if parts else [])]
 
 
 def linf_lists(dirs: Sequence[Path]) -> dict[str, None]:

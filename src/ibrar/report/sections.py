@@ -20,7 +20,7 @@ from ibrar.report.collect import (
     read_json,
     relative,
 )
-from ibrar.report.provenance import eps_text, evaluation_notes, masking_table, median_l2_line, not_run, source_line
+from ibrar.report.provenance import eps_text, evaluation_notes, median_l2_line, not_run, source_line
 from ibrar.report.tables import table4_table
 from ibrar.run_folder import RunFolder
 
@@ -41,8 +41,7 @@ def scale_tables(results: Path, root: Path, scale: str = "cpu") -> str:
             runs = [folder / spec.name for group in table.spec.groups for spec in experiment.runs_of(group)]
             out += [not_run(title, runs, root), ""]
             continue
-        out += [title, "", *render_table(table), "", *masking_table(dirs), *evaluation_notes(dirs),
-                source_line(dirs, root), ""]
+        out += [title, "", *render_table(table), "", *evaluation_notes(dirs), source_line(dirs, root), ""]
         labelled = [(row.label if len(experiment.runs_of(row.group)) == 1 else f"{row.label}, `{d.name}`", d)
                     for row in table.rows for d in group_dirs(experiment, folder, [row.group])]
         out += attack_strength_tables(labelled)

@@ -17,7 +17,6 @@ from ibrar.report.provenance import (
     evaluation_notes,
     linf_lists,
     linf_worst_case,
-    masking_table,
     median_l2_line,
     not_run,
     source_line,
@@ -113,8 +112,8 @@ def table4_table(results: Path, root: Path, scale: str = "cpu") -> str:
     dirs = group_dirs(experiment, folder, spec.groups)
     if not dirs:
         return not_run("Table 4", [folder], root)
-    return "\n".join([*render_table(measure(spec, experiment, folder)), "", *masking_table(dirs),
-                      *evaluation_notes(dirs), " ".join([*spec.notes, source_line(dirs, root)])])
+    return "\n".join([*render_table(measure(spec, experiment, folder)), "", *evaluation_notes(dirs),
+                      " ".join([*spec.notes, source_line(dirs, root)])])
 
 
 def table6_table(results: Path, root: Path, scale: str = "cpu") -> str:
