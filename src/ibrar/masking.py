@@ -22,6 +22,13 @@ TOLERANCE = 0.02  # as ibrar's masking checks: a fraction of the examples
 ATTACK = "pgd10"  # the paper's attack, set against AutoAttack
 
 
+def overstates(accuracy: float, autoattack: float, tolerance: float = TOLERANCE) -> bool:
+    """Whether AutoAttack breaks more than half of what a PGD-type attack leaves robust, by more than `tolerance`:
+    the rule of ibrar's check (`ibrar.evaluate.masking_warnings`) and of the verdict."""
+    gap = accuracy - autoattack
+    return gap > tolerance and gap > accuracy / 2
+
+
 @dataclass(frozen=True)
 class MaskingVerdict:
     verdict: str
@@ -64,8 +71,7 @@ def masking_verdict(evaluation: Evaluation) -> MaskingVerdict:
     warnings = [*evaluation.warnings, *((same.autoattack or {}).get("warnings") or [])]
     evidence += [f"warning: {w.rstrip('.')}" for w in warnings]
     # the rule of ibrar's check, applied here too: an eval.json written before that check existed has no warning
-    overstated = (pgd_acc is not None and aa_acc is not None and aa_acc < pgd_acc / 2
-                  and pgd_acc - aa_acc > TOLERANCE)
+    overstated = pgd_acc is not None and aa_acc is not None and overstates(pgd_acc, aa_acc)
     if overstated and not any("overstates robustness" in w for w in warnings):
         evidence.append("AutoAttack breaks more than half of what PGD-10 leaves robust: PGD-10 overstates it")
     if warnings or overstated:
