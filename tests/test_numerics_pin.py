@@ -7,12 +7,20 @@ digests are bit-exact, so they are checked only on a platform (torch version, CP
 recorded on: a run resumed after a refactor ends bit-identical only if the step consumes random numbers in
 the same order and does the same float operations. The first digests were recorded before the training step
 moved into `ibrar.step` (commit 1d41114, an AVX2 machine); the summaries and the AVX512 digests at 595a143.
+
+Another torch release moves the summaries more than another CPU does: its linear algebra differs at about 1e-7,
+and the one-step sign attack of the TRADES and MART runs amplifies that over two epochs (torch 2.11 against the
+2.14 pins: median relative deviation at most 1e-5 per run, the worst key 2.5e-2, TRADES' epoch-2 KL term). So the
+tight tolerance applies on the release the summaries were recorded on, and on any release a run's median
+deviation must stay under 1e-3 and its worst under 0.1, which a changed random stream breaks (a changed seed:
+median 2-3% in every run, the worst 60-130%).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -99,13 +107,50 @@ def pinned_runs(tmp_path_factory) -> dict[str, Path]:
     return train_pinned_runs(tmp_path_factory.mktemp("pinned"))
 
 
+def torch_release() -> str:
+    return ".".join(torch.__version__.split("+")[0].split(".")[:2])
+
+
+def relative_deviation(measured: float, pinned: float) -> float:
+    return abs(measured - pinned) / max(abs(pinned), 1e-6)
+
+
 def test_the_training_step_computes_what_it_computed_before_on_any_machine(pinned_runs):
+    record = json.loads(PIN_FILE.read_text())
+    if torch_release() != record["summaries_torch"]:
+        pytest.skip(f"summaries recorded on torch {record['summaries_torch']}, this is {torch_release()}: "
+                    "the test across releases applies")
+    for name, folder in pinned_runs.items():
+        measured = run_summary(folder)
+        pinned = record["summaries"][name]
+        assert measured.keys() == pinned.keys(), name
+        for key, value in pinned.items():
+            assert measured[key] == pytest.approx(value, rel=1e-4, abs=1e-6), f"{name}: {key}"
+
+
+def drift_from_pin(measured: dict[str, float], pinned: dict[str, float]) -> tuple[float, float, str]:
+    """The median and the worst relative deviation over a run's summary, and the worst key."""
+    deviations = {key: relative_deviation(measured[key], value) for key, value in pinned.items()}
+    worst = max(deviations, key=deviations.get)
+    return statistics.median(deviations.values()), deviations[worst], worst
+
+
+def test_the_training_step_stays_within_what_another_torch_release_moves(pinned_runs):
     pinned = json.loads(PIN_FILE.read_text())["summaries"]
     for name, folder in pinned_runs.items():
         measured = run_summary(folder)
         assert measured.keys() == pinned[name].keys(), name
-        for key, value in pinned[name].items():
-            assert measured[key] == pytest.approx(value, rel=1e-4, abs=1e-6), f"{name}: {key}"
+        median, worst, key = drift_from_pin(measured, pinned[name])
+        assert median < 1e-3 and worst < 0.1, f"{name}: median {median:.2g}, worst {worst:.2g} ({key})"
+
+
+def test_the_rule_across_releases_sees_a_changed_random_stream(tmp_path):
+    data = write_image_folder(tmp_path / "data", per_class_train=12, per_class_test=4, size=32, seed=3)
+    config = build_config(tiny_config(data, train={"epochs": 2, "info_plane_every": 2, "eval_pgd_steps": 1},
+                                      seed=1, **RUNS["vib"]))
+    train(config, tmp_path / "vib", quiet=True)
+    median, _, _ = drift_from_pin(run_summary(tmp_path / "vib"), json.loads(PIN_FILE.read_text())["summaries"]["vib"])
+    assert median >= 1e-3
 
 
 def test_the_training_step_is_bit_identical_on_a_recorded_platform(pinned_runs):
@@ -138,6 +183,7 @@ if __name__ == "__main__":  # re-record: python tests/test_numerics_pin.py (only
     with tempfile.TemporaryDirectory() as tmp:
         runs = train_pinned_runs(Path(tmp))
         record["summaries"] = {name: run_summary(folder) for name, folder in runs.items()}
+        record["summaries_torch"] = torch_release()
         digests = {name: run_digest(folder) for name, folder in runs.items()}
     record["digests"] = [r for r in record["digests"] if r["platform"] != platform()]
     record["digests"].append({"platform": platform(), "digests": digests})
