@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from ibrar.config import build_config
-from ibrar.distributed import any_rank, init_from_env
+from ibrar.distributed import any_rank, init_from_env, shutdown
 from ibrar.host_sync import forbid_host_sync
 from ibrar.train import train
 
@@ -51,7 +51,7 @@ def _worker(rank: int, world: int, port: int, config: dict, out: str) -> None:
     if trainer.mask is not None:
         state["mask"] = trainer.mask.mask.clone()
     torch.save(state, Path(out) / f"rank{rank}.pt")
-    torch.distributed.destroy_process_group()
+    shutdown()
 
 
 def _spawn(config: dict, out: Path, world: int = 2) -> list[dict]:
@@ -98,7 +98,7 @@ def _vote_worker(rank: int, world: int, port: int, votes: list[bool], out: str) 
     with forbid_host_sync("cpu"):  # the stop vote is a host-side collective: allowed inside the step
         result = any_rank(votes[rank])
     Path(out, f"vote{rank}").write_text(str(result))
-    torch.distributed.destroy_process_group()
+    shutdown()
 
 
 @pytest.mark.parametrize("votes", [[False, True], [False, False]], ids=["one-rank-stops", "none-stops"])

@@ -203,12 +203,25 @@ def test_the_adaptive_attack_climbs_the_ib_penalty_that_plain_pgd_ignores():
     assert penalty(adaptive) > penalty(plain) + 1e-3
 
 
+def _compiled_forward_runs_a_new_hook(x: Tensor) -> bool:
+    """Whether a compiled model with a forward hook runs it although Dynamo holds a graph traced without one."""
+    probe, calls = small_model(), []
+    probe.conv.register_forward_hook(lambda *args: calls.append(1))
+    with torch._dynamo.config.patch(skip_nnmodule_hook_guards=True):
+        torch.compile(probe, backend="eager")(x)
+    return bool(calls)
+
+
 def test_a_compiled_forward_that_skips_the_tap_hooks_is_refused_and_compile_for_taps_runs_them():
     # Dynamo's default does not guard on module hooks: a graph traced for another model of the class, without
     # taps, is then reused and fills none, and the IB terms would see the inner attack's stale layer outputs.
     x, y = batch()
     torch._dynamo.reset()
     torch.compile(small_model(), backend="eager")(x)  # a graph for nn.Sequential, traced without hooks
+    if _compiled_forward_runs_a_new_hook(x):
+        torch._dynamo.reset()
+        pytest.skip(f"torch {torch.__version__}'s Dynamo runs the hooks of a model the cached graph was not traced "
+                    "with (2.4 does, 2.11 and 2.14 do not): no forward skips the taps here")
     model = small_model()
     method = build_method("pgd_at", steps=1)
     method.attach(model)
