@@ -198,11 +198,29 @@ def test_the_call_length_and_the_last_call_set_when_training_stops_and_the_stage
     assert limits()[0] == 250
 
 
-def test_a_rehearsal_skips_wheels_whose_module_already_imports(tmp_path):
+def test_a_rehearsal_under_another_python_skips_wheels_whose_module_already_imports(tmp_path):
     wheels = tmp_path / "wheels"
     make_wheel(wheels, "pytest", {"pytest_shadow.py": ""})  # `pytest` imports here
+    other = "cp39" if sys.version_info[:2] != (3, 9) else "cp38"
+    (wheels / f"numpy-0.0.0-{other}-{other}-manylinux_2_17_x86_64.whl").write_bytes(b"")  # a build for another Python
     assert kit.install_wheels(wheels, tmp_path / "site", rehearsal=True) == []
     assert not (tmp_path / "site").exists()
+
+
+def test_a_rehearsal_under_the_machines_python_installs_every_wheel_as_the_machine_does(tmp_path):
+    # A replica of the machine's Python (every carried wheel fits it) must shadow its own packages as the machine
+    # does: a skipped typing_extensions once hid that pydantic_core needs a newer one than the replica's own.
+    wheels = tmp_path / "wheels"
+    wheel = make_wheel(wheels, "pytest", {"pytest_shadow.py": ""})
+    assert kit.install_wheels(wheels, tmp_path / "site", rehearsal=True) == [wheel.name]
+    assert (tmp_path / "site" / "pytest_shadow.py").is_file()
+
+
+def test_a_wheel_fits_this_python_when_pure_or_built_for_it():
+    here = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    assert kit.fits_this_python(Path("a-1.0-py3-none-any.whl"))
+    assert kit.fits_this_python(Path(f"a-1.0-{here}-{here}-manylinux_2_17_x86_64.whl"))
+    assert not kit.fits_this_python(Path("a-1.0-cp27-cp27mu-manylinux1_x86_64.whl"))
 
 
 def test_slimming_a_wheel_drops_a_folder_and_its_record_lines(tmp_path):

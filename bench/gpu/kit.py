@@ -89,14 +89,24 @@ def import_name(wheel: Path) -> str:
     return wheel.name.split("-")[0].lower()
 
 
+def fits_this_python(wheel: Path) -> bool:
+    """Whether this interpreter can load the wheel: pure Python, or built for this CPython (`cp312`)."""
+    tags = wheel.name.split("-")[-3].split(".")
+    here = f"{sys.version_info.major}{sys.version_info.minor}"
+    return any(tag in ("py3", f"py{here}", f"cp{here}") for tag in tags)
+
+
 def install_wheels(wheels: Path, site: Path, rehearsal: bool = False, python: str = sys.executable) -> list[str]:
     """pip-install every wheel in `wheels` into `site` without an index or dependencies; returns what was installed.
 
-    On the GPU machine every carried wheel is installed. In a rehearsal (a CPU machine whose Python may not be
-    3.12) a wheel whose module already imports here is skipped: its cp312 build might not load here.
+    On the GPU machine every carried wheel is installed, and so in a rehearsal under a Python that every wheel
+    fits (a replica of the machine's 3.12: the same shadowing of its own packages is then rehearsed too). In a
+    rehearsal under another Python, a wheel whose module already imports here is skipped: a cp312 build cannot
+    load, and the pure wheels beside it must not outrank the versions that match what does load.
     """
     found = sorted(wheels.glob("*.whl")) if wheels.is_dir() else []
-    chosen = [w for w in found if not (rehearsal and importlib.util.find_spec(import_name(w)) is not None)]
+    skip_importable = rehearsal and not all(fits_this_python(w) for w in found)
+    chosen = [w for w in found if not (skip_importable and importlib.util.find_spec(import_name(w)) is not None)]
     for wheel in sorted(set(found) - set(chosen)):
         print(f"rehearsal: {import_name(wheel)} already imports here; {wheel.name} not installed")
     if not found:
