@@ -30,7 +30,7 @@ from ibrar.attacks.reference_autoattack import DEFAULT_BATCH_SIZE as AUTOATTACK_
 from ibrar.attacks.reference_autoattack import STAGE_LABELS
 from ibrar.eval_estimate import CURVE_PREFIX
 from ibrar.eval_progress import EvalProgress, as_progress
-from ibrar.masking import overstates
+from ibrar.masking import OVERSTATES, overstates
 
 # Attacks that ascend a loss: their adversarial loss should exceed the clean one.
 _ASCENT_ATTACKS = ("FGSM", "PGD", "NIFGSM", "APGD", "APGDT", "AdaptivePGD")
@@ -436,7 +436,7 @@ def _overstated_by(attacks: Sequence[AttackResult], autoattack: Mapping[str, Any
         if overstates(r.accuracy, found, tolerance):
             gap = r.accuracy - found
             out.append(f"AutoAttack breaks {gap / r.accuracy:.0%} of the examples {r.name} leaves robust "
-                       f"({r.name} {r.accuracy:.1%}, AutoAttack {found:.1%}): {r.name} overstates robustness, a "
+                       f"({r.name} {r.accuracy:.1%}, AutoAttack {found:.1%}): {r.name} {OVERSTATES}, a "
                        "sign of gradient masking; report AutoAttack's number")
     return out
 

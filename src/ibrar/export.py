@@ -25,7 +25,7 @@ from ibrar.config import ConfigError, RunConfig, build_config, dump_config
 from ibrar.evaluation_record import Evaluation
 from ibrar.integrity import record_digest, verify_digest
 from ibrar.run_files import CONFIG_FILE, META_FILE, RECORDS
-from ibrar.run_folder import RunFolder
+from ibrar.run_folder import RunFolder, training_legs
 
 WEIGHTS_FILE = "model.safetensors"
 HUB_CONFIG_FILE = "config.json"
@@ -88,7 +88,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, overwrite: bool = False
             shutil.copyfile(run_dir / record, out_dir / record)
     if folder.meta_file.is_file():  # without the local data root either: a shared folder names no local path
         meta = folder.meta()
-        for leg in [meta, *meta.get("resumed", [])]:
+        for leg in training_legs(meta):
             leg.pop("data_root", None)
         (out_dir / META_FILE).write_text(json.dumps(meta, indent=2))
     evaluation = folder.evaluation()

@@ -20,6 +20,7 @@ UNDECIDED = "not decided"
 NONE_SEEN = "no sign of gradient masking"
 TOLERANCE = 0.02  # as ibrar's masking checks: a fraction of the examples
 ATTACK = "pgd10"  # the paper's attack, set against AutoAttack
+OVERSTATES = "overstates robustness"  # in the warning of ibrar's check, by which the verdict knows it
 
 
 def overstates(accuracy: float, autoattack: float, tolerance: float = TOLERANCE) -> bool:
@@ -72,7 +73,7 @@ def masking_verdict(evaluation: Evaluation) -> MaskingVerdict:
     evidence += [f"warning: {w.rstrip('.')}" for w in warnings]
     # the rule of ibrar's check, applied here too: an eval.json written before that check existed has no warning
     overstated = pgd_acc is not None and aa_acc is not None and overstates(pgd_acc, aa_acc)
-    if overstated and not any("overstates robustness" in w for w in warnings):
+    if overstated and not any(OVERSTATES in w for w in warnings):
         evidence.append("AutoAttack breaks more than half of what PGD-10 leaves robust: PGD-10 overstates it")
     if warnings or overstated:
         verdict = SIGNS

@@ -187,7 +187,7 @@ class RunFolder:
             meta = self.meta()
         except RunFolderError:  # a damaged record: the root is then given again, as before it was recorded
             return None
-        for leg in reversed([meta, *meta.get("resumed", [])]):
+        for leg in reversed(training_legs(meta)):
             if isinstance(leg, dict) and leg.get("data_root"):
                 root = Path(leg["data_root"])
                 return root if root.is_dir() else None
@@ -259,6 +259,11 @@ def _read_evaluation(path: Path) -> Evaluation:
     from ibrar.evaluation_record import Evaluation
 
     return Evaluation.read(path)
+
+
+def training_legs(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """A run's first start and each resumption (`ibrar train --resume` appends them to meta.json)."""
+    return [meta, *meta.get("resumed", [])]
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 from ibrar.experiments.render import markdown_table
 from ibrar.masking import masking_verdict
 from ibrar.report.collect import relative
-from ibrar.run_folder import RunFolder
+from ibrar.run_folder import RunFolder, training_legs
 
 
 def machine_of(meta: dict[str, Any]) -> str:
@@ -22,11 +22,6 @@ def machine_of(meta: dict[str, Any]) -> str:
     cores = f" ({meta['cpu_count']} cores)" if meta.get("cpu_count") else ""
     gpu = meta.get("gpu") or "no GPU"
     return f"{meta.get('processor') or '?'}{cores}, {thread_text}, {gpu}"
-
-
-def training_legs(meta: dict[str, Any]) -> list[dict[str, Any]]:
-    """A run's first start and each resumption (`ibrar train --resume` appends them to meta.json)."""
-    return [meta, *meta.get("resumed", [])]
 
 
 def _commits(metas: Sequence[dict[str, Any]]) -> str:
