@@ -252,38 +252,40 @@ def test_what_travels_is_measured_and_refused_above_the_limit(tmp_path, capsys):
 
 def test_table4_stage_trains_rows_side_by_side_packs_them_and_fetch_brings_a_row_back_in_shards(rehearsal,
                                                                                                 tmp_path):
-    """The six-row stage (two rows here: `table4 1,6`) with the authors' optimizer: cut off at once, then
-    called again to the end; each call returns one tarball (3 files). Then `fetch 6` over two calls, and
-    `ibrar fetch-assemble` joins and loads the weights; a corrupt shard is named."""
+    """The six-row stage (two rows here, row (6) with a second seed: `table4 1,6-seed1`) with the authors'
+    optimizer: cut off at once, then called again to the end; each call returns one tarball (3 files). Then
+    `fetch 6-seed1` over two calls, and `ibrar fetch-assemble` joins and loads the weights; a corrupt shard is
+    named."""
     from ibrar.checkpoint import load_file
     from ibrar.cli import main
 
     env = {**rehearsal, "IBRAR_GPU_RUNS": str(tmp_path / "runs"), "IBRAR_GPU_OPTIM": "authors",
            "IBRAR_GPU_AA_N": "20"}
-    first, log = device_call(env, tmp_path / "call1", "table4", "1,6", IBRAR_GPU_TRAIN_UNTIL_S="0")
+    first, log = device_call(env, tmp_path / "call1", "table4", "1,6-seed1", IBRAR_GPU_TRAIN_UNTIL_S="0")
     assert "call again" in first["status"]
-    assert first["next"] == "IBRAR_GPU_OPTIM=authors bash bench/gpu/run.sh table4 1,6"
+    assert first["next"] == "IBRAR_GPU_OPTIM=authors bash bench/gpu/run.sh table4 1,6-seed1"
     assert sorted(p.name for p in (tmp_path / "call1").iterdir()) == ["stage.json", "stage.log", "table4.tar.gz"]
     assert [r["side_by_side"] for r in first["rows"]] == [2, 2] and "CALL AGAIN" in log
     results = tmp_path / "results"
     with tarfile.open(tmp_path / "call1" / "table4.tar.gz") as archive:
         packed = archive.getnames()
-    for run in ("vgg16-1-ce-authors-optim", "vgg16-6-ibrar-authors-optim"):  # each row's folder and its own log
+    for run in ("vgg16-1-ce-authors-optim", "vgg16-6-ibrar-authors-optim-seed1"):  # each row's folder and its own log
         assert {f"table4-smoke/{run}/{name}" for name in ("config.yaml", "gpu.json", "stage.log")} <= set(packed)
     assert kit.collect(tmp_path / "call1", results) == []  # no epoch finished: nothing to keep yet
 
-    second, log = device_call(env, tmp_path / "call2", "table4", "1,6")
-    assert second["status"] == "finished" and "== table4 1,6: FINISHED" in log
+    second, log = device_call(env, tmp_path / "call2", "table4", "1,6-seed1")
+    assert second["status"] == "finished" and "== table4 1,6-seed1: FINISHED" in log
     assert all(r["status"] == "finished" and r["epoch_seconds_median"] > 0 for r in second["rows"])
     assert_comes_back(tmp_path / "call2")
     collected = kit.collect(tmp_path / "call2", results)
     folder = results / "table4-smoke"
-    assert collected == [folder / "vgg16-1-ce-authors-optim", folder / "vgg16-6-ibrar-authors-optim"]
-    assert not (results / "table4-smoke-partial" / "vgg16-6-ibrar-authors-optim").exists()
-    row6 = folder / "vgg16-6-ibrar-authors-optim"
+    assert collected == [folder / "vgg16-1-ce-authors-optim", folder / "vgg16-6-ibrar-authors-optim-seed1"]
+    assert not (results / "table4-smoke-partial" / "vgg16-6-ibrar-authors-optim-seed1").exists()
+    row6 = folder / "vgg16-6-ibrar-authors-optim-seed1"
     assert {"eval.json", "confusion-pgd10.json", "tsne-features.npz"} <= {p.name for p in row6.iterdir()}
     config = (row6 / "config.yaml").read_text()
     assert "momentum: 0.9" in config and "weight_decay: 0.0" in config  # the authors' optimizer
+    assert "seed: 1" in config and json.loads((row6 / "eval.json").read_text())["seed"] == 1  # trained, evaluated
     confusion = json.loads((row6 / "confusion-pgd10.json").read_text())
     assert confusion["n"] == 32 and sum(map(sum, confusion["counts"])) == 32 and confusion["steps"] == 10
     from ibrar.figure_data import confusion_of
@@ -292,17 +294,17 @@ def test_table4_stage_trains_rows_side_by_side_packs_them_and_fetch_brings_a_row
 
     # fetch: the weights in shards, over two calls; then joined, checked and loaded here
     calls = [tmp_path / "fetch0", tmp_path / "fetch1"]
-    reply, log = device_call(env, calls[0], "fetch", "6")
-    assert reply["next"] == "IBRAR_GPU_OPTIM=authors bash bench/gpu/run.sh fetch 6 4" and "CALL AGAIN" in log
+    reply, log = device_call(env, calls[0], "fetch", "6-seed1")
+    assert reply["next"] == "IBRAR_GPU_OPTIM=authors bash bench/gpu/run.sh fetch 6-seed1 4" and "CALL AGAIN" in log
     assert "installed into" not in log  # a fetch call installs nothing and unpacks nothing: it must be short
-    reply, log = device_call(env, calls[1], "fetch", "6", "4")
+    reply, log = device_call(env, calls[1], "fetch", "6-seed1", "4")
     assert reply["status"] == "finished" and reply["count"] > 4 and reply["shards"][-1] == reply["count"] - 1
     for out in calls:
         assert_comes_back(out)
     fetched = calls
     into = tmp_path / "assembled"
     assert main(["fetch-assemble", *map(str, fetched), "--into", str(into)]) == 0
-    trained = tmp_path / "runs" / "table4-smoke" / "vgg16-6-ibrar-authors-optim" / "final.pt"
+    trained = tmp_path / "runs" / "table4-smoke" / "vgg16-6-ibrar-authors-optim-seed1" / "final.pt"
     assert (into / "final.pt").read_bytes() == trained.read_bytes()
     weights = load_file(into / "final.pt")["model"]
     assert weights and all(v.dtype == torch.float32 for v in weights.values() if v.is_floating_point())
@@ -311,6 +313,27 @@ def test_table4_stage_trains_rows_side_by_side_packs_them_and_fetch_brings_a_row
     shard.write_bytes(b"x" + shard.read_bytes()[1:])
     assert main(["fetch-assemble", *map(str, fetched), "--into", str(tmp_path / "corrupt")]) == 2
     assert not (tmp_path / "corrupt" / "final.pt").exists()
+
+
+def test_fetch_finds_the_folder_of_the_row_seed_and_optimizer_asked_for(tmp_path, monkeypatch):
+    """Beside one another on a warm machine: a row's seeds and optimizers; `fetch 6` is seed 0 of the knob's."""
+    import fetch
+    from stages import Context
+
+    folder = tmp_path / "table4-paper"
+    for name in ("vgg16-6-ibrar", "vgg16-6-ibrar-seed1", "vgg16-6-ibrar-authors-optim",
+                 "vgg16-6-ibrar-authors-optim-seed1", "vgg16-1-ce-seed1"):
+        (folder / name).mkdir(parents=True)
+    ctx = Context("fetch", tmp_path / "out", False, 0.0, tmp_path, tmp_path)
+    rows = ("6", "6-seed1", "vgg16-6-ibrar-seed1")
+    monkeypatch.setenv("IBRAR_GPU_OPTIM", "paper")
+    assert [fetch.find_run(ctx, row).name for row in (*rows, "1-seed1")] == [
+        "vgg16-6-ibrar", "vgg16-6-ibrar-seed1", "vgg16-6-ibrar-seed1", "vgg16-1-ce-seed1"]
+    monkeypatch.setenv("IBRAR_GPU_OPTIM", "authors")
+    assert [fetch.find_run(ctx, row).name for row in rows] == [
+        "vgg16-6-ibrar-authors-optim", "vgg16-6-ibrar-authors-optim-seed1", "vgg16-6-ibrar-authors-optim-seed1"]
+    with pytest.raises(SystemExit, match=r"fetch 1-seed1: expected one run folder of that row .* found \[\]"):
+        fetch.find_run(ctx, "1-seed1")
 
 
 def test_assembling_names_a_corrupt_or_missing_shard(tmp_path):

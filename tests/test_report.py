@@ -604,6 +604,33 @@ def test_the_gpu_kits_results_land_in_the_docs_through_the_report(checkout):
     assert "NVIDIA H100 80GB HBM3" in (checkout / "bench/RESULTS.md").read_text()
 
 
+def test_paper_rows_of_each_optimizer_have_their_own_table_and_a_later_seed_joins_its_row(checkout):
+    """The GPU kit names its folders `<row>[-authors-optim][-seed<k>]`: a Table 4 per optimizer, headed by the
+    setting the configs trained, each row's seeds averaged."""
+    results = checkout / "results"
+    folder = results / "table4-paper"
+    six = {"nifgsm": 31.0, "fgsm": 50.0, "autoattack": 1.0}
+    fake_run(folder, "vgg16-6-ibrar", 90.0, {"pgd10": 17.0, **six})
+    (folder / "vgg16-6-ibrar" / "config.yaml").write_text(dump_config(build_config(tiny_config(
+        folder, name="vgg16-6-ibrar", optim={"momentum": 0.0, "weight_decay": 0.01}))))
+    for name, pgd in (("vgg16-6-ibrar-authors-optim", 30.0), ("vgg16-6-ibrar-authors-optim-seed1", 32.0)):
+        fake_run(folder, name, 91.0, {"pgd10": pgd, **six})
+    text = report.table4_paper_table(results, checkout)
+    plain, authors = text.split("\n\n**")[0], text.split("\n\n**")[1]
+    assert plain.startswith("**Width 0.5, all training images, 2 epochs, SGD momentum 0, weight decay 0.01** "
+                            "(run folders `<row>`)")
+    assert "| (6) IB loss + mask | 90.0 / 17.0 / 31.0 / 50.0 / 1.0 | 91.50 / 35.86 / 37.44 / 55.92 |" in plain
+    assert authors.startswith("Width 0.5, all training images, 2 epochs, SGD momentum 0.9, no weight decay** "
+                              "(run folders `<row>-authors-optim`)")
+    assert ("| (6) IB loss + mask | 91.0 ± 0.0 / 31.0 ± 1.4 / 31.0 ± 0.0 / 50.0 ± 0.0 / 1.0 ± 0.0 | 91.50 / 35.86 "
+            in authors)
+    assert "`vgg16-6-ibrar-authors-optim`, `vgg16-6-ibrar-authors-optim-seed1` in `results/table4-paper/`" in authors
+    # a row of one optimizer's second seed that a lease ran out on: the paper's row beside it all the same
+    partial_run(results / "table4-paper-partial", "vgg16-1-ce-authors-optim-seed1", 12)
+    assert ("| vgg16-1-ce-authors-optim-seed1 | 12 of 60 | 62.0 | 1.2 | 17.0 | not evaluated | 89.99 / 0.10 / 0.18 "
+            "/ 11.80 |") in report.table4_paper_table(results, checkout)
+
+
 def partial_run(folder: Path, name: str, epochs_done: int) -> Path:
     """A paper-scale row the GPU kit trained part of the way: config, metrics and gpu.json, no eval.json."""
     run_dir = folder / name

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from stages import OPTIMIZERS, Context, optimizer
+from stages import OPTIMIZERS, Context, optimizer, row_and_seed
 
 from ibrar.run_folder import RunFolder
 
@@ -17,17 +17,26 @@ SHARDS_PER_CALL = 4  # 4 x 15 MiB: under the 64 MiB a call returns, with the sma
 
 
 def find_run(ctx: Context, row: str) -> Path:
-    """The row's run folder on this machine (as `table4-ROW` named it), found without ibrar's config code: the
-    fetch call installs nothing, so pydantic is not importable there."""
+    """The row's run folder on this machine (as `table4-ROW` named it: `run_name`), found without ibrar's config
+    code: the fetch call installs nothing, so pydantic is not importable there."""
     folder = ctx.runs / ("table4-smoke" if ctx.rehearsal else "table4-paper")
+    row, seed = row_and_seed(row)
     wanted = row if row.startswith(("vgg16-", "resnet18-")) else f"vgg16-{row}"
     suffix = optimizer()[1]
-    other = {s for _, s in OPTIMIZERS.values() if s and s != suffix}
-    names = sorted(p.name for p in folder.glob("*") if p.is_dir() and (p.name == wanted or p.name.startswith(
-        f"{wanted}-")) and p.name.endswith(suffix) and not any(p.name.endswith(s) for s in other))
+    other = [s for _, s in OPTIMIZERS.values() if s and s != suffix]
+
+    def of_the_row(name: str) -> bool:
+        base, found_seed = row_and_seed(name)
+        if found_seed != seed or not base.endswith(suffix) or any(base.endswith(s) for s in other):
+            return False
+        group = base[:len(base) - len(suffix)]
+        return group == wanted or group.startswith(f"{wanted}-")
+
+    names = sorted(p.name for p in folder.glob("*") if p.is_dir() and of_the_row(p.name))
     if len(names) != 1:
-        raise SystemExit(f"error: fetch {row}: expected one run folder of that row in {folder}, found {names} (a "
-                         "fresh machine has none; fetch only while the machine that trained it is warm)")
+        raise SystemExit(f"error: fetch {row}{f'-seed{seed}' if seed else ''}: expected one run folder of that row "
+                         f"in {folder}, found {names} (a fresh machine has none; fetch only while the machine that "
+                         "trained it is warm)")
     return folder / names[0]
 
 

@@ -4,8 +4,9 @@
 #   bash bench/gpu/run.sh check          CUDA tests + the fast-path benchmark on full-width VGG16, batch 100
 #   bash bench/gpu/run.sh table4         the six VGG16 rows of Table 4 at paper scale at once, one process each;
 #                                        everything small they made comes back packed in table4.tar.gz
-#   bash bench/gpu/run.sh table4-1       one paper-scale Table 4 row (1, 2, 6, ... or e.g. resnet18-6); trains
-#                                        until the call's time is nearly spent, then says whether to call again
+#   bash bench/gpu/run.sh table4-1       one paper-scale Table 4 row (1, 2, 6, ... or e.g. resnet18-6; 6-seed1:
+#                                        seed 1); trains until the call's time is nearly spent, then says whether
+#                                        to call again
 #   bash bench/gpu/run.sh fetch 6 [K]    a trained row's final.pt in sha256-checked shards (K: the first shard)
 #   bash bench/gpu/run.sh --rehearse STAGE   the same on the CPU with tiny sizes (or IBRAR_GPU_KIT_REHEARSAL=1)
 #

@@ -3,7 +3,8 @@
     check         the CUDA tests and bench/bench_fast_path.py on full-width VGG16 at batch 100 (cuda_check.py)
     table4 [ROWS] the six VGG16 rows of Table 4 (or those named, e.g. 1,6) side by side, one process each running
                   table4-ROW, packed into $OUT/table4.tar.gz (table4_all.py)
-    table4-ROW    one Table 4 row at paper scale (ROW: 1..6, a row name such as 2-ib, or resnet18-6), trained into
+    table4-ROW    one Table 4 row at paper scale (ROW: 1..6, a row name such as 2-ib, or resnet18-6; -seedK after it
+                  trains seed K, e.g. table4-6-seed1, into <run>-seedK), trained into
                   a run folder on the machine's disk until the call's time budget is spent; once trained, its
                   evaluation (the paper's attacks on the whole test set, the figures' inputs, then all the attacks
                   with AutoAttack on a seeded subset of 1,000) -> $OUT/table4-paper/<run>/{config.yaml, meta.json,
@@ -25,13 +26,14 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -188,6 +190,18 @@ def write_stage_json(ctx: Context, status: str, info: dict[str, Any], **extra: A
 
 
 # ---- table4 ------------------------------------------------------------------------------------------
+
+
+def row_and_seed(token: str) -> tuple[str, int]:
+    """A row as a stage names it, and the seed to train it with: '6' -> ('6', 0), '6-seed1' -> ('6', 1)."""
+    match = re.fullmatch(r"(.+?)(?:-seed(\d+))?", token)
+    return match.group(1), int(match.group(2) or 0)
+
+
+def run_name(name: str, suffix: str, seed: int) -> str:
+    """A row's run folder: `<run><optimizer suffix>[-seed<k>]`; seed 0 has no seed part, as `ibrar reproduce` names
+    a run of one seed, so that the report joins a later seed to it (`vgg16-6-ibrar-authors-optim-seed1`)."""
+    return f"{name}{suffix}" + (f"-seed{seed}" if seed else "")
 
 
 def find_row(experiment: Any, row: str) -> Any:
@@ -352,9 +366,12 @@ def stage_table4(ctx: Context, info: dict[str, Any], row: str) -> tuple[str, dic
 
     scale_name = "smoke" if ctx.rehearsal else "paper"
     experiment = build_experiment("table4", scale_name)
+    row, seed = row_and_seed(row)
     spec = find_row(experiment, row)
+    if seed:  # another seed of the row: trained with it, and evaluated with it (its own AutoAttack subset)
+        spec = replace(spec, overrides=(*spec.overrides, f"seed={seed}"), seed=seed)
     optim_overrides, suffix = optimizer()
-    run_dir = experiment_dir(ctx.runs, experiment) / f"{spec.name}{suffix}"
+    run_dir = experiment_dir(ctx.runs, experiment) / run_name(spec.name, suffix, seed)
     # IBRAR_GPU_OVERRIDES (internal, for tests): key=value overrides on top of the row's paper config.
     overrides = [*spec.overrides, *optim_overrides, *os.environ.get("IBRAR_GPU_OVERRIDES", "").split()]
     config = load_config(spec.config, overrides)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -93,12 +93,17 @@ def relative(path: Path, root: Path) -> str:
         return path.as_posix()
 
 
-def collected_experiment(name: str, scale: str, folder: Path) -> Any:
+def collected_experiment(name: str, scale: str, folder: Path, variant: str = "") -> Any:
     """The experiment's run list, with as many seeds as the collected folders hold (`<run>-seed<k>`): of the
     build with one seed and the one with max(k) + 1, the one whose run names match more collected folders (the
     scale study trains its cheap points with two seeds and the others with one), and any `<run>-seed<k>` beside
-    a `<run>` of one seed."""
-    collected = {d.name for d in folder.iterdir() if d.is_dir()} if folder.is_dir() else set()
+    a `<run>` of one seed. `variant`: the runs named `<group><variant>[-seed<k>]` instead (the GPU kit's folders
+    of one optimizer, e.g. `vgg16-6-ibrar-authors-optim-seed1`; `variants` lists those present)."""
+    # the folders of this variant, read as plain names (named with the variant again at the end)
+    groups = {spec.group for spec in build_experiment(name, scale).runs}
+    collected = {f"{group}{seed}" for d in (folder.iterdir() if folder.is_dir() else ()) if d.is_dir()
+                 and (split := split_variant(d.name, groups)) is not None
+                 for group, found, seed in [split] if found == variant}
     seeds = [int(m.group(1)) for name_ in collected if (m := re.search(r"-seed(\d+)$", name_))]
     builds = [build_experiment(name, scale, seeds=s) for s in sorted({1, max(seeds, default=0) + 1})]
     chosen = max(builds, key=lambda e: len(collected & {r.name for r in e.runs}))
@@ -108,7 +113,28 @@ def collected_experiment(name: str, scale: str, folder: Path) -> Any:
     chosen.runs += [replace(r, name=n, seed=int(m.group(1))) for r in list(chosen.runs) if r.name == r.group
                     for n in sorted(collected - {s.name for s in chosen.runs})
                     if (m := re.fullmatch(rf"{re.escape(r.group)}-seed([1-9]\d*)", n))]
+    if variant:
+        chosen.runs = [replace(r, name=f"{r.group}{variant}{r.name[len(r.group):]}") for r in chosen.runs]
     return chosen
+
+
+def split_variant(name: str, groups: Iterable[str]) -> tuple[str, str, str] | None:
+    """A run folder's name as (group, variant, seed part): `vgg16-6-ibrar-authors-optim-seed1` ->
+    ('vgg16-6-ibrar', '-authors-optim', '-seed1'); None when it starts with none of `groups` (the longest wins)."""
+    group = max((g for g in groups if name == g or name.startswith(f"{g}-")), key=len, default=None)
+    if group is None:
+        return None
+    rest = name[len(group):]
+    seed = m.group(0) if (m := re.search(r"-seed\d+$", rest)) else ""
+    return group, rest[:len(rest) - len(seed)], seed
+
+
+def variants(name: str, scale: str, folder: Path) -> list[str]:
+    """The variants of the experiment's runs in `folder` (see `collected_experiment`), the plain one ('') first."""
+    groups = {spec.group for spec in build_experiment(name, scale).runs}
+    found = {split[1] for d in (folder.iterdir() if folder.is_dir() else ()) if d.is_dir()
+             and (split := split_variant(d.name, groups)) is not None}
+    return sorted(found, key=lambda v: (v != "", v))
 
 
 def group_dirs(experiment: Any, folder: Path, groups: Sequence[str]) -> list[Path]:

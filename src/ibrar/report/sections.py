@@ -12,6 +12,7 @@ from ibrar.experiments import fig2
 from ibrar.experiments import scale as study
 from ibrar.experiments.paper_numbers import TABLE4, TABLE4_COLUMNS
 from ibrar.experiments.render import markdown_table, render_table
+from ibrar.ledger_evidence import setting_label
 from ibrar.report.collect import (
     ReportError,
     collected_experiment,
@@ -19,6 +20,8 @@ from ibrar.report.collect import (
     partial_folder,
     read_json,
     relative,
+    split_variant,
+    variants,
 )
 from ibrar.report.provenance import eps_text, evaluation_notes, median_l2_line, not_run, source_line
 from ibrar.report.tables import table4_table
@@ -181,10 +184,21 @@ def gpu_check_section(results: Path, root: Path) -> str:
 
 
 def table4_paper_table(results: Path, root: Path) -> str:
-    """Table 4 at the paper's scale, as the GPU kit's `table4-<row>` stages bring it back, and below it the
-    rows a lease ran out on before they were trained."""
+    """Table 4 at the paper's scale, as the GPU kit's `table4-<row>` stages bring it back: a table for each
+    optimizer the kit trained with (its folders' name variant: `-authors-optim` for the authors' code's), headed by
+    the setting its runs' configs trained; below them the rows a lease ran out on before they were trained."""
+    folder = results / "table4-paper"
+    found = variants("table4", "paper", folder)
+    tables = []
+    for variant in found:
+        experiment = collected_experiment("table4", "paper", folder, variant)
+        dirs = group_dirs(experiment, folder, experiment.tables[0].groups)
+        if dirs:
+            label = setting_label(RunFolder(dirs[0]).config_dict())
+            tables.append(f"**{label[0].upper()}{label[1:]}** (run folders `<row>{variant}`):\n\n"
+                          + table4_table(results, root, "paper", variant))
     partial = table4_paper_partial(results, root)
-    return table4_table(results, root, "paper") + ("\n\n" + partial if partial else "")
+    return "\n\n".join(tables or [table4_table(results, root, "paper")]) + ("\n\n" + partial if partial else "")
 
 
 def table4_paper_partial(results: Path, root: Path) -> str:
@@ -206,7 +220,7 @@ def table4_paper_partial(results: Path, root: Path) -> str:
                 recovered.append(f"{run.name}'s whole-test-set numbers come from its {full.recovered_from}")
         else:
             measured = "not evaluated"
-        paper = TABLE4.get(run.name, {})
+        paper = TABLE4.get(split[0], {}) if (split := split_variant(run.name, TABLE4)) else {}
         rows.append([run.name, f"{last['epoch']} of {run.config().train.epochs}",
                      f"{100 * last['test_clean_acc']:.1f}", f"{100 * last['test_pgd10_acc']:.1f}",
                      f"{per_epoch[len(per_epoch) // 2]:.1f}", measured,

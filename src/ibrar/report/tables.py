@@ -104,10 +104,11 @@ def table1_tables(results: Path, root: Path, scale: str = "cpu") -> str:
     return "\n".join([*out, note])
 
 
-def table4_table(results: Path, root: Path, scale: str = "cpu") -> str:
-    """Table 4's rows with VGG16 and ResNet18 side by side, each beside the paper's."""
+def table4_table(results: Path, root: Path, scale: str = "cpu", variant: str = "") -> str:
+    """Table 4's rows with VGG16 and ResNet18 side by side, each beside the paper's (`variant`: the runs named
+    `<row><variant>`, as the GPU kit names those of the authors' optimizer)."""
     folder = results / f"table4-{scale}"
-    experiment = collected_experiment("table4", scale, folder)
+    experiment = collected_experiment("table4", scale, folder, variant)
     spec = experiment.tables[0]
     dirs = group_dirs(experiment, folder, spec.groups)
     if not dirs:
