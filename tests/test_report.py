@@ -631,6 +631,26 @@ def test_paper_rows_of_each_optimizer_have_their_own_table_and_a_later_seed_join
             "/ 11.80 |") in report.table4_paper_table(results, checkout)
 
 
+def test_the_gpu_kits_merged_evaluation_names_the_reference_autoattack_that_ran_on_its_subset(checkout, monkeypatch):
+    """The kit's eval.json: the paper's attacks on the whole test set, the reference AutoAttack on a seeded 1,000
+    (its entry and its `autoattack` block from the subset's evaluation): the notes name the reference."""
+    monkeypatch.syspath_prepend(str(REPO / "bench" / "gpu"))
+    import stages
+
+    run = fake_run(checkout / "results" / "table4-paper", "vgg16-6-ibrar-authors-optim", 91.0,
+                   {"pgd10": 30.0, "nifgsm": 31.0, "fgsm": 50.0}, n=10000)
+    full = json.loads((run / "eval.json").read_text())
+    subset = {"n": 1000, "seed": 0, "clean": 0.9, "autoattack": REFERENCE_AA, "warnings": [],
+              "attacks": [{"name": "pgd10", "accuracy": 0.29}, {"name": "autoattack", "accuracy": 0.02}]}
+    (run / "eval.json").write_text(json.dumps(stages.merge_evaluations(full, subset, "autoattack")))
+    text = report.table4_paper_table(checkout / "results", checkout)
+    assert "| (6) IB loss + mask | 91.0 / 30.0 / 31.0 / 50.0 / 2.0 |" in text
+    assert "PGD-10 29.0% → AutoAttack 2.0% on the same 1,000 test images" in text
+    assert "AutoAttack is the reference implementation: `pyautoattack` 0.2.0 (standard version" in text
+    assert "not the reference" not in text
+    assert "10,000 test images (seed 0; AutoAttack on a seeded 1,000 of them)" in text
+
+
 def partial_run(folder: Path, name: str, epochs_done: int) -> Path:
     """A paper-scale row the GPU kit trained part of the way: config, metrics and gpu.json, no eval.json."""
     run_dir = folder / name

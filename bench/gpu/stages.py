@@ -253,11 +253,14 @@ def progress(run_dir: Path) -> str:
 
 def merge_evaluations(full: dict[str, Any], subset: dict[str, Any], subset_attack: str) -> dict[str, Any]:
     """eval.json of the row: the whole-test-set evaluation, plus AutoAttack's entry from the subset evaluation
-    (marked with its own n), plus the whole subset evaluation under subsets.n<N>."""
+    (marked with its own n) with the reference's `autoattack` block, plus the whole subset evaluation under
+    subsets.n<N>."""
     merged = dict(full)
     extra = [{**entry, "n": subset["n"], "subset_seed": subset["seed"], "clean_on_subset": subset["clean"]}
              for entry in subset["attacks"] if entry["name"] == subset_attack]
     merged["attacks"] = [*full["attacks"], *extra]
+    if subset.get("autoattack") is not None:  # the reference's record of that entry: version, budget, its checks
+        merged["autoattack"] = subset["autoattack"]
     merged["subsets"] = {f"n{subset['n']}": subset}
     merged.setdefault("notes", []).append(
         f"{subset_attack} ran on a seeded subset of {subset['n']} of the {full['n']} test examples (seed "

@@ -86,10 +86,15 @@ def source_line(run_dirs: Sequence[Path], root: Path) -> str:
     if len(eval_metas) == len(evals):
         evaluated += (f" {_dates(eval_metas)} at {_commits(eval_metas)} on "
                       f"{_distinct([machine_of(m) for m in eval_metas])}")
-    seeds_by_size: dict[int, list[object]] = {}
+    # (test images, AutoAttack's seeded subset of them where it ran on fewer: the GPU kit's merged eval.json)
+    seeds_by_size: dict[tuple[int, int | None], list[object]] = {}
     for e in evals:
-        seeds_by_size.setdefault(e.n, []).append(e.seed)
-    sizes = "; ".join(f"{n:,} test images ({_seeds(seeds)})" for n, seeds in seeds_by_size.items())
+        entry = e.attack("autoattack")
+        subset = entry.n if entry is not None and entry.n not in (None, e.n) else None
+        seeds_by_size.setdefault((e.n, subset), []).append(e.seed)
+    sizes = "; ".join(f"{n:,} test images ({_seeds(seeds)}"
+                      + (f"; AutoAttack on a seeded {subset:,} of them)" if subset else ")")
+                      for (n, subset), seeds in seeds_by_size.items())
     parts.append(f"{evaluated}: {sizes}, {_minutes(eval_minutes)}.")
     return " ".join(parts)
 
