@@ -149,10 +149,10 @@ def setting_key(config: dict[str, Any]) -> str:
 def setting_label(config: dict[str, Any]) -> str:
     """'width 0.25, 10,000 training images, 10 epochs, SGD momentum 0.9, no weight decay'."""
     model, data, optim = config.get("model") or {}, config.get("data") or {}, config.get("optim") or {}
-    images = data.get("train_subset")
+    images, epochs = data.get("train_subset"), (config.get("train") or {}).get("epochs")
     decay = optim.get("weight_decay") or 0
     return (f"width {model.get('width', 1):g}, {'all' if images is None else f'{images:,}'} training images, "
-            f"{(config.get('train') or {}).get('epochs')} epochs, SGD momentum {optim.get('momentum', 0):g}, "
+            f"{epochs} epoch{'' if epochs == 1 else 's'}, SGD momentum {optim.get('momentum', 0):g}, "
             + (f"weight decay {decay:g}" if decay else "no weight decay"))
 
 
