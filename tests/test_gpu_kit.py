@@ -315,6 +315,56 @@ def test_table4_stage_trains_rows_side_by_side_packs_them_and_fetch_brings_a_row
     assert not (tmp_path / "corrupt" / "final.pt").exists()
 
 
+def test_table1_stage_trains_the_pgd_at_pair_side_by_side_and_brings_both_back_evaluated(rehearsal, tmp_path):
+    """`table1`: Table 1's PGD-AT pair in one call (3 files back), each run evaluated with the paper's attacks on
+    the whole test set and AutoAttack on a seeded subset, collected into results/table1-<scale>/; then a run's
+    weights by `fetch table1-RUN`."""
+    env = {**rehearsal, "IBRAR_GPU_RUNS": str(tmp_path / "runs"), "IBRAR_GPU_AA_N": "20"}
+    reply, log = device_call(env, tmp_path / "call", "table1")
+    assert reply["status"] == "finished" and "== table1: FINISHED" in log
+    assert [r["row"] for r in reply["rows"]] == ["pgd_at", "pgd_at-ibrar"]
+    assert reply["tarball"]["name"] == "table1.tar.gz"
+    assert sorted(p.name for p in (tmp_path / "call").iterdir()) == ["stage.json", "stage.log", "table1.tar.gz"]
+    folder = tmp_path / "results" / "table1-smoke"
+    assert kit.collect(tmp_path / "call", tmp_path / "results") == [folder / "vgg16-cifar10-pgd_at",
+                                                                      folder / "vgg16-cifar10-pgd_at-ibrar"]
+    evaluation = json.loads((folder / "vgg16-cifar10-pgd_at-ibrar" / "eval.json").read_text())
+    # the smoke scale's pgd10, cw, fgsm, fab, nifgsm on the whole test set; its autoattack on the seeded 20
+    assert [a["name"] for a in evaluation["attacks"]] == ["pgd2", "cw3", "fgsm", "fab2", "nifgsm2", "apgd-ce3"]
+    assert evaluation["attacks"][-1]["n"] == 20 < evaluation["n"]
+    config = (folder / "vgg16-cifar10-pgd_at-ibrar" / "config.yaml").read_text()
+    assert "name: pgd_at" in config and "momentum: 0.0" in config  # the AT config's own optimizer
+    reply, log = device_call(env, tmp_path / "fetch", "fetch", "table1-pgd_at-ibrar")
+    assert reply["run"] == "table1-smoke/vgg16-cifar10-pgd_at-ibrar" and "CALL AGAIN" in log
+    assert reply["next"] == "bash bench/gpu/run.sh fetch table1-pgd_at-ibrar 4"
+
+
+def test_a_table1_run_refuses_the_optimizer_knob_of_table4(monkeypatch):
+    import stages
+
+    monkeypatch.setenv("IBRAR_GPU_OPTIM", "authors")
+    monkeypatch.setenv("IBRAR_GPU_KIT_REHEARSAL", "1")
+    ctx = stages.Context.from_env("table1-pgd_at")
+    with pytest.raises(SystemExit, match="IBRAR_GPU_OPTIM=authors is for Table 4's rows; table1's configs"):
+        stages.stage_run(ctx, {}, "pgd_at", "table1")
+
+
+def test_runs_are_named_by_stage_without_their_prefix_and_a_whole_name_wins():
+    import stages
+
+    from ibrar.experiments import build_experiment
+
+    table1, table4 = build_experiment("table1", "paper"), build_experiment("table4", "paper")
+    assert [stages.find_row(table1, r, "table1").name for r in ("pgd_at", "pgd_at-ibrar", "vgg16-cifar10-mart")] == [
+        "vgg16-cifar10-pgd_at", "vgg16-cifar10-pgd_at-ibrar", "vgg16-cifar10-mart"]
+    assert [stages.find_row(table4, r).name for r in ("6", "2-ib", "resnet18-6")] == [
+        "vgg16-6-ibrar", "vgg16-2-ib", "resnet18-6-ibrar"]
+    with pytest.raises(SystemExit, match="table1 row 'vgg16-tinyimagenet-pgd_at': expected one of"):
+        stages.find_row(table1, "vgg16-tinyimagenet-pgd_at", "table1")  # the kit carries CIFAR-10 only
+    assert stages.experiment_of("table1-pgd_at-ibrar") == ("table1", "pgd_at-ibrar")
+    assert stages.experiment_of("table4") == ("table4", None) and stages.experiment_of("fetch") == ("", None)
+
+
 def test_fetch_finds_the_folder_of_the_row_seed_and_optimizer_asked_for(tmp_path, monkeypatch):
     """Beside one another on a warm machine: a row's seeds and optimizers; `fetch 6` is seed 0 of the knob's."""
     import fetch

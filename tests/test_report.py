@@ -176,6 +176,18 @@ def test_an_eval_json_without_threat_models_shows_no_linf_worst_case(checkout):
     assert "without `worst_cases`" in text
 
 
+def test_table1_at_paper_scale_reads_the_gpu_kits_pairs(checkout):
+    results = checkout / "results"
+    assert report.table1_paper_tables(results, checkout).startswith(
+        "**PGD-AT, CIFAR-10 with VGG16**: not run (no eval.json in `results/table1-paper/vgg16-cifar10-pgd_at/`")
+    fake_run(results / "table1-paper", "vgg16-cifar10-pgd_at", 76.0, TABLE1_PGD_AT, n=10000)
+    fake_run(results / "table1-paper", "vgg16-cifar10-pgd_at-ibrar", 77.0, TABLE1_PGD_AT_IBRAR, n=10000)
+    text = report.table1_paper_tables(results, checkout)
+    assert "| PGD-AT (ours, paper) | 76.00 | 24.80 | 18.00 | 26.10 | 21.90 | 27.20 | 21.10 |" in text
+    assert "| PGD-AT (paper) | 75.02 | 42.45 | 37.80 | 47.32 | 41.03 | 47.59 | - | - |" in text
+    assert "`results/table1-paper/`" in text and "results/table1-cpu" not in text
+
+
 def test_seeds_are_averaged_with_their_spread(checkout):
     results = checkout / "results"
     for seed, clean in enumerate((60.0, 62.0)):

@@ -1,7 +1,8 @@
-"""The kit's `fetch ROW [FIRST]` stage: a trained row's `final.pt` (its fp32 weights and mask, about 130 MB for
-VGG16) back in sha256-checked shards, a few per call, while the machine is warm (its disk goes 30 s after a
-call). Each call returns SHARDS_PER_CALL shards of 15 MiB and the manifest: with stage.json and stage.log, at
-most 7 files and under 64 MiB. `ibrar fetch-assemble DIR...` joins them here, checks them and loads the model.
+"""The kit's `fetch ROW [FIRST]` stage: a trained row's (or `table1-RUN`'s) `final.pt` (its fp32 weights and mask,
+about 130 MB for VGG16) back in sha256-checked shards, a few per call, while the machine is warm (its disk goes
+30 s after a call). Each call returns SHARDS_PER_CALL shards of 15 MiB and the manifest: with stage.json and
+stage.log, at most 7 files and under 64 MiB. `ibrar fetch-assemble DIR...` joins them here, checks them and
+loads the model.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from stages import OPTIMIZERS, Context, optimizer, row_and_seed
+from stages import EXPERIMENTS, OPTIMIZERS, Context, experiment_of, optimizer, row_and_seed
 
 from ibrar.run_folder import RunFolder
 
@@ -17,26 +18,30 @@ SHARDS_PER_CALL = 4  # 4 x 15 MiB: under the 64 MiB a call returns, with the sma
 
 
 def find_run(ctx: Context, row: str) -> Path:
-    """The row's run folder on this machine (as `table4-ROW` named it: `run_name`), found without ibrar's config
-    code: the fetch call installs nothing, so pydantic is not importable there."""
-    folder = ctx.runs / ("table4-smoke" if ctx.rehearsal else "table4-paper")
-    row, seed = row_and_seed(row)
-    wanted = row if row.startswith(("vgg16-", "resnet18-")) else f"vgg16-{row}"
+    """The run folder on this machine of a Table 4 row (`6`, `6-seed1`, `resnet18-6`) or a Table 1 run
+    (`table1-pgd_at-ibrar`), as its stage named it (`run_name`); found without ibrar's config code: the fetch call
+    installs nothing, so pydantic is not importable there."""
+    experiment, run = experiment_of(row)
+    experiment, run = (experiment, run) if run is not None else ("table4", row)
+    folder = ctx.runs / f"{experiment}-{'smoke' if ctx.rehearsal else 'paper'}"
+    run, seed = row_and_seed(run)
+    prefixes = EXPERIMENTS[experiment].prefixes
+    wanted = run if run.startswith(prefixes) else f"{prefixes[0]}{run}"
     suffix = optimizer()[1]
     other = [s for _, s in OPTIMIZERS.values() if s and s != suffix]
 
-    def of_the_row(name: str) -> bool:
+    def group_of(name: str) -> str | None:
         base, found_seed = row_and_seed(name)
         if found_seed != seed or not base.endswith(suffix) or any(base.endswith(s) for s in other):
-            return False
-        group = base[:len(base) - len(suffix)]
-        return group == wanted or group.startswith(f"{wanted}-")
+            return None
+        return base[:len(base) - len(suffix)]
 
-    names = sorted(p.name for p in folder.glob("*") if p.is_dir() and of_the_row(p.name))
+    groups = {p.name: group for p in folder.glob("*") if p.is_dir() and (group := group_of(p.name)) is not None}
+    names = sorted(n for n, g in groups.items() if g == wanted) or sorted(
+        n for n, g in groups.items() if g.startswith(f"{wanted}-"))
     if len(names) != 1:
-        raise SystemExit(f"error: fetch {row}{f'-seed{seed}' if seed else ''}: expected one run folder of that row "
-                         f"in {folder}, found {names} (a fresh machine has none; fetch only while the machine that "
-                         "trained it is warm)")
+        raise SystemExit(f"error: fetch {row}: expected one run folder of that row in {folder}, found {names} (a "
+                         "fresh machine has none; fetch only while the machine that trained it is warm)")
     return folder / names[0]
 
 
@@ -63,7 +68,8 @@ def stage_fetch(ctx: Context, row: str, first: int) -> tuple[str, dict[str, Any]
 
 def fetch_args(rest: list[str]) -> tuple[str, int]:
     if not rest or len(rest) > 2 or (len(rest) == 2 and not rest[1].isdigit()):
-        raise SystemExit("error: usage: bash bench/gpu/run.sh fetch ROW [FIRST_SHARD] (e.g. fetch 6, then fetch 6 4)")
+        raise SystemExit("error: usage: bash bench/gpu/run.sh fetch ROW [FIRST_SHARD] (e.g. fetch 6, then fetch 6 4; "
+                         "a Table 1 run: fetch table1-pgd_at-ibrar)")
     return rest[0], int(rest[1]) if len(rest) == 2 else 0
 
 

@@ -5,7 +5,7 @@
     python3 bench/gpu/kit.py unpack TARBALL DEST          unpack the carried CIFAR-10 (once per machine)
     python3 bench/gpu/kit.py slim WHEEL PREFIX            drop files a wheel bundles but nothing imports
     python3 bench/gpu/kit.py collect FILES_AT             copy a device call's results into results/ (a
-                                                          table4 stage's tarball unpacked)
+                                                          table4 or table1 stage's tarball unpacked)
 
 What travels in a device call: the tracked files, the untracked files git does not ignore, a `shared/` folder
 in the checkout, and the carried paths (the kit folder, `.gpu-kit`); together at most 64 MiB.
@@ -31,7 +31,8 @@ DEFAULT_KIT = REPO / ".gpu-kit"
 # merged with it into eval.json; the report reads it under the same name (ibrar.run_files.PARTIAL_EVAL_FILE)
 EVAL_FULL = "eval-full.json"
 INSTALLED_LIST = "ibrar-kit-installed.txt"  # in the target folder: the wheels the last set-up installed
-TABLE4_TARBALL = "table4.tar.gz"  # the `table4` stage's rows, packed (bench/gpu/table4_all.py)
+# the `table4` and `table1` stages' runs, packed (bench/gpu/side_by_side.py; kit.py imports nothing of ibrar's)
+TARBALLS = ("table4.tar.gz", "table1.tar.gz")
 
 
 # ---- what travels ----------------------------------------------------------------------------------
@@ -203,7 +204,7 @@ def evaluation_from_log(log: Path, run: str) -> dict | None:
 
 def collect(files_at: Path, results: Path, quiet: bool = False) -> list[Path]:
     """Copy what a device call brought back into `results/`: each finished run folder
-    ($OUT/<experiment>-<scale>/<run>/, or inside the `table4` stage's table4.tar.gz) through `ibrar report
+    ($OUT/<experiment>-<scale>/<run>/, or inside the `table4` or `table1` stage's tarball) through `ibrar report
     collect`'s own copy (the figures' inputs with it), and a `check` stage's files to
     results/gpu-check/. A run that has not been evaluated yet stays out of results/<experiment>-<scale>/ (its stage
     is called again); how far it got goes to results/<experiment>-<scale>-partial/<run>/, since the lease may end
@@ -214,11 +215,11 @@ def collect(files_at: Path, results: Path, quiet: bool = False) -> list[Path]:
     from ibrar.run_folder import RunFolder
 
     copied = []
-    if (files_at / TABLE4_TARBALL).is_file():  # the six rows' folders, each with its own stage.log, packed
+    for packed in [files_at / name for name in TARBALLS if (files_at / name).is_file()]:
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="ibrar-kit-collect-") as unpacked:
-            with tarfile.open(files_at / TABLE4_TARBALL) as archive:
+            with tarfile.open(packed) as archive:
                 try:
                     archive.extractall(unpacked, filter="data")
                 except TypeError:  # a Python without extraction filters
@@ -258,7 +259,7 @@ def collect(files_at: Path, results: Path, quiet: bool = False) -> list[Path]:
 def keep_partial_evaluation(files_at: Path, run: Path, partial: Path) -> None:
     """A trained row whose AutoAttack piece has not run: keep its whole-test-set piece (from the call's stage.log
     if the file itself did not come back) and that log, which is its provenance."""
-    # a row of the `table4` stage carries its own log inside its folder; a `table4-ROW` call's is the call's
+    # a row of the `table4` / `table1` stage carries its own log inside its folder; a `table4-ROW` call's is the call's
     log = run / "stage.log" if (run / "stage.log").is_file() else files_at / "stage.log"
     if (run / EVAL_FULL).is_file():
         shutil.copyfile(run / EVAL_FULL, partial / EVAL_FULL)

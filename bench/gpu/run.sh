@@ -7,7 +7,10 @@
 #   bash bench/gpu/run.sh table4-1       one paper-scale Table 4 row (1, 2, 6, ... or e.g. resnet18-6; 6-seed1:
 #                                        seed 1); trains until the call's time is nearly spent, then says whether
 #                                        to call again
-#   bash bench/gpu/run.sh fetch 6 [K]    a trained row's final.pt in sha256-checked shards (K: the first shard)
+#   bash bench/gpu/run.sh table1         Table 1's PGD-AT pair on CIFAR-10 the same way (table1.tar.gz); one run:
+#                                        table1-pgd_at-ibrar; others: table1 trades,trades-ibrar
+#   bash bench/gpu/run.sh fetch 6 [K]    a trained row's final.pt in sha256-checked shards (K: the first shard;
+#                                        a Table 1 run: fetch table1-pgd_at-ibrar)
 #   bash bench/gpu/run.sh --rehearse STAGE   the same on the CPU with tiny sizes (or IBRAR_GPU_KIT_REHEARSAL=1)
 #
 # Set-up inside every call: the wheels carried in .gpu-kit/wheels are pip-installed offline into $scratch/site,
@@ -15,7 +18,7 @@
 # Results (JSON, markdown, logs; never checkpoints) go to $OUT, at most two folders down.
 set -euo pipefail
 if [[ ${1:-} == --rehearse ]]; then export IBRAR_GPU_KIT_REHEARSAL=1; shift; fi
-stage=${1:?usage: bash bench/gpu/run.sh [--rehearse] check|table4|table4-ROW|fetch ROW [FIRST_SHARD]}
+stage=${1:?usage: bash bench/gpu/run.sh [--rehearse] check|table4|table4-ROW|table1|table1-RUN|fetch ROW [FIRST_SHARD]}
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 export IBRAR_GPU_T0=${IBRAR_GPU_T0:-$(date +%s.%N)}
 rehearsal=${IBRAR_GPU_KIT_REHEARSAL:-0}

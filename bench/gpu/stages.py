@@ -2,7 +2,9 @@
 
     check         the CUDA tests and bench/bench_fast_path.py on full-width VGG16 at batch 100 (cuda_check.py)
     table4 [ROWS] the six VGG16 rows of Table 4 (or those named, e.g. 1,6) side by side, one process each running
-                  table4-ROW, packed into $OUT/table4.tar.gz (table4_all.py)
+                  table4-ROW, packed into $OUT/table4.tar.gz (side_by_side.py)
+    table1 [RUNS] Table 1's PGD-AT pair on CIFAR-10 (or the runs named, e.g. trades,trades-ibrar) the same way,
+                  each run a table1-RUN stage (as table4-ROW, without the optimizer knob), into $OUT/table1.tar.gz
     table4-ROW    one Table 4 row at paper scale (ROW: 1..6, a row name such as 2-ib, or resnet18-6; -seedK after it
                   trains seed K, e.g. table4-6-seed1, into <run>-seedK), trained into
                   a run folder on the machine's disk until the call's time budget is spent; once trained, its
@@ -204,13 +206,46 @@ def run_name(name: str, suffix: str, seed: int) -> str:
     return f"{name}{suffix}" + (f"-seed{seed}" if seed else "")
 
 
-def find_row(experiment: Any, row: str) -> Any:
-    """'1' / '1-ce' / 'vgg16-1' / 'vgg16-1-ce' / 'resnet18-6' -> the run spec of that row (VGG16 by default)."""
-    names = [spec.name for spec in experiment.runs]
-    wanted = row if row.startswith(("vgg16-", "resnet18-")) else f"vgg16-{row}"
-    matches = [n for n in names if n == wanted or n.startswith(wanted + "-")]
+@dataclass(frozen=True)
+class KitExperiment:
+    """An experiment the kit trains at paper scale, run by run: how a stage names its runs (the run name less the
+    default prefix), the runs its stage trains when none are named, and whether IBRAR_GPU_OPTIM applies."""
+
+    prefixes: tuple[str, ...]  # run names start with one of these; a name without one gets the first
+    default_runs: tuple[str, ...]
+    optimizer_knob: bool
+    example: str
+
+
+EXPERIMENTS = {
+    # Table 4: no adversarial training, where the paper text's optimizer and the authors' code's differ
+    "table4": KitExperiment(("vgg16-", "resnet18-"), ("1", "2", "3", "4", "5", "6"), True, "6"),
+    # Table 1 on CIFAR-10 (the kit carries no Tiny ImageNet): its AT configs are the paper text's and the authors'
+    # code's alike (METHOD.md section 4), so the optimizer knob does not apply; the PGD-AT pair first (issue #26)
+    "table1": KitExperiment(("vgg16-cifar10-",), ("pgd_at", "pgd_at-ibrar"), False, "pgd_at-ibrar"),
+}
+
+
+def experiment_of(stage: str) -> tuple[str, str | None]:
+    """'table4' -> ('table4', None); 'table1-pgd_at' -> ('table1', 'pgd_at'); another stage -> ('', None)."""
+    for name in EXPERIMENTS:
+        if stage == name:
+            return name, None
+        if stage.startswith(f"{name}-"):
+            return name, stage.removeprefix(f"{name}-")
+    return "", None
+
+
+def find_row(experiment: Any, row: str, name: str = "table4") -> Any:
+    """'1' / '1-ce' / 'vgg16-1' / 'vgg16-1-ce' / 'resnet18-6' -> the run spec of that row (VGG16 by default); of
+    Table 1, 'pgd_at' / 'pgd_at-ibrar' / 'vgg16-cifar10-mart'. A whole run name wins over the runs it begins."""
+    kit = EXPERIMENTS[name]
+    names = [spec.name for spec in experiment.runs if spec.name.startswith(kit.prefixes)]
+    wanted = row if row.startswith(kit.prefixes) else f"{kit.prefixes[0]}{row}"
+    matches = [n for n in names if n == wanted] or [n for n in names if n.startswith(wanted + "-")]
     if len(matches) != 1:
-        raise SystemExit(f"error: table4 row {row!r}: expected one of {names} (or the row's number, e.g. 6)")
+        raise SystemExit(f"error: {name} row {row!r}: expected one of {names} (or without its prefix "
+                         f"{kit.prefixes[0]!r}, e.g. {kit.example})")
     return next(spec for spec in experiment.runs if spec.name == matches[0])
 
 
@@ -362,18 +397,23 @@ def export_run(ctx: Context, run_dir: Path) -> Path:
     return dest
 
 
-def stage_table4(ctx: Context, info: dict[str, Any], row: str) -> tuple[str, dict[str, Any]]:
+def stage_run(ctx: Context, info: dict[str, Any], row: str, name: str = "table4") -> tuple[str, dict[str, Any]]:
+    """One run of experiment `name` (EXPERIMENTS) at paper scale: trained until the call's deadline, then its
+    evaluation pieces; the `table4-ROW` and `table1-RUN` stages."""
     from ibrar.config import load_config
     from ibrar.experiments import build_experiment, experiment_dir
     from ibrar.pipeline import train_and_evaluate
 
     scale_name = "smoke" if ctx.rehearsal else "paper"
-    experiment = build_experiment("table4", scale_name)
+    experiment = build_experiment(name, scale_name)
     row, seed = row_and_seed(row)
-    spec = find_row(experiment, row)
+    spec = find_row(experiment, row, name)
     if seed:  # another seed of the row: trained with it, and evaluated with it (its own AutoAttack subset)
         spec = replace(spec, overrides=(*spec.overrides, f"seed={seed}"), seed=seed)
     optim_overrides, suffix = optimizer()
+    if suffix and not EXPERIMENTS[name].optimizer_knob:
+        raise SystemExit(f"error: IBRAR_GPU_OPTIM={os.environ['IBRAR_GPU_OPTIM']} is for Table 4's rows; {name}'s "
+                         "configs hold the optimizer the paper text and the authors' code agree on: leave it unset")
     run_dir = experiment_dir(ctx.runs, experiment) / run_name(spec.name, suffix, seed)
     # IBRAR_GPU_OVERRIDES (internal, for tests): key=value overrides on top of the row's paper config.
     overrides = [*spec.overrides, *optim_overrides, *os.environ.get("IBRAR_GPU_OVERRIDES", "").split()]
@@ -457,7 +497,7 @@ def next_command(stage: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", help="check, table4, table4-ROW, fetch, or finalize")
+    parser.add_argument("stage", help="check, table4, table4-ROW, table1, table1-RUN, fetch, or finalize")
     parser.add_argument("rest", nargs="*", help="(fetch) ROW [FIRST_SHARD]; (finalize) the stage it finalizes")
     parser.add_argument("--rc", type=int, default=0)
     args = parser.parse_args(argv)
@@ -466,8 +506,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     stage = [args.stage, *args.rest]
     ctx = Context.from_env(" ".join(stage))
-    if not (args.stage in ("check", "table4", "fetch") or args.stage.startswith("table4-")):
-        parser.error(f"stage: expected check, table4, table4-ROW (e.g. table4-1) or fetch ROW, got {args.stage!r}")
+    experiment, row = experiment_of(args.stage)
+    if not (args.stage in ("check", "fetch") or experiment):
+        parser.error(f"stage: expected check, table4 [ROWS], table4-ROW (e.g. table4-1), table1 [RUNS], table1-RUN "
+                     f"(e.g. table1-pgd_at) or fetch ROW, got {args.stage!r}")
     if args.stage != "fetch":  # fetch cuts a file in shards: nothing of ibrar's dependencies but torch
         preflight(ctx.rehearsal)
     import torch
@@ -482,10 +524,10 @@ def main(argv: list[str] | None = None) -> int:
             from cuda_check import stage_check
 
             status, extra = stage_check(ctx, info), {}
-        elif args.stage == "table4":
-            from table4_all import stage_table4_all
+        elif row is None and experiment:
+            from side_by_side import stage_side_by_side
 
-            status, extra = stage_table4_all(ctx, info, args.rest)
+            status, extra = stage_side_by_side(ctx, info, experiment, args.rest)
         elif args.stage == "fetch":
             import fetch
 
@@ -494,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
             if "next_first" in extra:
                 following = next_command(["fetch", row, str(extra["next_first"])])
         else:
-            status, extra = stage_table4(ctx, info, args.stage.removeprefix("table4-"))
+            status, extra = stage_run(ctx, info, row, experiment)
     except Exception as error:
         write_stage_json(ctx, f"failed: {type(error).__name__}: {error}", info, next="(fix the error; see stage.log)")
         raise

@@ -51,7 +51,10 @@ RULES = (
     "numbers come from `ibrar.experiments.paper_numbers`."
 )
 GPU_KIT = "the GPU kit (`bench/gpu/`) trains it on a lease: `bash bench/gpu/run.sh table4-{row}`"
-NO_KIT = "the GPU kit (`bench/gpu/`) has stages for Table 4's rows only"
+NO_KIT = "the GPU kit (`bench/gpu/`) has stages for Table 4's rows and Table 1's pairs only"
+# the experiments (results folders less their scale) the GPU kit has a stage for, and how a lease runs them
+KIT_STAGES = {"table1": "the GPU kit (`bench/gpu/`) trains its pairs on a lease: `bash bench/gpu/run.sh table1` "
+                        "(PGD-AT), `table1 trades,trades-ibrar`, `table1 mart,mart-ibrar`"}
 
 
 @dataclass(frozen=True)
@@ -186,7 +189,8 @@ def _pair_lines(folder: Path, root: Path, pairs: Sequence[tuple[str, str, str]],
 def _conjunction(lines: Sequence[Line], folder: Path, root: Path, scale: str) -> Evidence:
     ran = [line for line in lines if line.verdict.kind != NOT_RUN]
     if not ran:
-        why = f"no run in `{_rel(folder, root)}/`" + (f"; {NO_KIT}" if scale == "paper" else "")
+        kit = KIT_STAGES.get(folder.name.removesuffix(f"-{scale}"), NO_KIT)
+        why = f"no run in `{_rel(folder, root)}/`" + (f"; {kit}" if scale == "paper" else "")
         return Evidence(Verdict(NOT_RUN, (why,)))
     skipped = [line.label for line in lines if line.verdict.kind == NOT_RUN]
     verdict = weakest([line.verdict for line in ran])

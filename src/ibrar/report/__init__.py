@@ -58,6 +58,7 @@ from ibrar.report.tables import (
     ce_fast_table,
     quickstart_table,
     runs_table,
+    table1_paper_tables,
     table1_tables,
     table3_table,
     table4_table,
@@ -71,6 +72,6 @@ __all__ = [
     "default_into", "draw_figures", "eps_text", "evaluation_notes", "fig2_figure", "fig2_tables",
     "gpu_check_section", "linf_worst_case", "machine_of", "not_run", "partial_folder",
     "quickstart_table", "read_bench", "render_docs", "runs_table", "scale_figure", "scale_tables", "source_line",
-    "table1_convergence", "table1_tables", "table3_table", "table4_infoplane", "table4_paper_partial",
-    "table4_paper_table", "table4_table", "table6_table", "training_legs", "write_docs",
+    "table1_convergence", "table1_paper_tables", "table1_tables", "table3_table", "table4_infoplane",
+    "table4_paper_partial", "table4_paper_table", "table4_table", "table6_table", "training_legs", "write_docs",
 ]

@@ -11,7 +11,15 @@ from pathlib import Path
 from ibrar.ledger import claims_section
 from ibrar.report.collect import RESULTS_DIR, ReportError
 from ibrar.report.sections import bench_sections, fig2_tables, gpu_check_section, scale_tables, table4_paper_table
-from ibrar.report.tables import ce_fast_table, quickstart_table, table1_tables, table3_table, table4_table, table6_table
+from ibrar.report.tables import (
+    ce_fast_table,
+    quickstart_table,
+    table1_paper_tables,
+    table1_tables,
+    table3_table,
+    table4_table,
+    table6_table,
+)
 
 MARKER = re.compile(r"(<!-- report:(?P<name>[A-Za-z0-9_.-]+) -->\n)(?P<body>.*?)(<!-- /report -->)", re.S)
 
@@ -29,6 +37,7 @@ TABLES: tuple[DocTable, ...] = (
     DocTable("quickstart", "README.md", quickstart_table),
     DocTable("claims", "docs/reproduction.md", claims_section),
     DocTable("table1-cpu", "docs/reproduction.md", table1_tables),
+    DocTable("table1-paper", "docs/reproduction.md", table1_paper_tables),
     DocTable("table4-cpu", "docs/reproduction.md", table4_table),
     DocTable("table4-paper", "docs/reproduction.md", table4_paper_table),
     DocTable("table3-cpu", "docs/reproduction.md", table3_table),

@@ -104,6 +104,11 @@ def table1_tables(results: Path, root: Path, scale: str = "cpu") -> str:
     return "\n".join([*out, note])
 
 
+def table1_paper_tables(results: Path, root: Path) -> str:
+    """Table 1 at the paper's scale, as the GPU kit's `table1` stage brings its runs back."""
+    return table1_tables(results, root, "paper")
+
+
 def table4_table(results: Path, root: Path, scale: str = "cpu", variant: str = "") -> str:
     """Table 4's rows with VGG16 and ResNet18 side by side, each beside the paper's (`variant`: the runs named
     `<row><variant>`, as the GPU kit names those of the authors' optimizer)."""

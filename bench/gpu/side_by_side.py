@@ -1,7 +1,8 @@
-"""The kit's `table4` stage: all six VGG16 rows of Table 4 at paper scale at once on the lent GPU, one process per
-row (each is the `table4-ROW` stage, with its own deadline, resume, evaluation and figure pieces), and everything
-small they made packed into one `$OUT/table4.tar.gz`, re-packed as each piece lands, so that what comes back
-stays 3 files (the tarball, stage.json, stage.log) even if the call is cut off.
+"""The kit's `table4` and `table1` stages: several runs of one experiment at paper scale at once on the lent GPU
+(all six VGG16 rows of Table 4; Table 1's PGD-AT pair), one process per run (each is the `table4-ROW` or
+`table1-RUN` stage, with its own deadline, resume, evaluation and figure pieces), and everything small they made
+packed into one `$OUT/<experiment>.tar.gz`, re-packed as each piece lands, so that what comes back stays 3 files
+(the tarball, stage.json, stage.log) even if the call is cut off.
 
 Processes rather than one process stepping six models: each row's results are those of the row alone
 (ibrar.experiments.parallel says why), and the lease measures the cost: each row's seconds per epoch side by
@@ -23,26 +24,30 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stages import REPO, Context, _metric_lines
+from stages import EXPERIMENTS, REPO, Context, _metric_lines
 
-TARBALL = "table4.tar.gz"
-ROWS = ("1", "2", "3", "4", "5", "6")  # VGG16's six rows
 PACK_EVERY_S = 10.0
 REPORT_EVERY_S = 60.0  # each row's latest log line, so that the call's own log (the reply's tail) shows progress
 
 
-def chosen_rows(rest: list[str]) -> list[str]:
-    """`table4` alone: the six rows; `table4 1,6`: those (what a lease too short for six can still finish)."""
+def tarball_name(experiment: str) -> str:
+    return f"{experiment}.tar.gz"
+
+
+def chosen_rows(rest: list[str], experiment: str = "table4") -> list[str]:
+    """`table4` alone: the six rows; `table4 1,6`: those (what a lease too short for six can still finish);
+    `table1`: its PGD-AT pair."""
     if len(rest) > 1:
-        raise SystemExit("error: usage: bash bench/gpu/run.sh table4 [ROWS] (e.g. table4, or table4 1,6)")
-    rows = [r.strip() for r in (rest[0] if rest else "").split(",") if r.strip()] or list(ROWS)
-    return rows
+        raise SystemExit(f"error: usage: bash bench/gpu/run.sh {experiment} [ROWS] (e.g. {experiment}, or "
+                         f"{experiment} {','.join(EXPERIMENTS[experiment].default_runs[:2])})")
+    rows = [r.strip() for r in (rest[0] if rest else "").split(",") if r.strip()]
+    return rows or list(EXPERIMENTS[experiment].default_runs)
 
 
-def row_outs(ctx: Context) -> Path:
+def row_outs(ctx: Context, experiment: str = "table4") -> Path:
     """Where each row's process writes its own $OUT (on the machine's disk, not in the call's $OUT)."""
     scratch = Path(os.environ.get("IBRAR_GPU_SCRATCH", "/tmp/ibrar-gpu"))
-    return scratch / "table4-rows"
+    return scratch / f"{experiment}-rows"
 
 
 def pack(outs: dict[str, Path], tarball: Path) -> int:
@@ -87,9 +92,10 @@ def row_summary(row: str, out: Path, returncode: int | None, side_by_side: int) 
             "side_by_side": side_by_side}
 
 
-def stage_table4_all(ctx: Context, info: dict[str, Any], rest: list[str]) -> tuple[str, dict[str, Any]]:
-    rows = chosen_rows(rest)
-    base = row_outs(ctx)
+def stage_side_by_side(ctx: Context, info: dict[str, Any], experiment: str,
+                       rest: list[str]) -> tuple[str, dict[str, Any]]:
+    rows = chosen_rows(rest, experiment)
+    base = row_outs(ctx, experiment)
     outs = {row: base / row for row in rows}
     env = {**os.environ}
     # the cores shared among the rows' processes (each would take them all: 6 x 16 threads on 16 cores)
@@ -99,10 +105,10 @@ def stage_table4_all(ctx: Context, info: dict[str, Any], rest: list[str]) -> tup
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
         with (out / "stage.log").open("w") as log:
-            processes[row] = subprocess.Popen([sys.executable, str(REPO / "bench/gpu/stages.py"), f"table4-{row}"],
-                                              cwd=REPO, env={**env, "OUT": str(out)}, stdout=log,
+            command = [sys.executable, str(REPO / "bench/gpu/stages.py"), f"{experiment}-{row}"]
+            processes[row] = subprocess.Popen(command, cwd=REPO, env={**env, "OUT": str(out)}, stdout=log,
                                               stderr=subprocess.STDOUT)
-        print(f"== table4: row {row} in process {processes[row].pid} ({out / 'stage.log'})", flush=True)
+        print(f"== {experiment}: row {row} in process {processes[row].pid} ({out / 'stage.log'})", flush=True)
 
     def forward(signum: int, _frame: object) -> None:  # run.sh's SIGTERM: every row checkpoints and exports
         for process in processes.values():
@@ -110,7 +116,7 @@ def stage_table4_all(ctx: Context, info: dict[str, Any], rest: list[str]) -> tup
                 process.send_signal(signum)
 
     previous = signal.signal(signal.SIGTERM, forward)
-    tarball = ctx.out / TARBALL
+    tarball = ctx.out / tarball_name(experiment)
     try:
         last_pack = last_report = time.time()
         while any(p.poll() is None for p in processes.values()):
@@ -135,5 +141,5 @@ def stage_table4_all(ctx: Context, info: dict[str, Any], rest: list[str]) -> tup
             print("\n".join(f"      | {line}" for line in last_lines(outs[summary["row"]] / "stage.log", 15)))
     unfinished = [s["row"] for s in summaries if not s["status"].startswith("finished")]
     status = "finished" if not unfinished else f"rows {','.join(unfinished)} not finished: call again"
-    return status, {"rows": summaries, "tarball": {"name": TARBALL, "files": packed,
+    return status, {"rows": summaries, "tarball": {"name": tarball.name, "files": packed,
                                                    "bytes": tarball.stat().st_size}}
