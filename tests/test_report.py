@@ -186,6 +186,14 @@ def test_table1_at_paper_scale_reads_the_gpu_kits_pairs(checkout):
     assert "| PGD-AT (ours, paper) | 76.00 | 24.80 | 18.00 | 26.10 | 21.90 | 27.20 | 21.10 |" in text
     assert "| PGD-AT (paper) | 75.02 | 42.45 | 37.80 | 47.32 | 41.03 | 47.59 | - | - |" in text
     assert "`results/table1-paper/`" in text and "results/table1-cpu" not in text
+    # a run a lease ran out on after the whole-test-set piece: shown apart, beside the paper's row
+    partial = partial_run(results / "table1-paper-partial", "vgg16-cifar10-trades-ibrar", 60)
+    (partial / "eval-full.json").write_text(json.dumps({"n": 10000, "seed": 0, "clean": 0.80, "attacks": [
+        {"name": a, "accuracy": v / 100} for a, v in TABLE1_PGD_AT_IBRAR.items() if a != "autoattack"]}))
+    text = report.table1_paper_tables(results, checkout)
+    assert "Not finished when the lease ended, so not Table 1's runs" in text
+    assert ("| vgg16-cifar10-trades-ibrar | 60 of 60 | 110.0 | 6.0 | 41.0 | 80.0 / 25.9 / 17.5 / 27.0 / 22.1 / 27.9 | "
+            "80.63 / 44.13 / 41.81 / 51.45 / 43.63 / 51.69 |") in text
 
 
 def test_seeds_are_averaged_with_their_spread(checkout):

@@ -49,16 +49,16 @@ from ibrar.report.sections import (
     bench_sections,
     fig2_tables,
     gpu_check_section,
+    paper_partial_table,
     read_bench,
     scale_tables,
-    table4_paper_partial,
+    table1_paper_tables,
     table4_paper_table,
 )
 from ibrar.report.tables import (
     ce_fast_table,
     quickstart_table,
     runs_table,
-    table1_paper_tables,
     table1_tables,
     table3_table,
     table4_table,
@@ -73,5 +73,5 @@ __all__ = [
     "gpu_check_section", "linf_worst_case", "machine_of", "not_run", "partial_folder",
     "quickstart_table", "read_bench", "render_docs", "runs_table", "scale_figure", "scale_tables", "source_line",
     "table1_convergence", "table1_paper_tables", "table1_tables", "table3_table", "table4_infoplane",
-    "table4_paper_partial", "table4_paper_table", "table4_table", "table6_table", "training_legs", "write_docs",
+    "paper_partial_table", "table4_paper_table", "table4_table", "table6_table", "training_legs", "write_docs",
 ]

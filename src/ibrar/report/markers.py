@@ -10,11 +10,17 @@ from pathlib import Path
 
 from ibrar.ledger import claims_section
 from ibrar.report.collect import RESULTS_DIR, ReportError
-from ibrar.report.sections import bench_sections, fig2_tables, gpu_check_section, scale_tables, table4_paper_table
+from ibrar.report.sections import (
+    bench_sections,
+    fig2_tables,
+    gpu_check_section,
+    scale_tables,
+    table1_paper_tables,
+    table4_paper_table,
+)
 from ibrar.report.tables import (
     ce_fast_table,
     quickstart_table,
-    table1_paper_tables,
     table1_tables,
     table3_table,
     table4_table,

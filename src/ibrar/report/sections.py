@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ibrar.experiments import fig2
 from ibrar.experiments import scale as study
-from ibrar.experiments.paper_numbers import TABLE4, TABLE4_COLUMNS
+from ibrar.experiments.paper_numbers import TABLE1, TABLE1_COLUMNS, TABLE4, TABLE4_COLUMNS
 from ibrar.experiments.render import markdown_table, render_table
 from ibrar.ledger_evidence import setting_label
 from ibrar.report.collect import (
@@ -24,7 +25,7 @@ from ibrar.report.collect import (
     variants,
 )
 from ibrar.report.provenance import eps_text, evaluation_notes, median_l2_line, not_run, source_line
-from ibrar.report.tables import table4_table
+from ibrar.report.tables import table1_tables, table4_table
 from ibrar.run_folder import RunFolder
 
 
@@ -183,6 +184,13 @@ def gpu_check_section(results: Path, root: Path) -> str:
     return "\n".join(lines)
 
 
+def table1_paper_tables(results: Path, root: Path) -> str:
+    """Table 1 at the paper's scale, as the GPU kit's `table1` stage brings its runs back, and below it the runs a
+    lease ran out on."""
+    partial = paper_partial_table(results, root, "table1")
+    return table1_tables(results, root, "paper") + ("\n\n" + partial if partial else "")
+
+
 def table4_paper_table(results: Path, root: Path) -> str:
     """Table 4 at the paper's scale, as the GPU kit's `table4-<row>` stages bring it back: a table for each
     optimizer the kit trained with (its folders' name variant: `-authors-optim` for the authors' code's), headed by
@@ -197,34 +205,57 @@ def table4_paper_table(results: Path, root: Path) -> str:
             label = setting_label(RunFolder(dirs[0]).config_dict())
             tables.append(f"**{label[0].upper()}{label[1:]}** (run folders `<row>{variant}`):\n\n"
                           + table4_table(results, root, "paper", variant))
-    partial = table4_paper_partial(results, root)
+    partial = paper_partial_table(results, root)
     return "\n\n".join(tables or [table4_table(results, root, "paper")]) + ("\n\n" + partial if partial else "")
 
 
-def table4_paper_partial(results: Path, root: Path) -> str:
-    """Paper-scale rows a lease ran out on (the GPU went back first; its disk, checkpoint included, with it): how
+@dataclass(frozen=True)
+class PartialColumns:
+    """What a table of paper-scale runs a lease ran out on shows of each run's whole-test-set piece, beside the
+    paper's numbers of the same columns."""
+
+    table: str  # "Table 4's rows"
+    keys: tuple[str, ...]  # eval.json's metrics
+    labels: tuple[str, ...]  # their headers
+    paper: dict[str, dict[str, float]]  # the paper's numbers by run group
+    paper_columns: tuple[str, ...]
+    paper_labels: str
+
+
+PARTIAL_COLUMNS = {
+    "table4": PartialColumns("Table 4's rows", ("clean", "pgd10", "nifgsm", "fgsm"),
+                             ("Natural", "PGD-10", "NI-FGSM", "FGSM"), TABLE4, TABLE4_COLUMNS, "Nat / PGD / NI / FGSM"),
+    "table1": PartialColumns("Table 1's runs", ("clean", "pgd10", "cw", "fgsm", "fab", "nifgsm"),
+                             ("Natural", "PGD-10", "CW-L2", "FGSM", "FAB", "NI-FGSM"), TABLE1, TABLE1_COLUMNS,
+                             "Nat / PGD / CW / FGSM / FAB / NI"),
+}
+
+
+def paper_partial_table(results: Path, root: Path, experiment: str = "table4") -> str:
+    """Paper-scale runs a lease ran out on (the GPU went back first; its disk, checkpoint included, with it): how
     far they trained, the Trainer's per-epoch monitor, and the paper's attacks on the whole test set when that
-    piece of the evaluation ran (eval-full.json). AutoAttack did not run, so these are not Table 4's rows."""
-    folder = partial_folder(results, "table4-paper")
+    piece of the evaluation ran (eval-full.json). AutoAttack did not run, so these are not the table's rows."""
+    shown = PARTIAL_COLUMNS[experiment]
+    finished = results / f"{experiment}-paper"
+    folder = partial_folder(results, finished.name)
     runs = [run for run in map(RunFolder, sorted(folder.glob("*"))) if run.metrics_file.is_file()
-            and run.gpu_calls_file.is_file() and not RunFolder(results / "table4-paper" / run.name).has_evaluation()]
+            and run.gpu_calls_file.is_file() and not RunFolder(finished / run.name).has_evaluation()]
     rows, calls, recovered = [], [], []
     for run in runs:
         metrics, gpu = run.metrics(), run.gpu_calls()
         last, per_epoch = metrics[-1], sorted(m["seconds"] for m in metrics if "seconds" in m)
         full = run.partial_evaluation()
         if full:
-            measured = " / ".join("-" if (value := full.metric(k)) is None else f"{value:.1f}"
-                                  for k in ("clean", "pgd10", "nifgsm", "fgsm"))
+            measured = " / ".join("-" if (value := full.metric(k)) is None else f"{value:.1f}" for k in shown.keys)
             if full.recovered_from:
                 recovered.append(f"{run.name}'s whole-test-set numbers come from its {full.recovered_from}")
         else:
             measured = "not evaluated"
-        paper = TABLE4.get(split[0], {}) if (split := split_variant(run.name, TABLE4)) else {}
+        paper = shown.paper.get(split[0], {}) if (split := split_variant(run.name, shown.paper)) else {}
         rows.append([run.name, f"{last['epoch']} of {run.config().train.epochs}",
                      f"{100 * last['test_clean_acc']:.1f}", f"{100 * last['test_pgd10_acc']:.1f}",
                      f"{per_epoch[len(per_epoch) // 2]:.1f}", measured,
-                     " / ".join(f"{paper[c]:.2f}" for c in TABLE4_COLUMNS) if paper else "-",
+                     " / ".join(f"{paper[c]:.2f}" for c in shown.paper_columns) if paper else "-",
                      gpu.get("device", "not recorded")])
         source = gpu.get("source") or {}
         commit = f"commit `{str(source.get('commit', ''))[:7]}`" if source.get("commit") else "commit not recorded"
@@ -234,10 +265,10 @@ def table4_paper_partial(results: Path, root: Path) -> str:
     if not rows:
         return ""
     header = ["run (not finished)", "epochs trained", "clean % (monitor)", "PGD-10 % (monitor)", "median s/epoch",
-              "whole test set: Natural / PGD-10 / NI-FGSM / FGSM", "paper (Nat / PGD / NI / FGSM)", "device"]
+              f"whole test set: {' / '.join(shown.labels)}", f"paper ({shown.paper_labels})", "device"]
     notes = [f"{'; '.join(recovered)}.", ""] if recovered else []
     return "\n".join([
-        "Not finished when the lease ended, so not Table 4's rows: trained part of the way, or trained and evaluated "
+        f"Not finished when the lease ended, so not {shown.table}: trained part of the way, or trained and evaluated "
         "with the paper's attacks on the whole test set but not yet with AutoAttack (the monitor: clean and PGD-10 "
         f"accuracy on the first `train.eval_subset` test images after the last epoch; `{relative(folder, root)}/`):",
         "", *markdown_table(header, rows), "", *notes, "GPU calls: " + "; ".join(calls) + "."])

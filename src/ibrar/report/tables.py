@@ -104,9 +104,6 @@ def table1_tables(results: Path, root: Path, scale: str = "cpu") -> str:
     return "\n".join([*out, note])
 
 
-def table1_paper_tables(results: Path, root: Path) -> str:
-    """Table 1 at the paper's scale, as the GPU kit's `table1` stage brings its runs back."""
-    return table1_tables(results, root, "paper")
 
 
 def table4_table(results: Path, root: Path, scale: str = "cpu", variant: str = "") -> str:
