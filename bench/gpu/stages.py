@@ -191,7 +191,7 @@ def write_stage_json(ctx: Context, status: str, info: dict[str, Any], **extra: A
     return record
 
 
-# ---- table4 ------------------------------------------------------------------------------------------
+# ---- one run at paper scale: a Table 4 row, a Table 1 run ---------------------------------------------------
 
 
 def row_and_seed(token: str) -> tuple[str, int]:
