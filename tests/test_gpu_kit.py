@@ -339,6 +339,20 @@ def test_table1_stage_trains_the_pgd_at_pair_side_by_side_and_brings_both_back_e
     assert reply["next"] == "bash bench/gpu/run.sh fetch table1-pgd_at-ibrar 4"
 
 
+def test_fig2_stage_evaluates_its_networks_with_the_attack_steps_curves_on_the_whole_test_set(rehearsal, tmp_path):
+    env = {**rehearsal, "IBRAR_GPU_RUNS": str(tmp_path / "runs"), "IBRAR_GPU_AA_N": "20", "IBRAR_GPU_OPTIM": "authors"}
+    reply, log = device_call(env, tmp_path / "call", "fig2", "ce,hbar")
+    assert reply["status"] == "finished" and reply["tarball"]["name"] == "fig2.tar.gz"
+    folder = tmp_path / "results" / "fig2-smoke"
+    assert kit.collect(tmp_path / "call", tmp_path / "results") == [folder / "ce-authors-optim",
+                                                                      folder / "hbar-authors-optim"]
+    evaluation = json.loads((folder / "hbar-authors-optim" / "eval.json").read_text())
+    assert sorted(evaluation["curves"]) == ["cw", "nifgsm", "pgd"]
+    assert sorted(evaluation["curves"]["pgd"]) == ["1", "2"]  # the smoke scale's steps (the paper's: 1 ... 50)
+    assert evaluation["attacks"][-1]["n"] == 20 < evaluation["n"]  # the curves with the whole set, AutoAttack not
+    assert "momentum: 0.9" in (folder / "hbar-authors-optim" / "config.yaml").read_text()
+
+
 def test_a_table1_run_refuses_the_optimizer_knob_of_table4(monkeypatch):
     import stages
 

@@ -134,6 +134,24 @@ def test_finished_paper_scale_rows_decide_the_headline_under_pgd10_and_autoattac
     assert "PGD-10 30.0 vs 0.1 (+29.9)" in line.measured
 
 
+def test_figure2_at_paper_scale_takes_the_strongest_optimizer_of_the_gpu_kits_folders(tmp_path):
+    """Figure 2's networks of each optimizer the kit trained (`<run>` and `<run>-authors-optim`): compared within
+    one optimizer only, each pair listed, the strongest deciding."""
+    folder = tmp_path / "results" / "fig2-paper"
+    for variant, ibrar, aa in (("", 5.0, 0.0), ("-authors-optim", 30.0, 12.0)):
+        make_run(folder, f"ibrar-rob{variant}", "table4-vgg16-6-ibrar", **PAPER_SETTING,
+                 attacks={"pgd10": ibrar, "autoattack": aa}, n=10000)
+        for baseline in ("hbar", "vib"):
+            make_run(folder, f"{baseline}{variant}", f"fig2-{baseline}", **PAPER_SETTING,
+                     attacks={"pgd10": 4.0, "autoattack": 0.0}, n=10000)
+    evidence = claim(tmp_path / "results", "IB-RAR above HBaR and VIB").evidence["paper"]
+    assert evidence.verdict.kind == REPRODUCES
+    assert [line.verdict.kind for line in evidence.lines] == [DOES_NOT, DOES_NOT, REPRODUCES, REPRODUCES]
+    assert "IB-RAR(rob) − HBaR (`results/fig2-paper/`;" in evidence.lines[0].label
+    assert "(`results/fig2-paper/`, run folders `<run>-authors-optim`;" in evidence.lines[2].label
+    assert "PGD-10 30.0 vs 4.0 (+26.0); AutoAttack 12.0 vs 0.0 (+12.0)" in evidence.lines[2].measured
+
+
 def test_rows_of_different_optimizers_are_separate_settings_and_never_paired(tmp_path):
     results = tmp_path / "results"
     folder = results / "table4-paper"

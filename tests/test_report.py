@@ -355,6 +355,23 @@ def test_figure2_puts_clean_accuracy_beside_the_papers_and_tabulates_the_step_cu
     assert text.count("Source: `ce`, `ibrar-rob` in `results/fig2-cpu/`") == 2  # the accuracies and the curves
 
 
+def test_figure2_at_paper_scale_has_the_tables_of_each_optimizer_the_gpu_kit_trained(checkout):
+    results = checkout / "results"
+    assert report.fig2_paper_tables(results, checkout) == "Figure 2: not run (no eval.json in `results/fig2-paper/`)."
+    for name, pgd in (("ce-authors-optim", 0.1), ("ibrar-rob-authors-optim", 20.0), ("hbar", 4.0)):
+        fake_run(results / "fig2-paper", name, 90.0, {"pgd10": pgd, "cw": 5.0, "nifgsm": 1.0, "autoattack": 0.0},
+                 eval_extra=curves(pgd / 100), n=10000)
+    plain, authors = report.fig2_paper_tables(results, checkout).split("\n\n**Width")
+    assert plain.startswith("**Width 0.5, all training images, 2 epochs, SGD momentum 0.9, no weight decay** "
+                            "(run folders `<row>`)")
+    assert "| HBaR | 90.0 | 91.93 | 4.0 |" in plain and "| CE | not run |" in plain
+    assert authors.startswith(" 0.5, all training images, 2 epochs, SGD momentum 0.9, no weight decay** (run folders "
+                              "`<row>-authors-optim`)")
+    assert "| CE | 90.0 | 89.88 | 0.1 |" in authors and "| IB-RAR(rob) | 90.0 | 91.33 | 20.0 |" in authors
+    assert "| IB-RAR(rob) | 20.0 | 4.0 | 2.0 | 1.0 | 0.4 |" in authors  # its PGD steps curve
+    assert "| HBaR | not run |" in authors
+
+
 def test_figure2_without_curves_says_the_curves_did_not_run(checkout):
     results = checkout / "results"
     fake_run(results / "fig2-cpu", "ce", 60.6, {"pgd10": 0.2, "cw": 5.0, "nifgsm": 1.0, "autoattack": 0.0})

@@ -5,7 +5,7 @@
     python3 bench/gpu/kit.py unpack TARBALL DEST          unpack the carried CIFAR-10 (once per machine)
     python3 bench/gpu/kit.py slim WHEEL PREFIX            drop files a wheel bundles but nothing imports
     python3 bench/gpu/kit.py collect FILES_AT             copy a device call's results into results/ (a
-                                                          table4 or table1 stage's tarball unpacked)
+                                                          table4, table1 or fig2 stage's tarball unpacked)
 
 What travels in a device call: the tracked files, the untracked files git does not ignore, a `shared/` folder
 in the checkout, and the carried paths (the kit folder, `.gpu-kit`); together at most 64 MiB.
@@ -31,8 +31,9 @@ DEFAULT_KIT = REPO / ".gpu-kit"
 # merged with it into eval.json; the report reads it under the same name (ibrar.run_files.PARTIAL_EVAL_FILE)
 EVAL_FULL = "eval-full.json"
 INSTALLED_LIST = "ibrar-kit-installed.txt"  # in the target folder: the wheels the last set-up installed
-# the `table4` and `table1` stages' runs, packed (bench/gpu/side_by_side.py; kit.py imports nothing of ibrar's)
-TARBALLS = ("table4.tar.gz", "table1.tar.gz")
+# the `table4`, `table1` and `fig2` stages' runs, packed (bench/gpu/side_by_side.py; kit.py imports nothing of
+# ibrar's)
+TARBALLS = ("table4.tar.gz", "table1.tar.gz", "fig2.tar.gz")
 
 
 # ---- what travels ----------------------------------------------------------------------------------
@@ -204,7 +205,7 @@ def evaluation_from_log(log: Path, run: str) -> dict | None:
 
 def collect(files_at: Path, results: Path, quiet: bool = False) -> list[Path]:
     """Copy what a device call brought back into `results/`: each finished run folder
-    ($OUT/<experiment>-<scale>/<run>/, or inside the `table4` or `table1` stage's tarball) through `ibrar report
+    ($OUT/<experiment>-<scale>/<run>/, or inside the `table4`, `table1` or `fig2` stage's tarball) through `ibrar report
     collect`'s own copy (the figures' inputs with it), and a `check` stage's files to
     results/gpu-check/. A run that has not been evaluated yet stays out of results/<experiment>-<scale>/ (its stage
     is called again); how far it got goes to results/<experiment>-<scale>-partial/<run>/, since the lease may end

@@ -9,6 +9,7 @@
 #                                        to call again
 #   bash bench/gpu/run.sh table1         Table 1's PGD-AT pair on CIFAR-10 the same way (table1.tar.gz); one run:
 #                                        table1-pgd_at-ibrar; others: table1 trades,trades-ibrar
+#   bash bench/gpu/run.sh fig2           Figure 2's five networks the same way, with the steps curves (fig2.tar.gz)
 #   bash bench/gpu/run.sh fetch 6 [K]    a trained row's final.pt in sha256-checked shards (K: the first shard;
 #                                        a Table 1 run: fetch table1-pgd_at-ibrar)
 #   bash bench/gpu/run.sh --rehearse STAGE   the same on the CPU with tiny sizes (or IBRAR_GPU_KIT_REHEARSAL=1)
@@ -18,7 +19,7 @@
 # Results (JSON, markdown, logs; never checkpoints) go to $OUT, at most two folders down.
 set -euo pipefail
 if [[ ${1:-} == --rehearse ]]; then export IBRAR_GPU_KIT_REHEARSAL=1; shift; fi
-stage=${1:?usage: bash bench/gpu/run.sh [--rehearse] check|table4|table4-ROW|table1|table1-RUN|fetch ROW [FIRST_SHARD]}
+stage=${1:?usage: bash bench/gpu/run.sh [--rehearse] check|table4[-ROW]|table1[-RUN]|fig2[-RUN]|fetch ROW [FIRST_SHARD]}
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 export IBRAR_GPU_T0=${IBRAR_GPU_T0:-$(date +%s.%N)}
 rehearsal=${IBRAR_GPU_KIT_REHEARSAL:-0}

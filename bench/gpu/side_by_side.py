@@ -1,8 +1,8 @@
-"""The kit's `table4` and `table1` stages: several runs of one experiment at paper scale at once on the lent GPU
-(all six VGG16 rows of Table 4; Table 1's PGD-AT pair), one process per run (each is the `table4-ROW` or
-`table1-RUN` stage, with its own deadline, resume, evaluation and figure pieces), and everything small they made
-packed into one `$OUT/<experiment>.tar.gz`, re-packed as each piece lands, so that what comes back stays 3 files
-(the tarball, stage.json, stage.log) even if the call is cut off.
+"""The kit's `table4`, `table1` and `fig2` stages: several runs of one experiment at paper scale at once on the lent
+GPU (all six VGG16 rows of Table 4; Table 1's PGD-AT pair; Figure 2's five networks), one process per run (each is
+the `table4-ROW`, `table1-RUN` or `fig2-RUN` stage, with its own deadline, resume, evaluation and figure pieces),
+and everything small they made packed into one `$OUT/<experiment>.tar.gz`, re-packed as each piece lands, so that
+what comes back stays 3 files (the tarball, stage.json, stage.log) even if the call is cut off.
 
 Processes rather than one process stepping six models: each row's results are those of the row alone
 (ibrar.experiments.parallel says why), and the lease measures the cost: each row's seconds per epoch side by
@@ -36,7 +36,7 @@ def tarball_name(experiment: str) -> str:
 
 def chosen_rows(rest: list[str], experiment: str = "table4") -> list[str]:
     """`table4` alone: the six rows; `table4 1,6`: those (what a lease too short for six can still finish);
-    `table1`: its PGD-AT pair."""
+    `table1`: its PGD-AT pair; `fig2`: its five networks."""
     if len(rest) > 1:
         raise SystemExit(f"error: usage: bash bench/gpu/run.sh {experiment} [ROWS] (e.g. {experiment}, or "
                          f"{experiment} {','.join(EXPERIMENTS[experiment].default_runs[:2])})")

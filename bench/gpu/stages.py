@@ -5,6 +5,8 @@
                   table4-ROW, packed into $OUT/table4.tar.gz (side_by_side.py)
     table1 [RUNS] Table 1's PGD-AT pair on CIFAR-10 (or the runs named, e.g. trades,trades-ibrar) the same way,
                   each run a table1-RUN stage (as table4-ROW, without the optimizer knob), into $OUT/table1.tar.gz
+    fig2 [RUNS]   Figure 2's five networks (or those named, e.g. hbar,vib) the same way, each a fig2-RUN stage
+                  (as table4-ROW, with the attack-steps curves on the whole test set), into $OUT/fig2.tar.gz
     table4-ROW    one Table 4 row at paper scale (ROW: 1..6, a row name such as 2-ib, or resnet18-6; -seedK after it
                   trains seed K, e.g. table4-6-seed1, into <run>-seedK), trained into
                   a run folder on the machine's disk until the call's time budget is spent; once trained, its
@@ -191,7 +193,7 @@ def write_stage_json(ctx: Context, status: str, info: dict[str, Any], **extra: A
     return record
 
 
-# ---- one run at paper scale: a Table 4 row, a Table 1 run ---------------------------------------------------
+# ---- one run at paper scale: a Table 4 row, a Table 1 run, a Figure 2 network ------------------------------
 
 
 def row_and_seed(token: str) -> tuple[str, int]:
@@ -223,6 +225,9 @@ EXPERIMENTS = {
     # Table 1 on CIFAR-10 (the kit carries no Tiny ImageNet): its AT configs are the paper text's and the authors'
     # code's alike (METHOD.md section 4), so the optimizer knob does not apply; the PGD-AT pair first (issue #26)
     "table1": KitExperiment(("vgg16-cifar10-",), ("pgd_at", "pgd_at-ibrar"), False, "pgd_at-ibrar"),
+    # Figure 2: its five networks without adversarial training (CE and IB-RAR(rob) are Table 4's rows 1 and 6), each
+    # evaluated with the attack-steps curves as well (the run specs' `steps`)
+    "fig2": KitExperiment(("",), ("ce", "hbar", "vib", "ibrar-rob", "ibrar-all"), True, "hbar"),
 }
 
 
@@ -244,8 +249,8 @@ def find_row(experiment: Any, row: str, name: str = "table4") -> Any:
     wanted = row if row.startswith(kit.prefixes) else f"{kit.prefixes[0]}{row}"
     matches = [n for n in names if n == wanted] or [n for n in names if n.startswith(wanted + "-")]
     if len(matches) != 1:
-        raise SystemExit(f"error: {name} row {row!r}: expected one of {names} (or without its prefix "
-                         f"{kit.prefixes[0]!r}, e.g. {kit.example})")
+        short = f" (or without its prefix {kit.prefixes[0]!r}, e.g. {kit.example})" if kit.prefixes[0] else ""
+        raise SystemExit(f"error: {name} row {row!r}: expected one of {names}{short}")
     return next(spec for spec in experiment.runs if spec.name == matches[0])
 
 
@@ -330,8 +335,10 @@ def evaluate_row(ctx: Context, spec: Any, scale: Any, config: Any, run_dir: Path
         n = len(test_data) if whole else min(ctx.aa_n, len(test_data))  # explicit: no default subset applies
         print(f"== evaluating {run_dir.name}: {', '.join(attacks)} on {n} test examples", flush=True)
         started = time.time()
+        # Figure 2's attack-steps curves, with the paper's attacks on the whole test set (`ibrar reproduce`'s n)
         report = evaluate_run(run_dir, data_root=ctx.data_root, attacks=attacks, n=n, seed=spec.seed, quiet=True,
-                              test_data=test_data, large_eps_check=scale.large_eps_check and whole)
+                              steps=list(spec.steps) if whole and spec.steps else None, test_data=test_data,
+                              large_eps_check=scale.large_eps_check and whole)
         print(report, flush=True)
         print(f"   ({time.time() - started:.0f} s)", flush=True)
         os.replace(RunFolder(run_dir).eval_file, path)
@@ -497,7 +504,8 @@ def next_command(stage: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", help="check, table4, table4-ROW, table1, table1-RUN, fetch, or finalize")
+    parser.add_argument("stage", help="check, table4, table4-ROW, table1, table1-RUN, fig2, fig2-RUN, fetch, or "
+                        "finalize")
     parser.add_argument("rest", nargs="*", help="(fetch) ROW [FIRST_SHARD]; (finalize) the stage it finalizes")
     parser.add_argument("--rc", type=int, default=0)
     args = parser.parse_args(argv)
@@ -509,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     experiment, row = experiment_of(args.stage)
     if not (args.stage in ("check", "fetch") or experiment):
         parser.error(f"stage: expected check, table4 [ROWS], table4-ROW (e.g. table4-1), table1 [RUNS], table1-RUN "
-                     f"(e.g. table1-pgd_at) or fetch ROW, got {args.stage!r}")
+                     f"(e.g. table1-pgd_at), fig2 [RUNS], fig2-RUN or fetch ROW, got {args.stage!r}")
     if args.stage != "fetch":  # fetch cuts a file in shards: nothing of ibrar's dependencies but torch
         preflight(ctx.rehearsal)
     import torch

@@ -37,6 +37,7 @@ from ibrar.ledger_evidence import (
     weakest,
 )
 from ibrar.run_folder import RunFolder
+from ibrar.run_names import variants
 
 CONVERGENCE_EPOCHS = 2  # epochs earlier, at least: the monitor's 200 test images make one epoch noise
 RULES = (
@@ -51,10 +52,12 @@ RULES = (
     "numbers come from `ibrar.experiments.paper_numbers`."
 )
 GPU_KIT = "the GPU kit (`bench/gpu/`) trains it on a lease: `bash bench/gpu/run.sh table4-{row}`"
-NO_KIT = "the GPU kit (`bench/gpu/`) has stages for Table 4's rows and Table 1's pairs only"
+NO_KIT = "the GPU kit (`bench/gpu/`) has stages for Table 4's rows, Table 1's pairs and Figure 2's networks only"
 # the experiments (results folders less their scale) the GPU kit has a stage for, and how a lease runs them
 KIT_STAGES = {"table1": "the GPU kit (`bench/gpu/`) trains its pairs on a lease: `bash bench/gpu/run.sh table1` "
-                        "(PGD-AT), `table1 trades,trades-ibrar`, `table1 mart,mart-ibrar`"}
+                        "(PGD-AT), `table1 trades,trades-ibrar`, `table1 mart,mart-ibrar`",
+              "fig2": "the GPU kit (`bench/gpu/`) trains its networks on a lease: `IBRAR_GPU_OPTIM=authors bash "
+                      "bench/gpu/run.sh fig2`"}
 
 
 @dataclass(frozen=True)
@@ -168,11 +171,13 @@ def no_gain_verdict(attack: Measure) -> Verdict:
 
 
 def _pair_lines(folder: Path, root: Path, pairs: Sequence[tuple[str, str, str]],
-                judge: Callable[[dict[int, Run], dict[int, Run], str], tuple[Verdict, str]]) -> list[Line]:
-    """One line per (label, treatment group, control group) whose both rows ran; 'not run' lines for the rest."""
+                judge: Callable[[dict[int, Run], dict[int, Run], str], tuple[Verdict, str]],
+                variant: str = "") -> list[Line]:
+    """One line per (label, treatment group, control group) whose both rows ran; 'not run' lines for the rest.
+    `variant`: the runs of the GPU kit's folders of that name variant (`ibrar.run_names`)."""
     lines = []
     for label, treat, control in pairs:
-        t, c = seed_runs(folder, treat), seed_runs(folder, control)
+        t, c = seed_runs(folder, treat, variant), seed_runs(folder, control, variant)
         if not t or not c:
             missing = " and ".join(f"`{g}`" for g, runs in ((treat, t), (control, c)) if not runs)
             lines.append(Line(label, f"{missing} not run at this scale yet (no run in `{_rel(folder, root)}/`)",
@@ -181,7 +186,8 @@ def _pair_lines(folder: Path, root: Path, pairs: Sequence[tuple[str, str, str]],
         verdict, text = judge(t, c, label)
         seeds = common_seeds([t, c])
         runs = [*t.values(), *c.values()]
-        lines.append(Line(f"{label} (`{_rel(folder, root)}/`; {seeds_text(seeds)}; {test_images(runs)})", text,
+        kit = f", run folders `<run>{variant}`" if variant else ""
+        lines.append(Line(f"{label} (`{_rel(folder, root)}/`{kit}; {seeds_text(seeds)}; {test_images(runs)})", text,
                           verdict, len(seeds)))
     return lines
 
@@ -307,7 +313,12 @@ def fig2_evidence(results: Path, root: Path, scale: str) -> Evidence:
         return gain_verdict(pgd, aa, MARGIN_PP), f"{pgd_text}; {aa_text}"
 
     pairs = [("IB-RAR(rob) − HBaR", "ibrar-rob", "hbar"), ("IB-RAR(rob) − VIB", "ibrar-rob", "vib")]
-    return _conjunction(_pair_lines(folder, root, pairs, judge), folder, root, scale)
+    # the GPU kit's folders of each optimizer (`<run>-authors-optim`) are a setting of their own: the strongest
+    found = [_conjunction(_pair_lines(folder, root, pairs, judge, variant), folder, root, scale)
+             for variant in variants("fig2", scale, folder) or [""]]
+    if len(found) == 1:
+        return found[0]
+    return Evidence(strongest([e.verdict for e in found]), tuple(line for e in found for line in e.lines))
 
 
 def _adaptive(run: Run) -> float | None:

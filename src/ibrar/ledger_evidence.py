@@ -120,10 +120,11 @@ def read_run(path: Path) -> Run | None:
     return Run(path, folder.config_dict(), result, complete, int(metrics[-1].get("epoch", 0)) if metrics else 0)
 
 
-def seed_runs(folder: Path, group: str) -> dict[int, Run]:
+def seed_runs(folder: Path, group: str, variant: str = "") -> dict[int, Run]:
     """The runs of one row of an experiment folder by seed: `<group>` and `<group>-seed<k>` (`ibrar reproduce
-    --seeds`, or seeds added later beside a seed-0 run without suffix); the seed is the one its config trained."""
-    pattern = re.compile(rf"{re.escape(group)}(-seed\d+)?")
+    --seeds`, or seeds added later beside a seed-0 run without suffix), or those of a variant
+    (`<group><variant>[-seed<k>]`, `ibrar.run_names`); the seed is the one its config trained."""
+    pattern = re.compile(rf"{re.escape(group)}{re.escape(variant)}(-seed\d+)?")
     found: dict[int, Run] = {}
     for path in sorted(folder.iterdir()) if folder.is_dir() else []:
         if path.is_dir() and pattern.fullmatch(path.name) and (run := read_run(path)) is not None:

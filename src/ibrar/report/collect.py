@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from ibrar.errors import InputError
 from ibrar.experiments import build_experiment
 from ibrar.run_files import CONFIG_FILE, CONFUSION_FILE, EVAL_FILE, FEATURES_FILE, META_FILE, METRICS_FILE, RECORDS
 from ibrar.run_folder import RunFolder
+from ibrar.run_names import split_variant
 
 RESULTS_DIR = "results"
 # What a run folder contributes to results/: config, versions and hardware, per-epoch log, evaluation.
@@ -116,25 +117,6 @@ def collected_experiment(name: str, scale: str, folder: Path, variant: str = "")
     if variant:
         chosen.runs = [replace(r, name=f"{r.group}{variant}{r.name[len(r.group):]}") for r in chosen.runs]
     return chosen
-
-
-def split_variant(name: str, groups: Iterable[str]) -> tuple[str, str, str] | None:
-    """A run folder's name as (group, variant, seed part): `vgg16-6-ibrar-authors-optim-seed1` ->
-    ('vgg16-6-ibrar', '-authors-optim', '-seed1'); None when it starts with none of `groups` (the longest wins)."""
-    group = max((g for g in groups if name == g or name.startswith(f"{g}-")), key=len, default=None)
-    if group is None:
-        return None
-    rest = name[len(group):]
-    seed = m.group(0) if (m := re.search(r"-seed\d+$", rest)) else ""
-    return group, rest[:len(rest) - len(seed)], seed
-
-
-def variants(name: str, scale: str, folder: Path) -> list[str]:
-    """The variants of the experiment's runs in `folder` (see `collected_experiment`), the plain one ('') first."""
-    groups = {spec.group for spec in build_experiment(name, scale).runs}
-    found = {split[1] for d in (folder.iterdir() if folder.is_dir() else ()) if d.is_dir()
-             and (split := split_variant(d.name, groups)) is not None}
-    return sorted(found, key=lambda v: (v != "", v))
 
 
 def group_dirs(experiment: Any, folder: Path, groups: Sequence[str]) -> list[Path]:

@@ -12,6 +12,7 @@ from ibrar.ledger import claims_section
 from ibrar.report.collect import RESULTS_DIR, ReportError
 from ibrar.report.sections import (
     bench_sections,
+    fig2_paper_tables,
     fig2_tables,
     gpu_check_section,
     scale_tables,
@@ -49,6 +50,7 @@ TABLES: tuple[DocTable, ...] = (
     DocTable("table3-cpu", "docs/reproduction.md", table3_table),
     DocTable("table6-cpu", "docs/reproduction.md", table6_table),
     DocTable("fig2-cpu", "docs/reproduction.md", fig2_tables),
+    DocTable("fig2-paper", "docs/reproduction.md", fig2_paper_tables),
     DocTable("scale-cpu", "docs/reproduction.md", scale_tables),
     DocTable("ce-fast", "docs/reproduction.md", ce_fast_table),
     DocTable("bench", "bench/RESULTS.md", bench_sections),

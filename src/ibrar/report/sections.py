@@ -4,7 +4,7 @@ curves, the benchmarks, the GPU check, and Table 4 at the paper's scale with the
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,12 +21,11 @@ from ibrar.report.collect import (
     partial_folder,
     read_json,
     relative,
-    split_variant,
-    variants,
 )
 from ibrar.report.provenance import eps_text, evaluation_notes, median_l2_line, not_run, source_line
 from ibrar.report.tables import table1_tables, table4_table
 from ibrar.run_folder import RunFolder
+from ibrar.run_names import split_variant, variants
 
 
 def scale_tables(results: Path, root: Path, scale: str = "cpu") -> str:
@@ -96,11 +95,11 @@ def _family_label(family: str) -> str:
     return fig2.FAMILY_NAMES.get(family, family)
 
 
-def fig2_tables(results: Path, root: Path, scale: str = "cpu") -> str:
+def fig2_tables(results: Path, root: Path, scale: str = "cpu", variant: str = "") -> str:
     """Figure 2's networks under PGD-10, CW-L2, NI-FGSM and AutoAttack (clean beside the paper's), then the
-    attack-steps curves as one table per attack family."""
+    attack-steps curves as one table per attack family (`variant`: the GPU kit's folders `<run><variant>`)."""
     folder = results / f"fig2-{scale}"
-    experiment = collected_experiment("fig2", scale, folder)
+    experiment = collected_experiment("fig2", scale, folder, variant)
     dirs = group_dirs(experiment, folder, [group for _, group in fig2.ROWS])
     if not dirs:
         return not_run("Figure 2", [folder], root)
@@ -191,22 +190,35 @@ def table1_paper_tables(results: Path, root: Path) -> str:
     return table1_tables(results, root, "paper") + ("\n\n" + partial if partial else "")
 
 
-def table4_paper_table(results: Path, root: Path) -> str:
-    """Table 4 at the paper's scale, as the GPU kit's `table4-<row>` stages bring it back: a table for each
-    optimizer the kit trained with (its folders' name variant: `-authors-optim` for the authors' code's), headed by
-    the setting its runs' configs trained; below them the rows a lease ran out on before they were trained."""
-    folder = results / "table4-paper"
-    found = variants("table4", "paper", folder)
+def per_variant(results: Path, root: Path, experiment: str, render: Callable[[str], str]) -> list[str]:
+    """At paper scale, a table per name variant of the GPU kit's run folders (`ibrar.run_names`: `-authors-optim`
+    for the authors' code's optimizer) that has evaluated runs, headed by the setting its runs' configs trained;
+    `render(variant)` draws it."""
+    folder = results / f"{experiment}-paper"
     tables = []
-    for variant in found:
-        experiment = collected_experiment("table4", "paper", folder, variant)
-        dirs = group_dirs(experiment, folder, experiment.tables[0].groups)
+    for variant in variants(experiment, "paper", folder):
+        collected = collected_experiment(experiment, "paper", folder, variant)
+        dirs = group_dirs(collected, folder, collected.tables[0].groups)
         if dirs:
             label = setting_label(RunFolder(dirs[0]).config_dict())
-            tables.append(f"**{label[0].upper()}{label[1:]}** (run folders `<row>{variant}`):\n\n"
-                          + table4_table(results, root, "paper", variant))
+            tables.append(f"**{label[0].upper()}{label[1:]}** (run folders `<row>{variant}`):\n\n{render(variant)}")
+    return tables
+
+
+def fig2_paper_tables(results: Path, root: Path) -> str:
+    """Figure 2 at the paper's scale, as the GPU kit's `fig2` stage brings its networks back: a set of tables per
+    optimizer it trained with."""
+    found = per_variant(results, root, "fig2", lambda variant: fig2_tables(results, root, "paper", variant))
+    return "\n\n".join(found or [fig2_tables(results, root, "paper")])
+
+
+def table4_paper_table(results: Path, root: Path) -> str:
+    """Table 4 at the paper's scale, as the GPU kit's `table4-<row>` stages bring it back: a table for each
+    optimizer the kit trained with, headed by the setting its runs' configs trained; below them the rows a lease
+    ran out on before they were trained."""
+    found = per_variant(results, root, "table4", lambda variant: table4_table(results, root, "paper", variant))
     partial = paper_partial_table(results, root)
-    return "\n\n".join(tables or [table4_table(results, root, "paper")]) + ("\n\n" + partial if partial else "")
+    return "\n\n".join(found or [table4_table(results, root, "paper")]) + ("\n\n" + partial if partial else "")
 
 
 @dataclass(frozen=True)
