@@ -4,7 +4,7 @@
 # with a typing_extensions older than the carried pydantic needs (the machine's own may be). Every carried wheel
 # is then installed as on the device, so a missing or clashing wheel shows here, not in a lease's first call.
 # Usage (after bench/gpu/prepare.sh; needs PyPI and a python3.12): bash bench/gpu/replica.sh [STAGE ...]
-# (default: check, table4 1,6, fetch 6, table1). The venv is kept in ${IBRAR_GPU_REPLICA:-/tmp/ibrar-gpu-replica-venv}.
+# (default: check, table4 1,6, fetch 6, table1, fig2 hbar,vib). The venv is kept in ${IBRAR_GPU_REPLICA:-/tmp/ibrar-gpu-replica-venv}.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 venv=${IBRAR_GPU_REPLICA:-/tmp/ibrar-gpu-replica-venv}
@@ -19,7 +19,7 @@ if "$venv/bin/python" -c "import pydantic" 2>/dev/null || "$venv/bin/python" -c 
   exit 2
 fi
 stages=("$@")
-[[ ${#stages[@]} -gt 0 ]] || stages=("check" "table4 1,6" "fetch 6" "table1")
+[[ ${#stages[@]} -gt 0 ]] || stages=("check" "table4 1,6" "fetch 6" "table1" "fig2 hbar,vib")
 rm -rf "$scratch"
 i=0
 for stage in "${stages[@]}"; do
