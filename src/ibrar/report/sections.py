@@ -1,5 +1,6 @@
 """The generated sections beyond the paper's tables: the scale study, Figure 2's networks and attack-steps
-curves, the benchmarks, the GPU check, and Table 4 at the paper's scale with the rows a lease ran out on."""
+curves, the benchmarks, the GPU check, and the GPU kit's paper-scale runs (Table 4 and Figure 2 per optimizer,
+Table 1) with the runs a lease ran out on."""
 
 from __future__ import annotations
 
@@ -190,7 +191,7 @@ def table1_paper_tables(results: Path, root: Path) -> str:
     return table1_tables(results, root, "paper") + ("\n\n" + partial if partial else "")
 
 
-def per_variant(results: Path, root: Path, experiment: str, render: Callable[[str], str]) -> list[str]:
+def per_variant(results: Path, experiment: str, render: Callable[[str], str]) -> list[str]:
     """At paper scale, a table per name variant of the GPU kit's run folders (`ibrar.run_names`: `-authors-optim`
     for the authors' code's optimizer) that has evaluated runs, headed by the setting its runs' configs trained;
     `render(variant)` draws it."""
@@ -208,7 +209,7 @@ def per_variant(results: Path, root: Path, experiment: str, render: Callable[[st
 def fig2_paper_tables(results: Path, root: Path) -> str:
     """Figure 2 at the paper's scale, as the GPU kit's `fig2` stage brings its networks back: a set of tables per
     optimizer it trained with."""
-    found = per_variant(results, root, "fig2", lambda variant: fig2_tables(results, root, "paper", variant))
+    found = per_variant(results, "fig2", lambda variant: fig2_tables(results, root, "paper", variant))
     return "\n\n".join(found or [fig2_tables(results, root, "paper")])
 
 
@@ -216,7 +217,7 @@ def table4_paper_table(results: Path, root: Path) -> str:
     """Table 4 at the paper's scale, as the GPU kit's `table4-<row>` stages bring it back: a table for each
     optimizer the kit trained with, headed by the setting its runs' configs trained; below them the rows a lease
     ran out on before they were trained."""
-    found = per_variant(results, root, "table4", lambda variant: table4_table(results, root, "paper", variant))
+    found = per_variant(results, "table4", lambda variant: table4_table(results, root, "paper", variant))
     partial = paper_partial_table(results, root)
     return "\n\n".join(found or [table4_table(results, root, "paper")]) + ("\n\n" + partial if partial else "")
 
