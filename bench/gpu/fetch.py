@@ -1,8 +1,8 @@
-"""The kit's `fetch ROW [FIRST]` stage: a trained row's (or `table1-RUN`'s) `final.pt` (its fp32 weights and mask,
-about 130 MB for VGG16) back in sha256-checked shards, a few per call, while the machine is warm (its disk goes
-30 s after a call). Each call returns SHARDS_PER_CALL shards of 15 MiB and the manifest: with stage.json and
-stage.log, at most 7 files and under 64 MiB. `ibrar fetch-assemble DIR...` joins them here, checks them and
-loads the model.
+"""The kit's `fetch ROW [FIRST]` stage: a trained row's (or `table1-RUN`'s, `fig2-RUN`'s) `final.pt` (its fp32
+weights and mask, about 130 MB for VGG16) back in sha256-checked shards, a few per call, while the machine is warm
+(its disk goes 30 s after a call). Each call returns SHARDS_PER_CALL shards of 15 MiB and the manifest: with
+stage.json and stage.log, at most 7 files and under 64 MiB. `ibrar fetch-assemble DIR...` joins them here, checks
+them and loads the model.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ SHARDS_PER_CALL = 4  # 4 x 15 MiB: under the 64 MiB a call returns, with the sma
 
 
 def find_run(ctx: Context, row: str) -> Path:
-    """The run folder on this machine of a Table 4 row (`6`, `6-seed1`, `resnet18-6`) or a Table 1 run
-    (`table1-pgd_at-ibrar`), as its stage named it (`run_name`); found without ibrar's config code: the fetch call
-    installs nothing, so pydantic is not importable there."""
+    """The run folder on this machine of a Table 4 row (`6`, `6-seed1`, `resnet18-6`) or of another kit
+    experiment's run (`table1-pgd_at-ibrar`, `fig2-hbar`), as its stage named it (`run_name`); found without
+    ibrar's config code: the fetch call installs nothing, so pydantic is not importable there."""
     experiment, run = experiment_of(row)
     experiment, run = (experiment, run) if run is not None else ("table4", row)
     folder = ctx.runs / f"{experiment}-{'smoke' if ctx.rehearsal else 'paper'}"

@@ -260,7 +260,8 @@ def collect(files_at: Path, results: Path, quiet: bool = False) -> list[Path]:
 def keep_partial_evaluation(files_at: Path, run: Path, partial: Path) -> None:
     """A trained row whose AutoAttack piece has not run: keep its whole-test-set piece (from the call's stage.log
     if the file itself did not come back) and that log, which is its provenance."""
-    # a row of the `table4` / `table1` stage carries its own log inside its folder; a `table4-ROW` call's is the call's
+    # a run of a side-by-side stage (`table4`, ...) carries its own log in its folder; a `table4-ROW` call's
+    # is the call's
     log = run / "stage.log" if (run / "stage.log").is_file() else files_at / "stage.log"
     if (run / EVAL_FULL).is_file():
         shutil.copyfile(run / EVAL_FULL, partial / EVAL_FULL)

@@ -104,8 +104,6 @@ def table1_tables(results: Path, root: Path, scale: str = "cpu") -> str:
     return "\n".join([*out, note])
 
 
-
-
 def table4_table(results: Path, root: Path, scale: str = "cpu", variant: str = "") -> str:
     """Table 4's rows with VGG16 and ResNet18 side by side, each beside the paper's (`variant`: the runs named
     `<row><variant>`, as the GPU kit names those of the authors' optimizer)."""
