@@ -20,6 +20,7 @@ from ibrar.ledger_evidence import (
     UNDECIDED,
     Measure,
     Verdict,
+    gain_verdict,
     strongest,
     threshold,
     weakest,
@@ -67,6 +68,16 @@ def test_an_effect_is_there_at_two_points_or_half_the_papers_effect_and_with_eve
     assert not Measure((1.9,)).there(2.0)
     assert not Measure((6.0, -0.5)).there(2.0)  # the mean is there, one seed has the opposite sign
     assert not Measure(()).there(2.0)
+
+
+def test_a_mean_that_reaches_the_bar_with_a_seed_of_the_opposite_sign_says_why_it_is_not_there():
+    split = Measure((6.0, -0.5))
+    assert gain_verdict(split, None, 2.0) == Verdict(DOES_NOT, (
+        "the mean under the paper's attack reaches the threshold (2.0), but not every seed has the paper's sign",))
+    assert gain_verdict(Measure((1.0,)), None, 2.0) == Verdict(DOES_NOT)  # below the bar: nothing more to say
+    pooled = Measure((3.0, 2.0), signs=(3.0, 4.0, -1.0))  # means over pairs, one pair's seed of the other sign
+    assert gain_verdict(Measure((3.0,)), pooled, 2.0) == Verdict(PAPER_ONLY, (
+        "the mean under AutoAttack reaches the threshold (2.0), but not every seed has the paper's sign",))
 
 
 def test_a_claim_takes_its_weakest_comparison_and_a_scale_its_strongest_setting():

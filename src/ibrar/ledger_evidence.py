@@ -212,8 +212,17 @@ class Measure:
         return statistics.fmean(self.values) if self.values else None
 
     def there(self, bar: float) -> bool:
-        signs = self.values if self.signs is None else self.signs
-        return bool(self.values) and statistics.fmean(self.values) >= bar and all(v > 0 for v in signs)
+        return bool(self.values) and statistics.fmean(self.values) >= bar and self.signs_agree()
+
+    def signs_agree(self) -> bool:
+        return all(v > 0 for v in (self.values if self.signs is None else self.signs))
+
+    def split_by_sign(self, bar: float, under: str) -> tuple[str, ...]:
+        """Why an effect whose mean reaches the bar is not there: a seed with the opposite sign (else nothing)."""
+        if self.values and statistics.fmean(self.values) >= bar and not self.signs_agree():
+            return (f"the mean under {under} reaches the threshold ({bar:.1f}), but not every seed has the paper's "
+                    "sign",)
+        return ()
 
     def text(self, signed: bool = False, empty: str = "-") -> str:
         if not self.values:
@@ -262,12 +271,14 @@ def gain_verdict(attack: Measure, autoattack: Measure | None, bar: float) -> Ver
         reasons = tuple(dict.fromkeys((*attack.missing, *(autoattack.missing if autoattack else ()))))
         return Verdict(NOT_RUN if attack.absent else UNDECIDED, reasons)
     if not attack.there(bar):
-        return Verdict(DOES_NOT)
+        return Verdict(DOES_NOT, attack.split_by_sign(bar, "the paper's attack"))
     if autoattack is None:
         return Verdict(REPRODUCES)
     if not autoattack.values:
         return Verdict(UNDECIDED, autoattack.missing or ("AutoAttack not run",))
-    return Verdict(REPRODUCES if autoattack.there(bar) else PAPER_ONLY)
+    if autoattack.there(bar):
+        return Verdict(REPRODUCES)
+    return Verdict(PAPER_ONLY, autoattack.split_by_sign(bar, "AutoAttack"))
 
 
 def common_seeds(runs: Iterable[dict[int, Run]]) -> list[int]:
