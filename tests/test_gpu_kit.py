@@ -378,6 +378,10 @@ def test_runs_are_named_by_stage_without_their_prefix_and_a_whole_name_wins():
         stages.find_row(table1, "vgg16-tinyimagenet-pgd_at", "table1")  # the kit carries CIFAR-10 only
     assert stages.experiment_of("table1-pgd_at-ibrar") == ("table1", "pgd_at-ibrar")
     assert stages.experiment_of("table4") == ("table4", None) and stages.experiment_of("fetch") == ("", None)
+    from side_by_side import tarball_name
+
+    # kit.py (standard library only, imported by stages.py) spells the tarballs out: one per kit experiment
+    assert kit.TARBALLS == tuple(tarball_name(name) for name in stages.EXPERIMENTS)
 
 
 def test_fetch_finds_the_folder_of_the_row_seed_and_optimizer_asked_for(tmp_path, monkeypatch):

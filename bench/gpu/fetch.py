@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from stages import EXPERIMENTS, OPTIMIZERS, Context, experiment_of, optimizer, row_and_seed
+from stages import OPTIMIZERS, Context, experiment_of, named_by, optimizer, row_and_seed
 
 from ibrar.run_folder import RunFolder
 
@@ -25,8 +25,6 @@ def find_run(ctx: Context, row: str) -> Path:
     experiment, run = (experiment, run) if run is not None else ("table4", row)
     folder = ctx.runs / f"{experiment}-{'smoke' if ctx.rehearsal else 'paper'}"
     run, seed = row_and_seed(run)
-    prefixes = EXPERIMENTS[experiment].prefixes
-    wanted = run if run.startswith(prefixes) else f"{prefixes[0]}{run}"
     suffix = optimizer()[1]
     other = [s for _, s in OPTIMIZERS.values() if s and s != suffix]
 
@@ -37,8 +35,8 @@ def find_run(ctx: Context, row: str) -> Path:
         return base[:len(base) - len(suffix)]
 
     groups = {p.name: group for p in folder.glob("*") if p.is_dir() and (group := group_of(p.name)) is not None}
-    names = sorted(n for n, g in groups.items() if g == wanted) or sorted(
-        n for n, g in groups.items() if g.startswith(f"{wanted}-"))
+    wanted = set(named_by(run, set(groups.values()), experiment))
+    names = sorted(n for n, g in groups.items() if g in wanted)
     if len(names) != 1:
         raise SystemExit(f"error: fetch {row}: expected one run folder of that row in {folder}, found {names} (a "
                          "fresh machine has none; fetch only while the machine that trained it is warm)")

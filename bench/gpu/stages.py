@@ -36,7 +36,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -241,13 +241,21 @@ def experiment_of(stage: str) -> tuple[str, str | None]:
     return "", None
 
 
+def named_by(row: str, candidates: Iterable[str], name: str = "table4") -> list[str]:
+    """The run names of experiment `name` that a stage's `row` names: its whole name (the default prefix added
+    where it has none) if one is, else those it begins (`6` -> `vgg16-6-ibrar`)."""
+    prefixes = EXPERIMENTS[name].prefixes
+    wanted = row if row.startswith(prefixes) else f"{prefixes[0]}{row}"
+    candidates = list(candidates)
+    return [n for n in candidates if n == wanted] or [n for n in candidates if n.startswith(f"{wanted}-")]
+
+
 def find_row(experiment: Any, row: str, name: str = "table4") -> Any:
     """'1' / '1-ce' / 'vgg16-1' / 'vgg16-1-ce' / 'resnet18-6' -> the run spec of that row (VGG16 by default); of
     Table 1, 'pgd_at' / 'pgd_at-ibrar' / 'vgg16-cifar10-mart'. A whole run name wins over the runs it begins."""
     kit = EXPERIMENTS[name]
     names = [spec.name for spec in experiment.runs if spec.name.startswith(kit.prefixes)]
-    wanted = row if row.startswith(kit.prefixes) else f"{kit.prefixes[0]}{row}"
-    matches = [n for n in names if n == wanted] or [n for n in names if n.startswith(wanted + "-")]
+    matches = named_by(row, names, name)
     if len(matches) != 1:
         short = f" (or without its prefix {kit.prefixes[0]!r}, e.g. {kit.example})" if kit.prefixes[0] else ""
         raise SystemExit(f"error: {name} row {row!r}: expected one of {names}{short}")

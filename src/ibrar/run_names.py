@@ -23,9 +23,14 @@ def split_variant(name: str, groups: Iterable[str]) -> tuple[str, str, str] | No
     return group, rest[:len(rest) - len(seed)], seed
 
 
+def split_folders(folder: Path, groups: Iterable[str]) -> list[tuple[str, str, str]]:
+    """`split_variant` of every run folder in `folder` that starts with one of `groups`."""
+    groups = set(groups)
+    return [split for d in (sorted(folder.iterdir()) if folder.is_dir() else ()) if d.is_dir()
+            and (split := split_variant(d.name, groups)) is not None]
+
+
 def variants(name: str, scale: str, folder: Path) -> list[str]:
     """The variants of the experiment's runs in `folder`, the plain one ('') first."""
     groups = {spec.group for spec in build_experiment(name, scale).runs}
-    found = {split[1] for d in (folder.iterdir() if folder.is_dir() else ()) if d.is_dir()
-             and (split := split_variant(d.name, groups)) is not None}
-    return sorted(found, key=lambda v: (v != "", v))
+    return sorted({variant for _, variant, _ in split_folders(folder, groups)}, key=lambda v: (v != "", v))

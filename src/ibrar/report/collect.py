@@ -14,7 +14,7 @@ from ibrar.errors import InputError
 from ibrar.experiments import build_experiment
 from ibrar.run_files import CONFIG_FILE, CONFUSION_FILE, EVAL_FILE, FEATURES_FILE, META_FILE, METRICS_FILE, RECORDS
 from ibrar.run_folder import RunFolder
-from ibrar.run_names import split_variant
+from ibrar.run_names import split_folders
 
 RESULTS_DIR = "results"
 # What a run folder contributes to results/: config, versions and hardware, per-epoch log, evaluation.
@@ -100,13 +100,13 @@ def collected_experiment(name: str, scale: str, folder: Path, variant: str = "")
     scale study trains its cheap points with two seeds and the others with one), and any `<run>-seed<k>` beside
     a `<run>` of one seed. `variant`: the runs named `<group><variant>[-seed<k>]` instead (the GPU kit's folders
     of one optimizer, e.g. `vgg16-6-ibrar-authors-optim-seed1`; `variants` lists those present)."""
+    single = build_experiment(name, scale)
     # the folders of this variant, read as plain names (named with the variant again at the end)
-    groups = {spec.group for spec in build_experiment(name, scale).runs}
-    collected = {f"{group}{seed}" for d in (folder.iterdir() if folder.is_dir() else ()) if d.is_dir()
-                 and (split := split_variant(d.name, groups)) is not None
-                 for group, found, seed in [split] if found == variant}
+    collected = {f"{group}{seed}" for group, found, seed in split_folders(folder, (r.group for r in single.runs))
+                 if found == variant}
     seeds = [int(m.group(1)) for name_ in collected if (m := re.search(r"-seed(\d+)$", name_))]
-    builds = [build_experiment(name, scale, seeds=s) for s in sorted({1, max(seeds, default=0) + 1})]
+    more = max(seeds, default=0) + 1
+    builds = [single] + ([build_experiment(name, scale, seeds=more)] if more > 1 else [])
     chosen = max(builds, key=lambda e: len(collected & {r.name for r in e.runs}))
     # seeds added later beside a seed-0 run without suffix (`<run>`, then `<run>-seed1`, ...) join its row
     chosen.runs = [replace(r, name=r.group) if r.name == f"{r.group}-seed0" and r.name not in collected
