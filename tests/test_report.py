@@ -8,12 +8,14 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import tiny_config
 from ibrar import report
 from ibrar.cli import main
 from ibrar.config import build_config, dump_config
+from ibrar.figure_data import Confusion, Features, save_confusion, save_features
 from ibrar.run_files import PARTIAL_EVAL_FILE
 
 REPO = Path(__file__).resolve().parent.parent
@@ -429,6 +431,13 @@ def test_the_new_tables_say_not_run_without_artifacts_and_render_into_their_mark
 # ---- figures ----------------------------------------------------------------------------------------
 
 
+def write_info_plane(run: Path) -> None:
+    """info_plane.jsonl as the trainer writes it: per iteration, each tapped layer's HSIC with X and with Y."""
+    (run / "info_plane.jsonl").write_text("".join(
+        json.dumps({"iteration": i, "hsic_x": {"fc1": 1.0 + i, "fc2": 0.5}, "hsic_y": {"fc1": 0.1 * i, "fc2": 0.2}})
+        + "\n" for i in range(3)))
+
+
 def test_figures_are_redrawn_from_the_artifacts_alone(checkout, capsys):
     results = checkout / "results"
     assert set(report.draw_figures(checkout).values()) == {
@@ -437,25 +446,68 @@ def test_figures_are_redrawn_from_the_artifacts_alone(checkout, capsys):
         "no eval.json in `results/table1-cpu/`",
         "no run of `vgg16-2-ib` or `vgg16-1-ce` in `results/table4-cpu/` has info_plane.jsonl (a file over 1 MiB "
         "is not collected)",
+        "rows (1) and (6) in `results/table4-paper/` need an eval.json and a tsne-features.npz each",
+        "row (6) in `results/table4-paper/` needs an eval.json and a confusion-pgd10.json",
+        "no run of `vgg16-2-ib` or `vgg16-1-ce` in `results/table4-paper/` has info_plane.jsonl (a file over 1 MiB "
+        "is not collected)",
+        "no eval.json in `results/fig2-paper/` holds `curves`",
+        "no eval.json in `results/table1-paper/`",
     }
     assert not (checkout / "docs" / "figures").exists()
 
     fake_run(results / "scale-cpu", "1-ce-width1.0", 70.0, SCALE_ATTACKS)
     fake_run(results / "fig2-cpu", "ce", 60.6, {"pgd10": 0.2}, eval_extra=curves(0.3))
     fake_run(results / "table1-cpu", "vgg16-cifar10-pgd_at", 36.1, TABLE1_PGD_AT)
-    run = fake_run(results / "table4-cpu", "vgg16-1-ce", 60.6, SCALE_ATTACKS)
-    (run / "info_plane.jsonl").write_text("".join(
-        json.dumps({"iteration": i, "hsic_x": {"fc1": 1.0 + i, "fc2": 0.5}, "hsic_y": {"fc1": 0.1 * i, "fc2": 0.2}})
-        + "\n" for i in range(3)))
+    write_info_plane(fake_run(results / "table4-cpu", "vgg16-1-ce", 60.6, SCALE_ATTACKS))
     assert main(["report", "--figures", "--root", str(checkout)]) == 0
 
     figures = checkout / "docs" / "figures"
     assert sorted(p.name for p in figures.iterdir()) == sorted(
-        f"{figure.name}.{ext}" for figure in report.FIGURES for ext in ("png", "pdf"))
+        f"{figure.name}.{ext}" for figure in report.FIGURES if "-paper-" not in figure.name for ext in ("png", "pdf"))
     assert all(p.stat().st_size > 0 for p in figures.iterdir())
     assert f"drew {figures / 'scale-cpu-scale-study.png'}" in capsys.readouterr().out
     assert report.check_docs(checkout) == []  # --figures rewrote the tables too; the figures are never checked
     assert main(["report", "--check", "--figures", "--root", str(checkout)]) == 2
+
+def test_a_leases_figures_are_drawn_per_optimizer_from_the_files_it_brought_back(checkout):
+    """The weights stay on the lent GPU: Figure 3 and Table 5 come from the saved features and counts, one figure
+    per optimizer (the authors' code's beside the paper text's), a row without them named, not guessed."""
+    results = checkout / "results"
+    classes = [f"class{c}" for c in range(10)]
+    rng = np.random.default_rng(0)
+    for variant in ("", "-authors-optim"):
+        for row in ("vgg16-1-ce", "vgg16-2-ib", "vgg16-6-ibrar"):
+            run = fake_run(results / "table4-paper", f"{row}{variant}", 60.0, SCALE_ATTACKS)
+            write_info_plane(run)
+            if row != "vgg16-2-ib":
+                save_features(Features(rng.normal(size=(40, 8)), np.arange(40) % 10, classes, 40, 0),
+                              run / "tsne-features.npz")
+        save_confusion(Confusion(np.eye(10, k=1, dtype=np.int64) * 7, classes, 10, 1000, 0),
+                       results / "table4-paper" / f"vgg16-6-ibrar{variant}" / "confusion-pgd10.json")
+        fake_run(results / "fig2-paper", f"ce{variant}", 60.0, {"pgd10": 0.2}, eval_extra=curves(0.3))
+    (results / "table4-paper" / "vgg16-1-ce" / "tsne-features.npz").unlink()  # the plain row (1) lacks them
+
+    drawn = report.draw_figures(checkout)
+
+    figures = checkout / "docs" / "figures"
+    assert drawn["table4-paper-fig3-tsne"] == [figures / f"table4-paper-fig3-tsne-authors-optim.{ext}"
+                                               for ext in ("png", "pdf")]
+    assert [p.name for p in drawn["table4-paper-table5-confusion"]] == [
+        f"table4-paper-table5-confusion{variant}.{ext}" for variant in ("", "-authors-optim")
+        for ext in ("md", "png", "pdf")]
+    table5 = (figures / "table4-paper-table5-confusion-authors-optim.md").read_text()
+    assert "| class0 | class1-7 | - | - | - |" in table5
+    assert [p.name for p in drawn["fig2-paper-steps"]] == [
+        f"fig2-paper-steps{variant}.{ext}" for variant in ("", "-authors-optim") for ext in ("png", "pdf")]
+    assert len(drawn["table4-paper-fig5-infoplane"]) == 4
+    assert drawn["table1-paper-convergence"] == "no eval.json in `results/table1-paper/`"
+    assert all(p.stat().st_size > 0 for files in drawn.values() if isinstance(files, list) for p in files)
+
+    for variant in ("", "-authors-optim"):
+        (results / "table4-paper" / f"vgg16-1-ce{variant}" / "tsne-features.npz").unlink(missing_ok=True)
+    assert report.draw_figures(checkout)["table4-paper-fig3-tsne"] == (
+        "rows (1) and (6) in `results/table4-paper/` need an eval.json and a tsne-features.npz each")
+
 
 # ---- drift ------------------------------------------------------------------------------------------
 

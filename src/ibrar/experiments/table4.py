@@ -40,6 +40,8 @@ TABLE = TableSpec(
     notes=("AA = AutoAttack.",),
 )
 INFOPLANE = (("vgg16-2-ib", "IB loss"), ("vgg16-1-ce", "CE only"))  # Figure 5: (run group, label), first seeds
+TSNE = (("vgg16-1-ce", "(a) CE"), ("vgg16-6-ibrar", "(b) IB-RAR"))  # Figure 3: (run group, label), first seeds
+CONFUSION = "vgg16-6-ibrar"  # Table 5: the run group whose PGD-10 examples it counts, first seed
 
 
 def build(scale: Scale, seeds: int = 1) -> Experiment:
@@ -57,9 +59,9 @@ def build(scale: Scale, seeds: int = 1) -> Experiment:
             for group in ("vgg16-1-ce", "vgg16-2-ib", "vgg16-6-ibrar")
         }
         figures = plots.plot_tsne(
-            [features_of(first[g], data_root, scale.plot_n) for g in ("vgg16-1-ce", "vgg16-6-ibrar")],
+            [features_of(first[group], data_root, scale.plot_n) for group, _ in TSNE],
             folder / "fig3-tsne",
-            labels=["(a) CE", "(b) IB-RAR"],
+            labels=[label for _, label in TSNE],
         )
         figures += plots.plot_infoplane(
             [first[group] for group, _ in INFOPLANE],
@@ -67,7 +69,7 @@ def build(scale: Scale, seeds: int = 1) -> Experiment:
             labels=[label for _, label in INFOPLANE],
         )
         figures += plots.plot_confusion(
-            confusion_of(first["vgg16-6-ibrar"], data_root, scale.plot_n), folder / "table5-confusion"
+            confusion_of(first[CONFUSION], data_root, scale.plot_n), folder / "table5-confusion"
         )
         notes = [
             "Figure 3 (t-SNE), Figure 5 (information plane) and Table 5 (confusion of PGD examples) are "

@@ -10,8 +10,11 @@ from typing import Any
 from ibrar import plots
 from ibrar.experiments import fig2, table4
 from ibrar.experiments import scale as study
+from ibrar.figure_data import load_confusion, load_features
 from ibrar.report.collect import OPTIONAL_SIZE_LIMIT, RESULTS_DIR, collected_experiment, group_dirs, relative
+from ibrar.run_files import CONFUSION_FILE, FEATURES_FILE
 from ibrar.run_folder import RunFolder
+from ibrar.run_names import variants
 
 FIGURES_DIR = "docs/figures"
 
@@ -26,6 +29,23 @@ def _first_runs(experiment: Any, folder: Path, rows: Sequence[tuple[str, str]]) 
     return [(label, dirs[0]) for label, dirs in found if dirs]
 
 
+def _each_variant(name: str, scale: str, folder: Path, stem: Path,
+                  draw: Callable[[Any, Path], list[Path]]) -> list[Path]:
+    """`draw(experiment, stem)` for each variant of the experiment's runs in `folder` (the GPU kit's
+    `-authors-optim` beside the paper text's optimizer: one figure each, `<stem><variant>`); NotDrawn with the
+    first variant's reason when none could be drawn."""
+    files: list[Path] = []
+    reasons: list[str] = []
+    for variant in variants(name, scale, folder) or [""]:
+        try:
+            files += draw(collected_experiment(name, scale, folder, variant), Path(f"{stem}{variant}"))
+        except NotDrawn as reason:
+            reasons.append(str(reason))
+    if not files:
+        raise NotDrawn(reasons[0])
+    return files
+
+
 def scale_figure(results: Path, root: Path, stem: Path, scale: str = "cpu") -> list[Path]:
     """The scale study's robust accuracy against width and training length, the paper's values marked."""
     folder = results / f"scale-{scale}"
@@ -37,39 +57,92 @@ def scale_figure(results: Path, root: Path, stem: Path, scale: str = "cpu") -> l
 
 
 def fig2_figure(results: Path, root: Path, stem: Path, scale: str = "cpu") -> list[Path]:
-    """Figure 2: accuracy against attack steps (eval.json `curves`), first seed of each network."""
+    """Figure 2: accuracy against attack steps (eval.json `curves`), first seed of each network (at paper scale,
+    one figure per optimizer)."""
     folder = results / f"fig2-{scale}"
-    runs = [(label, d) for label, d in _first_runs(collected_experiment("fig2", scale, folder), folder, fig2.ROWS)
-            if RunFolder(d).require_evaluation().curves]
-    if not runs:
-        raise NotDrawn(f"no eval.json in `{relative(folder, root)}/` holds `curves`")
-    return plots.plot_steps([d for _, d in runs], stem, labels=[label for label, _ in runs])
+
+    def draw(experiment: Any, out: Path) -> list[Path]:
+        runs = [(label, d) for label, d in _first_runs(experiment, folder, fig2.ROWS)
+                if RunFolder(d).require_evaluation().curves]
+        if not runs:
+            raise NotDrawn(f"no eval.json in `{relative(folder, root)}/` holds `curves`")
+        return plots.plot_steps([d for _, d in runs], out, labels=[label for label, _ in runs])
+
+    return _each_variant("fig2", scale, folder, stem, draw)
 
 
 def table1_convergence(results: Path, root: Path, stem: Path, scale: str = "cpu") -> list[Path]:
     """Clean and PGD test accuracy per epoch (metrics.jsonl) of each Table 1 run, first seed."""
     folder = results / f"table1-{scale}"
-    experiment = collected_experiment("table1", scale, folder)
-    first = experiment.tables[0].part  # the rows of the other parts (Tiny ImageNet) name theirs
-    rows = [(row.label if spec.part == first else f"{row.label}, {spec.part}", row.group)
-            for spec in experiment.tables for row in spec.rows]
-    runs = _first_runs(experiment, folder, rows)
-    if not runs:
-        raise NotDrawn(f"no eval.json in `{relative(folder, root)}/`")
-    return plots.plot_convergence([d for _, d in runs], stem, labels=[label for label, _ in runs])
+
+    def draw(experiment: Any, out: Path) -> list[Path]:
+        first = experiment.tables[0].part  # the rows of the other parts (Tiny ImageNet) name theirs
+        rows = [(row.label if spec.part == first else f"{row.label}, {spec.part}", row.group)
+                for spec in experiment.tables for row in spec.rows]
+        runs = _first_runs(experiment, folder, rows)
+        if not runs:
+            raise NotDrawn(f"no eval.json in `{relative(folder, root)}/`")
+        return plots.plot_convergence([d for _, d in runs], out, labels=[label for label, _ in runs])
+
+    return _each_variant("table1", scale, folder, stem, draw)
 
 
 def table4_infoplane(results: Path, root: Path, stem: Path, scale: str = "cpu") -> list[Path]:
-    """Figure 5: the information plane (info_plane.jsonl) of Table 4's VGG16 rows (2) and (1), first seed."""
+    """Figure 5: the information plane (info_plane.jsonl) of Table 4's VGG16 rows (2) and (1), first seed (at
+    paper scale, one figure per optimizer)."""
     folder = results / f"table4-{scale}"
     rows = [(label, group) for group, label in table4.INFOPLANE]
-    runs = [(label, d) for label, d in _first_runs(collected_experiment("table4", scale, folder), folder, rows)
-            if RunFolder(d).info_plane_file.is_file()]
-    if not runs:
-        groups = " or ".join(f"`{group}`" for group, _ in table4.INFOPLANE)
-        raise NotDrawn(f"no run of {groups} in `{relative(folder, root)}/` has info_plane.jsonl (a file over "
-                       f"{OPTIONAL_SIZE_LIMIT >> 20} MiB is not collected)")
-    return plots.plot_infoplane([d for _, d in runs], stem, labels=[label for label, _ in runs])
+
+    def draw(experiment: Any, out: Path) -> list[Path]:
+        runs = [(label, d) for label, d in _first_runs(experiment, folder, rows)
+                if RunFolder(d).info_plane_file.is_file()]
+        if not runs:
+            groups = " or ".join(f"`{group}`" for group, _ in table4.INFOPLANE)
+            raise NotDrawn(f"no run of {groups} in `{relative(folder, root)}/` has info_plane.jsonl (a file "
+                           f"over {OPTIONAL_SIZE_LIMIT >> 20} MiB is not collected)")
+        return plots.plot_infoplane([d for _, d in runs], out, labels=[label for label, _ in runs])
+
+    return _each_variant("table4", scale, folder, stem, draw)
+
+
+def table4_tsne(results: Path, root: Path, stem: Path, scale: str = "paper") -> list[Path]:
+    """Figure 3: t-SNE of the fc2 features of rows (1) and (6), first seed, from the features saved beside the
+    evaluation (`tsne-features.npz`: the GPU kit computes them before the weights go with the machine), one
+    figure per optimizer."""
+    folder = results / f"table4-{scale}"
+
+    def draw(experiment: Any, out: Path) -> list[Path]:
+        rows = [(label, group) for group, label in table4.TSNE]
+        runs = [(label, RunFolder(d).features_file) for label, d in _first_runs(experiment, folder, rows)]
+        if len(runs) < len(rows) or not all(file.is_file() for _, file in runs):
+            raise NotDrawn(f"rows (1) and (6) in `{relative(folder, root)}/` need an eval.json and a "
+                           f"{FEATURES_FILE} each")
+        return plots.plot_tsne([load_features(file) for _, file in runs], out, labels=[label for label, _ in runs])
+
+    return _each_variant("table4", scale, folder, stem, draw)
+
+
+def table4_confusion(results: Path, root: Path, stem: Path, scale: str = "paper") -> list[Path]:
+    """Table 5: where row (6)'s PGD-10 examples land, first seed, from the counts saved beside the evaluation
+    (`confusion-pgd10.json`), one table and heatmap per optimizer."""
+    folder = results / f"table4-{scale}"
+
+    def draw(experiment: Any, out: Path) -> list[Path]:
+        files = [RunFolder(d).confusion_file for _, d in _first_runs(experiment, folder, [("", table4.CONFUSION)])]
+        if not files or not files[0].is_file():
+            raise NotDrawn(f"row (6) in `{relative(folder, root)}/` needs an eval.json and a "
+                           f"{CONFUSION_FILE}")
+        return plots.plot_confusion(load_confusion(files[0]), out)
+
+    return _each_variant("table4", scale, folder, stem, draw)
+
+
+def at_paper_scale(draw: Callable[..., list[Path]]) -> Callable[[Path, Path, Path], list[Path]]:
+    """`draw` of the runs a lease brought back (`results/<experiment>-paper/`)."""
+    def paper(results: Path, root: Path, stem: Path) -> list[Path]:
+        return draw(results, root, stem, scale="paper")
+
+    return paper
 
 
 @dataclass(frozen=True)
@@ -85,6 +158,12 @@ FIGURES: tuple[DocFigure, ...] = (
     DocFigure("fig2-cpu-steps", fig2_figure),
     DocFigure("table1-cpu-convergence", table1_convergence),
     DocFigure("table4-cpu-fig5-infoplane", table4_infoplane),
+    # a lease's runs (`bench/gpu/`): one file per optimizer, `-authors-optim` appended for the authors' code's
+    DocFigure("table4-paper-fig3-tsne", at_paper_scale(table4_tsne)),
+    DocFigure("table4-paper-table5-confusion", at_paper_scale(table4_confusion)),
+    DocFigure("table4-paper-fig5-infoplane", at_paper_scale(table4_infoplane)),
+    DocFigure("fig2-paper-steps", at_paper_scale(fig2_figure)),
+    DocFigure("table1-paper-convergence", at_paper_scale(table1_convergence)),
 )
 
 
