@@ -573,6 +573,19 @@ def test_collect_defaults_to_the_experiment_folder_and_leaves_a_large_info_plane
     assert not (target / "info_plane.jsonl").exists() and (target / "metrics.jsonl").is_file()
 
 
+def test_figure_inputs_are_collected_at_full_width_size(tmp_path):
+    """A paper-scale row's fc2 features (500 x 4096 at full width, about 2.4 MB) are over the records' size limit
+    and are the only copy once the lease's machine is gone: they are collected whatever their size."""
+    run = fake_run(tmp_path / "runs" / "table4-paper", "vgg16-6-ibrar", 88.0, {"pgd10": 17.0})
+    rng = np.random.default_rng(0)
+    features = Features(np.maximum(rng.normal(size=(500, 4096)), 0), np.arange(500) % 10,
+                        [f"class{c}" for c in range(10)], 500, 0)
+    size = save_features(features, run / "tsne-features.npz").stat().st_size
+    assert size > report.OPTIONAL_SIZE_LIMIT
+    target = report.collect_run(run, tmp_path / "results" / "table4-paper")
+    assert (target / "tsne-features.npz").read_bytes() == (run / "tsne-features.npz").read_bytes()
+
+
 def test_collect_refuses_unfinished_runs_checkpoints_and_ambiguous_targets(tmp_path, capsys):
     run = fake_run(tmp_path / "runs", "quickstart", 70.8, {"fgsm": 7.1}, extra=("final.pt",))
     with pytest.raises(report.ReportError, match="--into"):

@@ -22,9 +22,10 @@ RESULTS_DIR = "results"
 REQUIRED = (CONFIG_FILE, META_FILE, METRICS_FILE, EVAL_FILE)
 ARTIFACTS = RECORDS
 # what a run trained on a GPU lease brings back instead of its weights: the inputs of Figure 3 and Table 5
-# (ibrar.figure_data), copied like the artifacts when the run has them
+# (ibrar.figure_data), copied whatever their size when the run has them: they are bounded by their examples (at
+# full width, 500 x 4096 fc2 features are about 2.4 MB) and, with the weights gone, the only copy
 FIGURE_INPUTS = (FEATURES_FILE, CONFUSION_FILE)
-OPTIONAL_SIZE_LIMIT = 1 << 20  # bytes; a larger info_plane.jsonl stays behind (the others are always small)
+OPTIONAL_SIZE_LIMIT = 1 << 20  # bytes; a larger record (info_plane.jsonl, which grows with training) stays behind
 
 
 class ReportError(InputError):
@@ -72,10 +73,11 @@ def collect_run(run_dir: str | Path, into: str | Path | None = None) -> Path:
 
 
 def copy_artifacts(run_dir: Path, target: Path) -> None:
-    """Copy the run's artifacts that exist into `target` (an existing folder); an optional one only when small."""
+    """Copy the run's artifacts that exist into `target` (an existing folder); an optional record only when
+    small, the figures' inputs always."""
     for name in (*ARTIFACTS, *FIGURE_INPUTS):
         source = run_dir / name
-        if source.is_file() and (name in REQUIRED
+        if source.is_file() and (name in REQUIRED or name in FIGURE_INPUTS
                                  or source.stat().st_size <= OPTIONAL_SIZE_LIMIT):
             shutil.copyfile(source, target / name)
 
