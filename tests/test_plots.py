@@ -10,8 +10,9 @@ from conftest import tiny_config
 from ibrar.cli import main
 from ibrar.config import build_config
 from ibrar.errors import InputError
-from ibrar.plots import MODEL_KINDS, PLOT_KINDS, confusion_markdown, plot_beta, plot_steps, top_confusions
+from ibrar.plots import MODEL_KINDS, PLOT_KINDS, confusion_markdown, plot_beta, plot_steps, steps_bands, top_confusions
 from ibrar.run_eval import evaluate_run
+from ibrar.run_folder import RunFolder
 from ibrar.train import train
 
 
@@ -56,6 +57,24 @@ def test_top_confusions_leave_out_the_true_class_and_sort_by_count():
     table = top_confusions(counts, ["a", "b", "c"], top=2)
     assert table == {"a": [("c", 3), ("b", 1)], "b": [("a", 2)], "c": []}
     assert "| b | a-2 | - |" in confusion_markdown(table, top=2)
+
+
+def test_runs_given_one_label_are_drawn_as_the_mean_of_their_seeds_within_their_band(runs, tmp_path):
+    evals = [RunFolder(d).require_evaluation() for d in runs]
+    bands = steps_bands(["net", "net"], evals)
+    assert list(bands) == ["net"]
+    pgd = bands["net"]["pgd"]
+    assert pgd.x == [1, 2] and pgd.seeds == 2
+    rows = 100 * np.array([[e.curves["pgd"][str(k)] for k in pgd.x] for e in evals])
+    np.testing.assert_allclose(pgd.mean, rows.mean(axis=0))
+    np.testing.assert_allclose(pgd.low, rows.min(axis=0))
+    np.testing.assert_allclose(pgd.high, rows.max(axis=0))
+    np.testing.assert_allclose(bands["net"]["clean"].mean, [100 * np.mean([e.clean for e in evals])])
+    # a label of its own per run: each is its own network, its band a line
+    alone = steps_bands(["a", "b"], evals)
+    assert list(alone) == ["a", "b"] and alone["a"]["pgd"].seeds == 1
+    np.testing.assert_allclose(alone["a"]["pgd"].low, alone["a"]["pgd"].high)
+    assert plot_steps(runs, tmp_path / "steps", labels=["net", "net"])[0].stat().st_size > 0
 
 
 def test_plot_beta_rejects_an_attack_that_was_not_evaluated(runs, tmp_path):

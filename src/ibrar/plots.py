@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,22 +78,62 @@ def _log(file: Path) -> list[dict[str, Any]]:
 # ---- Figure 2: accuracy against attack steps --------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Band:
+    """One network's accuracy (%) at each x over its seeds: the mean, the lowest and the highest seed."""
+
+    x: list[int]
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    seeds: int
+
+
+def _band(x: list[int], rows: Sequence[Sequence[float]]) -> Band:
+    values = 100 * np.asarray(rows, dtype=float)
+    return Band(x, values.mean(axis=0), values.min(axis=0), values.max(axis=0), len(rows))
+
+
+def steps_bands(names: Sequence[str], evals: Sequence[Evaluation]) -> dict[str, dict[str, Band]]:
+    """Per label (runs given the same label are seeds of one network, in first-seen order) the band of each
+    attack family's steps curve, over the step counts every such seed has, and of the clean accuracy ('clean',
+    x = [0])."""
+    grouped: dict[str, list[Evaluation]] = {}
+    for name, result in zip(names, evals, strict=True):
+        grouped.setdefault(name, []).append(result)
+    bands: dict[str, dict[str, Band]] = {}
+    for name, seeds in grouped.items():
+        bands[name] = {"clean": _band([0], [[e.clean] for e in seeds])}
+        for family in FAMILY_TITLES:
+            curves = [e.curves[family] for e in seeds if e.curves.get(family)]
+            steps = sorted(set.intersection(*(set(map(int, c)) for c in curves))) if curves else []
+            if steps:
+                bands[name][family] = _band(steps, [[c[str(k)] for k in steps] for c in curves])
+    return bands
+
+
 def plot_steps(
     run_dirs: Sequence[str | Path], out_stem: str | Path, labels: Sequence[str] | None = None
 ) -> list[Path]:
-    """Accuracy vs attack steps for PGD, CW and NI-FGSM (eval.json "curves"), and the clean accuracies."""
+    """Accuracy vs attack steps for PGD, CW and NI-FGSM (eval.json "curves"), and the clean accuracies. Runs
+    given the same label are seeds of one network: their mean, with a band (and bar) from the lowest seed to
+    the highest."""
     dirs = run_dirs_of(run_dirs)
     names = run_labels(dirs, labels)
     evals = [_evaluation(d) for d in dirs]
     if not any(e.curves for e in evals):
         raise InputError("run_dirs: no eval.json has curves; evaluate with --steps 1,5,10,20,50")
+    bands = steps_bands(names, evals)
+    shown = {name: name if b["clean"].seeds == 1 else f"{name} ({b['clean'].seeds} seeds)"
+             for name, b in bands.items()}
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     for ax, (family, title) in zip(axes, FAMILY_TITLES.items(), strict=False):
-        for name, result in zip(names, evals, strict=True):
-            curve = result.curves.get(family)
-            if curve:
-                steps = sorted(int(s) for s in curve)
-                ax.plot(steps, [100 * curve[str(s)] for s in steps], marker="o", label=name)
+        for name, network in bands.items():
+            if family in network:
+                band = network[family]
+                (line,) = ax.plot(band.x, band.mean, marker="o", label=shown[name])
+                if band.seeds > 1:
+                    ax.fill_between(band.x, band.low, band.high, color=line.get_color(), alpha=0.2)
         ax.set(
             title=f"({'abc'[list(FAMILY_TITLES).index(family)]}) {title}",
             xlabel="attack steps",
@@ -100,8 +141,10 @@ def plot_steps(
         )
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    axes[3].bar(range(len(names)), [100 * e.clean for e in evals])
-    axes[3].set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    clean = [network["clean"] for network in bands.values()]
+    axes[3].bar(range(len(clean)), [b.mean[0] for b in clean],
+                yerr=[[b.mean[0] - b.low[0] for b in clean], [b.high[0] - b.mean[0] for b in clean]], capsize=3)
+    axes[3].set_xticks(range(len(clean)), list(shown.values()), rotation=30, ha="right", fontsize=8)
     axes[3].set(title="(d) clean", ylabel="accuracy (%)")
     return save_figure(fig, out_stem)
 

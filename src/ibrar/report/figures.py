@@ -57,12 +57,12 @@ def scale_figure(results: Path, root: Path, stem: Path, scale: str = "cpu") -> l
 
 
 def fig2_figure(results: Path, root: Path, stem: Path, scale: str = "cpu") -> list[Path]:
-    """Figure 2: accuracy against attack steps (eval.json `curves`), first seed of each network (at paper scale,
-    one figure per optimizer)."""
+    """Figure 2: accuracy against attack steps (eval.json `curves`), each network's mean over its evaluated seeds
+    with their band (at paper scale, one figure per optimizer)."""
     folder = results / f"fig2-{scale}"
 
     def draw(experiment: Any, out: Path) -> list[Path]:
-        runs = [(label, d) for label, d in _first_runs(experiment, folder, fig2.ROWS)
+        runs = [(label, d) for label, group in fig2.ROWS for d in group_dirs(experiment, folder, [group])
                 if RunFolder(d).require_evaluation().curves]
         if not runs:
             raise NotDrawn(f"no eval.json in `{relative(folder, root)}/` holds `curves`")
