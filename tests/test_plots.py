@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from conftest import tiny_config
+from ibrar import plots
 from ibrar.cli import main
 from ibrar.config import build_config
 from ibrar.errors import InputError
-from ibrar.plots import MODEL_KINDS, PLOT_KINDS, confusion_markdown, plot_beta, plot_steps, steps_bands, top_confusions
+from ibrar.plots import MODEL_KINDS, PLOT_KINDS, confusion_markdown, plot_beta, plot_steps, top_confusions
 from ibrar.run_eval import evaluate_run
 from ibrar.run_folder import RunFolder
 from ibrar.train import train
@@ -61,7 +62,7 @@ def test_top_confusions_leave_out_the_true_class_and_sort_by_count():
 
 def test_runs_given_one_label_are_drawn_as_the_mean_of_their_seeds_within_their_band(runs, tmp_path):
     evals = [RunFolder(d).require_evaluation() for d in runs]
-    bands = steps_bands(["net", "net"], evals)
+    bands = plots.steps_bands(["net", "net"], evals)
     assert list(bands) == ["net"]
     pgd = bands["net"]["pgd"]
     assert pgd.x == [1, 2] and pgd.seeds == 2
@@ -71,10 +72,20 @@ def test_runs_given_one_label_are_drawn_as_the_mean_of_their_seeds_within_their_
     np.testing.assert_allclose(pgd.high, rows.max(axis=0))
     np.testing.assert_allclose(bands["net"]["clean"].mean, [100 * np.mean([e.clean for e in evals])])
     # a label of its own per run: each is its own network, its band a line
-    alone = steps_bands(["a", "b"], evals)
+    alone = plots.steps_bands(["a", "b"], evals)
     assert list(alone) == ["a", "b"] and alone["a"]["pgd"].seeds == 1
     np.testing.assert_allclose(alone["a"]["pgd"].low, alone["a"]["pgd"].high)
     assert plot_steps(runs, tmp_path / "steps", labels=["net", "net"])[0].stat().st_size > 0
+
+
+def test_seeds_given_one_label_share_one_convergence_panel(runs, tmp_path):
+    import matplotlib.image
+
+    widths = {}
+    for labels in (["run", "run"], ["a", "b"]):
+        png = plots.plot_convergence(runs, tmp_path / "-".join(labels), labels=labels)[0]
+        widths[len(set(labels))] = matplotlib.image.imread(png).shape[1]
+    assert widths[2] == 2 * widths[1]  # one panel of 4.2 inches per label, not per folder
 
 
 def test_plot_beta_rejects_an_attack_that_was_not_evaluated(runs, tmp_path):

@@ -193,18 +193,27 @@ def _pgd_key(rows: Sequence[dict[str, Any]]) -> str | None:
 def plot_convergence(
     run_dirs: Sequence[str | Path], out_stem: str | Path, labels: Sequence[str] | None = None
 ) -> list[Path]:
-    """Clean and PGD test accuracy per epoch (metrics.jsonl), one panel per run."""
+    """Clean and PGD test accuracy per epoch (metrics.jsonl), one panel per run; runs given the same label are
+    seeds of one run and share its panel, each seed its own pair of lines (a slow start is a seed's, not the
+    mean's)."""
     dirs = run_dirs_of(run_dirs)
     names = run_labels(dirs, labels)
-    fig, axes = plt.subplots(1, len(dirs), figsize=(4.2 * len(dirs), 3.4), squeeze=False, sharey=True)
-    for ax, run_dir, name in zip(axes[0], dirs, names, strict=True):
-        rows = [r for r in _log(RunFolder(run_dir).metrics_file) if "test_clean_acc" in r]
-        epochs = [r["epoch"] for r in rows]
-        ax.plot(epochs, [100 * r["test_clean_acc"] for r in rows], marker="o", label="Natural")
-        key = _pgd_key(rows)
-        if key:
-            ax.plot(epochs, [100 * r[key] for r in rows], marker="s", label=f"Adv ({key[5:-4].upper()})")
-        ax.set(title=name, xlabel="epoch")
+    panels: dict[str, list[Path]] = {}
+    for run_dir, name in zip(dirs, names, strict=True):
+        panels.setdefault(name, []).append(run_dir)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False, sharey=True)
+    for ax, (name, seeds) in zip(axes[0], panels.items(), strict=True):
+        for index, run_dir in enumerate(seeds):
+            rows = [r for r in _log(RunFolder(run_dir).metrics_file) if "test_clean_acc" in r]
+            epochs = [r["epoch"] for r in rows]
+            style = {"alpha": 1.0 if index == 0 else 0.45, "markersize": 4 if index == 0 else 2}
+            ax.plot(epochs, [100 * r["test_clean_acc"] for r in rows], marker="o", color="C0",
+                    label="Natural" if index == 0 else None, **style)
+            key = _pgd_key(rows)
+            if key:
+                ax.plot(epochs, [100 * r[key] for r in rows], marker="s", color="C1",
+                        label=f"Adv ({key[5:-4].upper()})" if index == 0 else None, **style)
+        ax.set(title=name if len(seeds) == 1 else f"{name} ({len(seeds)} seeds)", xlabel="epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel("test accuracy (%)")

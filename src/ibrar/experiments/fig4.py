@@ -52,13 +52,14 @@ def build(scale: Scale, seeds: int = 1) -> Experiment:
     def report(experiment: Experiment, folder: Path, data_root: str | Path | None = None) -> Results:
         from ibrar import plots
 
-        first = [folder / experiment.runs_of(row.group)[0].name for row in rows]
-        figures = plots.plot_convergence(first, folder / "fig4-convergence", labels=[row.label for row in rows])
+        seeds = [(row.label, folder / spec.name) for row in rows for spec in experiment.runs_of(row.group)]
+        figures = plots.plot_convergence([d for _, d in seeds], folder / "fig4-convergence",
+                                         labels=[label for label, _ in seeds])
         return new_results(experiment, folder, figures=figures)
 
     notes = (
         "Per-epoch accuracies are the trainer's monitor on a fixed test subset (metrics.jsonl); the figure shows "
-        "the first seed.",
+        "every seed of a run in its panel.",
         "The paper gives no table for Figure 4, only the plateau value.",
     )
     return Experiment("fig4", "Figure 4: convergence on SVHN (VGG16)", scale, seeds, runs, report, attacks=ATTACKS,

@@ -29,6 +29,11 @@ def _first_runs(experiment: Any, folder: Path, rows: Sequence[tuple[str, str]]) 
     return [(label, dirs[0]) for label, dirs in found if dirs]
 
 
+def _every_seed(experiment: Any, folder: Path, rows: Sequence[tuple[str, str]]) -> list[tuple[str, Path]]:
+    """(label, folder) of every evaluated seed of each (label, group) row, a row's seeds under its label."""
+    return [(label, d) for label, group in rows for d in group_dirs(experiment, folder, [group])]
+
+
 def _each_variant(name: str, scale: str, folder: Path, stem: Path,
                   draw: Callable[[Any, Path], list[Path]]) -> list[Path]:
     """`draw(experiment, stem)` for each variant of the experiment's runs in `folder` (the GPU kit's
@@ -62,7 +67,7 @@ def fig2_figure(results: Path, root: Path, stem: Path, scale: str = "cpu") -> li
     folder = results / f"fig2-{scale}"
 
     def draw(experiment: Any, out: Path) -> list[Path]:
-        runs = [(label, d) for label, group in fig2.ROWS for d in group_dirs(experiment, folder, [group])
+        runs = [(label, d) for label, d in _every_seed(experiment, folder, fig2.ROWS)
                 if RunFolder(d).require_evaluation().curves]
         if not runs:
             raise NotDrawn(f"no eval.json in `{relative(folder, root)}/` holds `curves`")
@@ -72,14 +77,14 @@ def fig2_figure(results: Path, root: Path, stem: Path, scale: str = "cpu") -> li
 
 
 def table1_convergence(results: Path, root: Path, stem: Path, scale: str = "cpu") -> list[Path]:
-    """Clean and PGD test accuracy per epoch (metrics.jsonl) of each Table 1 run, first seed."""
+    """Clean and PGD test accuracy per epoch (metrics.jsonl) of each Table 1 run, every seed in its panel."""
     folder = results / f"table1-{scale}"
 
     def draw(experiment: Any, out: Path) -> list[Path]:
         first = experiment.tables[0].part  # the rows of the other parts (Tiny ImageNet) name theirs
         rows = [(row.label if spec.part == first else f"{row.label}, {spec.part}", row.group)
                 for spec in experiment.tables for row in spec.rows]
-        runs = _first_runs(experiment, folder, rows)
+        runs = _every_seed(experiment, folder, rows)
         if not runs:
             raise NotDrawn(f"no eval.json in `{relative(folder, root)}/`")
         return plots.plot_convergence([d for _, d in runs], out, labels=[label for label, _ in runs])
