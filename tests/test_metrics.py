@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import tiny_config
 from ibrar.config import build_config
@@ -27,6 +29,21 @@ def test_spikes_are_sentences_with_the_numbers():
     notes = spike_notes(4, {"grad_norm": 1.0, "grad_norm_max": 50.0, "loss": 30.0}, {"loss": 1.0})
     assert notes == ["gradient-norm spike in epoch 4: max 50 vs mean 1", "loss spike in epoch 4: 30 after 1"]
     assert spike_notes(4, {"grad_norm": 1.0, "grad_norm_max": 5.0, "loss": 1.1}, {"loss": 1.0}) == []
+
+
+@given(previous=st.floats(-5.0, 5.0), fall=st.floats(0.0, 50.0))
+def test_a_falling_loss_is_never_a_spike(previous, fall):
+    """The IB loss (CE - lambda * HSIC(Y, Z)) can cross zero on its way down: 0.0069 -> -0.237 is progress."""
+    assert spike_notes(3, {"loss": previous - fall}, {"loss": previous}) == []
+
+
+@pytest.mark.parametrize(("previous", "now", "spike"), [
+    (1.0, 10.5, True), (1.0, 9.5, False),      # a positive loss: ten times the last, as before
+    (0.007, 1.0, True), (0.007, 0.5, False),   # near zero: a rise against a tenth of a nat
+    (-0.5, 4.0, False), (-0.5, 4.6, True),     # below zero: a rise against the loss's size
+])
+def test_a_rise_is_measured_against_the_losss_size(previous, now, spike):
+    assert bool(spike_notes(3, {"loss": now}, {"loss": previous})) is spike
 
 
 def test_training_prints_one_such_line_per_epoch(image_folder, tmp_path, capsys):

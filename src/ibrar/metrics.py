@@ -16,6 +16,9 @@ from torch import Tensor
 from ibrar.host_sync import sync_allowed
 
 SPIKE_FACTOR = 10.0  # a gradient norm or loss this many times the usual is logged as a spike
+# An IB loss (CE - lambda * HSIC(Y, Z)) can sit near zero or below it: a loss's rise is measured against
+# at least this much, so one that moves by a few hundredths of a nat near zero is not called a spike.
+LOSS_SCALE_FLOOR = 0.1
 
 
 @dataclass
@@ -100,13 +103,13 @@ class LossReadout:
 
 def spike_notes(epoch: int, means: dict[str, Any], previous: dict[str, Any]) -> list[str]:
     """A gradient-norm spike within the epoch or a loss jump from the last epoch, as sentences (logged, not
-    fatal)."""
+    fatal). Only a rise is a jump: the IB loss can fall below zero, and a fall is training working."""
     notes = []
     if means.get("grad_norm_max", 0.0) > SPIKE_FACTOR * max(means.get("grad_norm", 0.0), 1e-12):
         notes.append(f"gradient-norm spike in epoch {epoch}: max {means['grad_norm_max']:.3g} vs mean "
                      f"{means['grad_norm']:.3g}")
-    if previous.get("loss") is not None and abs(means.get("loss", 0.0)) > SPIKE_FACTOR * max(
-            abs(previous["loss"]), 1e-12):
+    if previous.get("loss") is not None and means.get("loss") is not None and (
+            means["loss"] - previous["loss"] > (SPIKE_FACTOR - 1) * max(abs(previous["loss"]), LOSS_SCALE_FLOOR)):
         notes.append(f"loss spike in epoch {epoch}: {means['loss']:.4g} after {previous['loss']:.4g}")
     return notes
 
