@@ -168,6 +168,21 @@ def test_table1_puts_each_pair_beside_the_paper_and_keeps_cw_out_of_the_linf_wor
     assert "cw" not in linf_note.split("(ε = 8/255:")[1]
 
 
+def test_table2_is_table1s_comparison_on_resnet18_without_the_papers_rows(checkout):
+    """The paper's Table 2 is an image: our pair is shown with its difference, and no paper row."""
+    results = checkout / "results"
+    fake_run(results / "table2-cpu", "resnet18-cifar10-pgd_at", 36.1, TABLE1_PGD_AT, worst_case=19.9)
+    fake_run(results / "table2-cpu", "resnet18-cifar10-pgd_at-ibrar", 42.6, TABLE1_PGD_AT_IBRAR, worst_case=19.6)
+    text = report.table2_tables(results, checkout)
+    assert text.startswith("**PGD-AT, CIFAR-10 with ResNet18**")
+    assert "| PGD-AT (ours, cpu) | 36.10 | 24.80 | 18.00 | 26.10 | 21.90 | 27.20 | 21.10 | 19.90 |" in text
+    assert "| difference | +6.50 | +1.10 | −0.50 | +0.90 | +0.20 | +0.70 | −0.50 | −0.30 |" in text
+    assert "(paper)" not in text
+    assert "**MART, CIFAR-100 with WRN-28-10**: not run" in text
+    assert "`results/table2-cpu/`" in text and "table1-cpu" not in text
+    assert report.table1_tables(results, checkout).startswith("**PGD-AT, CIFAR-10 with VGG16**: not run")
+
+
 def test_an_eval_json_without_threat_models_shows_no_linf_worst_case(checkout):
     results = checkout / "results"
     # written before the worst case was split by threat model: its worst_case may include CW-L2

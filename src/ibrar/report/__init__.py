@@ -61,6 +61,7 @@ from ibrar.report.tables import (
     quickstart_table,
     runs_table,
     table1_tables,
+    table2_tables,
     table3_table,
     table4_table,
     table6_table,
@@ -73,6 +74,6 @@ __all__ = [
     "default_into", "draw_figures", "eps_text", "evaluation_notes", "fig2_figure", "fig2_paper_tables", "fig2_tables",
     "gpu_check_section", "linf_worst_case", "machine_of", "not_run", "partial_folder",
     "quickstart_table", "read_bench", "render_docs", "runs_table", "scale_figure", "scale_tables", "source_line",
-    "table1_convergence", "table1_paper_tables", "table1_tables", "table3_table", "table4_infoplane",
+    "table1_convergence", "table1_paper_tables", "table1_tables", "table2_tables", "table3_table", "table4_infoplane",
     "paper_partial_table", "table4_paper_table", "table4_table", "table6_table", "training_legs", "write_docs",
 ]
