@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ibrar import ledger
+from ibrar import ledger, ledger_comparisons
 from ibrar.experiments import paper_numbers
 from ibrar.ledger_evidence import (
     DOES_NOT,
@@ -240,6 +240,33 @@ def test_the_average_gain_appears_under_the_paper_attacks_only_when_autoattack_t
                              for a in result["attacks"]]
         path.write_text(json.dumps(result))
     assert claim(results, "IB-RAR on top of").evidence["cpu"].verdict.kind == PAPER_ONLY
+
+
+def test_table2s_resnet18_pairs_join_the_average_gain_at_the_papers_stated_average(tmp_path):
+    """Table 2's per-pair numbers are an image: a ResNet18 pair that ran is held to the paper's +2.66 over Tables
+    1 and 2, and joins the pooled mean; the clean-accuracy claim (Table 1's text) leaves it out."""
+    results = tmp_path / "results"
+    table1_pair(results, "pgd_at", 0, 38.4, 44.1, (21.8, 21.4))
+    before = claim(results, "IB-RAR on top of")
+    assert "VGG16 on CIFAR-10 only" in before.note and len(before.evidence["cpu"].lines) == 3
+    five = {"pgd10": 25.0, "cw": 20.0, "fgsm": 26.0, "fab": 22.0, "nifgsm": 27.0}
+    make_run(results / "table2-cpu", "resnet18-cifar10-pgd_at", "cpu-resnet18-cifar10-pgd_at", clean=40.0,
+             attacks={**five, "autoattack": 20.0})
+    make_run(results / "table2-cpu", "resnet18-cifar10-pgd_at-ibrar", "cpu-resnet18-cifar10-pgd_at-ibrar",
+             clean=41.0, attacks={**{a: v + 4.0 for a, v in five.items()}, "autoattack": 23.0})
+    after = claim(results, "IB-RAR on top of")
+    evidence = after.evidence["cpu"]
+    resnet = evidence.lines[-1]
+    assert len(evidence.lines) == 4 and resnet.label.startswith("ResNet18 PGD-AT (`results/table2-cpu/`")
+    assert "mean over the five attacks +4.0" in resnet.measured and resnet.verdict.kind == REPRODUCES
+    pooled = statistics.fmean([0.5, 4.0])
+    assert any(f"mean over PGD-AT, ResNet18 PGD-AT: +{pooled:.1f}" in r for r in evidence.verdict.reasons)
+    effect = statistics.fmean([ledger_comparisons.paper_gain("vgg16-cifar10-pgd_at-ibrar",
+                                                             ("PGD", "CW", "FGSM", "FAB", "NIFGSM")), 2.66])
+    assert any(f"the paper over the same pairs: +{effect:.2f}, each Table 2 pair counted at" in r
+               for r in evidence.verdict.reasons)
+    assert "VGG16 and ResNet18 on CIFAR-10" in after.note
+    assert all("ResNet18" not in line.label for line in claim(results, "The clean-accuracy gain").evidence["cpu"].lines)
 
 
 def test_convergence_counts_epochs_saved_over_the_pairs_that_ran(tmp_path):
