@@ -116,6 +116,13 @@ def test_print_commands_gives_one_train_and_eval_line_per_run(capsys, image_fold
     assert "adaptive2,adaptive3" in lines[0]
 
 
+def test_print_commands_keeps_to_the_runs_only_names(capsys, image_folder, tmp_path):
+    assert main(["reproduce", "table6", "--scale", "smoke", "--out", str(tmp_path), "--data-root",
+                 str(image_folder), "--print-commands", "--only", "plain-ce,at-ibrar"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(" --out ")[1].split()[0].rsplit("/", 1)[1] for line in lines] == ["plain-ce", "at-ibrar"]
+
+
 def test_table6_runs_skips_finished_runs_and_resumes_an_interrupted_one(out_dir, image_folder):
     folder, results = _run("table6", out_dir, image_folder)
     table = results["tables"][0]

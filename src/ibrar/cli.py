@@ -193,11 +193,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from ibrar.experiments import build_experiment, run_commands, run_experiment
 
     experiment = build_experiment(args.experiment, args.scale, seeds=args.seeds)
+    only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
     if args.print_commands:
-        print("\n".join(run_commands(experiment, args.out, args.data_root)))
+        print("\n".join(run_commands(experiment, args.out, args.data_root, only)))
         return 0
     log = (lambda _line: None) if args.quiet else print
-    only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
     if args.parallel is not None and args.launcher is not None:
         raise UsageError("ibrar reproduce: --parallel runs side by side on this machine and --launcher submits "
                          "jobs; give one")

@@ -308,13 +308,15 @@ def collect_results(
 
 
 def run_commands(
-    experiment: Experiment, out: str | Path = "runs", data_root: str | Path | None = None
+    experiment: Experiment, out: str | Path = "runs", data_root: str | Path | None = None,
+    only: Sequence[str] | None = None,
 ) -> list[str]:
-    """One `ibrar train ... && ibrar eval ...` line per run; rerun `ibrar reproduce` to collect results."""
+    """One `ibrar train ... && ibrar eval ...` line per run (those of `only`, by run or row name, if given);
+    rerun `ibrar reproduce` to collect results."""
     folder = experiment_dir(out, experiment)
     root = ["--data-root", str(data_root)] if data_root is not None else []
     lines = []
-    for spec in experiment.runs:
+    for spec in choose_runs(experiment, only):
         run_dir = str(folder / spec.name)
         train = ["ibrar", "train", str(spec.config), *spec.overrides, "--out", run_dir, *root, "--quiet"]
         evaluate = [
