@@ -16,6 +16,7 @@ from ibrar import report
 from ibrar.cli import main
 from ibrar.config import build_config, dump_config
 from ibrar.figure_data import Confusion, Features, save_confusion, save_features
+from ibrar.report.collect import FIGURE_INPUTS
 from ibrar.run_files import PARTIAL_EVAL_FILE
 
 REPO = Path(__file__).resolve().parent.parent
@@ -109,7 +110,7 @@ def test_committed_results_hold_only_small_artifacts_and_no_checkpoint():
             elif top.endswith("-partial"):  # a paper-scale row a lease ran out on: its evaluation piece and log
                 allowed = path.name in (*report.ARTIFACTS, PARTIAL_EVAL_FILE, "stage.log")
             else:
-                allowed = path.name in report.ARTIFACTS
+                allowed = path.name in (*report.ARTIFACTS, *FIGURE_INPUTS)
             assert allowed, f"{path} is not a collected artifact"
             assert path.stat().st_size < 4 << 20, f"{path} is not small"
 
@@ -467,6 +468,8 @@ def test_figures_are_redrawn_from_the_artifacts_alone(checkout, capsys):
         "is not collected)",
         "no eval.json in `results/fig2-paper/` holds `curves`",
         "no eval.json in `results/table1-paper/`",
+        "rows (1) and (6) at 60 epochs in `results/scale-cpu/` need a tsne-features.npz each",
+        "row (6) at 60 epochs in `results/scale-cpu/` needs a confusion-pgd10.json",
     }
     assert not (checkout / "docs" / "figures").exists()
 
@@ -474,15 +477,57 @@ def test_figures_are_redrawn_from_the_artifacts_alone(checkout, capsys):
     fake_run(results / "fig2-cpu", "ce", 60.6, {"pgd10": 0.2}, eval_extra=curves(0.3))
     fake_run(results / "table1-cpu", "vgg16-cifar10-pgd_at", 36.1, TABLE1_PGD_AT)
     write_info_plane(fake_run(results / "table4-cpu", "vgg16-1-ce", 60.6, SCALE_ATTACKS))
+    write_figure_inputs(results / "scale-cpu", ("6-ibrar-epochs60-seed1", "1-ce-epochs60-seed1"), confusion=True)
     assert main(["report", "--figures", "--root", str(checkout)]) == 0
 
     figures = checkout / "docs" / "figures"
+    confusion = "scale-cpu-60epochs-table5-confusion"
     assert sorted(p.name for p in figures.iterdir()) == sorted(
-        f"{figure.name}.{ext}" for figure in report.FIGURES if "-paper-" not in figure.name for ext in ("png", "pdf"))
+        [f"{figure.name}.{ext}" for figure in report.FIGURES if "-paper-" not in figure.name for ext in ("png", "pdf")]
+        + [f"{confusion}.md", *(f"{confusion}-ce-only.{ext}" for ext in ("md", "png", "pdf"))])
     assert all(p.stat().st_size > 0 for p in figures.iterdir())
     assert f"drew {figures / 'scale-cpu-scale-study.png'}" in capsys.readouterr().out
     assert report.check_docs(checkout) == []  # --figures rewrote the tables too; the figures are never checked
     assert main(["report", "--check", "--figures", "--root", str(checkout)]) == 2
+
+def write_figure_inputs(folder: Path, names: tuple[str, ...], confusion: bool) -> list[Path]:
+    """Evaluated runs with Figure 3's saved features (and Table 5's counts, with `confusion`), as a run's
+    figure_data leaves them."""
+    classes = [f"class{c}" for c in range(10)]
+    rng = np.random.default_rng(0)
+    runs = []
+    for name in names:
+        run = fake_run(folder, name, 80.0, SCALE_ATTACKS)
+        save_features(Features(rng.normal(size=(40, 8)), np.arange(40) % 10, classes, 40, 0), run / "tsne-features.npz")
+        if confusion:
+            save_confusion(Confusion(np.eye(10, k=1, dtype=np.int64) * 7, classes, 10, 1000, 0),
+                           run / "confusion-pgd10.json")
+        runs.append(run)
+    return runs
+
+
+def test_the_60_epoch_pairs_figure_3_and_table_5_come_from_the_first_seed_that_saved_them(checkout):
+    """The scale study's one setting where IB-RAR holds under the paper's attacks: its t-SNE and where its PGD
+    examples land, beside CE only's, from the files saved beside the runs (seed 0's weights are gone)."""
+    results = checkout / "results"
+    fake_run(results / "scale-cpu", "6-ibrar-epochs60", 85.0, SCALE_ATTACKS)  # seed 0: evaluated, no features
+    ibrar, ce = write_figure_inputs(results / "scale-cpu", ("6-ibrar-epochs60-seed1", "1-ce-epochs60-seed1"),
+                                    confusion=False)
+    assert report.draw_figures(checkout)["scale-cpu-60epochs-table5-confusion"] == (
+        "row (6) at 60 epochs in `results/scale-cpu/` needs a confusion-pgd10.json")
+    save_confusion(Confusion(np.eye(10, k=1, dtype=np.int64) * 7, [f"class{c}" for c in range(10)], 10, 1000, 0),
+                   ibrar / "confusion-pgd10.json")
+    drawn = report.draw_figures(checkout)
+    figures = checkout / "docs" / "figures"
+    assert drawn["scale-cpu-60epochs-fig3-tsne"] == [figures / f"scale-cpu-60epochs-fig3-tsne.{ext}"
+                                                     for ext in ("png", "pdf")]
+    assert [p.name for p in drawn["scale-cpu-60epochs-table5-confusion"]] == [
+        f"scale-cpu-60epochs-table5-confusion.{ext}" for ext in ("md", "png", "pdf")]  # CE only has no counts
+    assert "| class0 | class1-7 | - | - | - |" in (figures / "scale-cpu-60epochs-table5-confusion.md").read_text()
+    (ce / "tsne-features.npz").unlink()
+    assert report.draw_figures(checkout)["scale-cpu-60epochs-fig3-tsne"] == (
+        "rows (1) and (6) at 60 epochs in `results/scale-cpu/` need a tsne-features.npz each")
+
 
 def test_a_leases_figures_are_drawn_per_optimizer_from_the_files_it_brought_back(checkout):
     """The weights stay on the lent GPU: Figure 3 and Table 5 come from the saved features and counts, one figure

@@ -142,6 +142,47 @@ def table4_confusion(results: Path, root: Path, stem: Path, scale: str = "paper"
     return _each_variant("table4", scale, folder, stem, draw)
 
 
+# The scale study's 60-epoch pair: the one CPU setting in which IB-RAR holds under the paper's attacks (and
+# AutoAttack takes it away), so the one where Figure 3 and Table 5 have something to show at CPU scale.
+LONG_PAIR = (("6-ibrar-epochs60", "(6) IB-RAR, 60 epochs"), ("1-ce-epochs60", "(1) CE only, 60 epochs"))
+
+
+def _first_with(results: Path, scale: str, rows: Sequence[tuple[str, str]],
+                wanted: Callable[[RunFolder], Path]) -> list[tuple[str, Path]]:
+    """(label with its seed, file) of the first evaluated seed of each scale-study row that has the file."""
+    folder = results / f"scale-{scale}"
+    experiment = collected_experiment("scale", scale, folder)
+    found = []
+    for group, label in rows:
+        for d in group_dirs(experiment, folder, [group]):
+            if wanted(RunFolder(d)).is_file():
+                found.append((f"{label}, seed {RunFolder(d).config_dict().get('seed', 0)}", wanted(RunFolder(d))))
+                break
+    return found
+
+
+def scale_tsne(results: Path, root: Path, stem: Path, scale: str = "cpu") -> list[Path]:
+    """Figure 3 for the scale study's 60-epoch pair: t-SNE of the fc2 features saved beside each run."""
+    runs = _first_with(results, scale, LONG_PAIR, lambda run: run.features_file)
+    if len(runs) < len(LONG_PAIR):
+        raise NotDrawn(f"rows (1) and (6) at 60 epochs in `{relative(results / f'scale-{scale}', root)}/` need a "
+                       f"{FEATURES_FILE} each")
+    return plots.plot_tsne([load_features(file) for _, file in runs], stem, labels=[label for label, _ in runs])
+
+
+def scale_confusion(results: Path, root: Path, stem: Path, scale: str = "cpu") -> list[Path]:
+    """Table 5 for the scale study's 60-epoch IB-RAR network (`stem`), where its PGD-10 examples land, and for
+    its CE-only twin (`<stem>-ce-only`) where it has the counts: what comes with any adversarial example and what
+    with IB-RAR."""
+    runs = _first_with(results, scale, LONG_PAIR, lambda run: run.confusion_file)
+    if not runs or not runs[0][0].startswith(LONG_PAIR[0][1]):
+        raise NotDrawn(f"row (6) at 60 epochs in `{relative(results / f'scale-{scale}', root)}/` needs a "
+                       f"{CONFUSION_FILE}")
+    stems = [stem, Path(f"{stem}-ce-only")][:len(runs)]
+    return [f for (_, file), out in zip(runs, stems, strict=True)
+            for f in plots.plot_confusion(load_confusion(file), out)]
+
+
 def at_paper_scale(draw: Callable[..., list[Path]]) -> Callable[[Path, Path, Path], list[Path]]:
     """`draw` of the runs a lease brought back (`results/<experiment>-paper/`)."""
     def paper(results: Path, root: Path, stem: Path) -> list[Path]:
@@ -160,6 +201,8 @@ class DocFigure:
 
 FIGURES: tuple[DocFigure, ...] = (
     DocFigure("scale-cpu-scale-study", scale_figure),
+    DocFigure("scale-cpu-60epochs-fig3-tsne", scale_tsne),
+    DocFigure("scale-cpu-60epochs-table5-confusion", scale_confusion),
     DocFigure("fig2-cpu-steps", fig2_figure),
     DocFigure("table1-cpu-convergence", table1_convergence),
     DocFigure("table4-cpu-fig5-infoplane", table4_infoplane),
