@@ -174,13 +174,14 @@ def scale_confusion(results: Path, root: Path, stem: Path, scale: str = "cpu") -
     """Table 5 for the scale study's 60-epoch IB-RAR network (`stem`), where its PGD-10 examples land, and for
     its CE-only twin (`<stem>-ce-only`) where it has the counts: what comes with any adversarial example and what
     with IB-RAR."""
-    runs = _first_with(results, scale, LONG_PAIR, lambda run: run.confusion_file)
-    if not runs or not runs[0][0].startswith(LONG_PAIR[0][1]):
+    ibrar, ce = (_first_with(results, scale, [row], lambda run: run.confusion_file) for row in LONG_PAIR)
+    if not ibrar:
         raise NotDrawn(f"row (6) at 60 epochs in `{relative(results / f'scale-{scale}', root)}/` needs a "
                        f"{CONFUSION_FILE}")
-    stems = [stem, Path(f"{stem}-ce-only")][:len(runs)]
-    return [f for (_, file), out in zip(runs, stems, strict=True)
-            for f in plots.plot_confusion(load_confusion(file), out)]
+    drawn = plots.plot_confusion(load_confusion(ibrar[0][1]), stem)
+    if ce:
+        drawn += plots.plot_confusion(load_confusion(ce[0][1]), Path(f"{stem}-ce-only"))
+    return drawn
 
 
 def at_paper_scale(draw: Callable[..., list[Path]]) -> Callable[[Path, Path, Path], list[Path]]:
