@@ -41,6 +41,18 @@ def test_estimate_grows_with_the_attacks_and_says_it_is_rough():
     assert format_duration(30) == "30 s" and format_duration(600) == "10 min" and format_duration(7200) == "2.0 h"
 
 
+def test_a_probe_batch_broken_whole_still_expects_a_few_survivors_in_a_larger_evaluation():
+    """Zero survivors in a batch of 16 is not zero in 1,000: the later stages are priced on the Jeffreys
+    posterior mean, (0 + 1/2) / (16 + 1), not on nothing."""
+    model = trained_model()
+    x, y = test_data(16)
+    plan = plan_evaluation(model, x, y, 1000, {"autoattack": build_attack("autoattack", model, eps=1.0)}, eps=1.0)
+    assert plan.probe.survive == pytest.approx(0.5 / 17)
+    assert plan.survivors == pytest.approx(1000 * 0.5 / 17)
+    later = [p for p in plan.pieces if p.survivors]
+    assert len(later) == 3 and all(p.seconds(plan.probe) > 0 for p in later)
+
+
 # ---- the plan's arithmetic and its live re-estimate ------------------------------------------------------
 
 MEASURED = Probe(seconds_per_grad=1e-3, forward_share=0.5, clean=0.8, survive=0.1)

@@ -89,8 +89,16 @@ class Probe:
     seconds_per_grad: float  # one forward+backward of one example
     forward_share: float  # a forward alone, as a share of that
     clean: float  # accuracy on the batch
-    survive: float | None  # share of the batch a short APGD-CE leaves robust (None: not measured)
+    survive: float | None  # share a short APGD-CE is expected to leave robust (`expected_share`; None: not measured)
     seconds_per_call: float = 0.0  # what a forward+backward costs whatever its batch size (kernel launches, Python)
+
+
+def expected_share(hits: int, trials: int) -> float:
+    """The share of the evaluated examples expected to behave as `hits` of the probe's `trials` did: the posterior
+    mean under a Jeffreys prior, (hits + 1/2) / (trials + 1). A probe batch that APGD-CE breaks whole does not
+    mean AutoAttack's later stages will have nothing to attack in a larger evaluation, where each survivor costs
+    thousands of gradients."""
+    return (hits + 0.5) / (trials + 1)
 
 
 def _timed(fn: Callable[[], object], cuda: bool, repeats: int = 2) -> float:
@@ -143,7 +151,7 @@ def probe(model: nn.Module, x: Tensor, y: Tensor, eps: float = 8 / 255, survivor
                     if correct.any() else x[:0]
             with torch.no_grad():
                 robust = int((model(x_adv).argmax(1) == y[correct]).sum()) if len(x_adv) else 0
-            survive = robust / len(x)
+            survive = expected_share(robust, len(x))
     finally:
         for module, training in modes.items():
             module.training = training
