@@ -5,8 +5,9 @@ evaluated examples; each piece (an attack, an AutoAttack stage, the masking chec
 gradient computations per attacked example times the examples it attacks. Attacks run on the clean-correct
 examples; AutoAttack's stages after APGD-CE run only on what the earlier stages leave, so they are counted on a
 prior for that number: the share a short APGD-CE on the measured batch leaves robust (`expected_share`),
-replaced by the count a PGD-type attack of the evaluation leaves once it has run. `ibrar.eval_progress` keeps the plan up to date as
-the pieces finish (their measured times rescale what is left). It is an estimate, and says so.
+replaced by the count a PGD-type attack of the evaluation leaves once it has run. `ibrar.eval_progress` keeps
+the plan up to date as the pieces finish (their measured times rescale what is left). It is an estimate, and
+says so.
 """
 
 from __future__ import annotations
