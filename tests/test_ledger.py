@@ -265,6 +265,8 @@ def test_table2s_resnet18_pairs_join_the_average_gain_at_the_papers_stated_avera
                                                              ("PGD", "CW", "FGSM", "FAB", "NIFGSM")), 2.66])
     assert any(f"the paper over the same pairs: +{effect:.2f}, each Table 2 pair counted at" in r
                for r in evidence.verdict.reasons)
+    assert any("not run at cpu scale yet: TRADES, MART, ResNet18 TRADES, ResNet18 MART" in r
+               for r in evidence.verdict.reasons)
     assert "VGG16 and ResNet18 on CIFAR-10" in after.note
     assert all("ResNet18" not in line.label for line in claim(results, "The clean-accuracy gain").evidence["cpu"].lines)
 
