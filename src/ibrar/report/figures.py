@@ -147,23 +147,22 @@ def table4_confusion(results: Path, root: Path, stem: Path, scale: str = "paper"
 LONG_PAIR = (("6-ibrar-epochs60", "(6) IB-RAR, 60 epochs"), ("1-ce-epochs60", "(1) CE only, 60 epochs"))
 
 
-def _first_with(results: Path, scale: str, rows: Sequence[tuple[str, str]],
-                wanted: Callable[[RunFolder], Path]) -> list[tuple[str, Path]]:
-    """(label with its seed, file) of the first evaluated seed of each scale-study row that has the file."""
+def _first_with(results: Path, scale: str, wanted: Callable[[RunFolder], Path]) -> dict[str, tuple[str, Path]]:
+    """Per LONG_PAIR row that has the file in its first evaluated seed that does: (label with that seed, file)."""
     folder = results / f"scale-{scale}"
     experiment = collected_experiment("scale", scale, folder)
-    found = []
-    for group, label in rows:
-        for d in group_dirs(experiment, folder, [group]):
-            if wanted(RunFolder(d)).is_file():
-                found.append((f"{label}, seed {RunFolder(d).config_dict().get('seed', 0)}", wanted(RunFolder(d))))
-                break
+    found = {}
+    for group, label in LONG_PAIR:
+        runs = (RunFolder(d) for d in group_dirs(experiment, folder, [group]))
+        run = next((r for r in runs if wanted(r).is_file()), None)
+        if run is not None:
+            found[group] = (f"{label}, seed {run.config_dict().get('seed', 0)}", wanted(run))
     return found
 
 
 def scale_tsne(results: Path, root: Path, stem: Path, scale: str = "cpu") -> list[Path]:
     """Figure 3 for the scale study's 60-epoch pair: t-SNE of the fc2 features saved beside each run."""
-    runs = _first_with(results, scale, LONG_PAIR, lambda run: run.features_file)
+    runs = list(_first_with(results, scale, lambda run: run.features_file).values())
     if len(runs) < len(LONG_PAIR):
         raise NotDrawn(f"rows (1) and (6) at 60 epochs in `{relative(results / f'scale-{scale}', root)}/` need a "
                        f"{FEATURES_FILE} each")
@@ -174,13 +173,14 @@ def scale_confusion(results: Path, root: Path, stem: Path, scale: str = "cpu") -
     """Table 5 for the scale study's 60-epoch IB-RAR network (`stem`), where its PGD-10 examples land, and for
     its CE-only twin (`<stem>-ce-only`) where it has the counts: what comes with any adversarial example and what
     with IB-RAR."""
-    ibrar, ce = (_first_with(results, scale, [row], lambda run: run.confusion_file) for row in LONG_PAIR)
-    if not ibrar:
+    (ibrar_group, _), (ce_group, _) = LONG_PAIR
+    found = _first_with(results, scale, lambda run: run.confusion_file)
+    if ibrar_group not in found:
         raise NotDrawn(f"row (6) at 60 epochs in `{relative(results / f'scale-{scale}', root)}/` needs a "
                        f"{CONFUSION_FILE}")
-    drawn = plots.plot_confusion(load_confusion(ibrar[0][1]), stem)
-    if ce:
-        drawn += plots.plot_confusion(load_confusion(ce[0][1]), Path(f"{stem}-ce-only"))
+    drawn = plots.plot_confusion(load_confusion(found[ibrar_group][1]), stem)
+    if ce_group in found:
+        drawn += plots.plot_confusion(load_confusion(found[ce_group][1]), Path(f"{stem}-ce-only"))
     return drawn
 
 
