@@ -76,3 +76,26 @@ def test_eval_bench_reports_per_example_agreement_with_torchattacks_on_a_tiny_mo
     assert all(0 <= v <= 1 for v in result.values())
     assert result["agreement/fgsm"] == 1.0  # the same tensor on both sides (tests/test_attacks_vs_torchattacks.py)
     assert "per-example agreement" in capsys.readouterr().out
+
+
+def test_fast_path_bench_judges_each_goal_on_the_fastest_setting_and_says_by_how_much_it_missed():
+    med = {(s, m): 0.020 for s in ("fp32", "fp32 + graph") for m in bench_fast_path.METHODS}
+    med[("fp32 + graph", "CE + IB-RAR")] = 0.0015  # 1.5 ms: met
+    med[("fp32 + graph", "PGD-AT + IB-RAR")] = 0.030  # slower than eager: the eager 20 ms is judged
+    med[("fp32 + graph", "PGD-AT")] = 0.025
+    result = bench_fast_path.collect({"fp32": [], "fp32 + graph": []}, med, {}, "NVIDIA H200")
+    judged = {g["goal"]: g for g in bench_fast_path.goals(result)}
+    ce, at = judged["CE + IB-RAR step"], judged["PGD-AT + IB-RAR step"]
+    assert (ce["setting"], ce["met"]) == ("fp32 + graph", True) and ce["measured"] == pytest.approx(1.5)
+    assert (at["setting"], at["met"]) == ("fp32", False) and at["times"] == pytest.approx(2.0)
+    row = judged["Table 4 row's training (the step x 30,000, estimated)"]
+    assert row["measured"] == pytest.approx(45.0) and row["met"]
+    share = judged["IB-RAR's addition to the PGD-AT step (fp32)"]
+    assert share["setting"] == "fp32" and share["measured"] == pytest.approx(0.0) and share["met"]
+    assert "IB-RAR's addition to the PGD-AT step (bf16)" not in judged  # no bf16 setting measured
+    text = bench_fast_path.goals_markdown(list(judged.values()))
+    assert "| PGD-AT + IB-RAR step | fp32 | 20.0 ms | at most 10.0 ms | missed: 2.0x the goal |" in text
+    med[("fp32", "PGD-AT + IB-RAR")] = 0.0215  # IB-RAR adds 7.5% to the 20 ms step
+    result = bench_fast_path.collect({"fp32": []}, {k: v for k, v in med.items() if k[0] == "fp32"}, {}, "CPU")
+    share = {g["goal"]: g for g in bench_fast_path.goals(result)}["IB-RAR's addition to the PGD-AT step (fp32)"]
+    assert not share["met"] and "missed by 2.5 points" in bench_fast_path.goals_markdown([share])

@@ -80,8 +80,14 @@ def test_check_stage_rehearses_the_cuda_tests_and_the_fast_path_bench(rehearsal,
     check = json.loads((out / "check.json").read_text())
     tests = check["cuda_tests"]
     assert tests["tests"] > 20 and tests["skipped"] == tests["tests"]  # no GPU here: every CUDA test skips
-    assert check["goals"]["sync_free"] is True and "fp32" in check["goals"]["ib_rar_under_3pct"]
-    assert "| fp32 |" in (out / "check.md").read_text()
+    assert check["goals"]["sync_free"] is True
+    assert {g["goal"] for g in check["goals"]["issue_25"]} >= {"CE + IB-RAR step", "PGD-AT + IB-RAR step"}
+    text = (out / "check.md").read_text()
+    assert "| fp32 |" in text and "## The next call" in text
+    # no GPU here: the graph step's tests did not run, so the advice is the eager step and row (6) alone
+    assert stage["advice"] == check["advice"]["command"] and not check["advice"]["graph"]
+    assert stage["advice"].endswith("IBRAR_GPU_OVERRIDES=train.cuda_graph=false IBRAR_GPU_BUDGET_S=B bash "
+                                    "bench/gpu/run.sh table4 6")
     # the set-up installed the carried wheel offline into the scratch site folder
     assert stage["wheels"]["installed"] == [f"{PROBE}-0.0.0-py3-none-any.whl"]
     assert (Path(rehearsal["IBRAR_GPU_SCRATCH"]) / "site" / f"{PROBE}.py").is_file()
@@ -474,3 +480,54 @@ def test_the_check_stage_writes_the_tests_results_before_the_benchmark_starts(tm
     ctx = Context("check", tmp_path, True, 0.0, tmp_path / "data", tmp_path / "runs")
     with pytest.raises(TimeoutError):
         cuda_check.stage_check(ctx, {"device": "CPU", "torch": torch.__version__, "cuda": None})
+
+
+def test_the_check_advises_the_eager_step_where_the_graph_tests_failed_and_six_rows_only_for_a_fast_step():
+    import cuda_check
+
+    passed = {"tests": 40, "failures": 0, "errors": 0, "failed": [], "failed_modules": [],
+              "passed_modules": ["tests.test_cuda", "tests.test_graph_step"]}
+    graph_failed = {**passed, "failures": 1, "failed": ["test_cuda_graph_replay_equals_eager[ce]: differs"],
+                    "failed_modules": ["tests.test_graph_step"]}
+    other_failed = {**passed, "failures": 1, "failed_modules": ["tests.test_cuda"]}
+    skipped = {**passed, "passed_modules": ["tests.test_cuda"]}
+    fast = {"step_ms/fp32/CE + IB-RAR": 9.0, "step_ms/fp32 + graph/CE + IB-RAR": 1.5}
+    slow = {"step_ms/fp32/CE + IB-RAR": 9.0, "step_ms/fp32 + graph/CE + IB-RAR": 4.0}
+    run = "IBRAR_GPU_BUDGET_S=B bash bench/gpu/run.sh table4"
+    assert cuda_check.training_advice(passed, fast)["command"] == f"IBRAR_GPU_OPTIM=authors {run}"
+    assert cuda_check.training_advice(other_failed, fast)["command"] == f"IBRAR_GPU_OPTIM=authors {run}"
+    assert cuda_check.training_advice(passed, slow)["command"] == f"IBRAR_GPU_OPTIM=authors {run} 6"
+    # a graph replay that failed its test against eager must not train a row: eager, judged on the eager step
+    advice = cuda_check.training_advice(graph_failed, fast)
+    assert not advice["graph"] and advice["command"] == (
+        f"IBRAR_GPU_OPTIM=authors IBRAR_GPU_OVERRIDES=train.cuda_graph=false {run} 6")
+    assert cuda_check.training_advice({"error": "no cuda-tests.xml"}, fast)["graph"] is False  # unverified
+    assert cuda_check.training_advice(skipped, fast)["graph"] is False
+    assert cuda_check.training_advice(passed, {})["command"].endswith("table4 6")  # no benchmark: one row
+
+
+def test_a_call_again_line_repeats_the_config_overrides_a_row_started_with(monkeypatch):
+    """A row resumes only with its first call's config, so the next line carries IBRAR_GPU_OVERRIDES as well."""
+    from stages import next_command
+
+    monkeypatch.setenv("IBRAR_GPU_OPTIM", "authors")
+    monkeypatch.delenv("IBRAR_GPU_OVERRIDES", raising=False)
+    assert next_command(["table4", "6"]) == "IBRAR_GPU_OPTIM=authors bash bench/gpu/run.sh table4 6"
+    monkeypatch.setenv("IBRAR_GPU_OVERRIDES", "train.cuda_graph=false train.threads=4")
+    assert next_command(["table4"]) == ("IBRAR_GPU_OPTIM=authors IBRAR_GPU_OVERRIDES='train.cuda_graph=false "
+                                        "train.threads=4' bash bench/gpu/run.sh table4")
+
+
+def test_the_junit_summary_names_the_modules_with_a_passing_and_with_a_failing_test(tmp_path):
+    import cuda_check
+
+    xml = tmp_path / "cuda-tests.xml"
+    xml.write_text("""<testsuites><testsuite tests="3" failures="1" errors="0" skipped="1" time="2.5">
+      <testcase classname="tests.test_graph_step" name="test_replay[ce]"/>
+      <testcase classname="tests.test_cuda" name="test_penalty"><failure message="off by 3%&#10;more"/></testcase>
+      <testcase classname="tests.test_cuda" name="test_ddp"><skipped message="one GPU"/></testcase>
+    </testsuite></testsuites>""")
+    summary = cuda_check.junit_summary(xml)
+    assert (summary["passed"], summary["failures"], summary["skipped"]) == (1, 1, 1)
+    assert summary["failed"] == ["test_penalty: off by 3%"]
+    assert summary["failed_modules"] == ["tests.test_cuda"] and summary["passed_modules"] == ["tests.test_graph_step"]

@@ -31,6 +31,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import sys
@@ -430,7 +431,7 @@ def stage_run(ctx: Context, info: dict[str, Any], row: str, name: str = "table4"
         raise SystemExit(f"error: IBRAR_GPU_OPTIM={os.environ['IBRAR_GPU_OPTIM']} is for Table 4's rows; {name}'s "
                          "configs hold the optimizer the paper text and the authors' code agree on: leave it unset")
     run_dir = experiment_dir(ctx.runs, experiment) / run_name(spec.name, suffix, seed)
-    # IBRAR_GPU_OVERRIDES (internal, for tests): key=value overrides on top of the row's paper config.
+    # IBRAR_GPU_OVERRIDES: key=value overrides on top of the row's paper config (tests; in a lease, the check's advice).
     overrides = [*spec.overrides, *optim_overrides, *os.environ.get("IBRAR_GPU_OVERRIDES", "").split()]
     config = load_config(spec.config, overrides)
     state = RunFolder(run_dir).state()
@@ -504,9 +505,13 @@ def finalize(ctx: Context, rc: int) -> None:
 
 
 def next_command(stage: list[str]) -> str:
-    """The call to make next: the same stage, with the optimizer knob when it is not the default."""
+    """The call to make next: the same stage, with the optimizer knob when it is not the default and the config
+    overrides when there are any (the check's advice may set train.cuda_graph=false): a row resumes only with the
+    config it started with."""
     knob = os.environ.get("IBRAR_GPU_OPTIM", "paper")
     prefix = f"IBRAR_GPU_OPTIM={knob} " if knob != "paper" else ""
+    if overrides := os.environ.get("IBRAR_GPU_OVERRIDES", "").strip():
+        prefix += f"IBRAR_GPU_OVERRIDES={shlex.quote(overrides)} "
     return f"{prefix}bash bench/gpu/run.sh {' '.join(stage)}"
 
 
@@ -539,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.stage == "check":
             from cuda_check import stage_check
 
-            status, extra = stage_check(ctx, info), {}
+            status, extra = stage_check(ctx, info)
         elif row is None and experiment:
             from side_by_side import stage_side_by_side
 
