@@ -186,18 +186,18 @@ def test_the_call_length_and_the_last_call_set_when_training_stops_and_the_stage
 
     for name in ("CALL_S", "LAST_CALL", "TRAIN_UNTIL_S", "CALL_LIMIT_S", "EVAL_FULL_S", "EVAL_SUBSET_S", "BUDGET_S"):
         monkeypatch.delenv(f"IBRAR_GPU_{name}", raising=False)
-    assert limits() == (570, 570, 120, 180)  # a 10-minute call, another one after it
+    assert limits() == (570, 570, None, None)  # a 10-minute call, another one after it: the estimates decide
     # the lease's budget alone plans the call: all of it (at most 10 minutes), and the last call when what it
     # leaves could not hold another
     monkeypatch.setenv("IBRAR_GPU_BUDGET_S", "900")
-    assert limits() == (570, 570, 120, 180) and not stages._last_call()
+    assert limits() == (570, 570, None, None) and not stages._last_call()
     monkeypatch.setenv("IBRAR_GPU_BUDGET_S", "700")
     assert stages._call_seconds() == 600 and stages._last_call() and limits() == (570, 570, 0, 0)
     monkeypatch.setenv("IBRAR_GPU_BUDGET_S", "315")
     assert stages._call_seconds() == 300 and limits() == (270, 270, 0, 0)
     monkeypatch.delenv("IBRAR_GPU_BUDGET_S")
     monkeypatch.setenv("IBRAR_GPU_CALL_S", "300")
-    assert limits() == (270, 270, 120, 180)
+    assert limits() == (270, 270, None, None)
     monkeypatch.setenv("IBRAR_GPU_LAST_CALL", "1")  # nothing follows: try every piece whatever time is left
     assert limits() == (270, 270, 0, 0)
     monkeypatch.setenv("IBRAR_GPU_TRAIN_UNTIL_S", "250")  # a knob set on its own wins
@@ -531,3 +531,45 @@ def test_the_junit_summary_names_the_modules_with_a_passing_and_with_a_failing_t
     assert (summary["passed"], summary["failures"], summary["skipped"]) == (1, 1, 1)
     assert summary["failed"] == ["test_penalty: off by 3%"]
     assert summary["failed_modules"] == ["tests.test_cuda"] and summary["passed_modules"] == ["tests.test_graph_step"]
+
+
+def test_an_evaluation_piece_starts_only_when_ibrars_estimate_fits_what_the_call_has_left(tmp_path, monkeypatch,
+                                                                                        image_folder):
+    """Not a fixed guess: the piece's estimate on this model and device (run_evaluation's time_limit_s) decides,
+    and a piece estimated over what is left says so and asks for the next call; the last call starts every piece."""
+    from types import SimpleNamespace
+
+    import stages
+
+    import ibrar.run_eval as run_eval
+
+    limits = []
+
+    def estimated_at_300_s(run_dir, time_limit_s=None, **kwargs):
+        limits.append(time_limit_s)
+        if time_limit_s is not None and time_limit_s < 300:
+            raise run_eval.EvaluationWouldNotFit(300.0, time_limit_s)
+        raise AssertionError("started")
+
+    monkeypatch.setattr(run_eval, "evaluate_run", estimated_at_300_s)
+    for name in ("LAST_CALL", "EVAL_FULL_S", "EVAL_SUBSET_S", "BUDGET_S", "CALL_S", "CALL_LIMIT_S"):
+        monkeypatch.delenv(f"IBRAR_GPU_{name}", raising=False)
+    monkeypatch.setenv("IBRAR_GPU_CALL_LIMIT_S", "100")
+    spec = SimpleNamespace(attacks=("pgd10", "autoattack"), seed=0, steps=(), group="2-ib")
+    scale = SimpleNamespace(attack=lambda name: name, large_eps_check=False)
+    config = SimpleNamespace(data=SimpleNamespace(name="imagefolder", root=str(image_folder)))
+    ctx = stages.Context.from_env("table4-2")
+    ctx.t0 = stages.time.time()
+    assert ctx.eval_full_s is None and ctx.eval_subset_s is None  # the estimate decides
+    status = stages.evaluate_row(ctx, spec, scale, config, tmp_path / "run")
+    assert "(eval-full.json) is estimated at about 300 s" in status and status.endswith("call again")
+    assert 90 < limits[-1] <= 100  # what the call had left
+    ctx.t0 -= 95  # 5 s left: not even estimated
+    assert "needs at least 10 s and" in stages.evaluate_row(ctx, spec, scale, config, tmp_path / "run")
+    assert len(limits) == 1
+    monkeypatch.setenv("IBRAR_GPU_LAST_CALL", "1")  # the last call: no limit, the piece starts
+    last = stages.Context.from_env("table4-2")
+    assert (last.eval_full_s, last.eval_subset_s) == (0.0, 0.0)
+    with pytest.raises(AssertionError, match="started"):
+        stages.evaluate_row(last, spec, scale, config, tmp_path / "run")
+    assert limits[-1] is None

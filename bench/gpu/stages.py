@@ -71,6 +71,14 @@ def _env_seconds(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
 
 
+def _piece_seconds(name: str) -> float | None:
+    """What an evaluation piece must find left in the call to start: None (ibrar's estimate for this model on this
+    device decides), 0 in the last call (every piece starts), or a fixed number from `name` (tests)."""
+    if name in os.environ:
+        return float(os.environ[name])
+    return 0.0 if _last_call() else None
+
+
 def _budget() -> float | None:
     """IBRAR_GPU_BUDGET_S: the lease's device time left as the last reply (or `status`) said, when given."""
     value = os.environ.get("IBRAR_GPU_BUDGET_S")
@@ -119,14 +127,13 @@ class Context:
     runs: Path
     # From the call's length (_call_seconds: the budget's plan, or IBRAR_GPU_CALL_S): training stops and the stage
     # ends 30 s before it (training that finishes earlier leaves the rest to the evaluation pieces; stopping sooner
-    # would only move epochs to the next call); each can be set on its own as well (tests). In the lease's last
-    # call no call follows to resume in, so every evaluation piece starts whatever time is left.
+    # would only move epochs to the next call); each can be set on its own as well (tests). An evaluation piece
+    # starts when ibrar's estimate of it fits what the call has left (`_piece_seconds`); in the lease's last call
+    # no call follows to resume in, so every piece starts whatever time is left.
     train_until: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_TRAIN_UNTIL_S", _call_seconds() - 30))
     call_limit: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_CALL_LIMIT_S", _call_seconds() - 30))
-    eval_full_s: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_EVAL_FULL_S",
-                                                                    0 if _last_call() else 120))
-    eval_subset_s: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_EVAL_SUBSET_S",
-                                                                      0 if _last_call() else 180))
+    eval_full_s: float | None = field(default_factory=lambda: _piece_seconds("IBRAR_GPU_EVAL_FULL_S"))
+    eval_subset_s: float | None = field(default_factory=lambda: _piece_seconds("IBRAR_GPU_EVAL_SUBSET_S"))
     # fewer than the paper's 1,000 only when a lease cannot fit them: the entry's own n says so in eval.json
     aa_n: int = field(default_factory=lambda: int(os.environ.get("IBRAR_GPU_AA_N", AA_SUBSET)))
     figures_s: float = field(default_factory=lambda: _env_seconds("IBRAR_GPU_FIGURES_S", 0 if _last_call() else 30))
@@ -321,10 +328,13 @@ def merge_evaluations(full: dict[str, Any], subset: dict[str, Any], subset_attac
     return merged
 
 
+MIN_PIECE_S = 10.0  # below this left in the call, an evaluation piece is not even estimated (load, probe)
+
+
 def evaluate_row(ctx: Context, spec: Any, scale: Any, config: Any, run_dir: Path) -> str:
     """The two evaluation pieces (each saved as soon as it is done); 'finished' or why to call again."""
     from ibrar.data import load_split, resolve_data_root
-    from ibrar.run_eval import evaluate_run
+    from ibrar.run_eval import EvaluationWouldNotFit, evaluate_run
 
     subset_attack = scale.attack("autoattack")
     full_file, subset_file = run_dir / EVAL_FULL, run_dir / f"eval-n{ctx.aa_n}.json"
@@ -335,9 +345,10 @@ def evaluate_row(ctx: Context, spec: Any, scale: Any, config: Any, run_dir: Path
             continue
         if path is subset_file and (waiting := figure_pieces(ctx, spec, scale, run_dir)):
             return waiting
-        if ctx.remaining() < budget:
-            return (f"trained; evaluation ({path.name}) needs about {budget:.0f} s and {ctx.remaining():.0f} s are "
-                    "left: call again")
+        needed = MIN_PIECE_S if budget is None else budget
+        if ctx.remaining() < needed:
+            return (f"trained; evaluation ({path.name}) needs at least {needed:.0f} s and {ctx.remaining():.0f} s "
+                    "are left: call again")
         if test_data is None:
             test_data = load_split(config.data.name, resolve_data_root(config.data.root or ctx.data_root), "test")
         whole = path is full_file
@@ -345,9 +356,14 @@ def evaluate_row(ctx: Context, spec: Any, scale: Any, config: Any, run_dir: Path
         print(f"== evaluating {run_dir.name}: {', '.join(attacks)} on {n} test examples", flush=True)
         started = time.time()
         # Figure 2's attack-steps curves, with the paper's attacks on the whole test set (`ibrar reproduce`'s n)
-        report = evaluate_run(run_dir, data_root=ctx.data_root, attacks=attacks, n=n, seed=spec.seed, quiet=True,
-                              steps=list(spec.steps) if whole and spec.steps else None, test_data=test_data,
-                              large_eps_check=scale.large_eps_check and whole)
+        try:  # ibrar's estimate for this model on this device decides, unless a fixed budget was given (tests)
+            report = evaluate_run(run_dir, data_root=ctx.data_root, attacks=attacks, n=n, seed=spec.seed,
+                                  quiet=True, steps=list(spec.steps) if whole and spec.steps else None,
+                                  test_data=test_data, large_eps_check=scale.large_eps_check and whole,
+                                  time_limit_s=ctx.remaining() if budget is None else None)
+        except EvaluationWouldNotFit as estimate:
+            return (f"trained; evaluation ({path.name}) is estimated at about {estimate.seconds:.0f} s and "
+                    f"{ctx.remaining():.0f} s are left: call again")
         print(report, flush=True)
         print(f"   ({time.time() - started:.0f} s)", flush=True)
         os.replace(RunFolder(run_dir).eval_file, path)

@@ -35,6 +35,15 @@ DEFAULT_ATTACKS = ("fgsm", "pgd10", "cw", "fab", "nifgsm", "autoattack")  # the 
 DEFAULT_N = 1000  # a seeded subset of the test set (the whole set when it is smaller)
 
 
+class EvaluationWouldNotFit(Exception):
+    """The evaluation's estimate is over the `time_limit_s` it was given: nothing ran, nothing was written."""
+
+    def __init__(self, seconds: float, limit: float) -> None:
+        super().__init__(f"the evaluation is estimated at about {format_duration(seconds)}, over the "
+                         f"{format_duration(max(limit, 0.0))} it may take")
+        self.seconds, self.limit = seconds, limit
+
+
 def evaluate_run(path: str | Path, **kwargs: Any) -> str:
     """Run the evaluation, write `eval.json` beside the checkpoint, and return the table to print.
 
@@ -58,6 +67,7 @@ def run_evaluation(
     loaded: tuple[ModelBundle, RunConfig, dict] | None = None,
     out_dir: str | Path | None = None,
     model_warnings: Sequence[str] = (),
+    time_limit_s: float | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Run the evaluation, write `eval.json` beside the checkpoint; return its content and the table to print.
 
@@ -65,7 +75,9 @@ def run_evaluation(
     ``batch_size=None``: 256 for ibrar's attacks, the reference's own 250 for AutoAttack.
     `loaded` is a model already loaded (`path` then only names its weights, e.g. a RobustBench zoo model, or is
     None) and `out_dir` where its eval.json goes; `model_warnings` (about the model itself) are kept beside the
-    masking checks' warnings and printed.
+    masking checks' warnings and printed. `time_limit_s`: raise `EvaluationWouldNotFit` before any attack runs
+    when the estimate (`ibrar.eval_estimate`, measured on this model and device) is over it (the GPU kit starts
+    a piece only when it fits the call).
     """
     if out_dir is None and path is None:
         raise InputError("out_dir: a model without a run folder needs a folder for its eval.json")
@@ -98,6 +110,8 @@ def run_evaluation(
             built[name] = build_attack(name, model, eps=config.eval.eps, **params)
         plan = plan_for(model, test_data, built, n, seed, batch_size, dev, config.eval.eps, large_eps_check, steps)
         print(estimate_message(plan, built), flush=True)
+        if time_limit_s is not None and plan.seconds() > time_limit_s:
+            raise EvaluationWouldNotFit(plan.seconds(), time_limit_s)
         progress = EvalProgress(plan, quiet=quiet)
         report = evaluate(model, test_data.images, test_data.labels, built, batch_size=batch_size, device=dev,
                           seed=seed, n=n, eps=config.eval.eps, state_dir=out_dir, progress=progress)
