@@ -573,3 +573,20 @@ def test_an_evaluation_piece_starts_only_when_ibrars_estimate_fits_what_the_call
     with pytest.raises(AssertionError, match="started"):
         stages.evaluate_row(last, spec, scale, config, tmp_path / "run")
     assert limits[-1] is None
+
+
+def test_the_checks_benchmark_leaves_the_lease_to_the_rows_and_the_call_time_to_write_its_files(tmp_path):
+    import time
+
+    import cuda_check
+    from stages import Context
+
+    def budget(left: float) -> float:
+        ctx = Context("check", tmp_path, False, time.time(), tmp_path / "data", tmp_path / "runs")
+        ctx.call_limit = left
+        args = cuda_check.fast_path_args(ctx)
+        return float(args[args.index("--budget-s") + 1])
+
+    assert budget(540) == cuda_check.BENCH_S == 180  # a whole call: three minutes of rounds, the rest for the rows
+    assert 89 <= budget(150) <= 90  # a short call: a minute kept for the files
+    assert budget(50) == 30  # at least one round runs

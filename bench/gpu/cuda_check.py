@@ -84,13 +84,17 @@ def training_advice(tests: dict[str, Any], bench: dict[str, Any]) -> dict[str, A
     return {"command": command, "graph": graph_ok, "why": why}
 
 
+BENCH_S = 180.0  # the benchmark's rounds stop once this long has gone since it started (after at least one)
+
+
 def fast_path_args(ctx: Context) -> list[str]:
     if ctx.rehearsal:  # tiny: seconds on one CPU thread; random images (the bench writes them)
         return ["--device", "cpu", "--width", "0.0625", "--batch", "8", "--batches", "2", "--rounds", "1",
                 "--data-root", str(ctx.data_root / "absent")]
     # the rounds stop in time for the call to write its files: a minute before the call ends (warm-up, capture
-    # and the sync check come on top of the rounds, so the budget keeps that minute)
-    budget = max(30.0, ctx.remaining() - 60)
+    # and the sync check come on top of the rounds, so the budget keeps that minute), and at most BENCH_S after
+    # they start, so that the lease keeps most of its time for the rows
+    budget = max(30.0, min(BENCH_S, ctx.remaining() - 60))
     return ["--device", "cuda", "--width", "1.0", "--batch", "100", "--batches", "10", "--rounds", "5",
             "--budget-s", f"{budget:.0f}", "--data-root", str(ctx.data_root)]
 
