@@ -122,8 +122,13 @@ def build_trainer(method_file: str, overrides: list[str], run_dir: Path) -> Trai
     return Trainer(load_config(CONFIGS / method_file, overrides), run_dir, quiet=True)
 
 
+NOT_LAUNCHED = {"detach", "alias", "lift_fresh"}  # besides views: ops that move no data
+
+
 class FlopCount(TorchDispatchMode):
-    """Sums the FLOPs of every op torch's flop counter knows (matmuls, convolutions, forward and backward).
+    """Sums the FLOPs of every op torch's flop counter knows (matmuls, convolutions, forward and backward), and
+    counts the ops that compute something (not views): each is a kernel launch or more when eager, and a node
+    of a CUDA graph, so at batch 100, where most kernels are tiny, their number is what a step costs.
 
     FlopCounterMode itself cannot count this step: its module tracker breaks on the attacks' autograd.grad
     with respect to the input (a leaf), so this mode uses its registry alone."""
@@ -131,6 +136,7 @@ class FlopCount(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
         self.total = 0
+        self.ops = 0
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
@@ -138,14 +144,16 @@ class FlopCount(TorchDispatchMode):
         counter = flop_registry.get(func._overloadpacket)
         if counter is not None:
             self.total += int(counter(*args, **kwargs, out_val=out))
+        if not func.is_view and func._overloadpacket.__name__ not in NOT_LAUNCHED:
+            self.ops += 1
         return out
 
 
-def counted_epoch(trainer: Trainer, epoch: int) -> int:
-    """One epoch under FlopCount; its FLOPs."""
+def counted_epoch(trainer: Trainer, epoch: int) -> tuple[int, int]:
+    """One epoch under FlopCount; its FLOPs and its ops."""
     with FlopCount() as counter:
         trainer.train_epoch(epoch)
-    return counter.total
+    return counter.total, counter.ops
 
 
 def sync_check(trainer: Trainer, epoch: int) -> str:
@@ -192,9 +200,11 @@ def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> dict[s
     trainers = {(s, m): build_trainer(f, common + extra, scratch / f"{s}-{m}".replace(" ", ""))
                 for s, extra in settings.items() for m, f in METHODS.items()}
     flops: dict[str, float] = {}
+    ops: dict[str, float] = {}
     for (setting, method), trainer in trainers.items():  # warm-up (and compilation, graph capture)
-        if setting == "fp32":  # eager fp32: the FLOPs of each method's step, counted once
-            flops[method] = counted_epoch(trainer, 0) / args.batches
+        if setting == "fp32":  # eager fp32: the FLOPs and ops of each method's step, counted once
+            counted = counted_epoch(trainer, 0)
+            flops[method], ops[method] = counted[0] / args.batches, counted[1] / args.batches
         else:
             trainer.train_epoch(0)
     seconds: dict[tuple[str, str], list[float]] = {key: [] for key in trainers}
@@ -209,7 +219,7 @@ def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> dict[s
     fastest = list(settings)[-1]
     sync = sync_check(trainers[(fastest, "PGD-AT + IB-RAR")], rounds + 1)
     name = torch.cuda.get_device_name(device) if cuda else "CPU"
-    result = collect(settings, med, flops, name)
+    result = collect(settings, med, flops, name, ops)
     result["sync_free"] = float(sync == "none")
     result["rounds"] = rounds
     result["unavailable"] = [s for s in wanted if s not in settings]
@@ -226,12 +236,14 @@ def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> dict[s
 
 
 def collect(settings: dict[str, list[str]], med: dict[tuple[str, str], float], flops: dict[str, float],
-            device_name: str) -> dict[str, Any]:
+            device_name: str, ops: dict[str, float] | None = None) -> dict[str, Any]:
     """The flat result: step_ms/<setting>/<method>, floor_ratio/..., ib_share/<setting>/<pair>, and for the
     PGD-AT pair ib_overhead/<setting> (IB-RAR's addition over the plain step: `goals`) and speedup."""
     result: dict[str, Any] = {"device": device_name}
     for method, count in flops.items():
         result[f"gflop_per_step/{method}"] = count / 1e9
+    for method, count in (ops or {}).items():
+        result[f"ops_per_step/{method}"] = count
     base = med[("fp32", "PGD-AT")]
     for setting in settings:
         peak = peak_tflops(device_name, setting)
@@ -314,6 +326,13 @@ def markdown(result: dict[str, Any], settings: list[str]) -> str:
     floors = [f"{method} {result[f'gflop_per_step/{method}']:.3g}" for method in METHODS
               if f"gflop_per_step/{method}" in result]
     peaks = [f"{s}: {result[f'peak_tflops/{s}']}" for s in settings if f"peak_tflops/{s}" in result]
+    counts = [f"{method} {result[f'ops_per_step/{method}']:.0f}" for method in METHODS
+              if f"ops_per_step/{method}" in result]
+    added = [f"{plain} +{result[f'ops_per_step/{with_ib}'] - result[f'ops_per_step/{plain}']:.0f}"
+             for plain, with_ib in PAIRS.items() if f"ops_per_step/{with_ib}" in result]
+    if counts:
+        lines += ["", f"Ops per step (fp32 eager, views not counted; each a launch, or a node of a CUDA graph): "
+                      f"{', '.join(counts)}; IB-RAR adds {', '.join(added)}."]
     lines += ["", f"GFLOP per step (torch.utils.flop_counter, fp32 eager): {', '.join(floors)}.",
               f"Dense peak TFLOP/s used for the floor: {'; '.join(peaks) or 'none known for this device'}."]
     return "\n".join(lines)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_fast_path import build_trainer, data_overrides  # noqa: E402
+from bench_fast_path import METHODS, STEP_GOALS_MS, build_trainer, data_overrides  # noqa: E402
 from ibrar.build import resolve_device  # noqa: E402
 from ibrar.graph_step import CUDA_GRAPH_WARMUP, GraphStep  # noqa: E402
 from ibrar.metrics import EpochStats  # noqa: E402
@@ -26,7 +26,7 @@ from ibrar.train import Trainer  # noqa: E402
 from timing import CLOCK_NOTE, timed  # noqa: E402
 
 # Issue 25's goals on an H100 (ms per step at batch 100, VGG16 full width), with IB-RAR's terms and mask on.
-GOALS_MS = {"CE + IB-RAR": ("table4-vgg16-6-ibrar.yaml", 2.0), "PGD-AT + IB-RAR": ("table1-pgd_at-ibrar.yaml", 10.0)}
+GOALS_MS = {method: (METHODS[method], goal) for method, goal in STEP_GOALS_MS.items()}
 
 
 def step_ms(trainer: Trainer, capture: bool, steps: int) -> tuple[float, GraphStep]:

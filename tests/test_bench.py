@@ -21,11 +21,14 @@ def test_fast_path_bench_times_four_methods_counts_their_flops_and_finds_no_host
     flops = {m: result[f"gflop_per_step/{m}"] for m in methods}
     # the inner PGD-10 (smoke: method.steps from the paper config) makes an AT step several times a CE step
     assert 0 < flops["CE"] <= flops["CE + IB-RAR"] and flops["PGD-AT"] > 3 * flops["CE"]
+    ops = {m: result[f"ops_per_step/{m}"] for m in methods}  # what a step launches: IB-RAR's terms add ops
+    assert 0 < ops["CE"] < ops["CE + IB-RAR"] and ops["CE"] < ops["PGD-AT"] < ops["PGD-AT + IB-RAR"]
     assert not any(k.startswith("floor_ratio/") for k in result)  # no peak is known for a CPU
     assert math.isfinite(result["ib_overhead/fp32"]) and result["speedup/fp32"] == 1.0
     assert result["sync_free"] == 1.0 and result["unavailable"] == []
     out = capsys.readouterr().out
     assert "host-device synchronisation inside the step" in out and "| fp32 | PGD-AT + IB-RAR |" in out
+    assert f"IB-RAR adds CE +{ops['CE + IB-RAR'] - ops['CE']:.0f}" in out
     assert "n/a (no peak known)" in out
 
 
