@@ -265,7 +265,10 @@ def _fastest(result: dict[str, Any], method: str, prefix: str = "") -> tuple[str
     """(setting, ms) of the fastest measured setting (of those starting with `prefix`) for `method`."""
     measured = [(result[key], key.split("/")[1]) for key in result
                 if key.startswith("step_ms/") and key.endswith(f"/{method}") and key.split("/")[1].startswith(prefix)]
-    return (min(measured)[1], min(measured)[0]) if measured else None
+    if not measured:
+        return None
+    ms, setting = min(measured)
+    return setting, ms
 
 
 def goals(result: dict[str, Any]) -> list[dict[str, Any]]:

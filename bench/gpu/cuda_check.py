@@ -147,16 +147,16 @@ def stage_check(ctx: Context, info: dict[str, Any]) -> tuple[str, dict[str, Any]
         write_check(ctx, info, tests, bench, args)
         print(f"== fast-path benchmark: bench/bench_fast_path.py {' '.join(args)}", flush=True)
         bench = bench_fast_path.main(args)
-    write_check(ctx, info, tests, bench, args)
+    advice = write_check(ctx, info, tests, bench, args)
     failed = (tests.get("failures", 0) or tests.get("errors", 0) or tests.get("error")
               or tests["exit_code"] not in (0, 5))
-    advice = {"advice": training_advice(tests, bench)["command"]}
-    return ("finished, with CUDA test failures" if failed else "finished"), advice
+    return ("finished, with CUDA test failures" if failed else "finished"), {"advice": advice["command"]}
 
 
 def write_check(ctx: Context, info: dict[str, Any], tests: dict[str, Any], bench: dict[str, Any],
-                args: list[str]) -> None:
-    """$OUT/check.json and check.md from what has run so far (`bench` empty: the benchmark has not run)."""
+                args: list[str]) -> dict[str, Any]:
+    """$OUT/check.json and check.md from what has run so far (`bench` empty: the benchmark has not run); the
+    advice they give."""
     import bench_fast_path
 
     advice = training_advice(tests, bench)
@@ -169,3 +169,4 @@ def write_check(ctx: Context, info: dict[str, Any], tests: dict[str, Any], bench
     (ctx.out / "check.md").write_text(markdown)
     if bench or not args:  # the final write
         print(markdown)
+    return advice
