@@ -145,3 +145,26 @@ def test_an_autoattack_stage_leaves_the_next_ones_at_most_its_survivors(monkeypa
     later = sum(p.seconds(MEASURED) for p in plan.pieces[2:])
     scale = 1.0 / plan.pieces[0].seconds(MEASURED)
     assert progress.seconds_left() == pytest.approx(2 / 3 + later * scale)
+
+
+def test_a_resumed_autoattack_is_priced_from_where_it_resumes_and_pgd_does_not_overwrite_its_count(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr("ibrar.eval_progress.time.perf_counter", clock)
+    full = plan_of("pgd10", "autoattack")
+    plan = plan_of("pgd10", "autoattack", finished={"autoattack": {"clean": 800, "apgd-ce": 60}})
+    examples = {p.name: p.examples for p in plan.pieces}
+    # APGD-CE finished; APGD-T attacks exactly the 60 it left; the later stages the prior (100), at most 60
+    assert examples == {"pgd10": 800, "autoattack APGD-CE": 0, "autoattack APGD-T": 60, "autoattack FAB-T": 60,
+                        "autoattack Square": 60}
+    assert plan.resumed == ["apgd-ce"] and "resumes after APGD-CE" in plan.describe()
+    assert "on the 60 examples" in plan.describe()
+    skipped = full.pieces[1].seconds(MEASURED) + sum(
+        (100 - 60) * p.grads * MEASURED.seconds_per_grad for p in full.pieces[2:])
+    assert plan.seconds() == pytest.approx(full.seconds() - skipped)
+
+    progress = EvalProgress(plan, quiet=True, stream=io.StringIO())
+    progress.start("pgd10", 800)
+    progress.advance(800, 770)
+    progress.finish()  # PGD-10 leaves 30: a prior for the stages not counted, not for the count APGD-CE left
+    assert [p.examples for p in plan.pieces if p.survivors] == [60, 30, 30]
+    assert plan.pieces[1].examples == 0

@@ -212,3 +212,37 @@ def test_an_evaluation_killed_inside_a_stage_resumes_from_the_references_per_bat
     assert values == sorted(values, reverse=True)
     # what FAB-T broke before the kill stays broken: the final mask is within the saved robust flags
     assert not (resumed.robust & ~torch.tensor(saved)).any()
+
+
+def test_the_estimate_of_an_interrupted_evaluation_skips_its_finished_stages(model, tmp_path):
+    """`ibrar eval` prices a resumed AutoAttack from where it resumes (the GPU kit starts a piece only when its
+    estimate fits the call): its finished stages cost nothing, the next one is priced on the exact count left."""
+    from ibrar.data import ImageData
+    from ibrar.run_eval import plan_for
+
+    x, y = test_data(48)
+    data = ImageData((x * 255).round().to(torch.uint8), y)
+    wrapped = _Interruptible(model)
+    attacks = {"autoattack": ReferenceAutoAttack(wrapped, EPS, **BUDGET)}
+
+    def plan(state_dir, n=40):
+        return plan_for(wrapped, data, attacks, n, 0, 16, "cpu", EPS, False, None, state_dir=state_dir)
+
+    fresh = plan(None)
+    with pytest.raises(KeyboardInterrupt), interrupt_after(wrapped, "robust accuracy after APGD-T"):
+        evaluate(wrapped, data.images, data.labels, attacks, n=40, seed=0, eps=EPS, batch_size=16,
+                 state_dir=tmp_path)
+    wrapped.armed = False
+    resumed = plan(tmp_path)
+    assert resumed.resumed == ["apgd-ce", "apgd-t"] and "resumes after APGD-T" in resumed.describe()
+    examples = {p.name: p.examples for p in resumed.pieces}
+    left = sum(json.loads((tmp_path / PROGRESS_FILE).read_text())["stages"]["apgd-t"])
+    assert examples == {"autoattack APGD-CE": 0, "autoattack APGD-T": 0, "autoattack FAB-T": left,
+                        "autoattack Square": min(left, fresh.pieces[-1].examples)}
+    assert resumed.seconds() < fresh.seconds()
+    assert plan(tmp_path, n=39).resumed == []  # other examples: that progress is not theirs
+
+    report = evaluate(wrapped, data.images, data.labels, attacks, n=40, seed=0, eps=EPS, batch_size=16,
+                      state_dir=tmp_path)
+    assert report.autoattack["resumed_stages"] == ["apgd-ce", "apgd-t"]  # the run resumed where the plan said
+    assert round(report.autoattack["stages"]["apgd-t"] * 40) == left

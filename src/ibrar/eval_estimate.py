@@ -170,6 +170,8 @@ class Piece:
     batch: int = 256  # examples per call
     survivors: bool = False  # an AutoAttack stage after APGD-CE: runs on what the earlier stages leave
     informs_survivors: bool = False  # a PGD-type attack at the evaluation's eps: its survivors are the prior
+    counted: bool = False  # ``examples`` is read from an interrupted run's progress (a resumed stage's 0, or what
+    # it left robust), not a prior: what the attacks before it leave does not replace it
 
     def seconds(self, probe: Probe) -> float:
         calls = math.ceil(self.examples / self.batch) if self.examples > 0 else 0
@@ -185,15 +187,13 @@ class EvalPlan:
     pieces: list[Piece] = field(default_factory=list)
     seconds_at_start: float | None = None  # the estimate as printed, before the pieces rescaled the plan
 
+    resumed: list[str] = field(default_factory=list)  # AutoAttack stages an interrupted run already finished
+
     @property
     def survivors(self) -> float:
-        """Examples expected to reach AutoAttack's later stages (the current prior)."""
-        return next((p.examples for p in self.pieces if p.survivors), 0.0)
-
-    def set_survivors(self, count: float) -> None:
-        for piece in self.pieces:
-            if piece.survivors:
-                piece.examples = count
+        """Examples expected to reach AutoAttack's next stage after APGD-CE (the current prior, or the count an
+        interrupted run left)."""
+        return next((p.examples for p in self.pieces if p.survivors and p.examples > 0), 0.0)
 
     def seconds(self) -> float:
         """The whole evaluation: a clean forward on all ``n`` plus every piece."""
@@ -204,7 +204,10 @@ class EvalPlan:
         p = self.probe
         how = (f"{p.seconds_per_grad * 1e3:.2f} ms per forward+backward per example, x the attacks' gradient "
                f"counts, on the {p.clean:.0%} of {self.n} examples classified correctly")
-        if any(piece.survivors for piece in self.pieces):
+        if self.resumed:
+            how += (f"; AutoAttack resumes after {STAGE_LABELS[self.resumed[-1]]} (finished by an earlier call), "
+                    f"its other stages on the {self.survivors:.0f} examples that call left robust")
+        elif any(piece.survivors for piece in self.pieces):
             how += (f"; AutoAttack's stages after APGD-CE on the {self.survivors:.0f} examples expected to survive "
                     f"it (a {PROBE_STEPS}-step APGD-CE on a measured batch), updated as the evaluation runs")
         return how
@@ -214,10 +217,13 @@ def plan_evaluation(model: nn.Module, x: Tensor, y: Tensor, n: int,
                     attacks: Mapping[str, Attack | ReferenceAutoAttack], eps: float = 8 / 255,
                     large_eps_check: bool = False, curve_steps: Sequence[int] = (),
                     curve_families: Sequence[str] = ("pgd", "cw", "nifgsm"),
-                    measured: Probe | None = None, batch_size: int | None = None) -> EvalPlan:
+                    measured: Probe | None = None, batch_size: int | None = None,
+                    finished: Mapping[str, Mapping[str, int]] | None = None) -> EvalPlan:
     """The plan of an evaluation of ``attacks`` on ``n`` examples like the batch ``x`` (as `ibrar eval` runs it:
     the attacks, then the steps curves when ``curve_steps`` is given, then the large-eps masking check), in
-    batches of ``batch_size`` (None: 256 for ibrar's attacks, 250 for AutoAttack)."""
+    batches of ``batch_size`` (None: 256 for ibrar's attacks, 250 for AutoAttack). ``finished``: per AutoAttack
+    attack, what an interrupted run left (`ReferenceAutoAttack.finished_stages`): its finished stages cost
+    nothing and the others are priced on the count it left robust."""
     with_autoattack = any(isinstance(a, ReferenceAutoAttack) for a in attacks.values())
     found = measured if measured is not None else probe(model, x, y, eps, survivors=with_autoattack)
     with torch.no_grad():
@@ -228,15 +234,27 @@ def plan_evaluation(model: nn.Module, x: Tensor, y: Tensor, n: int,
     batch = batch_size or ATTACK_BATCH
     correct = found.clean * n
     pieces: list[Piece] = []
+    resumed: list[str] = []
     for name, attack in attacks.items():
         if isinstance(attack, ReferenceAutoAttack):
             survive = found.survive if found.survive is not None else found.clean
             counts = autoattack_stage_counts(attack, num_classes, found.forward_share)
+            done = (finished or {}).get(name, {})
+            resumed += [stage for stage in STAGES if stage in done]
+            left = next((done[s] for s in (*STAGES[::-1], "clean") if s in done), None)  # robust when it stopped
+            resumes_at = next((s for s in STAGES if s not in done), None) if left is not None else None
             for stage in STAGES:
                 later = stage != STAGES[0]
-                pieces.append(Piece(stage_piece_name(stage), counts[stage] + found.forward_share,
-                                    survive * n if later else correct, batch_size or AUTOATTACK_BATCH,
-                                    survivors=later))
+                examples = survive * n if later else correct
+                if stage in done:
+                    examples = 0  # finished: the resumed run skips it
+                elif stage == resumes_at:
+                    examples = left  # exactly what the interrupted run left robust
+                elif left is not None:
+                    examples = min(examples, left)  # a prior again, bounded by that count
+                pieces.append(Piece(stage_piece_name(stage), counts[stage] + found.forward_share, examples,
+                                    batch_size or AUTOATTACK_BATCH, survivors=later,
+                                    counted=stage in done or stage == resumes_at))
             continue
         norm, bound = attack.threat_model
         informs = type(attack).__name__ in _PGD_TYPE and norm == "linf" and bound is not None \
@@ -248,7 +266,7 @@ def plan_evaluation(model: nn.Module, x: Tensor, y: Tensor, n: int,
             pieces.append(Piece(curve_piece_name(family, s), float(s) + evaluate_share, correct, batch))
     if large_eps_check:
         pieces.append(Piece(LARGE_EPS_CHECK, 20 + evaluate_share, correct, batch))
-    return EvalPlan(n, found, pieces)
+    return EvalPlan(n, found, pieces, resumed=resumed)
 
 
 def estimate_seconds(model: nn.Module, x: Tensor, y: Tensor, n: int,

@@ -78,7 +78,7 @@ class EvalProgress:
             self._measured += seconds
             if self._piece.informs_survivors or self._piece.name.startswith("autoattack"):
                 # what a PGD-type attack, or an AutoAttack stage, leaves is the best prior for the next stages
-                later = [p for p in self.plan.pieces[self._index + 1:] if p.survivors]
+                later = [p for p in self.plan.pieces[self._index + 1:] if p.survivors and not p.counted]
                 for p in later:
                     p.examples = min(p.examples, self._robust) if self._piece.survivors else self._robust
         if self._bar is not None:

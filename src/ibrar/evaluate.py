@@ -134,7 +134,19 @@ def select_subset(num: int, n: int | None, seed: int) -> Tensor:
     return torch.randperm(num, generator=torch.Generator().manual_seed(seed))[:n].sort().values
 
 
-def _prepare(images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+def evaluation_examples(images: Tensor, labels: Tensor, n: int | None, seed: int,
+                        device: torch.device | str) -> tuple[Tensor, Tensor, Tensor]:
+    """The seeded subset `evaluate` attacks: its indices, and its images (float in [0, 1]) and labels on
+    ``device``, exactly the tensors the attacks get (an estimate that reads a resumed AutoAttack's progress
+    fingerprints them)."""
+    _check(images, labels)
+    indices = select_subset(len(images), n, seed)
+    x = images[indices]  # indexed before the conversion: the same values, without a float copy of the whole set
+    x = x.float() / 255 if x.dtype == torch.uint8 else x  # converted where the images are, as always
+    return indices, x.to(device), labels[indices].long().to(device)
+
+
+def _check(images: Tensor, labels: Tensor) -> None:
     if not isinstance(images, Tensor) or images.dim() < 2:
         raise ValueError(f"images must be a tensor shaped (N, C, H, W), got {type(images).__name__}")
     if not isinstance(labels, Tensor) or labels.dim() != 1 or len(labels) != len(images):
@@ -142,9 +154,6 @@ def _prepare(images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
                          f"{tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__}")
     if len(images) == 0:
         raise ValueError("images must hold at least one example, got an empty tensor")
-    if images.dtype == torch.uint8:
-        images = images.float() / 255
-    return images, labels.long()
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -252,10 +261,8 @@ def evaluate(
     progress = as_progress(progress)
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be an int >= 1 or None, got {batch_size!r}")
-    images, labels = _prepare(images, labels)
-    indices = select_subset(len(images), n, seed)
     device = torch.device(device) if device is not None else _model_device(model)
-    x, y = images[indices].to(device), labels[indices].to(device)
+    indices, x, y = evaluation_examples(images, labels, n, seed, device)
     built = _build(attacks, model, eps, attack_params or {}, seed)
 
     modes = {module: module.training for module in model.modules()}

@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from ibrar.attacks import build_attack
+from ibrar.attacks import ReferenceAutoAttack, build_attack
+from ibrar.attacks.reference_autoattack import DEFAULT_BATCH_SIZE as AUTOATTACK_BATCH
 from ibrar.build import ModelBundle, build_regularizer, resolve_device
 from ibrar.checkpoint import find_checkpoint
 from ibrar.config import RunConfig
@@ -25,7 +26,14 @@ from ibrar.data import ImageData, load_split, resolve_data_root
 from ibrar.errors import IbrarError, InputError
 from ibrar.eval_estimate import EvalPlan, format_duration, plan_evaluation
 from ibrar.eval_progress import EvalProgress
-from ibrar.evaluate import DEFAULT_BATCH_SIZE, evaluate, format_table, masking_warnings, select_subset, steps_curve
+from ibrar.evaluate import (
+    DEFAULT_BATCH_SIZE,
+    evaluate,
+    evaluation_examples,
+    format_table,
+    masking_warnings,
+    steps_curve,
+)
 from ibrar.evaluation_record import Evaluation
 from ibrar.loading import load_trained
 from ibrar.reproducibility import run_metadata
@@ -108,7 +116,8 @@ def run_evaluation(
             if name.startswith("adaptive"):  # PGD_AD maximises the run's own IB-RAR loss
                 params["regularizer"] = build_regularizer(config, bundle, int(state.get("num_classes") or 10))
             built[name] = build_attack(name, model, eps=config.eval.eps, **params)
-        plan = plan_for(model, test_data, built, n, seed, batch_size, dev, config.eval.eps, large_eps_check, steps)
+        plan = plan_for(model, test_data, built, n, seed, batch_size, dev, config.eval.eps, large_eps_check, steps,
+                        state_dir=out_dir)
         print(estimate_message(plan, built), flush=True)
         if time_limit_s is not None and plan.seconds() > time_limit_s:
             raise EvaluationWouldNotFit(plan.seconds(), time_limit_s)
@@ -180,17 +189,18 @@ def reference_applies(config: RunConfig) -> bool:
 
 def plan_for(model: Any, test_data: ImageData, attacks: dict[str, Any], n: int | None, seed: int,
              batch_size: int | None, device: Any, eps: float, large_eps_check: bool,
-             steps: Sequence[int] | None) -> EvalPlan:
-    """The evaluation's plan, its costs measured on a seeded sample of the subset (up to 128 examples)."""
+             steps: Sequence[int] | None, state_dir: Path | None = None) -> EvalPlan:
+    """The evaluation's plan, its costs measured on a seeded sample of the subset (up to 128 examples); an
+    AutoAttack that an interrupted evaluation left in ``state_dir`` is priced from where it will resume."""
     count = len(test_data.labels) if n is None else n
-    subset = select_subset(len(test_data.labels), n, seed)
+    subset, xs, ys = evaluation_examples(test_data.images, test_data.labels, n, seed, device)
     # a random sample, not the subset's first indices: a test set stored class by class would give one class
     sample = torch.randperm(len(subset), generator=torch.Generator().manual_seed(seed))
-    index = subset[sample[: min(batch_size or DEFAULT_BATCH_SIZE, 128)]]
-    x = test_data.images[index].to(device)
-    x = x.float() / 255 if x.dtype == torch.uint8 else x
-    plan = plan_evaluation(model, x, test_data.labels[index].long().to(device), count, attacks, eps=eps,
-                           large_eps_check=large_eps_check, curve_steps=list(steps or ()), batch_size=batch_size)
+    index = sample[: min(batch_size or DEFAULT_BATCH_SIZE, 128)].to(xs.device)
+    finished = {name: attack.finished_stages(xs, ys, batch_size or AUTOATTACK_BATCH, state_dir)
+                for name, attack in attacks.items() if isinstance(attack, ReferenceAutoAttack)}
+    plan = plan_evaluation(model, xs[index], ys[index], count, attacks, eps=eps, large_eps_check=large_eps_check,
+                           curve_steps=list(steps or ()), batch_size=batch_size, finished=finished)
     plan.seconds_at_start = plan.seconds()
     return plan
 

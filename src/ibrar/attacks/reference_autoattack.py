@@ -218,12 +218,34 @@ class ReferenceAutoAttack:
             for module, training in modes.items():
                 module.training = training
 
+    def finished_stages(self, x: Tensor, y: Tensor, batch_size: int = DEFAULT_BATCH_SIZE,
+                        state_dir: str | Path | None = None) -> dict[str, int]:
+        """What a `run` on these examples with ``state_dir`` would resume from: the examples robust after each
+        stage an earlier, interrupted run finished there (same examples, weights and settings), ``"clean"``
+        included; empty when there is none. An estimate of the run can then skip those stages and price the
+        rest on exact counts instead of a prior."""
+        if state_dir is None or not (Path(state_dir) / PROGRESS_FILE).is_file():
+            return {}
+        modes = {module: module.training for module in self.model.modules()}
+        self.model.eval()
+        try:
+            _, params = self._run_params(x, batch_size)
+        finally:
+            for module, training in modes.items():
+                module.training = training
+        progress = _read_progress(Path(state_dir) / PROGRESS_FILE, self._fingerprint(x, y.long(), params))
+        return {stage: int(sum(flags)) for stage, flags in progress["stages"].items()}
+
     # -- the run and its resumption -------------------------------------------------------------------
-    def _run(self, x: Tensor, y: Tensor, batch_size: int, folder: Path, monitor: Any = None) -> AutoAttackResult:
-        start = time.perf_counter()
+    def _run_params(self, x: Tensor, batch_size: int) -> tuple[int, dict[str, Any]]:
+        """The model's number of classes and the settings a run records and fingerprints (model in eval mode)."""
         with torch.no_grad():
             num_classes = int(self.model(x[:1]).shape[1])
-        params = {**self.params(num_classes), "batch_size": batch_size}
+        return num_classes, {**self.params(num_classes), "batch_size": batch_size}
+
+    def _run(self, x: Tensor, y: Tensor, batch_size: int, folder: Path, monitor: Any = None) -> AutoAttackResult:
+        start = time.perf_counter()
+        num_classes, params = self._run_params(x, batch_size)
         progress_path, state_path = folder / PROGRESS_FILE, folder / STATE_FILE
         key = self._fingerprint(x, y, params)
         progress = _read_progress(progress_path, key)
