@@ -10,7 +10,7 @@ from torch import nn
 
 from ibrar.methods import build_method
 from ibrar.regularizer import IBRegularizer
-from ibrar.step import TrainStep
+from ibrar.step import TrainStep, gradient_norm
 from ibrar.taps import tap_layers
 
 
@@ -41,6 +41,20 @@ def test_the_step_loss_is_cross_entropy_plus_the_ib_terms_and_the_update_is_sgds
         for p, q in zip(model.parameters(), reference.parameters(), strict=True):
             assert torch.allclose(p, q - 0.1 * q.grad, rtol=1e-6, atol=1e-7)
     assert torch.isclose(out.grad_norm, torch.cat([q.grad.flatten() for q in reference.parameters()]).norm())
+
+
+def test_the_gradient_norm_is_clip_grad_norms_bit_for_bit_and_leaves_the_gradients_alone(monkeypatch):
+    model, x, y = tiny_net(), *batch()
+    F.cross_entropy(model(x), y).backward()
+    model[1].bias.grad = None  # a parameter without a gradient is skipped, as clip_grad_norm_ skips it
+    grads = [p.grad.clone() if p.grad is not None else None for p in model.parameters()]
+    norm = gradient_norm(model.parameters())  # a generator, as the step passes it
+    for p, g in zip(model.parameters(), grads, strict=True):
+        assert (p.grad is None and g is None) or torch.equal(p.grad, g)
+    expected = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))  # rescales by 1: no change
+    assert torch.equal(norm, expected) and norm > 0
+    monkeypatch.delattr(torch.nn.utils, "get_total_norm")  # torch older than 2.6: clip_grad_norm_ itself
+    assert torch.equal(gradient_norm(model.parameters()), expected)
 
 
 def test_with_the_ib_terms_off_the_step_is_the_base_loss_alone():

@@ -19,6 +19,15 @@ from ibrar.methods import Method, MethodOutput
 from ibrar.regularizer import IBRegularizer, IBTerms
 
 
+def gradient_norm(parameters: Any) -> Tensor:
+    """The 2-norm of all the parameters' gradients, the number `clip_grad_norm_(max_norm=inf)` returns, without
+    its rescaling of every gradient by 1 (kernels on a GPU for nothing); that call where torch is older than 2.6."""
+    parameters = list(parameters)
+    if hasattr(torch.nn.utils, "get_total_norm"):
+        return torch.nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])
+    return torch.nn.utils.clip_grad_norm_(parameters, float("inf"))
+
+
 @dataclass
 class StepOutput:
     """What one step computed: the total loss, the method's output, the IB terms of each pass, the gradient
@@ -78,8 +87,7 @@ class TrainStep:
                 loss = loss + ib_terms[name].loss
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        # The gradient norm, on the device (max_norm=inf clips nothing), for the spike report.
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.bare_model.parameters(), float("inf"))
+        grad_norm = gradient_norm(self.bare_model.parameters())  # on the device, for the spike report
         self.optimizer.step()  # theta <- theta - a * grad L
         return StepOutput(loss, out, grad_norm, ib_terms, features)
 
