@@ -136,9 +136,12 @@ class IBRegularizer:
         # (2, layers): HSIC(X, T_l) and HSIC(Y, T_l); both always, since the information plane needs them even
         # when a weight is 0
         h = combine(prepared[:2, None], prepared[None, 2:], self.estimator).to(dtype)
-        loss = x.new_zeros((), dtype=dtype)
-        for h_x, h_y in zip(h[0].unbind(), h[1].unbind(), strict=True):
-            loss = loss + self.alpha * h_x - self.beta * h_y
+        # ((0 + a_1 - b_1) + a_2 - b_2) + ...: the weights applied to all layers at once, the sum in the layers'
+        # order (bit for bit the layer-by-layer sum; 0 + a_1 is a_1), about half the ops of one term per layer
+        weighted_x, weighted_y = (self.alpha * h[0]).unbind(), (self.beta * h[1]).unbind()
+        loss = weighted_x[0] - weighted_y[0]
+        for a, b in zip(weighted_x[1:], weighted_y[1:], strict=True):
+            loss = loss + a - b
         detached = h.detach()
         return IBTerms(loss, dict(zip(self.layers, detached[0].unbind(), strict=True)),
                        dict(zip(self.layers, detached[1].unbind(), strict=True)))
