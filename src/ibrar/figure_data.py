@@ -52,13 +52,11 @@ def check_n(n: int) -> None:
 def _test_examples(config: Any, data_root: str | Path | None, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The seeded subset of `n` test examples the evaluation uses, as floats in [0, 1]."""
     from ibrar.data import load_split, resolve_data_root
-    from ibrar.evaluate import select_subset
+    from ibrar.evaluate import evaluation_examples
 
     data = load_split(config.data.name, resolve_data_root(config.data.root or data_root), "test")
-    idx = select_subset(len(data.labels), min(n, len(data.labels)), seed)
-    images = data.images[idx]
-    images = images.float() / 255 if images.dtype == torch.uint8 else images.float()
-    return images, data.labels[idx].long()
+    _, images, labels = evaluation_examples(data.images, data.labels, min(n, len(data.labels)), seed, "cpu")
+    return images, labels
 
 
 def _class_names(state: dict[str, Any], fallback: int) -> list[str]:
