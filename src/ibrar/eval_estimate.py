@@ -186,7 +186,6 @@ class EvalPlan:
     probe: Probe
     pieces: list[Piece] = field(default_factory=list)
     seconds_at_start: float | None = None  # the estimate as printed, before the pieces rescaled the plan
-
     resumed: list[str] = field(default_factory=list)  # AutoAttack stages an interrupted run already finished
 
     @property
