@@ -161,6 +161,28 @@ def test_pgd_and_fgsm_stay_in_eps_ball_and_box(seed, eps, steps, fgsm):
     assert (x_adv - x).abs().max() <= eps + 1e-6
 
 
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**16), eps=st.floats(0.0, 1.0), spread=st.floats(0.0, 3.0), pinned=st.booleans())
+def test_the_projection_by_precomputed_bounds_is_the_clip_then_clamp_bit_for_bit(seed, eps, spread, pinned):
+    """A clamp to [0, 1] is monotone, so clamping after the clip to [x - eps, x + eps] is clamping x_adv to that
+    interval's bounds clamped to [0, 1]: the one-clamp projection iterative attacks use equals the old one
+    element for element, for an x outside [0, 1] too, NaN kept."""
+    from ibrar.attacks import project_linf
+    from ibrar.attacks.base import linf_box
+
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(64, generator=g) - 0.5) * spread + 0.5  # inside [0, 1] when spread <= 1, else past it
+    if pinned:
+        x[:4] = torch.tensor([0.0, 1.0, 0.0, 1.0])
+    x_adv = x + (torch.rand(64, generator=g) - 0.5) * 4 * max(eps, 1e-3)
+    x_adv[::7] = x[::7] + eps  # on the ball's surface
+    x_adv[5] = float("nan")
+    old = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0.0, 1.0)
+    new = project_linf(x_adv, x, eps, linf_box(x, eps))
+    torch.testing.assert_close(new, old, rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(project_linf(x_adv, x, eps), old, rtol=0, atol=0, equal_nan=True)
+
+
 def test_pgd_linf_accepts_any_loss_and_keeps_model_mode():
     model = trained_model()
     x, y = test_data(8)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .base import Attack, LossFn, batch_view, ce_loss, check_positive, input_gradient, margin, project_linf
+from .base import Attack, LossFn, batch_view, ce_loss, check_positive, input_gradient, linf_box, margin, project_linf
 
 
 def dlr_loss(logits: Tensor, y: Tensor) -> Tensor:
@@ -66,10 +66,11 @@ def apgd_linf(
     loss_max_at_check = loss_max.clone()
     halved_at_check = torch.ones(len(x), dtype=torch.bool, device=x.device)
     since_check = 0
+    box = linf_box(x, eps)
     for i in range(steps):
         momentum = 0.75 if i > 0 else 1.0
-        z = project_linf(x_adv + batch_view(step_size, x) * grad.sign(), x, eps)
-        x_next = project_linf(x_adv + momentum * (z - x_adv) + (1 - momentum) * (x_adv - x_prev), x, eps)
+        z = project_linf(x_adv + batch_view(step_size, x) * grad.sign(), x, eps, box)
+        x_next = project_linf(x_adv + momentum * (z - x_adv) + (1 - momentum) * (x_adv - x_prev), x, eps, box)
         x_prev, x_adv = x_adv, x_next
 
         grad, loss, logits = input_gradient(model, x_adv, y, loss_fn)

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .base import Attack, ce_loss, check_positive, input_gradient, project_linf
+from .base import Attack, ce_loss, check_positive, input_gradient, linf_box, project_linf
 
 
 class NIFGSM(Attack):
@@ -44,6 +44,7 @@ class NIFGSM(Attack):
         momentum = torch.zeros_like(x)
         x_adv = x.clone()
         reduce_dims = tuple(range(1, x.dim()))
+        box = linf_box(x, self.eps)
         for _ in range(self.steps):
             x_nes = x_adv + self.decay * self.alpha * momentum
             grad = torch.zeros_like(x)
@@ -53,5 +54,5 @@ class NIFGSM(Attack):
             grad /= self.m
             l1_mean = grad.abs().mean(dim=reduce_dims, keepdim=True).clamp_min(1e-12)
             momentum = self.decay * momentum + grad / l1_mean
-            x_adv = project_linf(x_adv + self.alpha * momentum.sign(), x, self.eps)
+            x_adv = project_linf(x_adv + self.alpha * momentum.sign(), x, self.eps, box)
         return x_adv

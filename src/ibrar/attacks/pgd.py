@@ -11,7 +11,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .base import Attack, LossFn, batch_view, ce_loss, check_positive, cw_loss, input_gradient, project_linf
+from .base import (
+    Attack,
+    LossFn,
+    batch_view,
+    ce_loss,
+    check_positive,
+    cw_loss,
+    input_gradient,
+    linf_box,
+    project_linf,
+)
 
 LOSSES: dict[str, LossFn] = {"ce": ce_loss, "cw": cw_loss}
 
@@ -48,9 +58,10 @@ def pgd_linf(
         x_adv = (x + eps * (2 * noise - 1)).clamp(0.0, 1.0)
     else:
         x_adv = x.clone()
+    box = linf_box(x, eps)
     for _ in range(steps):
         grad, *_ = input_gradient(model, x_adv, y, loss_fn)
-        x_adv = project_linf(x_adv + alpha * grad.sign(), x, eps)
+        x_adv = project_linf(x_adv + alpha * grad.sign(), x, eps, box)
     return x_adv
 
 
