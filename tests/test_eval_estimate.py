@@ -127,6 +127,8 @@ def test_a_pgd_attack_sets_autoattacks_survivors_and_measured_times_rescale_the_
     survivors_rest = sum(p.seconds(MEASURED) for p in plan.pieces[1:])
     assert survivors_rest < rest and progress.seconds_left() == pytest.approx(2 * survivors_rest)
     assert stream.getvalue().startswith(f"pgd10: 800 examples attacked, 40 robust, {2 * planned_pgd:.1f} s")
+    assert progress.timings == [{"piece": "pgd10", "examples": 800, "estimated_s": pytest.approx(planned_pgd),
+                                 "seconds": pytest.approx(2 * planned_pgd)}]
 
 
 def test_an_autoattack_stage_leaves_the_next_ones_at_most_its_survivors(monkeypatch):

@@ -52,3 +52,7 @@ def test_an_evaluation_over_its_time_limit_refuses_before_any_attack_and_writes_
     result, _ = run_evaluation(folder, attacks=["fgsm", "pgd2"], n=16, quiet=True, large_eps_check=False,
                                time_limit_s=1e6)  # the folder's lock was released: a limit that fits runs
     assert [a["name"] for a in result["attacks"]] == ["fgsm", "pgd2"] and RunFolder(folder).eval_file.is_file()
+    # each piece's estimate beside its measured time, so the estimator can be checked piece by piece (on a GPU too)
+    pieces = result["estimate"]["pieces"]
+    assert [p["piece"] for p in pieces] == ["fgsm", "pgd2"]
+    assert all(p["estimated_s"] > 0 and p["seconds"] > 0 and p["examples"] <= 16 for p in pieces)

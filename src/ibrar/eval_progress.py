@@ -33,6 +33,9 @@ class EvalProgress:
         self._bar: tqdm | None = None
         self._name, self._total, self._done, self._robust, self._t0 = "", 0, 0, 0, 0.0
         self.prefix = ""  # put before each piece's name (a steps curve's attacks, the masking check's)
+        # each finished piece of the plan: its estimate at its real size beside what it took (eval.json keeps them,
+        # so the estimator can be checked piece by piece on any device)
+        self.timings: list[dict[str, float | int | str]] = []
 
     @contextlib.contextmanager
     def section(self, prefix: str) -> Iterator[None]:
@@ -74,8 +77,11 @@ class EvalProgress:
             self._robust = robust
         seconds = time.perf_counter() - self._t0
         if self._piece is not None and self.plan is not None:
-            self._predicted += self._piece.seconds(self.plan.probe)
+            estimated = self._piece.seconds(self.plan.probe)
+            self._predicted += estimated
             self._measured += seconds
+            self.timings.append({"piece": self._name, "examples": self._total, "estimated_s": estimated,
+                                 "seconds": seconds})
             if self._piece.informs_survivors or self._piece.name.startswith("autoattack"):
                 # what a PGD-type attack, or an AutoAttack stage, leaves is the best prior for the next stages
                 later = [p for p in self.plan.pieces[self._index + 1:] if p.survivors and not p.counted]

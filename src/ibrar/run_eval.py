@@ -147,7 +147,8 @@ def run_evaluation(
         probe = plan.probe
         result["estimate"] = {"seconds": plan.seconds_at_start, "seconds_per_grad": probe.seconds_per_grad,
                               "seconds_per_call": probe.seconds_per_call, "forward_share": probe.forward_share,
-                              "probe_clean": probe.clean, "probe_survive": probe.survive}
+                              "probe_clean": probe.clean, "probe_survive": probe.survive,
+                              "pieces": progress.timings}
         evaluation = Evaluation.from_dict(result)  # the typed record checks what is written
         RunFolder(out_dir).write_evaluation(evaluation)
         result = evaluation.to_dict()
