@@ -51,6 +51,9 @@ def test_a_probe_batch_broken_whole_still_expects_a_few_survivors_in_a_larger_ev
     assert plan.survivors == pytest.approx(1000 * 0.5 / 17)
     later = [p for p in plan.pieces if p.survivors]
     assert len(later) == 3 and all(p.seconds(plan.probe) > 0 for p in later)
+    few = plan_evaluation(model, x, y, 10, {"autoattack": build_attack("autoattack", model, eps=1.0)}, eps=1.0,
+                          measured=plan.probe)
+    assert "on the 0.3 examples expected to survive" in few.describe()  # what is priced, not a rounded 0
 
 
 # ---- the plan's arithmetic and its live re-estimate ------------------------------------------------------

@@ -207,7 +207,8 @@ class EvalPlan:
             how += (f"; AutoAttack resumes after {STAGE_LABELS[self.resumed[-1]]} (finished by an earlier call), "
                     f"its other stages on the {self.survivors:.0f} examples that call left robust")
         elif any(piece.survivors for piece in self.pieces):
-            how += (f"; AutoAttack's stages after APGD-CE on the {self.survivors:.0f} examples expected to survive "
+            expected = f"{self.survivors:.1f}" if self.survivors < 10 else f"{self.survivors:.0f}"  # 0.3, not 0
+            how += (f"; AutoAttack's stages after APGD-CE on the {expected} examples expected to survive "
                     f"it (a {PROBE_STEPS}-step APGD-CE on a measured batch), updated as the evaluation runs")
         return how
 
