@@ -4,12 +4,14 @@ AutoAttack's later stages on the examples expected to reach them, and the live r
 from __future__ import annotations
 
 import io
+import math
 
 import pytest
 
 from attack_fixtures import test_data, trained_model
 from ibrar.attacks import ReferenceAutoAttack, build_attack
 from ibrar.eval_estimate import (
+    Piece,
     Probe,
     autoattack_stage_counts,
     estimate_seconds,
@@ -173,3 +175,23 @@ def test_a_resumed_autoattack_is_priced_from_where_it_resumes_and_pgd_does_not_o
     progress.finish()  # PGD-10 leaves 30: a prior for the stages not counted, not for the count APGD-CE left
     assert [p.examples for p in plan.pieces if p.survivors] == [60, 30, 30]
     assert plan.pieces[1].examples == 0
+
+
+def test_an_expected_survivor_count_below_a_batch_pays_the_expected_calls_not_a_whole_call_per_gradient():
+    """0.3 examples expected to reach APGD-T: a call per gradient with probability 1 - exp(-0.3), not always one;
+    once a count is known (a PGD attack's survivors, or the stage's real size), every batch is a whole call."""
+    per_call = Probe(seconds_per_grad=1e-3, forward_share=0.5, clean=0.8, survive=0.0003, seconds_per_call=0.2)
+    model = trained_model()
+    x, y = test_data(4)
+    plan = plan_evaluation(model, x, y, 1000, {"pgd10": build_attack("pgd10", model),
+                                               "autoattack": build_attack("autoattack", model)}, measured=per_call)
+    apgd_t = plan.pieces[2]
+    assert apgd_t.name == "autoattack APGD-T" and apgd_t.expected and apgd_t.examples == pytest.approx(0.3)
+    assert apgd_t.calls() == pytest.approx(1 - math.exp(-0.3))
+    assert apgd_t.seconds(per_call) == pytest.approx(apgd_t.grads * (0.3e-3 + (1 - math.exp(-0.3)) * 0.2))
+    progress = EvalProgress(plan, quiet=True, stream=io.StringIO())
+    progress.start("pgd10", 800)
+    progress.advance(800, 798)
+    progress.finish()  # PGD-10 leaves 2: no longer a prior below them, a count
+    assert not apgd_t.expected and apgd_t.examples == 2 and apgd_t.calls() == 1
+    assert Piece("x", 1.0, 300.0, batch=250, expected=True).calls() == 2  # above a batch: the batches it fills

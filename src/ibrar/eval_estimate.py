@@ -172,10 +172,20 @@ class Piece:
     informs_survivors: bool = False  # a PGD-type attack at the evaluation's eps: its survivors are the prior
     counted: bool = False  # ``examples`` is read from an interrupted run's progress (a resumed stage's 0, or what
     # it left robust), not a prior: what the attacks before it leave does not replace it
+    expected: bool = False  # ``examples`` is an expected count (the survivors' prior), not a count of examples
+
+    def calls(self) -> float:
+        """Calls of one batch each. For an expected count below a batch, the expected number of calls: the chance
+        that any example reaches the piece, 1 - exp(-examples) for a Poisson count (0.26 for 0.3 expected
+        examples, where a whole call per gradient was charged before)."""
+        if self.examples <= 0:
+            return 0.0
+        if self.expected and self.examples < self.batch:
+            return 1.0 - math.exp(-self.examples)
+        return float(math.ceil(self.examples / self.batch))
 
     def seconds(self, probe: Probe) -> float:
-        calls = math.ceil(self.examples / self.batch) if self.examples > 0 else 0
-        return self.grads * (self.examples * probe.seconds_per_grad + calls * probe.seconds_per_call)
+        return self.grads * (self.examples * probe.seconds_per_grad + self.calls() * probe.seconds_per_call)
 
 
 @dataclass
@@ -252,9 +262,10 @@ def plan_evaluation(model: nn.Module, x: Tensor, y: Tensor, n: int,
                     examples = left  # exactly what the interrupted run left robust
                 elif left is not None:
                     examples = min(examples, left)  # a prior again, bounded by that count
+                counted = stage in done or stage == resumes_at
                 pieces.append(Piece(stage_piece_name(stage), counts[stage] + found.forward_share, examples,
-                                    batch_size or AUTOATTACK_BATCH, survivors=later,
-                                    counted=stage in done or stage == resumes_at))
+                                    batch_size or AUTOATTACK_BATCH, survivors=later, counted=counted,
+                                    expected=later and not counted))
             continue
         norm, bound = attack.threat_model
         informs = type(attack).__name__ in _PGD_TYPE and norm == "linf" and bound is not None \

@@ -55,7 +55,7 @@ class EvalProgress:
         self._index = self._match(name)
         self._piece = self.plan.pieces[self._index] if self._index is not None and self.plan else None
         if self._piece is not None:
-            self._piece.examples = total  # the real size replaces the planned one
+            self._piece.examples, self._piece.expected = total, False  # the real size replaces the planned one
         self._t0 = time.perf_counter()
         if not self.quiet:
             self._bar = tqdm(total=total, desc=name, unit="ex", file=self.stream, leave=True, dynamic_ncols=True)
@@ -87,6 +87,7 @@ class EvalProgress:
                 later = [p for p in self.plan.pieces[self._index + 1:] if p.survivors and not p.counted]
                 for p in later:
                     p.examples = min(p.examples, self._robust) if self._piece.survivors else self._robust
+                    p.expected = p.expected and p.examples < self._robust  # a prior below the count stays one
         if self._bar is not None:
             self._bar.set_postfix_str(self._postfix(), refresh=False)
             self._bar.close()
