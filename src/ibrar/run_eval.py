@@ -32,6 +32,7 @@ from ibrar.evaluate import (
     evaluation_examples,
     format_table,
     masking_warnings,
+    select_subset,
     steps_curve,
 )
 from ibrar.evaluation_record import Evaluation
@@ -194,13 +195,19 @@ def plan_for(model: Any, test_data: ImageData, attacks: dict[str, Any], n: int |
     """The evaluation's plan, its costs measured on a seeded sample of the subset (up to 128 examples); an
     AutoAttack that an interrupted evaluation left in ``state_dir`` is priced from where it will resume."""
     count = len(test_data.labels) if n is None else n
-    subset, xs, ys = evaluation_examples(test_data.images, test_data.labels, n, seed, device)
+    subset = select_subset(len(test_data.labels), n, seed)
     # a random sample, not the subset's first indices: a test set stored class by class would give one class
     sample = torch.randperm(len(subset), generator=torch.Generator().manual_seed(seed))
-    index = sample[: min(batch_size or DEFAULT_BATCH_SIZE, 128)].to(xs.device)
-    finished = {name: attack.finished_stages(xs, ys, batch_size or AUTOATTACK_BATCH, state_dir)
-                for name, attack in attacks.items() if isinstance(attack, ReferenceAutoAttack)}
-    plan = plan_evaluation(model, xs[index], ys[index], count, attacks, eps=eps, large_eps_check=large_eps_check,
+    index = subset[sample[: min(batch_size or DEFAULT_BATCH_SIZE, 128)]]
+    _, x, y = evaluation_examples(test_data.images[index], test_data.labels[index], None, seed, device)
+    resumable = {name: attack for name, attack in attacks.items()
+                 if isinstance(attack, ReferenceAutoAttack) and attack.has_progress(state_dir)}
+    finished = {}
+    if resumable:  # its fingerprint covers every attacked example: only then is the whole subset converted
+        _, xs, ys = evaluation_examples(test_data.images, test_data.labels, n, seed, device)
+        finished = {name: attack.finished_stages(xs, ys, batch_size or AUTOATTACK_BATCH, state_dir)
+                    for name, attack in resumable.items()}
+    plan = plan_evaluation(model, x, y, count, attacks, eps=eps, large_eps_check=large_eps_check,
                            curve_steps=list(steps or ()), batch_size=batch_size, finished=finished)
     plan.seconds_at_start = plan.seconds()
     return plan

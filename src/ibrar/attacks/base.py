@@ -8,7 +8,8 @@ the final clamp to the valid image box and the threat model's ball.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -16,6 +17,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode for the block, then restore each one's own previous mode.
+
+    The inner attack runs inside it so that BatchNorm uses (and never updates) its running statistics and
+    dropout is off; submodules left in mixed modes by the caller get exactly their modes back.
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def input_gradient(

@@ -33,6 +33,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .base import eval_mode
+
 STAGES = ("apgd-ce", "apgd-t", "fab-t", "square")
 STAGE_LABELS = {"clean": "clean", "apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "fab-t": "FAB-T", "square": "Square"}
 STANDARD_BUDGET = {"n_iter": 100, "n_queries": 5000}
@@ -218,21 +220,22 @@ class ReferenceAutoAttack:
             for module, training in modes.items():
                 module.training = training
 
+    @staticmethod
+    def has_progress(state_dir: str | Path | None) -> bool:
+        """Whether an interrupted run left its progress in ``state_dir`` (for some examples: `finished_stages`
+        says whether for these)."""
+        return state_dir is not None and (Path(state_dir) / PROGRESS_FILE).is_file()
+
     def finished_stages(self, x: Tensor, y: Tensor, batch_size: int = DEFAULT_BATCH_SIZE,
                         state_dir: str | Path | None = None) -> dict[str, int]:
         """What a `run` on these examples with ``state_dir`` would resume from: the examples robust after each
         stage an earlier, interrupted run finished there (same examples, weights and settings), ``"clean"``
         included; empty when there is none. An estimate of the run can then skip those stages and price the
         rest on exact counts instead of a prior."""
-        if state_dir is None or not (Path(state_dir) / PROGRESS_FILE).is_file():
+        if not self.has_progress(state_dir):
             return {}
-        modes = {module: module.training for module in self.model.modules()}
-        self.model.eval()
-        try:
+        with eval_mode(self.model):
             _, params = self._run_params(x, batch_size)
-        finally:
-            for module, training in modes.items():
-                module.training = training
         progress = _read_progress(Path(state_dir) / PROGRESS_FILE, self._fingerprint(x, y.long(), params))
         return {stage: int(sum(flags)) for stage, flags in progress["stages"].items()}
 

@@ -7,8 +7,7 @@ the model's forward (so it can tap the layers the IB penalty needs) and hands it
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -16,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ibrar.attacks.base import LossFn
+from ibrar.attacks.base import LossFn, eval_mode
 from ibrar.attacks.pgd import pgd_linf
 
 PassName = Literal["clean", "adv"]
@@ -35,20 +34,6 @@ class MethodOutput:
     parts: dict[str, Tensor] = field(default_factory=dict)
 
 
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every submodule in eval mode for the block, then restore each one's own previous mode.
-
-    The inner attack runs inside it so that BatchNorm uses (and never updates) its running statistics and
-    dropout is off; submodules left in mixed modes by the caller get exactly their modes back.
-    """
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 def check_nonnegative(name: str, value: object) -> float:
