@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from ibrar.methods import MART, PGDAT, TRADES, VIB, CrossEntropy, VIBClassifier, build_method, eval_mode
+from ibrar.methods import MART, PGDAT, TRADES, VIB, CrossEntropy, VIBClassifier, build_method
 from ibrar.models import small_cnn
 from ibrar.taps import tap_layers
 
@@ -200,14 +200,6 @@ def test_trades_standard_attack_starts_next_to_the_clean_input():
     model, (x, y) = tiny_cnn(), blobs(8)
     x_adv = TRADES(eps=0.1, alpha=0.05, steps=0).perturb(model, x, y, torch.Generator().manual_seed(0))
     assert 0 < (x_adv - x).abs().max() < 0.01  # 0.001 * N(0, 1), not a uniform draw in the ball
-
-
-def test_eval_mode_restores_modes_after_an_error():
-    model = tiny_cnn().train()
-    with pytest.raises(RuntimeError), eval_mode(model):
-        assert not any(m.training for m in model.modules())
-        raise RuntimeError("boom")
-    assert all(m.training for m in model.modules())
 
 
 # ---- every method learns the toy problem -----------------------------------------------------------

@@ -22,6 +22,7 @@ from ibrar.distributed import all_reduce_mean
 from ibrar.mask import ChannelMask
 from ibrar.methods import Method, build_method
 from ibrar.models import create_model
+from ibrar.modes import eval_mode
 from ibrar.regularizer import IBRegularizer
 from ibrar.taps import find_modules, tap_layers
 
@@ -105,11 +106,8 @@ def build_model(config: RunConfig, num_classes: int, input_size: int) -> ModelBu
 
 
 def _output_channels(model: nn.Module, layer: str, input_size: int) -> int:
-    with torch.no_grad(), tap_layers(model, [layer]) as feats:
-        was = model.training
-        model.eval()
+    with torch.no_grad(), tap_layers(model, [layer]) as feats, eval_mode(model):
         model(torch.zeros(1, 3, input_size, input_size))
-        model.train(was)
     out = feats[layer]
     if out.dim() < 3:
         raise ConfigError(f"mask: layer {layer!r} outputs shape {tuple(out.shape)}, not (N, C, H, W) feature maps")

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from ibrar.attacks import APGD, Attack, ReferenceAutoAttack
 from ibrar.attacks.reference_autoattack import DEFAULT_BATCH_SIZE as AUTOATTACK_BATCH
 from ibrar.attacks.reference_autoattack import STAGE_LABELS, STAGES
+from ibrar.modes import eval_mode
 
 # AutoAttack's first stage, cut short: what it leaves robust on the measured batch is the prior for the later
 # stages (PGD-10 leaves a few examples APGD-CE breaks, and each costs thousands of gradients there).
@@ -119,8 +120,6 @@ def _timed(fn: Callable[[], object], cuda: bool, repeats: int = 2) -> float:
 def probe(model: nn.Module, x: Tensor, y: Tensor, eps: float = 8 / 255, survivors: bool = False) -> Probe:
     """Time a forward+backward and a forward on ``x``; with ``survivors``, also run a 20-step APGD-CE on it (the
     prior for AutoAttack's later stages). The model is measured in eval mode and its modes are restored."""
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
     cuda = x.device.type == "cuda"
 
     def step() -> None:
@@ -131,7 +130,7 @@ def probe(model: nn.Module, x: Tensor, y: Tensor, eps: float = 8 / 255, survivor
         xg = x[:SMALL_BATCH].detach().requires_grad_(True)
         torch.autograd.grad(F.cross_entropy(model(xg), y[:SMALL_BATCH]), xg)
 
-    try:
+    with eval_mode(model):
         with torch.enable_grad():
             big = _timed(step, cuda)
             small = _timed(small_step, cuda) if len(x) >= 4 * SMALL_BATCH else None
@@ -153,9 +152,6 @@ def probe(model: nn.Module, x: Tensor, y: Tensor, eps: float = 8 / 255, survivor
             with torch.no_grad():
                 robust = int((model(x_adv).argmax(1) == y[correct]).sum()) if len(x_adv) else 0
             survive = expected_share(robust, len(x))
-    finally:
-        for module, training in modes.items():
-            module.training = training
     share = min(1.0, per_forward / per_grad) if per_grad > 0 else FORWARD_SHARE
     return Probe(per_grad, share, correct.float().mean().item(), survive, per_call)
 
@@ -236,10 +232,8 @@ def plan_evaluation(model: nn.Module, x: Tensor, y: Tensor, n: int,
     nothing and the others are priced on the count it left robust."""
     with_autoattack = any(isinstance(a, ReferenceAutoAttack) for a in attacks.values())
     found = measured if measured is not None else probe(model, x, y, eps, survivors=with_autoattack)
-    with torch.no_grad():
-        was_training = model.training
-        num_classes = int(model.eval()(x[:1]).shape[1])
-        model.train(was_training)
+    with torch.no_grad(), eval_mode(model):
+        num_classes = int(model(x[:1]).shape[1])
     evaluate_share = 2 * found.forward_share  # after each batch: the logits of the adversarial and clean images
     batch = batch_size or ATTACK_BATCH
     correct = found.clean * n

@@ -31,6 +31,7 @@ from ibrar.attacks.reference_autoattack import STAGE_LABELS
 from ibrar.eval_estimate import CURVE_PREFIX
 from ibrar.eval_progress import EvalProgress, as_progress
 from ibrar.masking import OVERSTATES, overstates
+from ibrar.modes import eval_mode
 
 # Attacks that ascend a loss: their adversarial loss should exceed the clean one.
 _ASCENT_ATTACKS = ("FGSM", "PGD", "NIFGSM", "APGD", "APGDT", "AdaptivePGD")
@@ -265,10 +266,8 @@ def evaluate(
     indices, x, y = evaluation_examples(images, labels, n, seed, device)
     built = _build(attacks, model, eps, attack_params or {}, seed)
 
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
     start = time.perf_counter()
-    try:
+    with eval_mode(model):
         correct = _predict(model, x, batch_size or DEFAULT_BATCH_SIZE).argmax(1) == y
         still_robust: dict[tuple[str, float | None], Tensor] = {}  # per threat model, for the cascade
         report = EvalReport(n=len(y), seed=seed, clean=correct.float().mean().item(), worst_case=0.0,
@@ -315,9 +314,6 @@ def evaluate(
         report.worst_cases = _worst_cases(report.attacks, report.robust, correct, eps)
         report.worst_case = report.worst_cases[0].accuracy
         report.seconds = time.perf_counter() - start
-    finally:
-        for module, training in modes.items():
-            module.training = training
     return report
 
 

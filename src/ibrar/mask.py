@@ -31,6 +31,7 @@ from ibrar.hsic import (
     one_hot_labels,
     prepare,
 )
+from ibrar.modes import eval_mode
 from ibrar.taps import find_modules
 
 MaskRule = Literal["paper", "official"]
@@ -215,20 +216,18 @@ class ChannelMask(nn.Module):
         The model must already carry this mask (`attach`); it runs in eval mode and sees unmasked features.
         Returns the averaged HSIC(f_c, Y) scores.
         """
-        was_training = model.training
-        model.eval()
         total, count = None, 0
         try:
-            for x, y in batches:
-                self._collected = []
-                model(x)
-                (features,) = self._collected
-                score_y, _ = self.channel_scores(features, y)
-                total = score_y if total is None else total + score_y
-                count += 1
+            with eval_mode(model):
+                for x, y in batches:
+                    self._collected = []
+                    model(x)
+                    (features,) = self._collected
+                    score_y, _ = self.channel_scores(features, y)
+                    total = score_y if total is None else total + score_y
+                    count += 1
         finally:
             self._collected = None
-            model.train(was_training)
         if total is None:
             raise ValueError("batches: expected at least one batch to fit the mask on, got none")
         scores = total / count

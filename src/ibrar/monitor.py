@@ -16,6 +16,7 @@ from ibrar.attacks.pgd import pgd_linf
 from ibrar.data import ImageData
 from ibrar.data.loader import balanced_subset
 from ibrar.distributed import all_reduce_sum
+from ibrar.modes import eval_mode
 
 
 class Monitor:
@@ -45,14 +46,9 @@ class Monitor:
     def __call__(self, model: nn.Module) -> dict[str, float]:
         if not self.enabled:
             return {}
-        modes = {module: module.training for module in model.modules()}
-        model.eval()
-        try:
+        with eval_mode(model):
             correct = self._logits(model, self.images).argmax(1) == self.labels
             robust = self._robust(model, correct).sum() if self.pgd_steps else torch.zeros_like(correct.sum())
-        finally:
-            for module, training in modes.items():
-                module.training = training
         correct_n, robust_n = all_reduce_sum(torch.stack([correct.sum(), robust]).float()).tolist()
         out = {"test_clean_acc": correct_n / self.total}
         if self.pgd_steps:

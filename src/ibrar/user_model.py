@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ibrar.errors import InputError
+from ibrar.modes import eval_mode
 
 Normalization = tuple[Sequence[float], Sequence[float]]
 _PROBABILITY_TOLERANCE = 1e-4
@@ -192,12 +193,8 @@ def build_user_model(spec: str, weights: str | Path | None = None, kwargs: Mappi
 def check_model(model: nn.Module, x: Tensor, num_classes: int | None = None) -> list[str]:
     """Check ``model``'s output on the batch ``x`` (in [0, 1]): an error for anything but one logits tensor per
     image, and warnings (returned) for outputs that look like probabilities. The mode is left as found."""
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            out = model.eval()(x)
-    finally:
-        model.train(was_training)
+    with torch.no_grad(), eval_mode(model):
+        out = model(x)
     if isinstance(out, (tuple, list)):
         raise ModelSpecError(f"the model returns a {type(out).__name__} of {len(out)}, not one tensor of logits; "
                              "pick the logits with --output INDEX (e.g. --output 0; Python: "

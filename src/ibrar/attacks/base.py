@@ -8,31 +8,16 @@ the final clamp to the valid image box and the threat model's ball.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ibrar.modes import eval_mode
+
 LossFn = Callable[[Tensor, Tensor], Tensor]
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every submodule in eval mode for the block, then restore each one's own previous mode.
-
-    The inner attack runs inside it so that BatchNorm uses (and never updates) its running statistics and
-    dropout is off; submodules left in mixed modes by the caller get exactly their modes back.
-    """
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 def input_gradient(
@@ -152,17 +137,14 @@ class Attack:
         self._check_inputs(x, y)
         if x.shape[0] == 0:
             return x.clone()
-        modes = {module: module.training for module in self.model.modules()}
-        self.model.eval()
         self.generator = None
         if self.seed is not None:
             self.generator = torch.Generator(device=x.device).manual_seed(self.seed)
         try:
-            self._check_labels(x, y)
-            x_adv = self.perturb(x.detach(), y.detach()).detach()
+            with eval_mode(self.model):
+                self._check_labels(x, y)
+                x_adv = self.perturb(x.detach(), y.detach()).detach()
         finally:
-            for module, training in modes.items():
-                module.training = training
             self.generator = None
         if self.norm == "linf":
             return project_linf(x_adv, x.detach(), float(self.eps))

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .base import eval_mode
+from ibrar.modes import eval_mode
 
 STAGES = ("apgd-ce", "apgd-t", "fab-t", "square")
 STAGE_LABELS = {"clean": "clean", "apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "fab-t": "FAB-T", "square": "Square"}
@@ -207,18 +207,12 @@ class ReferenceAutoAttack:
         if not isinstance(y, Tensor) or y.shape != (len(x),):
             raise ValueError(f"y must hold one label per image ({len(x)}), got "
                              f"{tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__}")
-        modes = {module: module.training for module in self.model.modules()}
-        self.model.eval()
         cuda = [x.device] if x.device.type == "cuda" else []
-        try:
-            with torch.random.fork_rng(devices=cuda), contextlib.ExitStack() as stack:
-                folder = Path(state_dir) if state_dir is not None else Path(
-                    stack.enter_context(tempfile.TemporaryDirectory(prefix="ibrar-autoattack-")))
-                folder.mkdir(parents=True, exist_ok=True)
-                return self._run(x, y.long(), batch_size, folder, progress)
-        finally:
-            for module, training in modes.items():
-                module.training = training
+        with eval_mode(self.model), torch.random.fork_rng(devices=cuda), contextlib.ExitStack() as stack:
+            folder = Path(state_dir) if state_dir is not None else Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix="ibrar-autoattack-")))
+            folder.mkdir(parents=True, exist_ok=True)
+            return self._run(x, y.long(), batch_size, folder, progress)
 
     @staticmethod
     def has_progress(state_dir: str | Path | None) -> bool:

@@ -15,8 +15,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ibrar.attacks.base import LossFn, eval_mode
+from ibrar.attacks.base import LossFn
 from ibrar.attacks.pgd import pgd_linf
+from ibrar.modes import eval_mode
 
 PassName = Literal["clean", "adv"]
 PASS_NAMES: tuple[str, ...] = ("clean", "adv")
