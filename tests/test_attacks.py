@@ -122,6 +122,8 @@ def test_batch_of_one_and_empty_batch(name):
         (torch.zeros(2, 3, 8, 8), torch.zeros(3, dtype=torch.long), "same batch size"),
         (torch.zeros(2, 3, 8, 8), torch.zeros(2, dtype=torch.int32), "int64"),
         (torch.zeros(2, 3, 8, 8), torch.full((2,), NUM_CLASSES, dtype=torch.long), "class indices"),
+        (torch.zeros(2, 3, 8, 8, dtype=torch.float16), torch.zeros(2, dtype=torch.long), "float32 or float64"),
+        (torch.zeros(2, 3, 8, 8, dtype=torch.bfloat16), torch.zeros(2, dtype=torch.long), "float32 or float64"),
     ],
 )
 def test_bad_input_raises_value_error(x, y, match):
@@ -244,6 +246,35 @@ def test_adaptive_pgd_maximises_ce_plus_ib_penalty():
     assert isinstance(attack, Attack) and (x_adv - x).abs().max() <= EPS + 1e-6
     assert accuracy(model, x_adv, y) < accuracy(model, x, y) - 0.25
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_the_adaptive_attack_on_a_batch_of_one_is_pgd_on_cross_entropy():
+    """An evaluation's last batch can hold one example; every HSIC of one example is 0, so the loss is CE."""
+    from ibrar.regularizer import IBRegularizer
+
+    model = trained_model()
+    x, y = test_data(1)
+    reg = IBRegularizer(layers=["conv", "fc1"], num_classes=NUM_CLASSES, alpha=0.5, beta=0.5)
+    adaptive = AdaptivePGD(model, reg, eps=EPS, steps=5, seed=3)(x, y)
+    assert torch.equal(adaptive, PGD(model, EPS, steps=5, seed=3)(x, y))
+
+
+def test_square_returns_the_examples_the_model_already_gets_wrong_as_they_are():
+    model = trained_model()
+    x, y = test_data(32)
+    y = torch.where(torch.arange(len(y)) % 2 == 0, (y + 1) % NUM_CLASSES, y)  # half of them wrong labels
+    with torch.no_grad():
+        wrong = model(x).argmax(1) != y
+    x_adv = FACTORIES["square"](model, 0)(x, y)
+    assert wrong.any() and torch.equal(x_adv[wrong], x[wrong])
+    assert (x_adv[~wrong] != x[~wrong]).any()
+
+
+def test_apgd_with_the_dlr_loss_needs_three_classes():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
+    x, y = make_data(4, seed=0)
+    with pytest.raises(ValueError, match=">= 3 classes"):
+        APGD(model, EPS, steps=2, loss="dlr")(x, y % 2)
 
 
 def test_square_schedule_follows_the_iteration_count_as_the_reference_standard_version():

@@ -72,6 +72,17 @@ def test_out_of_range_value_names_the_key_and_the_bound(override, key):
     assert "greater than" in message or "less than" in message
 
 
+@pytest.mark.parametrize(("override", "key", "words"), [
+    ("ib.sigma=.inf", "ib.sigma", "finite"),  # every HSIC would be 0: IB-RAR off without a word
+    ("optim.lr=.nan", "optim.lr", "finite"),
+    ("ib.layers=[]", "ib.layers", "non-empty list"),
+    ("data.batch_size=1", "data.batch_size", "greater than or equal to 2"),  # BatchNorm and HSIC need two
+])
+def test_values_that_would_break_a_run_later_or_silently_are_config_errors(override, key, words):
+    message = config_error(overrides=["ib.enabled=true", override])
+    assert f"{key}:" in message and words in message
+
+
 def test_every_problem_is_listed_at_once():
     message = config_error(overrides=["method.eps=-1", "ib.beta=-1", "model.widht=2"])
     assert "method.eps" in message and "ib.beta" in message and "model.widht" in message

@@ -62,6 +62,15 @@ def test_accuracies_match_an_independent_recount():
     assert 0 < result.n_robust < int(correct.sum())  # FGSM breaks some of the examples, not all
 
 
+def test_float64_images_are_evaluated_in_the_models_dtype():
+    model = trained_model()
+    x, y = test_data(32)
+    single = evaluate(model, x, y, ["fgsm"], n=24, seed=1, eps=EPS)
+    double = evaluate(model, x.double(), y, ["fgsm"], n=24, seed=1, eps=EPS)
+    assert double.clean == single.clean and torch.equal(double.robust["fgsm"], single.robust["fgsm"])
+    assert double.result("fgsm").accuracy == single.result("fgsm").accuracy
+
+
 def test_subset_is_fixed_by_the_seed():
     model = trained_model()
     x, y = test_data(96)

@@ -4,6 +4,7 @@ to the reference's own run on the same examples, its sanity-check warnings kept,
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import sys
@@ -246,3 +247,56 @@ def test_the_estimate_of_an_interrupted_evaluation_skips_its_finished_stages(mod
                       state_dir=tmp_path)
     assert report.autoattack["resumed_stages"] == ["apgd-ce", "apgd-t"]  # the run resumed where the plan said
     assert round(report.autoattack["stages"]["apgd-t"] * 40) == left
+
+
+def test_an_evaluation_killed_twice_inside_one_stage_keeps_what_the_first_call_broke(model, tmp_path):
+    """The second call attacks only what the first left robust; the third must not hand the reference the
+    examples the first call broke in that stage again (they lie outside the second call's subset)."""
+    import ibrar.attacks.reference_autoattack as reference
+
+    x, y = test_data(96)
+    wrapped = _Interruptible(model)
+    attack = ReferenceAutoAttack(wrapped, EPS, **BUDGET)
+    broken = torch.zeros(len(x), dtype=torch.bool)  # what a call broke inside APGD-T before its kill
+    for _ in range(2):
+        with pytest.raises(KeyboardInterrupt), interrupt_after(wrapped, "apgd-t - 2/"):
+            attack.run(x, y, batch_size=4, state_dir=tmp_path)
+        wrapped.armed = False
+        progress = json.loads((tmp_path / PROGRESS_FILE).read_text())
+        flags = torch.tensor(json.loads((tmp_path / STATE_FILE).read_text())["_robust_flags"])
+        subset = torch.tensor(progress["subset"])
+        broken[subset[~flags]] = True
+        broken &= torch.tensor(progress["stages"]["apgd-ce"])  # APGD-T's work only
+    assert broken.any()
+    handed: list[list[int]] = []
+    write = reference._write_progress
+
+    def record(path, progress):
+        handed.append(list(progress["subset"]))
+        write(path, progress)
+
+    reference._write_progress = record
+    try:
+        resumed = attack.run(x, y, batch_size=4, state_dir=tmp_path)
+    finally:
+        reference._write_progress = write
+    assert not set(handed[0]) & set(broken.nonzero().flatten().tolist())
+    assert not (resumed.robust & broken).any()
+
+
+def test_the_reference_writes_no_gradient_into_the_model_and_refuses_a_float64_one(model):
+    """Its FAB stage calls backward(); the model's .grad and requires_grad are as they were afterwards."""
+    x, y = test_data(16)
+    frozen = next(model.parameters())
+    frozen.requires_grad_(False)
+    grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]  # what other tests left
+    try:
+        ReferenceAutoAttack(model, EPS, **BUDGET).run(x, y, batch_size=8)
+        for p, grad in zip(model.parameters(), grads, strict=True):
+            assert (p.grad is None) if grad is None else torch.equal(p.grad, grad)
+        assert [p.requires_grad for p in model.parameters()][:2] == [False, True]
+    finally:
+        frozen.requires_grad_(True)
+    double = copy.deepcopy(model).double()
+    with pytest.raises(ValueError, match="float32"):
+        ReferenceAutoAttack(double, EPS, **BUDGET).run(x.double(), y, batch_size=8)

@@ -252,8 +252,11 @@ def test_sigterm_stops_with_a_usable_checkpoint_and_resume_is_bit_identical(imag
     assert same_final_weights(uninterrupted, run_dir)
 
 
+@pytest.mark.parametrize("stop", [9, 11])  # the third and the fifth batch of epoch 2 (6 batches per epoch)
 def test_preemption_mid_epoch_checkpoints_that_batch_and_resumes_bit_identical(image_folder, tmp_path,
-                                                                                 monkeypatch):
+                                                                                 monkeypatch, stop):
+    """Weights and both logs as the uninterrupted run's, the epoch's largest gradient norm included (it may lie
+    before the stop)."""
     sections = {"method": {"name": "pgd_at", "steps": 1}, "ib": {"enabled": True},
                 "mask": {"enabled": True, "drop_fraction": 0.25, "refresh_every": 2},
                 "train": {"epochs": 2, "eval_subset": 8, "eval_pgd_steps": 1, "info_plane_every": 2}}
@@ -264,13 +267,13 @@ def test_preemption_mid_epoch_checkpoints_that_batch_and_resumes_bit_identical(i
 
     def stop_once_in_the_second_epoch(self, batch):
         calls["n"] += 1
-        return calls["n"] == 9  # the third batch of epoch 2 (6 batches per epoch)
+        return calls["n"] == stop
 
     monkeypatch.setattr(Trainer, "_should_stop", stop_once_in_the_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         train(config, tmp_path / "cut", quiet=True)
     saved = load_file(tmp_path / "cut" / "checkpoint.pt")
-    assert (saved["epoch"], saved["batch_in_epoch"]) == (1, 3) and saved["partial"] is not None
+    assert (saved["epoch"], saved["batch_in_epoch"]) == (1, stop - 6) and saved["partial"] is not None
     monkeypatch.undo()
     first_start = json.loads((tmp_path / "cut" / "meta.json").read_text())
     train(config, tmp_path / "cut", resume=True, quiet=True)
@@ -401,6 +404,38 @@ def test_overwrite_with_a_failed_start_keeps_the_old_run(image_folder, tmp_path,
     assert main(["train", str(bad), "--out", str(run_dir), "--overwrite", "--quiet"]) == 2
     capsys.readouterr()
     assert (run_dir / "final.pt").read_bytes() == first
+
+
+def test_resume_refuses_overrides_that_change_what_its_checkpoint_was_trained_with(image_folder, tmp_path, capsys):
+    """A batch size of 32 would skip the first half of the interrupted epoch as 'done'; a seed would change the
+    rest of the run: a resume keeps them, and says so."""
+    config_path = write_config(tmp_path / "config.yaml", image_folder,
+                               train={"epochs": 1, "eval_pgd_steps": 0, "info_plane_every": 0})
+    run_dir = tmp_path / "run"
+    assert main(["train", str(config_path), "--out", str(run_dir), "--quiet"]) == 0
+    before = (run_dir / "config.yaml").read_text()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_dir), "data.batch_size=32", "seed=7", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "data.batch_size=32 (the run has 16); seed=7 (the run has 0)" in err and "start a new run" in err
+    assert (run_dir / "config.yaml").read_text() == before
+    assert main(["train", "--resume", str(run_dir), "train.epochs=2", "eval.n=8", "--quiet"]) == 0
+
+
+def test_a_resumed_run_checks_its_first_epoch_for_a_loss_spike_against_the_last_epoch_it_kept(image_folder,
+                                                                                                tmp_path, monkeypatch):
+    import ibrar.train as training
+
+    config = build_config(tiny_config(image_folder, train={"epochs": 1, "eval_pgd_steps": 0, "info_plane_every": 0}))
+    train(config, tmp_path / "run", quiet=True)
+    kept = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
+    compared: list[dict] = []
+    check = training.spike_notes
+    monkeypatch.setattr(training, "spike_notes", lambda epoch, means, last: compared.append(last) or check(
+        epoch, means, last))
+    train(config.model_copy(update={"train": config.train.model_copy(update={"epochs": 2})}), tmp_path / "run",
+          resume=True, quiet=True)
+    assert compared == [kept]
 
 
 def test_overrides_given_with_resume_are_kept_for_later_resumes(image_folder, tmp_path):

@@ -317,3 +317,17 @@ def test_a_run_killed_between_checkpoints_resumes_bit_identical_from_the_last_on
         assert a == b
     plane = (tmp_path / "resumed" / "info_plane.jsonl").read_text()
     assert plane == (tmp_path / "straight" / "info_plane.jsonl").read_text()
+
+
+def test_a_last_batch_of_one_sits_the_epoch_out_and_a_subset_beyond_the_data_is_a_config_error(image_folder,
+                                                                                                tmp_path):
+    """17 images in batches of 16 would leave BatchNorm a batch of one, which it cannot train on."""
+    from ibrar.config import ConfigError
+
+    sections = {"train": {"epochs": 1, "eval_pgd_steps": 0, "info_plane_every": 0}}
+    trainer = train(build_config(tiny_config(image_folder, data={"train_subset": 17}, **sections)),
+                    tmp_path / "run", quiet=True)
+    assert len(trainer.train_loader) == 1 and trainer.iteration == 1
+    with pytest.raises(ConfigError, match=r"data.train_subset=5000: the training set .* has only \d+ images"):
+        train(build_config(tiny_config(image_folder, data={"train_subset": 5000}, **sections)), tmp_path / "big",
+              quiet=True)

@@ -169,6 +169,17 @@ def test_normalize_puts_the_constants_in_front_as_robustbench_does(user_model):
         parse_normalize("0.5,0.4,0.3")
 
 
+def test_a_model_that_cannot_take_the_images_is_a_model_spec_error(user_model):
+    source, weights = user_model
+    x = torch.rand(2, 3, 32, 32)
+    two = build_user_model(f"{source}:build", weights, {"num_classes": 4}, normalize=([0.5, 0.5], [0.2, 0.2]))
+    with pytest.raises(ModelSpecError, match="2 means and stds, the images have 3 channels"):
+        check_model(two, x, 4)
+    flat = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 4))  # built for 16 x 16 images
+    with pytest.raises(ModelSpecError, match=r"fails on a batch of the test images shaped \(2, 3, 32, 32\)"):
+        check_model(flat, x, 4)
+
+
 def test_cli_model_usage_errors_name_the_fix(capsys, tmp_path):
     code = main(["eval", "--model", "no_such_module_xyz:build", "--out", str(tmp_path)])
     assert code == 2 and "cannot import" in capsys.readouterr().err

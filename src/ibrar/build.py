@@ -167,6 +167,10 @@ def load_data(config: RunConfig, data_root: str | Path | None) -> tuple[ImageDat
     root = resolve_data_root(config.data.root or data_root)
     train = load_split(config.data.name, root, "train", download=config.data.download)
     test = load_split(config.data.name, root, "test", download=config.data.download)
+    subset = config.data.train_subset
+    if subset is not None and subset > len(train):
+        raise ConfigError(f"data.train_subset={subset}: the training set in {root} has only {len(train)} images; "
+                          f"give at most {len(train)}, or leave it unset to train on all of them")
     return train, test
 
 

@@ -37,7 +37,8 @@ def _parse_fraction(value: Any) -> Any:
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # no NaN or infinity in any number: ib.sigma=.inf would switch the IB terms off without a word
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelConfig(Section):
@@ -51,8 +52,8 @@ class ModelConfig(Section):
 class DataConfig(Section):
     name: Literal["cifar10", "cifar100", "svhn", "tinyimagenet", "imagefolder"] = "cifar10"
     root: str | None = Field(None, description="data root; else --data-root, IBRAR_DATA_ROOT, ~/.cache/ibrar-data")
-    train_subset: int | None = Field(None, gt=0, description="train on a fixed, class-balanced subset")
-    batch_size: int = Field(100, gt=0)
+    train_subset: int | None = Field(None, ge=2, description="train on a fixed, class-balanced subset")
+    batch_size: int = Field(100, ge=2, description="at least 2: BatchNorm and HSIC are statistics of the batch")
     augment: bool = True
     download: bool = False
     resident: bool | None = Field(
@@ -85,6 +86,14 @@ class IBConfig(Section):
     x_source: Literal["clean", "adversarial"] = "clean"
     passes: Literal["train", "both"] = Field("train", description="IB terms on the training pass or both passes")
     epochs: int | None = Field(None, ge=0, description="IB terms on for the first N epochs only (None: always)")
+
+    @field_validator("layers")
+    @classmethod
+    def _some_layers(cls, layers: str | list[str]) -> str | list[str]:
+        if isinstance(layers, list) and not layers:
+            raise ValueError("expected 'robust', 'all' or a non-empty list of layer names (ib.enabled=false turns "
+                             "the IB terms off)")
+        return layers
 
 
 class MaskConfig(Section):
@@ -345,6 +354,30 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     """Read a YAML config file (None: all defaults) and apply `key=value` overrides."""
     data = read_yaml_config(path) if path is not None else {}
     return build_config(data, overrides)
+
+
+# What a resumed run may change: where and how fast it runs, what it logs, how it is evaluated; never a setting its
+# checkpoint's weights, optimizer state, batch position and random streams were made with.
+RESUMABLE_KEYS = ("name", "device", "data.root", "data.resident", "data.download", "mask.at_eval")
+RESUMABLE_SECTIONS = ("train.", "eval.")
+
+
+def resume_conflicts(stored: RunConfig, config: RunConfig) -> list[str]:
+    """The settings ``config`` changes from a run's ``stored`` config that a resume cannot take, each as
+    ``key=new (the run has old)``; empty when it may resume with ``config``."""
+    old, new = _flat(stored.model_dump(mode="json")), _flat(config.model_dump(mode="json"))
+    return [f"{key}={new.get(key)!r} (the run has {old.get(key)!r})" for key in sorted(old.keys() | new.keys())
+            if old.get(key) != new.get(key) and key not in RESUMABLE_KEYS and not key.startswith(RESUMABLE_SECTIONS)]
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def dump_config(config: RunConfig) -> str:

@@ -135,16 +135,21 @@ def select_subset(num: int, n: int | None, seed: int) -> Tensor:
     return torch.randperm(num, generator=torch.Generator().manual_seed(seed))[:n].sort().values
 
 
-def evaluation_examples(images: Tensor, labels: Tensor, n: int | None, seed: int,
-                        device: torch.device | str) -> tuple[Tensor, Tensor, Tensor]:
-    """The seeded subset `evaluate` attacks: its indices, and its images (float in [0, 1]) and labels on
-    ``device``, exactly the tensors the attacks get (an estimate that reads a resumed AutoAttack's progress
-    fingerprints them)."""
+def evaluation_examples(images: Tensor, labels: Tensor, n: int | None, seed: int, device: torch.device | str,
+                        dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor, Tensor]:
+    """The seeded subset `evaluate` attacks: its indices, and its images (in [0, 1], as ``dtype``: the model's)
+    and labels on ``device``, exactly the tensors the attacks get (an estimate that reads a resumed AutoAttack's
+    progress fingerprints them)."""
     _check(images, labels)
     indices = select_subset(len(images), n, seed)
     x = images[indices]  # indexed before the conversion: the same values, without a float copy of the whole set
     x = x.float() / 255 if x.dtype == torch.uint8 else x  # converted where the images are, as always
-    return indices, x.to(device), labels[indices].long().to(device)
+    return indices, x.to(dtype).to(device), labels[indices].long().to(device)
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype the model's weights are in (float32 for a model without floating-point parameters)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
 def _check(images: Tensor, labels: Tensor) -> None:
@@ -155,6 +160,12 @@ def _check(images: Tensor, labels: Tensor) -> None:
                          f"{tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__}")
     if len(images) == 0:
         raise ValueError("images must hold at least one example, got an empty tensor")
+
+
+def share(flags: Tensor) -> float:
+    """The fraction of True flags, exact as a Python float (k / n; a float32 mean stores 36/1000 as 0.035999998,
+    and a table's rounding then goes the wrong way at a half)."""
+    return int(flags.sum()) / flags.numel()
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -206,7 +217,7 @@ def _worst_cases(attacks: list[AttackResult], robust: Mapping[str, Tensor], corr
         worst = correct.cpu().clone()
         for name in names:
             worst &= robust[name]
-        out.append(WorstCase(norm, bound, names, worst.float().mean().item()))
+        out.append(WorstCase(norm, bound, names, share(worst)))
     return out
 
 
@@ -263,14 +274,14 @@ def evaluate(
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be an int >= 1 or None, got {batch_size!r}")
     device = torch.device(device) if device is not None else _model_device(model)
-    indices, x, y = evaluation_examples(images, labels, n, seed, device)
+    indices, x, y = evaluation_examples(images, labels, n, seed, device, model_dtype(model))
     built = _build(attacks, model, eps, attack_params or {}, seed)
 
     start = time.perf_counter()
     with eval_mode(model):
         correct = _predict(model, x, batch_size or DEFAULT_BATCH_SIZE).argmax(1) == y
         still_robust: dict[tuple[str, float | None], Tensor] = {}  # per threat model, for the cascade
-        report = EvalReport(n=len(y), seed=seed, clean=correct.float().mean().item(), worst_case=0.0,
+        report = EvalReport(n=len(y), seed=seed, clean=share(correct), worst_case=0.0,
                             worst_case_only=worst_case_only, indices=indices, eps=float(eps))
         for name, attack in built.items():
             norm, bound = attack.threat_model
@@ -282,7 +293,7 @@ def evaluate(
                 report.robust[name] = robust.cpu()
                 report.attacks.append(AttackResult(
                     name=name, params=result.params, attack_class=type(attack).__name__,
-                    accuracy=robust.float().mean().item(), n_robust=int(robust.sum()), n_attacked=len(y),
+                    accuracy=share(robust), n_robust=int(robust.sum()), n_attacked=len(y),
                     seconds=result.seconds, norm=norm, eps=bound))
                 continue
             key = (norm, None if bound is None else round(bound, 9))
@@ -304,7 +315,7 @@ def evaluate(
             broken = l2[~robust_sub]
             report.attacks.append(AttackResult(
                 name=name, params=attack.params(), attack_class=type(attack).__name__,
-                accuracy=None if worst_case_only else robust.float().mean().item(),
+                accuracy=None if worst_case_only else share(robust),
                 n_robust=int(robust.sum()), n_attacked=len(todo), seconds=seconds,
                 loss_clean=loss_clean.mean().item() if len(todo) else None,
                 loss_adv=loss_adv.mean().item() if len(todo) else None,

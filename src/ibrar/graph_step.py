@@ -187,22 +187,23 @@ class GraphStep:
         self.eager_steps = dict.fromkeys(self.eager_steps, 0)
 
     def _adopt_cached_graphs(self) -> None:
-        """Bind this epoch to the cached graphs: its sums (zero, or a resumed epoch's) and its generator's state go
-        into the tensors and the generator the graphs hold. Graphs that no longer fit are dropped."""
+        """Bind this epoch to the cached graphs: its sums and peaks (none yet, or a resumed epoch's) and its
+        generator's state go into the tensors and the generator the graphs hold. Graphs that no longer fit are
+        dropped."""
         cache, stats = self.cache, self.stats
         pieces = self._pieces()
         fits = (cache.settings == self._settings() and len(cache.pieces) == len(pieces)
                 and all(a is b for a, b in zip(cache.pieces, pieces, strict=True))
                 and (cache.generator is None) == (self.generator is None)
-                and set(stats.sums) <= set(cache.sums) and not stats.peaks)
+                and set(stats.sums) <= set(cache.sums) and set(stats.peaks) <= set(cache.peaks))
         if not fits:
             self._drop_graphs()
             return
         with torch.no_grad():
             for name, tensor in cache.sums.items():
                 tensor.copy_(stats.sums[name]) if name in stats.sums else tensor.zero_()
-            for tensor in cache.peaks.values():
-                tensor.fill_(float("-inf"))
+            for name, tensor in cache.peaks.items():
+                tensor.copy_(stats.peaks[name]) if name in stats.peaks else tensor.fill_(float("-inf"))
         stats.sums.update(cache.sums)
         stats.peaks.update(cache.peaks)
         if self.generator is not None:

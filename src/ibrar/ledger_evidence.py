@@ -26,6 +26,8 @@ from typing import Any
 
 from ibrar.evaluation_record import Evaluation
 from ibrar.experiments.table3 import MARGIN_PP
+from ibrar.rounding import fixed
+from ibrar.rounding import signed as signed_text
 from ibrar.run_folder import RunFolder
 
 REPRODUCES = "reproduces"
@@ -227,13 +229,8 @@ class Measure:
     def text(self, signed: bool = False, empty: str = "-") -> str:
         if not self.values:
             return empty
-        head = signed_text(statistics.fmean(self.values)) if signed else f"{statistics.fmean(self.values):.1f}"
-        return head if len(self.values) == 1 else f"{head} ± {statistics.stdev(self.values):.1f}"
-
-
-def signed_text(value: float, digits: int = 1) -> str:
-    text = f"{abs(value):.{digits}f}"
-    return text if float(text) == 0 else ("+" if value > 0 else "−") + text
+        head = signed_text(statistics.fmean(self.values)) if signed else fixed(statistics.fmean(self.values), 1)
+        return head if len(self.values) == 1 else f"{head} ± {fixed(statistics.stdev(self.values), 1)}"
 
 
 def side(runs: dict[int, Run], key: str, metric: Callable[[Run], float | None] | None = None) -> Measure:

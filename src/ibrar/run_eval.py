@@ -32,6 +32,7 @@ from ibrar.evaluate import (
     evaluation_examples,
     format_table,
     masking_warnings,
+    model_dtype,
     select_subset,
     steps_curve,
 )
@@ -199,12 +200,13 @@ def plan_for(model: Any, test_data: ImageData, attacks: dict[str, Any], n: int |
     # a random sample, not the subset's first indices: a test set stored class by class would give one class
     sample = torch.randperm(len(subset), generator=torch.Generator().manual_seed(seed))
     index = subset[sample[: min(batch_size or DEFAULT_BATCH_SIZE, 128)]]
-    _, x, y = evaluation_examples(test_data.images[index], test_data.labels[index], None, seed, device)
+    dtype = model_dtype(model)
+    _, x, y = evaluation_examples(test_data.images[index], test_data.labels[index], None, seed, device, dtype)
     resumable = {name: attack for name, attack in attacks.items()
                  if isinstance(attack, ReferenceAutoAttack) and attack.has_progress(state_dir)}
     finished = {}
     if resumable:  # its fingerprint covers every attacked example: only then is the whole subset converted
-        _, xs, ys = evaluation_examples(test_data.images, test_data.labels, n, seed, device)
+        _, xs, ys = evaluation_examples(test_data.images, test_data.labels, n, seed, device, dtype)
         finished = {name: attack.finished_stages(xs, ys, batch_size or AUTOATTACK_BATCH, state_dir)
                     for name, attack in resumable.items()}
     plan = plan_evaluation(model, x, y, count, attacks, eps=eps, large_eps_check=large_eps_check,

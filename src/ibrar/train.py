@@ -34,7 +34,7 @@ from ibrar.build import (
     resolve_device,
 )
 from ibrar.checkpoint import restore_training_state, save_atomic, training_state
-from ibrar.config import RunConfig
+from ibrar.config import RESUMABLE_KEYS, ConfigError, RunConfig, resume_conflicts
 from ibrar.data import BatchLoader, ResidentLoader, resolve_data_root
 from ibrar.data.loader import derived_seed
 from ibrar.distributed import all_reduce_mean, all_reduce_sum, any_rank, barrier, broadcast_buffers, init_from_env
@@ -124,9 +124,16 @@ class Trainer:
             tqdm.write(f"note: {note}")
         self.graph_cache = GraphCache()  # the step's graphs, kept from epoch to epoch
         resident = config.data.resident if config.data.resident is not None else self.device.type == "cuda"
+        # An epoch's last batch of one example cannot train (BatchNorm needs two): that example sits the epoch out
+        # (the order is reshuffled each epoch, so a different one each time).
+        examples = config.data.train_subset or len(self.train_data)
+        lone = examples % config.data.batch_size == 1
+        if lone and not self.dist.enabled and not self.quiet:
+            tqdm.write(f"note: {examples} training images in batches of {config.data.batch_size} leave one in a "
+                       f"last batch of its own; it is left out of each epoch")
         self.train_loader = (ResidentLoader if resident else BatchLoader)(
             self.train_data, config.data.batch_size, shuffle=True, augment=config.data.augment, seed=config.seed,
-            device=self.device, subset=config.data.train_subset, rank=self.dist.rank,
+            device=self.device, drop_last=lone, subset=config.data.train_subset, rank=self.dist.rank,
             world_size=self.dist.world_size)
         self.monitor = Monitor(self.test_data, config.train.eval_subset, config.eval.eps,
                                config.train.eval_pgd_steps, config.eval.batch_size, config.seed, self.device,
@@ -188,7 +195,10 @@ class Trainer:
         if partial is not None:  # resuming a preempted epoch: continue its random streams and its sums
             attack_generator.set_state(partial["attack_rng"].cpu())
             torch.set_rng_state(partial["rng_cpu"].cpu())
+            if partial.get("rng_cuda") is not None and self.device.type == "cuda":  # VIB's draws, dropout
+                torch.cuda.set_rng_state_all([state.cpu() for state in partial["rng_cuda"]])
             stats.sums, stats.count = dict(partial["stats"]), int(partial["count"])
+            stats.peaks = dict(partial.get("peaks", {}))  # the epoch's largest gradient norm so far
         plane: list[dict[str, Any]] = []
         plane_every = config.train.info_plane_every
         ib_on = self._ib_active(epoch)
@@ -281,8 +291,9 @@ class Trainer:
                                      f"signal; the last good checkpoint ({self.folder.checkpoint_file}) is kept")
         self.batch_in_epoch = done
         self._partial = {"attack_rng": attack_generator.get_state(), "rng_cpu": torch.get_rng_state(),
+                         "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
                          "stats": {k: v.detach().clone() for k, v in stats.sums.items()}, "count": stats.count,
-                         "epoch": epoch}
+                         "peaks": {k: v.detach().clone() for k, v in stats.peaks.items()}, "epoch": epoch}
         self._write_plane(plane)
         self.save_checkpoint()
 
@@ -312,7 +323,8 @@ class Trainer:
         previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
         for s in previous:
             signal.signal(s, self._on_signal)
-        last: dict[str, Any] = {}
+        # the epoch before, for the loss-spike check: after a resume, the last line the checkpoint kept
+        last: dict[str, Any] = (self.folder.metrics() or [{}])[-1] if resumed and self.epoch > 0 else {}
         try:
             while self.epoch < cfg.train.epochs:
                 start = time.perf_counter()
@@ -383,6 +395,11 @@ def train(config: RunConfig, run_dir: str | Path, data_root: str | Path | None =
     is_main = int(os.environ.get("RANK", "0")) == 0
     if is_main:
         RunFolder(run_dir).check_for_training(resume, overwrite)
+        if resume and (conflicts := resume_conflicts(RunFolder(run_dir).config(), config)):
+            raise ConfigError(
+                f"--resume {run_dir}: {'; '.join(conflicts)}. The checkpoint was trained with the run's values, "
+                f"so a resume keeps them (it may change only {', '.join(RESUMABLE_KEYS)}, train.* and eval.*); "
+                f"start a new run (--out DIR, or --overwrite) to train with the new ones")
     # One writer per folder: a second `ibrar train` or `ibrar eval` into it is refused while this one runs.
     with RunFolder(run_dir).locked() if is_main else contextlib.nullcontext():
         return _train_locked(config, run_dir, data_root, resume, quiet, stop_at)

@@ -193,8 +193,17 @@ def build_user_model(spec: str, weights: str | Path | None = None, kwargs: Mappi
 def check_model(model: nn.Module, x: Tensor, num_classes: int | None = None) -> list[str]:
     """Check ``model``'s output on the batch ``x`` (in [0, 1]): an error for anything but one logits tensor per
     image, and warnings (returned) for outputs that look like probabilities. The mode is left as found."""
-    with torch.no_grad(), eval_mode(model):
-        out = model(x)
+    normalized = next((m for m in model.modules() if isinstance(m, Normalized)), None)
+    if normalized is not None and normalized.mu.shape[1] != x.shape[1]:
+        raise ModelSpecError(f"--normalize gives {normalized.mu.shape[1]} means and stds, the images have "
+                             f"{x.shape[1]} channels; give one mean and one std per channel")
+    try:
+        with torch.no_grad(), eval_mode(model):
+            out = model(x)
+    except RuntimeError as err:  # a shape or dtype the model cannot take
+        raise ModelSpecError(f"the model fails on a batch of the test images shaped {tuple(x.shape)} "
+                             f"({x.dtype}): {str(err).splitlines()[0]}; check that --model builds it for this "
+                             "dataset's image size and channels") from None
     if isinstance(out, (tuple, list)):
         raise ModelSpecError(f"the model returns a {type(out).__name__} of {len(out)}, not one tensor of logits; "
                              "pick the logits with --output INDEX (e.g. --output 0; Python: "

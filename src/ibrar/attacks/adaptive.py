@@ -56,7 +56,10 @@ class AdaptivePGD(Attack):
         with tap_layers(self.model, self.layers) as features:
 
             def ib_rar_loss(logits: Tensor, labels: Tensor) -> Tensor:
-                # The taps were filled by the forward that produced these logits.
+                # The taps were filled by the forward that produced these logits. A batch of one (an evaluation's
+                # last) has centred Gram matrices of zero, so every HSIC is 0 there: the loss is CE alone.
+                if len(labels) < 2:
+                    return F.cross_entropy(logits, labels)
                 return F.cross_entropy(logits, labels) + self.regularizer(x, labels, features).loss
 
             return pgd_linf(self.model, x, y, ib_rar_loss, self.eps, self.alpha, self.steps,

@@ -132,7 +132,11 @@ class APGD(Attack):
     def perturb(self, x: Tensor, y: Tensor) -> Tensor:
         loss_fn = ce_loss if self.loss == "ce" else dlr_loss
         x_out = x.clone()
-        robust = self.predict(x).argmax(1) == y
+        logits = self.predict(x)
+        if self.loss == "dlr" and logits.shape[1] < 3:
+            raise ValueError(f"APGD with the DLR loss needs a model with >= 3 classes (it divides by z_pi1 - "
+                             f"z_pi3), got {logits.shape[1]}; use loss='ce'")
+        robust = logits.argmax(1) == y
         for _ in range(self.n_restarts):
             idx = robust.nonzero().squeeze(1)
             if len(idx) == 0:

@@ -157,6 +157,10 @@ class Attack:
     def _check_inputs(self, x: Tensor, y: Tensor) -> None:
         if not isinstance(x, Tensor) or not x.is_floating_point():
             raise ValueError(f"x must be a floating-point tensor with values in [0, 1], got {_describe(x)}")
+        if x.dtype in (torch.float16, torch.bfloat16):
+            raise ValueError(f"x must be float32 or float64, got {x.dtype}: in half precision x +- eps rounds out "
+                             "of the eps ball and CW's optimiser underflows; pass x.float() (a half-precision "
+                             "model can run under torch.autocast)")
         if x.dim() < 2:
             raise ValueError(f"x must be a batch shaped (N, ...), got shape {tuple(x.shape)}")
         if not isinstance(y, Tensor) or y.dtype != torch.int64 or y.dim() != 1:

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ibrar.modes import eval_mode
+from ibrar.modes import eval_mode, frozen_parameters
 
 STAGES = ("apgd-ce", "apgd-t", "fab-t", "square")
 STAGE_LABELS = {"clean": "clean", "apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "fab-t": "FAB-T", "square": "Square"}
@@ -208,7 +208,12 @@ class ReferenceAutoAttack:
             raise ValueError(f"y must hold one label per image ({len(x)}), got "
                              f"{tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__}")
         cuda = [x.device] if x.device.type == "cuda" else []
-        with eval_mode(self.model), torch.random.fork_rng(devices=cuda), contextlib.ExitStack() as stack:
+        dtypes = {p.dtype for p in self.model.parameters() if p.is_floating_point()}
+        if dtypes - {torch.float32}:
+            raise ValueError(f"the reference AutoAttack feeds the model float32 images; this model's parameters are "
+                             f"{', '.join(sorted(str(d) for d in dtypes))}: evaluate model.float()")
+        with (eval_mode(self.model), frozen_parameters(self.model), torch.random.fork_rng(devices=cuda),
+              contextlib.ExitStack() as stack):
             folder = Path(state_dir) if state_dir is not None else Path(
                 stack.enter_context(tempfile.TemporaryDirectory(prefix="ibrar-autoattack-")))
             folder.mkdir(parents=True, exist_ok=True)
@@ -249,11 +254,12 @@ class ReferenceAutoAttack:
         done: dict[str, Tensor] = {k: torch.tensor(v, dtype=torch.bool) for k, v in progress["stages"].items()}
         resumed = [s for s in STAGES if s in done]
         flags = _latest(done)
-        if progress["subset"] is not None and state_path.is_file():  # progress inside the stage in flight
-            state = _read_state(state_path)
-            if state is not None and len(state) == len(progress["subset"]):
-                flags = torch.zeros(len(x), dtype=torch.bool) if flags is None else flags.clone()
-                flags[torch.tensor(progress["subset"], dtype=torch.long)] = state
+        if progress["subset"] is not None:  # an earlier call attacked this subset: what lay outside was broken
+            before = torch.zeros(len(x), dtype=torch.bool)
+            attacked = torch.tensor(progress["subset"], dtype=torch.long)
+            state = _read_state(state_path)  # and its progress inside the stage in flight, where it saved some
+            before[attacked] = state if state is not None and len(state) == len(attacked) else True
+            flags = before if flags is None else before & flags
         remaining = [s for s in STAGES if s not in done]
         subset = torch.arange(len(x)) if flags is None else flags.nonzero().squeeze(1)
         progress["subset"] = subset.tolist()
@@ -295,8 +301,8 @@ class ReferenceAutoAttack:
             robust[subset] = (pred == y[subset]).cpu() & done[STAGES[-1]][subset]
         progress_path.unlink(missing_ok=True)
         state_path.unlink(missing_ok=True)
-        stages = {s: done[s].float().mean().item() for s in ("clean", *STAGES) if s in done}
-        stages[STAGES[-1]] = robust.float().mean().item()
+        stages = {s: int(done[s].sum()) / len(x) for s in ("clean", *STAGES) if s in done}  # exact k / n
+        stages[STAGES[-1]] = int(robust.sum()) / len(x)
         return AutoAttackResult(n=len(x), stages=stages, robust=robust, warnings=handler.warnings,
                                 seconds=time.perf_counter() - start, params=params, resumed_stages=resumed)
 

@@ -60,6 +60,15 @@ class Square(Attack):
     def perturb(self, x: Tensor, y: Tensor) -> Tensor:
         if x.dim() != 4 or min(x.shape[2:]) < 2:
             raise ValueError(f"Square needs images shaped (N, C, H, W) with H, W >= 2, got {tuple(x.shape)}")
+        # Examples the model already gets wrong are returned as they are (as the reference does): the search
+        # starts from random stripes, which could otherwise hand back an input the model gets right.
+        correct = (self.predict(x).argmax(1) == y).nonzero().squeeze(1)
+        x_out = x.clone()
+        if len(correct):
+            x_out[correct] = self._search(x[correct], y[correct])
+        return x_out
+
+    def _search(self, x: Tensor, y: Tensor) -> Tensor:
         n, channels, height, width = x.shape
         stripes = self.eps * (2 * self.randint(2, (n, channels, 1, width), x) - 1).to(x.dtype)
         x_best = (x + stripes).clamp(0.0, 1.0)

@@ -6,18 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ibrar.experiments.measure import Cell, MeasuredRow, MeasuredTable
-
-
-def signed(value: float, digits: int) -> str:
-    """+1.20 or −0.50 (a minus sign, not a hyphen); a value that rounds to zero has no sign."""
-    text = f"{abs(value):.{digits}f}"
-    if float(text) == 0:
-        return text
-    return ("+" if value > 0 else "−") + text
+from ibrar.rounding import fixed, signed
 
 
 def paper_text(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+    return "-" if value is None else fixed(value, 2)
 
 
 def measured_text(cell: Cell, digits: int, ran: bool = True) -> str:
@@ -25,8 +18,8 @@ def measured_text(cell: Cell, digits: int, ran: bool = True) -> str:
     if cell.mean is None:
         return "-" if ran else "not run"
     if cell.std is None:
-        return f"{cell.mean:.{digits}f}"
-    return f"{cell.mean:.{digits}f} ± {cell.std:.{digits}f}"
+        return fixed(cell.mean, digits)
+    return f"{fixed(cell.mean, digits)} ± {fixed(cell.std, digits)}"
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:

@@ -25,6 +25,7 @@ from ibrar.report.collect import (
 )
 from ibrar.report.provenance import eps_text, evaluation_notes, median_l2_line, not_run, source_line
 from ibrar.report.tables import table1_tables, table4_table
+from ibrar.rounding import fixed
 from ibrar.run_folder import RunFolder
 from ibrar.run_names import split_variant, variants
 
@@ -57,7 +58,7 @@ def scale_tables(results: Path, root: Path, scale: str = "cpu") -> str:
 
 def percent(fraction: Any) -> str:
     """A fraction of eval.json as a percentage with one decimal ('-' where it is missing)."""
-    return "-" if fraction is None else f"{100 * fraction:.1f}"
+    return "-" if fraction is None else fixed(100 * fraction, 1)
 
 
 _STAGES = (("clean", "Natural"), ("apgd-ce", "APGD-CE"), ("apgd-t", "APGD-T"), ("fab-t", "FAB-T"),
@@ -259,16 +260,16 @@ def paper_partial_table(results: Path, root: Path, experiment: str = "table4") -
         last, per_epoch = metrics[-1], sorted(m["seconds"] for m in metrics if "seconds" in m)
         full = run.partial_evaluation()
         if full:
-            measured = " / ".join("-" if (value := full.metric(k)) is None else f"{value:.1f}" for k in shown.keys)
+            measured = " / ".join("-" if (value := full.metric(k)) is None else fixed(value, 1) for k in shown.keys)
             if full.recovered_from:
                 recovered.append(f"{run.name}'s whole-test-set numbers come from its {full.recovered_from}")
         else:
             measured = "not evaluated"
         paper = shown.paper.get(split[0], {}) if (split := split_variant(run.name, shown.paper)) else {}
         rows.append([run.name, f"{last['epoch']} of {run.config().train.epochs}",
-                     f"{100 * last['test_clean_acc']:.1f}", f"{100 * last['test_pgd10_acc']:.1f}",
+                     fixed(100 * last["test_clean_acc"], 1), fixed(100 * last["test_pgd10_acc"], 1),
                      f"{per_epoch[len(per_epoch) // 2]:.1f}", measured,
-                     " / ".join(f"{paper[c]:.2f}" for c in shown.paper_columns) if paper else "-",
+                     " / ".join(fixed(paper[c], 2) for c in shown.paper_columns) if paper else "-",
                      gpu.get("device", "not recorded")])
         source = gpu.get("source") or {}
         commit = f"commit `{str(source.get('commit', ''))[:7]}`" if source.get("commit") else "commit not recorded"

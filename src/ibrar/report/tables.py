@@ -21,6 +21,7 @@ from ibrar.report.provenance import (
     not_run,
     source_line,
 )
+from ibrar.rounding import fixed
 from ibrar.run_folder import RunFolder
 
 # The docs show eval.json's worst case only where eval.json says it is over the L-infinity attacks alone.
@@ -51,7 +52,7 @@ def runs_table(
             body.append([f"{label}", *["not run"] * len(columns)])
             continue
         values = [results[run_dir].metric(c) for c in columns]
-        body.append([label, *["-" if v is None else f"{v:.1f}%" for v in values]])
+        body.append([label, *["-" if v is None else f"{fixed(v, 1)}%" for v in values]])
     return "\n".join([*markdown_table(header, body), "", source_line(done, root)])
 
 
