@@ -11,7 +11,7 @@ summaries and the AVX512 digests at 595a143, on machines whose vendor was not re
 recorded since). Another vendor's kernels move the summaries further: on an AMD EPYC (AVX512) against those
 first summaries, the TRADES run with the official mask (one channel picked by ranking float32 HSIC values, which
 a near-tie flips) deviates by 5% already in epoch 1 and MART's epoch-2 KL term by 0.5%, the others by under
-1e-5; so each vendor gets its own summaries and digests (AuthenticAMD recorded at the commit after 14901d5).
+1e-5; so each vendor gets its own summaries and digests (AuthenticAMD recorded at 129db3f).
 
 Another torch release moves the summaries more than another CPU does: its linear algebra differs at about 1e-7,
 and the one-step sign attack of the TRADES and MART runs amplifies that over two epochs (torch 2.11 against the
