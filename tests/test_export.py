@@ -161,3 +161,50 @@ def test_export_refuses_an_unfinished_run(run_dir, tmp_path):
     (unfinished / "final.pt").unlink()
     with pytest.raises(ExportError, match="no final.pt"):
         export_run(unfinished, tmp_path / "out")
+
+
+def test_the_export_names_no_local_path_and_its_card_says_where_the_mask_applies(run_dir, exported):
+    assert json.loads((run_dir / "eval.json").read_text())["checkpoint"].startswith("/")
+    assert json.loads((exported / "eval.json").read_text())["checkpoint"] == "final.pt"
+    card = (exported / "README.md").read_text()
+    assert "least label-informative channels, applied at evaluation" in card
+    from ibrar.export import describe_method
+
+    config = build_config({"mask": {"enabled": True, "at_eval": False}})
+    assert any("training only (not applied at evaluation)" in line for line in describe_method(config, None, False))
+
+
+def test_overwrite_replaces_an_earlier_export_only_never_the_run_or_other_files(run_dir, exported, tmp_path):
+    parent = Path(shutil.copytree(run_dir, tmp_path / "parent" / "run")).parent
+    (parent / "notes.txt").write_text("keep")
+    with pytest.raises(ExportError, match="not the run folder or a folder holding it"):
+        export_run(parent / "run", parent, overwrite=True)
+    assert (parent / "run" / "final.pt").is_file() and (parent / "notes.txt").read_text() == "keep"
+    with pytest.raises(ExportError, match="not an ibrar export"):
+        export_run(run_dir, parent, overwrite=True)
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(ExportError, match="is a file"):
+        export_run(run_dir, tmp_path / "a-file")
+    again = export_run(run_dir, Path(shutil.copytree(exported, tmp_path / "again")), overwrite=True)
+    from safetensors.torch import load_file as read_tensors
+
+    ours, theirs = read_tensors(again / "model.safetensors"), read_tensors(exported / "model.safetensors")
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_an_official_profile_run_with_a_paper_mask_exports_and_loads_as_it_trained(image_folder, tmp_path):
+    """The stored config has its profile applied already: loading must not apply it again (it would turn the
+    run's mask.rule=paper back into the official rule, which the model does not apply at evaluation)."""
+    config = build_config(tiny_config(image_folder, profile="official", mask={"enabled": True, "drop_fraction": 0.25,
+                                                                              "final_fit_batches": 2},
+                                      train={"epochs": 1, "eval_pgd_steps": 0, "info_plane_every": 0}),
+                          ["mask.rule=paper"])  # an override, which comes after the profile
+    assert config.mask.rule == "paper"
+    train(config, tmp_path / "run", quiet=True)
+    out = export_run(tmp_path / "run", tmp_path / "export")
+    run_bundle, _, _ = load_trained(tmp_path / "run")
+    bundle, loaded, _ = load_trained(out)
+    assert loaded.mask.rule == "paper" and bundle.mask.at_eval and bundle.mask.dropped == run_bundle.mask.dropped
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(bundle.model(x), run_bundle.model(x))

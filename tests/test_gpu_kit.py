@@ -430,6 +430,28 @@ def test_assembling_names_a_corrupt_or_missing_shard(tmp_path):
     assert not list((tmp_path / "again").iterdir())
 
 
+def test_assembled_weights_get_their_sha256_sidecar_and_never_replace_other_weights(tmp_path):
+    from ibrar.integrity import recorded_digests, sidecar
+    from ibrar.shards import ShardError, assemble, split
+
+    source = tmp_path / "final.pt"
+    source.write_bytes(bytes(range(256)) * 40)
+    manifest = split(source, tmp_path / "a", 0, 3, shard_bytes=4000)
+    out = tmp_path / "run" / "final.pt"
+    assemble([tmp_path / "a"], out)
+    assert recorded_digests(out) == [manifest["sha256"]]
+    assemble([tmp_path / "a"], out)  # the same weights again: fine
+    other = tmp_path / "other" / "final.pt"
+    other.parent.mkdir()
+    other.write_bytes(b"a trained run's own weights")
+    with pytest.raises(ShardError, match="already holds other weights"):
+        assemble([tmp_path / "a"], other)
+    assert other.read_bytes() == b"a trained run's own weights" and not sidecar(other).exists()
+    (tmp_path / "a" / "manifest.json").write_text('{"sha256": "ab", "sha')  # cut short in a transfer
+    with pytest.raises(ShardError, match="not a readable manifest"):
+        assemble([tmp_path / "a"], tmp_path / "again" / "final.pt")
+
+
 def test_a_row_that_fails_in_the_table4_stage_is_named_with_its_error_in_the_calls_log(rehearsal, tmp_path):
     stage, log = device_call({**rehearsal, "IBRAR_GPU_RUNS": str(tmp_path / "runs")}, tmp_path / "out", "table4",
                              "99")

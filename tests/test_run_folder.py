@@ -35,6 +35,14 @@ def test_the_state_follows_what_the_folder_holds(tmp_path):
     assert folder.state() == "done"
 
 
+def test_a_damaged_config_file_is_a_run_folder_error_naming_it(tmp_path):
+    folder = RunFolder(tmp_path / "run")
+    folder.start(_config(tmp_path), resume=False)
+    folder.config_file.write_text("name: tiny\nmodel: {name: [small_cnn\n")  # cut short mid-write
+    with pytest.raises(RunFolderError, match="config.yaml is damaged"):
+        folder.config()
+
+
 def test_a_folder_with_another_run_is_refused_unless_resumed_or_overwritten(tmp_path):
     folder = RunFolder(tmp_path / "run")
     with pytest.raises(RunFolderError, match="no config.yaml there"):

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ibrar.config import ConfigError, RunConfig
-from ibrar.data import ImageData, load_split, resolve_data_root
+from ibrar.data import ImageData, check_same_classes, load_split, resolve_data_root
 from ibrar.distributed import all_reduce_mean
 from ibrar.mask import ChannelMask
 from ibrar.methods import Method, build_method
@@ -167,6 +167,7 @@ def load_data(config: RunConfig, data_root: str | Path | None) -> tuple[ImageDat
     root = resolve_data_root(config.data.root or data_root)
     train = load_split(config.data.name, root, "train", download=config.data.download)
     test = load_split(config.data.name, root, "test", download=config.data.download)
+    check_same_classes(train.classes, test.classes, f"the training split in {root} has")
     subset = config.data.train_subset
     if subset is not None and subset > len(train):
         raise ConfigError(f"data.train_subset={subset}: the training set in {root} has only {len(train)} images; "

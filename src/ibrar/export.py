@@ -24,7 +24,7 @@ from ibrar.checkpoint import FINAL, LATEST, CheckpointError, load_checkpoint_mod
 from ibrar.config import ConfigError, RunConfig, build_config, dump_config
 from ibrar.evaluation_record import Evaluation
 from ibrar.integrity import record_digest, verify_digest
-from ibrar.run_files import CONFIG_FILE, META_FILE, RECORDS
+from ibrar.run_files import CONFIG_FILE, EVAL_FILE, META_FILE, RECORDS
 from ibrar.run_folder import RunFolder, training_legs
 
 WEIGHTS_FILE = "model.safetensors"
@@ -62,12 +62,17 @@ def export_run(run_dir: str | Path, out_dir: str | Path, overwrite: bool = False
     if not (run_dir / FINAL).is_file():
         raise ExportError(f"{run_dir} holds no {FINAL}: export needs a finished run folder "
                           f"(finish an interrupted one with `ibrar train --resume {run_dir}`)")
-    if out_dir.resolve() == run_dir.resolve():
-        raise ExportError(f"OUT_DIR {out_dir}: expected a new folder, not the run folder itself")
+    if run_dir.resolve().is_relative_to(out_dir.resolve()):
+        raise ExportError(f"OUT_DIR {out_dir}: expected a new folder, not the run folder or a folder holding it")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"OUT_DIR {out_dir} is a file; give the folder the export should be written to")
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:
             raise ExportError(f"OUT_DIR {out_dir} already holds files; pass --overwrite to replace them "
                               "or choose another folder")
+        if not is_export(out_dir):  # --overwrite replaces an earlier export, never a folder of other files
+            raise ExportError(f"OUT_DIR {out_dir} holds files that are not an ibrar export, so --overwrite does "
+                              "not delete them; choose another folder")
         shutil.rmtree(out_dir)
     bundle, config, state = load_checkpoint_model(run_dir)  # a run folder with final.pt: never an export
     config = config.model_copy(update={"data": config.data.model_copy(update={"root": None})})
@@ -84,8 +89,13 @@ def export_run(run_dir: str | Path, out_dir: str | Path, overwrite: bool = False
     (out_dir / CONFIG_FILE).write_text(dump_config(config))
     folder = RunFolder(run_dir)
     for record in RECORDS:  # plain JSON, copied as they are (the config was written above without the data root)
-        if record not in (CONFIG_FILE, META_FILE) and (run_dir / record).is_file():
+        if record not in (CONFIG_FILE, META_FILE, EVAL_FILE) and (run_dir / record).is_file():
             shutil.copyfile(run_dir / record, out_dir / record)
+    if (run_dir / EVAL_FILE).is_file():  # its checkpoint path is the file's name only: no local path is shared
+        evaluation = json.loads((run_dir / EVAL_FILE).read_text())
+        if evaluation.get("checkpoint"):
+            evaluation["checkpoint"] = Path(evaluation["checkpoint"]).name
+        (out_dir / EVAL_FILE).write_text(json.dumps(evaluation, indent=2))
     if folder.meta_file.is_file():  # without the local data root either: a shared folder names no local path
         meta = folder.meta()
         for leg in training_legs(meta):
@@ -148,8 +158,10 @@ def _settings(params: dict[str, Any]) -> str:
     return ", ".join(shown) or "-"
 
 
-def describe_method(config: RunConfig, ib_layers: list[str] | None = None) -> list[str]:
-    """The training recipe as card lines: objective, IB-RAR terms, mask, optimizer, data."""
+def describe_method(config: RunConfig, ib_layers: list[str] | None = None,
+                    mask_at_eval: bool | None = None) -> list[str]:
+    """The training recipe as card lines: objective, IB-RAR terms, mask (``mask_at_eval``: whether the trained
+    model applies it, None: the rule's default), optimizer, data."""
     m, ib, mk, o, t, d = config.method, config.ib, config.mask, config.optim, config.train, config.data
     objective = {"ce": "cross-entropy", "pgd_at": "PGD adversarial training", "trades": "TRADES",
                  "mart": "MART", "vib": "variational information bottleneck"}[m.name]
@@ -166,8 +178,10 @@ def describe_method(config: RunConfig, ib_layers: list[str] | None = None) -> li
     else:
         lines.append("- IB-RAR penalty: off")
     if mk.enabled:
-        what = (f"drops the {mk.drop_fraction:.0%} least label-informative channels, applied at evaluation"
-                if mk.rule == "paper" else f"official rule ({mk.official_count} channels per refresh, training only)")
+        at_eval = mk.rule == "paper" if mask_at_eval is None else mask_at_eval
+        what = (f"drops the {mk.drop_fraction:.0%} least label-informative channels" if mk.rule == "paper"
+                else f"official rule ({mk.official_count} channels per refresh)")
+        what += ", applied at evaluation" if at_eval else ", training only (not applied at evaluation)"
         lines.append(f"- channel mask: {what}")
     else:
         lines.append("- channel mask: off")
@@ -225,7 +239,8 @@ def model_card(name: str, config: RunConfig, hub_config: dict[str, Any], evaluat
                                    f"on `{mask['layer']}`, {mask['rule']} rule, {len(mask['dropped_channels'])} "
                                    f"channels dropped, applied at evaluation: {mask['applied_at_eval']} "
                                    "(stored with the weights)"),
-             "", "## Training", "", *describe_method(config, hub_config.get("ib_layers")), "",
+             "", "## Training", "", *describe_method(config, hub_config.get("ib_layers"),
+                                                (hub_config.get("channel_mask") or {}).get("applied_at_eval")), "",
              "The resolved config is `config.yaml` (`ibrar train config.yaml` trains it again).", "",
              "## Evaluation", ""]
     if evaluation:
@@ -308,7 +323,7 @@ def load_export(path: str | Path, device: str | torch.device = "cpu") -> tuple[M
     hub = _read_hub_config(folder)
     tensors, metadata = _read_weights(folder / WEIGHTS_FILE)
     try:
-        config = build_config(hub.get("run_config"))
+        config = build_config(hub.get("run_config"), resolved=True)  # its profile was applied at training
     except ConfigError as err:
         raise ExportError(f"export {folder}: the run config in {HUB_CONFIG_FILE} is invalid ({err})") from None
     stored = metadata.get("architecture")

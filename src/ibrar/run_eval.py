@@ -22,7 +22,7 @@ from ibrar.attacks.reference_autoattack import DEFAULT_BATCH_SIZE as AUTOATTACK_
 from ibrar.build import ModelBundle, build_regularizer, resolve_device
 from ibrar.checkpoint import find_checkpoint
 from ibrar.config import RunConfig
-from ibrar.data import ImageData, load_split, resolve_data_root
+from ibrar.data import ImageData, check_same_classes, load_split, resolve_data_root
 from ibrar.errors import IbrarError, InputError
 from ibrar.eval_estimate import EvalPlan, format_duration, plan_evaluation
 from ibrar.eval_progress import EvalProgress
@@ -104,6 +104,7 @@ def run_evaluation(
         if test_data is None:
             root = resolve_data_root(config.data.root or data_root)
             test_data = load_split(config.data.name, root, "test")
+        check_same_classes(state.get("classes"), test_data.classes, "the model was trained on")
         names = list(attacks) if attacks is not None else list(DEFAULT_ATTACKS)
         if n is not None and n < 1:
             raise InputError(f"--n: expected a positive number of test examples, got {n}")

@@ -162,7 +162,14 @@ class RunFolder:
 
         if not self.config_file.is_file():
             raise RunFolderError(f"{self.path}: no {CONFIG_FILE}; is it a run folder written by `ibrar train`?")
-        return yaml.safe_load(self.config_file.read_text()) or {}
+        try:
+            data = yaml.safe_load(self.config_file.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise RunFolderError(f"{self.config_file} is damaged ({str(err).splitlines()[0]}); restore it (the "
+                                 "checkpoint holds the config it trained with: `config` in checkpoint.pt)") from None
+        if not isinstance(data, dict):
+            raise RunFolderError(f"{self.config_file} holds a {type(data).__name__}, not a config mapping; restore it")
+        return data
 
     def meta(self) -> dict[str, Any]:
         """meta.json ({} before the first start)."""

@@ -9,13 +9,12 @@ library only: the GPU machine cuts the file before any of ibrar's dependencies n
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ibrar.errors import IbrarError
-from ibrar.integrity import file_sha256
+from ibrar.integrity import file_sha256, replace_verified
 
 MANIFEST = "manifest.json"
 SHARD_BYTES = 15 * 2**20  # under the 16 MiB a file may have to come back
@@ -75,7 +74,15 @@ def read_manifest(folders: Sequence[str | Path]) -> dict[str, Any]:
     if not found:
         raise ShardError(f"DIR: no {MANIFEST} in {', '.join(map(str, folders))}; give the folders the fetch calls "
                          "brought back")
-    manifests = [json.loads(p.read_text()) for p in found]
+    manifests = []
+    for path in found:
+        try:
+            manifests.append(json.loads(path.read_text()))
+        except ValueError as err:  # cut short in transfer, or not a manifest
+            raise ShardError(f"{path}: not a readable manifest ({err}); make that fetch call again") from None
+        if not isinstance(manifests[-1], dict) or not {"sha256", "shards", "count"} <= manifests[-1].keys():
+            raise ShardError(f"{path}: not a fetch manifest (no sha256, shards and count); make that fetch call "
+                             "again")
     hashes = {m["sha256"] for m in manifests}
     if len(hashes) != 1:
         raise ShardError(f"DIR: the manifests describe {len(hashes)} different files ({', '.join(map(str, found))}); "
@@ -93,6 +100,9 @@ def assemble(folders: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
     if missing:
         raise ShardError(f"shards missing: {', '.join(missing)} (of {manifest['count']}); make the fetch calls "
                          "that bring them (each manifest's next_first) and give all their folders")
+    if out.is_file() and file_sha256(out) != manifest["sha256"]:
+        raise ShardError(f"{out} already holds other weights; give --into another folder, or move that file away "
+                         "first (it is not replaced)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.assembling")
     try:
@@ -105,7 +115,7 @@ def assemble(folders: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
                 target.write(path.read_bytes())
         if file_sha256(tmp) != manifest["sha256"]:
             raise ShardError(f"{out.name}: the joined shards do not match the whole file's sha256; fetch again")
-        os.replace(tmp, out)
+        replace_verified(tmp, out)  # with its sha256 sidecar, as every weights file ibrar writes
     finally:
         tmp.unlink(missing_ok=True)
     return manifest

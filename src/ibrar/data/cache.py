@@ -1,7 +1,8 @@
 """Decoded-dataset cache: decoding 60,000 JPEGs takes a while, reading one uint8 tensor file does not.
 
-A cache file is named after the dataset, the split and a hash of where the data came from (the
-source path, its file count and newest modification time), so changed data never reads a stale cache.
+A cache file is named after the dataset, the split and a hash of where the data came from (the source path and
+each file's path below it, size and modification time), so changed data never reads a stale cache: an image moved
+to another class folder, a renamed class, a file replaced by one of another size.
 """
 
 from __future__ import annotations
@@ -15,14 +16,17 @@ from pathlib import Path
 import torch
 
 CACHE_DIR_NAME = ".ibrar-cache"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
 def source_fingerprint(source: Path, files: Sequence[Path]) -> str:
-    """Short hash of the source path, the number of files and their newest mtime."""
-    newest = max((f.stat().st_mtime_ns for f in files), default=0)
-    text = f"v{CACHE_FORMAT}|{source.resolve()}|{len(files)}|{newest}"
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
+    """Short hash of the source path and of each file's relative path (so its class folder), size and mtime."""
+    digest = hashlib.sha1(f"v{CACHE_FORMAT}|{source.resolve()}".encode())
+    for f in files:
+        stat = f.stat()
+        name = os.path.relpath(f, source)
+        digest.update(f"|{name}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
 
 
 def cache_path(root: Path, name: str, split: str, fingerprint: str) -> Path:
@@ -44,7 +48,8 @@ def read_cache(path: Path) -> dict | None:
 
 
 def write_cache(path: Path, images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str]) -> bool:
-    """Save atomically (temp file, then rename); False, without raising, if the folder is not writable."""
+    """Save atomically (temp file, then rename); False, without raising, if the folder is not writable or the
+    disk is full (torch.save reports a failed write as a RuntimeError)."""
     payload = {"images": images.contiguous(), "labels": labels.contiguous(), "classes": list(classes)}
     temp_name = None
     try:
@@ -54,7 +59,7 @@ def write_cache(path: Path, images: torch.Tensor, labels: torch.Tensor, classes:
             torch.save(payload, f)
         os.chmod(temp_name, 0o644)  # NamedTemporaryFile creates 0600; the cache is as shareable as the data
         os.replace(temp_name, path)
-    except OSError:
+    except (OSError, RuntimeError):
         if temp_name is not None and os.path.exists(temp_name):
             os.unlink(temp_name)
         return False

@@ -108,6 +108,18 @@ def load_split(
     return data
 
 
+def check_same_classes(expected: Sequence[str] | None, found: Sequence[str], where: str) -> None:
+    """Refuse a test split whose classes are not ``expected`` (``where`` says whose they are): each split numbers
+    its own sorted class folders, so a test folder missing one would shift every later label by one."""
+    if expected is not None and list(expected) != list(found):
+        missing = sorted(set(expected) - set(found))
+        extra = sorted(set(found) - set(expected))
+        detail = "; ".join(part for part in (f"missing {missing}" if missing else "",
+                                             f"not in training {extra}" if extra else "") if part) or "another order"
+        raise InputError(f"the test split's classes are not the ones {where} ({detail}): its labels would not "
+                         "mean the same classes; give test/ one folder per training class")
+
+
 # ---------------------------------------------------------------- image decoding
 
 
@@ -155,9 +167,9 @@ def decode_images(files: Sequence[Path], workers: int | None = None) -> torch.Te
         for i in chunk:
             pixels = read_rgb(files[i])
             if pixels.shape != first.shape:
-                raise ValueError(
+                raise InputError(
                     f"image {files[i]} is {pixels.shape[1]}x{pixels.shape[0]} pixels; expected "
-                    f"{first.shape[1]}x{first.shape[0]} like {files[0]}"
+                    f"{first.shape[1]}x{first.shape[0]} like {files[0]}: resize the images to one size"
                 )
             out[i] = pixels
 
@@ -171,7 +183,9 @@ def decode_images(files: Sequence[Path], workers: int | None = None) -> torch.Te
 def _image_folder_source(directory: Path, expected_classes: int | None = None) -> Source:
     files, labels, classes = scan_image_folder(directory)
     if expected_classes is not None and len(classes) != expected_classes:
-        raise ValueError(f"{directory}: expected {expected_classes} class folders, found {len(classes)}")
+        raise InputError(f"{directory}: expected {expected_classes} class folders, found {len(classes)} "
+                         f"({', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''}); point --data-root at "
+                         "the dataset's own copy, or use data.name=imagefolder for another dataset")
 
     def read() -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         return decode_images(files), torch.tensor(labels, dtype=torch.int64), classes
@@ -184,8 +198,14 @@ def _image_folder_source(directory: Path, expected_classes: int | None = None) -
 
 def _read_pickle(path: Path) -> dict:
     # torchvision's CIFAR files are Python-2 pickles of plain dicts; latin1 is how they decode.
-    with open(path, "rb") as f:
-        raw = pickle.load(f, encoding="latin1")
+    try:
+        with open(path, "rb") as f:
+            raw = pickle.load(f, encoding="latin1")
+    except (pickle.UnpicklingError, EOFError, ValueError) as err:
+        raise InputError(f"cannot read {path} ({err}): the file is damaged or cut short; download the dataset "
+                         "again") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"{path} holds a {type(raw).__name__}, not CIFAR's dict of arrays; download it again")
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
 
 
@@ -199,7 +219,8 @@ def _cifar_pickles_source(
         for path in files:
             batch = _read_pickle(path)
             if "data" not in batch or label_key not in batch:
-                raise ValueError(f"{path}: expected the keys 'data' and {label_key!r}, got {sorted(batch)}")
+                raise InputError(f"{path}: expected the keys 'data' and {label_key!r}, got {sorted(batch)}; "
+                                 "download the dataset again")
             images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             labels.extend(int(label) for label in batch[label_key])
         names = _read_pickle(directory / meta)[names_key]
@@ -258,7 +279,11 @@ def _svhn_source(path: Path) -> Source:
             from scipy.io import loadmat
         except ImportError as err:
             raise ImportError(f"reading SVHN's {path.name} needs scipy: pip install scipy") from err
-        mat = loadmat(str(path))
+        try:
+            mat = loadmat(str(path))
+        except (OSError, ValueError) as err:
+            raise InputError(f"cannot read {path} ({err}): the file is damaged or cut short; download it "
+                             "again") from None
         images = np.ascontiguousarray(np.asarray(mat["X"], dtype=np.uint8).transpose(3, 2, 0, 1))
         labels = torch.from_numpy(np.asarray(mat["y"]).reshape(-1).astype(np.int64))
         labels[labels == 10] = 0  # SVHN stores the digit 0 as class 10
@@ -296,7 +321,7 @@ def _tiny_imagenet_source(directory: Path, split: str) -> Source:
                 else []
             )
             if not images:
-                raise ValueError(f"class folder {folder} holds no images")
+                raise InputError(f"class folder {folder} holds no images (expected {sorted(IMAGE_SUFFIXES)} files)")
             files += images
             labels += [index[wnid]] * len(images)
     else:
@@ -306,19 +331,21 @@ def _tiny_imagenet_source(directory: Path, split: str) -> Source:
                 continue
             parts = line.split("\t")
             if len(parts) < 2 or parts[1] not in index:
-                raise ValueError(
+                raise InputError(
                     f"{annotations} line {number}: expected 'filename<TAB>wnid...' with a wnid "
                     f"from wnids.txt, got {line!r}"
                 )
             files.append(directory / "val" / "images" / parts[0])
             labels.append(index[parts[1]])
         if not files:
-            raise ValueError(f"{annotations} lists no images")
+            raise InputError(f"{annotations} lists no images")
 
     def read() -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         return decode_images(files), torch.tensor(labels, dtype=torch.int64), classes
 
-    return Source(directory / ("train" if split == "train" else "val"), files, read)
+    # the label files define the split too: an edited one must not read a stale cache
+    label_files = [directory / "wnids.txt"] + ([] if split == "train" else [directory / "val" / "val_annotations.txt"])
+    return Source(directory / ("train" if split == "train" else "val"), [*files, *label_files], read)
 
 
 def _locate_tiny_imagenet(root: Path, split: str) -> tuple[Source | None, list[str]]:
