@@ -112,10 +112,11 @@ def check_same_classes(expected: Sequence[str] | None, found: Sequence[str], whe
     """Refuse a test split whose classes are not ``expected`` (``where`` says whose they are): each split numbers
     its own sorted class folders, so a test folder missing one would shift every later label by one."""
     if expected is not None and list(expected) != list(found):
-        missing = sorted(set(expected) - set(found))
-        extra = sorted(set(found) - set(expected))
-        detail = "; ".join(part for part in (f"missing {missing}" if missing else "",
-                                             f"not in training {extra}" if extra else "") if part) or "another order"
+        missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+        parts = [f"missing {missing}"] if missing else []
+        if extra:
+            parts.append(f"not in training {extra}")
+        detail = "; ".join(parts) or "another order"
         raise InputError(f"the test split's classes are not the ones {where} ({detail}): its labels would not "
                          "mean the same classes; give test/ one folder per training class")
 

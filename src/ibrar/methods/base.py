@@ -35,8 +35,6 @@ class MethodOutput:
     parts: dict[str, Tensor] = field(default_factory=dict)
 
 
-
-
 def check_nonnegative(name: str, value: object) -> float:
     """`value` as a float, or a ValueError naming `name` when it is not a number >= 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
