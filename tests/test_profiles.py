@@ -9,7 +9,14 @@ import pytest
 import yaml
 
 from ibrar.build import check_model_config
-from ibrar.config import build_config, dump_config, load_config, shipped_configs, shipped_configs_dir
+from ibrar.config import (
+    ConfigError,
+    build_config,
+    dump_config,
+    load_config,
+    shipped_configs,
+    shipped_configs_dir,
+)
 
 RUNS = [name for name in shipped_configs() if not name.rsplit("/", 1)[-1].startswith("base-")]
 ADVERSARIAL = ("pgd_at", "trades", "mart")
@@ -99,11 +106,27 @@ def test_a_profile_named_in_the_file_applies_too(tmp_path):
     assert config.method.beta == 0.5 and config.method.eps == 0.03
 
 
-def test_a_stored_resolved_config_is_not_profiled_twice():
-    config = load_config("paper/table1-pgd_at-ibrar.yaml", ["profile=official", "method.eps=0.05"])
+def test_a_stored_resolved_config_is_not_profiled_twice(tmp_path):
+    config = load_config("paper/table1-mart-ibrar.yaml", ["profile=official", "method.eps=0.05", "method.beta=2"])
     stored = yaml.safe_load(dump_config(config))
     assert build_config(stored, resolved=True) == config
-    assert build_config(stored).method.eps == 0.03  # what re-applying the profile would do
+    # the file says it is resolved, so a config.yaml given back to `ibrar train` trains the run's own settings
+    assert build_config(stored) == config
+    path = tmp_path / "config.yaml"
+    path.write_text(dump_config(config))
+    assert load_config(path) == config
+    assert load_config(path, ["seed=3"]).method.beta == 2
+    unmarked = {key: value for key, value in stored.items() if key != "resolved"}
+    assert build_config(unmarked).method.eps == 0.03  # without the mark, the profile is applied as for any file
+    assert build_config(unmarked).method.beta == 0.5
+
+
+def test_a_resolved_config_refuses_a_profile_change_and_a_bad_mark():
+    stored = yaml.safe_load(dump_config(load_config("paper/table1-pgd_at.yaml", ["profile=official"])))
+    with pytest.raises(ConfigError, match="already has its profile applied"):
+        build_config(stored, ["profile=paper"])
+    with pytest.raises(ConfigError, match="resolved: ibrar writes"):
+        build_config({**stored, "resolved": "yes"})
 
 
 @pytest.mark.parametrize("name", ["configs/cpu/table1-pgd_at.yaml", "cpu/table1-pgd_at.yaml", "cpu/table1-pgd_at"])

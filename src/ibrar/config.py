@@ -234,6 +234,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+RESOLVED_MARKER = "resolved"  # top-level key of a config.yaml whose profile is applied already (not a setting)
+
+
 def official_profile(data: dict[str, Any], eps: Any = None) -> dict[str, Any]:
     """The authors' code's settings where they differ from the paper's text (METHOD.md section 4).
 
@@ -275,15 +278,22 @@ def build_config(data: dict[str, Any] | None = None, overrides: list[str] | None
     """Validate a config in three layers: the file's mapping, then its profile, then the overrides.
 
     The `official` profile overrides what the file says (so that every shipped config runs with the authors'
-    values), and `key=value` overrides come last. `resolved=True` reads a config that already went through
-    this (a run folder's config.yaml): its profile is not applied a second time. Raises ConfigError with
-    every problem listed.
+    values), and `key=value` overrides come last. `resolved=True`, or the file's own `resolved: true` (which
+    `dump_config` writes), reads a config that already went through this (a run folder's or an export's
+    config.yaml): its profile is not applied a second time, so `ibrar train RUN/config.yaml` trains the run's
+    own settings even where it overrode a profile value. Raises ConfigError with every problem listed.
     """
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"config: expected a mapping of sections, got {type(data).__name__}")
+    data = dict(data or {})
+    marker = data.pop(RESOLVED_MARKER, None)
+    if marker not in (None, True):
+        raise ConfigError(f"{RESOLVED_MARKER}: ibrar writes `{RESOLVED_MARKER}: true` into the configs it has "
+                          f"already resolved (got {marker!r}); remove the key to have the profile applied")
+    resolved = resolved or marker is True
     overrides = list(overrides or [])
-    wanted = apply_overrides(deep_merge({}, data or {}), overrides)  # the run as file + command line give it
-    layered = deep_merge({}, data or {})
+    wanted = apply_overrides(deep_merge({}, data), overrides)  # the run as file + command line give it
+    layered = deep_merge({}, data)
     if resolved and any(parse_override(item)[0] == ["profile"] for item in overrides):
         raise ConfigError("profile: a run's stored config already has its profile applied; start a new run "
                           "from the config file to change the profile")
@@ -381,4 +391,5 @@ def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def dump_config(config: RunConfig) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    """The config as YAML, marked resolved: reading it back never applies its profile again."""
+    return yaml.safe_dump({RESOLVED_MARKER: True, **config.model_dump(mode="json")}, sort_keys=False)
