@@ -129,6 +129,16 @@ def test_a_pickle_placed_in_an_export_is_refused_and_never_run(exported, tmp_pat
     assert not marker.exists()
 
 
+def test_the_weights_file_alone_is_refused_naming_what_to_give(exported, tmp_path):
+    with pytest.raises(ExportError, match=f"give the export folder {exported}$"):
+        ibrar.load_pretrained(exported / "model.safetensors")
+    alone = tmp_path / "weights.safetensors"
+    shutil.copy(exported / "model.safetensors", alone)
+    with pytest.raises(ExportError, match=r"weights only.*--model MODULE:CALLABLE --weights FILE"):
+        load_trained(alone)
+    assert main(["eval", str(exported / "model.safetensors"), "--attacks", "fgsm", "--n", "4"]) == 2
+
+
 def test_loading_names_the_shapes_and_the_architecture_that_do_not_match(exported, tmp_path):
     folder = _copy(exported, tmp_path)
     hub = json.loads((folder / "config.json").read_text())

@@ -25,6 +25,12 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     """
     if is_export(path):
         return load_export(path, device=device)
+    path = Path(path)
+    if path.is_file() and path.suffix == ".safetensors":  # weights alone: the architecture and mask are elsewhere
+        where = (f"give the export folder {path.parent}" if is_export(path.parent) else
+                 "give the `ibrar export` folder it came from, or evaluate it as your own model with "
+                 "`ibrar eval --model MODULE:CALLABLE --weights FILE`")
+        raise ExportError(f"{path} holds weights only, without the config that builds the model: {where}")
     return load_checkpoint_model(path, device=device)
 
 
