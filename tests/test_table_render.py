@@ -136,3 +136,15 @@ def test_results_md_shows_the_same_table_lines_as_the_docs(name, tmp_path):
     if name == "table3":  # the rows not run are there too, and the gain over CE only
         assert "| IB on block5 | 63.0 | 2.6 | 0.0 | +2.5 |" in shown[0]
         assert "| IB on fc1 | not run | not run | not run | - |" in shown[0]
+
+
+def test_results_md_states_the_seeds_its_rows_were_evaluated_with(tmp_path):
+    folder = tmp_path / "table1-cpu"
+    experiment = build_experiment("table1", "cpu", seeds=2)
+    assert "Seeds per row: 2 (none evaluated yet)" in experiment.report(experiment, folder, None).to_markdown()
+    fake_run(folder, "vgg16-cifar10-pgd_at-seed0", 36.9, TABLE1_PGD_AT)
+    fake_run(folder, "vgg16-cifar10-pgd_at-seed1", 37.9, TABLE1_PGD_AT)
+    fake_run(folder, "vgg16-cifar10-pgd_at-ibrar-seed0", 43.6, TABLE1_PGD_AT_IBRAR)
+    assert "Seeds per row: 1 to 2 (" in experiment.report(experiment, folder, None).to_markdown()
+    fake_run(folder, "vgg16-cifar10-pgd_at-ibrar-seed1", 42.6, TABLE1_PGD_AT_IBRAR)
+    assert "Seeds per row: 2 (" in experiment.report(experiment, folder, None).to_markdown()

@@ -40,11 +40,20 @@ class Results:
             **self.extra,
         }
 
+    def seeds_per_row(self) -> str:
+        """The evaluated rows' seed counts ("2", or "1 to 2" where rows differ, as the scale study's cheap
+        points do); the number asked for while no row has been evaluated."""
+        counts = sorted({row.runs for table in self.tables for row in table.rows if row.runs})
+        if not counts:
+            return f"{self.seeds} (none evaluated yet)"
+        return str(counts[0]) if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+
     def to_markdown(self) -> str:
         lines = [
             f"# {self.title}",
             "",
-            f"Scale: **{self.scale}**. Seeds per run: {self.seeds} (mean ± std over seeds if more than one).",
+            f"Scale: **{self.scale}**. Seeds per row: {self.seeds_per_row()} (mean ± std over seeds if more "
+            "than one).",
             "Accuracies in %. 'not run': the row has no evaluated run; '-': no number (or the paper gives none). "
             "A difference row is the second row of a pair minus the first.",
             "",
