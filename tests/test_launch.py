@@ -4,6 +4,7 @@ checkpoint; on SLURM (faked `sbatch`/`srun` here) one job array is submitted and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -224,3 +225,20 @@ def test_parallel_names_a_failed_run_and_its_log(tmp_path, monkeypatch):
         run_parallel(build_experiment("table6", "smoke"), 2, tmp_path, tmp_path / "no-data", only=["plain-ce"],
                      log=lambda _line: None)
     assert "Error" in (tmp_path / "table6-smoke" / "parallel-logs" / "plain-ce.log").read_text()
+
+
+def test_parallel_says_when_cpu_threads_keep_a_run_from_matching_it_alone(monkeypatch):
+    from ibrar.experiments.parallel import child_threads, thread_note
+
+    experiment = build_experiment("table4", "smoke")
+    runs = list(experiment.runs[:2])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    note = thread_note(runs, child_threads(2))
+    assert note and "2 CPU thread(s), a run alone on 4" in note
+    assert f"2 run(s) without train.threads (e.g. {runs[0].name})" in note
+    pinned = [dataclasses.replace(spec, overrides=(*spec.overrides, "train.threads=2")) for spec in runs]
+    assert thread_note(pinned, 2) is None  # each trains on its own pinned count, alone or side by side
+    assert thread_note(runs, 4) is None  # as many threads as alone
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert thread_note(runs, child_threads(2)) is None  # one thread alone, one side by side

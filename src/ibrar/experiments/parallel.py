@@ -23,6 +23,7 @@ from typing import Any
 from ibrar.errors import IbrarError, InputError
 from ibrar.experiments.base import (
     Experiment,
+    RunSpec,
     choose_runs,
     collect_results,
     experiment_dir,
@@ -43,6 +44,26 @@ def child_threads(parallel: int) -> int:
     import torch
 
     return max(1, torch.get_num_threads() // parallel)
+
+
+def thread_note(runs: Sequence[RunSpec], threads: int) -> str | None:
+    """What a side-by-side CPU run changes: its sums' order follows its thread count, so a run that leaves
+    `train.threads` unset ends bit-identical to the run alone only if it had as many threads alone (None: no
+    such run, or a GPU trains them)."""
+    import torch
+
+    from ibrar.config import load_config
+
+    alone = torch.get_num_threads()
+    if threads >= alone or torch.cuda.is_available():
+        return None
+    unpinned = [spec.name for spec in runs if load_config(spec.config, list(spec.overrides)).train.threads is None]
+    if not unpinned:
+        return None
+    return (f"note: each process trains on {threads} CPU thread(s), a run alone on {alone}; the last bits of a "
+            f"CPU run follow its thread count, so {len(unpinned)} run(s) without train.threads (e.g. "
+            f"{unpinned[0]}) will not be bit-identical to the same run alone. To compare them bit for bit, pin "
+            "train.threads in their configs, or run both with OMP_NUM_THREADS=1")
 
 
 def child_command(experiment: Experiment, run: str, out: str | Path, data_root: str | Path | None,
@@ -82,6 +103,9 @@ def run_parallel(
     todo = [spec for spec in choose_runs(experiment, only) if RunFolder(folder / spec.name).state() != "done"]
     threads = child_threads(min(parallel, max(1, len(todo))))
     record: dict[str, Any] = {"parallel": parallel, "threads_per_process": threads, "runs": {}}
+    note = thread_note(todo, threads)
+    if note:
+        log(note)
     pending, active, failed = list(todo), [], []
     while pending or active:
         while pending and len(active) < parallel:
