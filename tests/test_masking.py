@@ -64,3 +64,16 @@ def test_the_gpu_kits_subset_autoattack_is_set_against_pgd10_on_the_same_subset(
     assert (verdict.paper_attack, verdict.autoattack, verdict.n) == (0.18, 0.05, 1000)
     assert verdict.evidence[0] == "PGD-10 18.0% → AutoAttack 5.0% on the same 1,000 test images"
     assert verdict.verdict == SIGNS and "subset n=1000" in verdict.text()  # the subset's warnings, as merged
+
+
+def test_autoattack_without_pgd10_on_its_images_is_not_decided():
+    alone = Evaluation.from_dict({"n": 1000, "seed": 0, "clean": 0.8,
+                                  "attacks": [{"name": "nifgsm", "accuracy": 0.11},
+                                              {"name": "autoattack", "accuracy": 0.0}]})
+    verdict = masking_verdict(alone)
+    assert verdict.verdict == UNDECIDED and "PGD-10 not run beside it" in verdict.text()
+    # AutoAttack on a seeded subset whose PGD-10 the file lacks: never set against PGD-10 on the whole test set
+    subset_only = _evaluation(0.09, n=10000).to_dict()
+    subset_only["attacks"].append({"name": "autoattack", "accuracy": 0.05, "n": 1000})
+    verdict = masking_verdict(Evaluation.from_dict(subset_only))
+    assert verdict.verdict == UNDECIDED and "1,000 of the 10,000" in verdict.text() and verdict.n is None

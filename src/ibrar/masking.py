@@ -5,7 +5,8 @@ AutoAttack on the same test images, and the PGD steps curve where it ran. It rea
 The verdicts: *signs of gradient masking* when any check warned, or AutoAttack breaks more than half of what
 PGD-10 leaves robust by more than `TOLERANCE` (the rule of ibrar's check, for files written before it); *no
 robustness to mask* when PGD-10 leaves less than `TOLERANCE` of the examples robust (nothing for masking to
-hide); *not decided* when AutoAttack has not run on the run; else *no sign of gradient masking*.
+hide); *not decided* when AutoAttack, or PGD-10 on AutoAttack's test images, has not run; else *no sign of
+gradient masking*.
 """
 
 from __future__ import annotations
@@ -42,18 +43,23 @@ class MaskingVerdict:
         return f"{self.verdict}: {'; '.join(self.evidence)}" if self.evidence else self.verdict
 
 
-def on_autoattacks_examples(evaluation: Evaluation) -> Evaluation:
+def on_autoattacks_examples(evaluation: Evaluation) -> Evaluation | None:
     """The evaluation whose examples AutoAttack ran on: the whole one, or the GPU kit's subset evaluation (kept
-    under `subsets`, with PGD-10 on the same images) when AutoAttack ran on a subset of the test set."""
+    under `subsets`, with PGD-10 on the same images) when AutoAttack ran on a subset of the test set; None when
+    that subset's evaluation is not in the file (nothing to set AutoAttack against on the same images)."""
     entry = evaluation.attack("autoattack")
     if entry is None or entry.n is None or entry.n == evaluation.n:
         return evaluation
     subset = evaluation.subsets.get(f"n{entry.n}")
-    return Evaluation.from_dict(subset) if isinstance(subset, dict) else evaluation
+    return Evaluation.from_dict(subset) if isinstance(subset, dict) else None
 
 
 def masking_verdict(evaluation: Evaluation) -> MaskingVerdict:
     same = on_autoattacks_examples(evaluation)
+    if same is None:
+        entry = evaluation.attack("autoattack")
+        return MaskingVerdict(UNDECIDED, (f"AutoAttack ran on {entry.n:,} of the {evaluation.n:,} test images and "
+                                          "the file holds no PGD-10 on those images",), None, entry.accuracy, None)
     pgd, autoattack = same.attack(ATTACK), same.attack("autoattack")
     pgd_acc = None if pgd is None else pgd.accuracy
     aa_acc = None if autoattack is None else autoattack.accuracy
@@ -62,6 +68,8 @@ def masking_verdict(evaluation: Evaluation) -> MaskingVerdict:
         evidence.append(f"PGD-10 {pgd_acc:.1%} → AutoAttack {aa_acc:.1%} on the same {same.n:,} test images")
     elif pgd_acc is not None:
         evidence.append(f"PGD-10 {pgd_acc:.1%} on {same.n:,} test images, AutoAttack not run")
+    elif aa_acc is not None:
+        evidence.append(f"AutoAttack {aa_acc:.1%} on {same.n:,} test images, PGD-10 not run beside it")
     curve = evaluation.curves.get("pgd") or {}
     if len(curve) > 1:
         steps = sorted(curve, key=int)
@@ -79,7 +87,7 @@ def masking_verdict(evaluation: Evaluation) -> MaskingVerdict:
         verdict = SIGNS
     elif pgd_acc is not None and pgd_acc < TOLERANCE:
         verdict = NOTHING_TO_MASK
-    elif aa_acc is None:
+    elif aa_acc is None or pgd_acc is None:  # without both on the same images, the rule cannot be applied
         verdict = UNDECIDED
     else:
         verdict = NONE_SEEN
