@@ -241,3 +241,13 @@ def test_an_estimate_under_cpu_bf16_autocast_equals_the_float32_one(estimator):
         under_amp = ibrar.hsic(x, t, estimator=estimator), nocco_low_rank(gaussian_kernel(t.flatten(1)), onehot)
     for a, b in zip(under_amp, plain, strict=True):
         assert a.dtype == torch.float32 and torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_features_give_the_float32_estimate_not_nan(dtype):
+    torch.manual_seed(0)
+    x, y = (10 * torch.randn(8, 512)).to(dtype), torch.randn(8, 4).to(dtype)
+    reference = ref_hsic(ref_gaussian(x.double().numpy()), ref_gaussian(y.double().numpy()))
+    got = ibrar.hsic(x, y, estimator="hsic")
+    assert torch.isfinite(got) and got.item() == pytest.approx(reference, rel=1e-3)
+    assert torch.isfinite(ibrar.hsic(x, y, estimator="nocco"))

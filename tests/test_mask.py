@@ -55,6 +55,13 @@ def test_paper_rule_drops_exactly_the_lowest_fraction():
     assert torch.nonzero(keep == 0).flatten().tolist() == [1, 3, 5]  # int(0.15 * 20) = 3 lowest
 
 
+@pytest.mark.parametrize(("fraction", "channels", "dropped"), [(0.29, 100, 29), (0.57, 200, 114), (0.05, 512, 25),
+                                                              (0.5, 3, 1), (0.0, 64, 0)])
+def test_the_paper_rule_drops_the_decimal_fraction_rounded_down(fraction, channels, dropped):
+    mask = ChannelMask(channels, num_classes=4, drop_fraction=fraction)
+    assert int((mask.select(torch.randn(channels)) == 0).sum()) == dropped == mask.paper_count
+
+
 def test_official_rule_drops_lowest_label_and_highest_input_scores():
     mask = ChannelMask(C, num_classes=4, rule="official", official_count=2)
     score_y = torch.arange(C, dtype=torch.float)  # 0 and 1 lowest

@@ -68,8 +68,11 @@ def squared_distances(x: Tensor) -> Tensor:
     """Pairwise squared Euclidean distances of the rows of x (..., m, d), clamped at 0 against round-off.
 
     Distances do not change under translation; centring the rows first keeps the expansion
-    ||a||^2 + ||b||^2 - 2 a.b from cancelling catastrophically in float32.
+    ||a||^2 + ||b||^2 - 2 a.b from cancelling catastrophically in float32. Half-precision rows are measured in
+    float32: their squares overflow fp16 (features of about 10 over 512 channels) and inf - inf is NaN.
     """
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
     x = x - x.mean(dim=-2, keepdim=True)
     sq = (x * x).sum(-1)
     d = sq.unsqueeze(-1) + sq.unsqueeze(-2) - 2.0 * matmul(x, x.transpose(-1, -2))

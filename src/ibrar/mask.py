@@ -14,6 +14,7 @@ information; zeroing them removes features an attacker could use. Two behaviours
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from fractions import Fraction
 from typing import Literal
 
 import torch
@@ -123,6 +124,12 @@ class ChannelMask(nn.Module):
             score_x = combine(pc, px, self.estimator).float()
         return score_y, score_x
 
+    @property
+    def paper_count(self) -> int:
+        """How many channels the paper rule drops: the fraction of the channels, rounded down as a decimal
+        (0.29 of 100 is 29, where the binary product 28.999999999999996 floored to 28)."""
+        return int(Fraction(str(self.drop_fraction)) * self.num_channels)
+
     def select(self, score_y: Tensor, score_x: Tensor | None = None) -> Tensor:
         """The 0/1 mask the rule picks from the scores."""
         # By rank rather than by writing through an index: a CPU scalar written into a CUDA tensor is a
@@ -132,7 +139,7 @@ class ChannelMask(nn.Module):
             return rank < n
 
         if self.rule == "paper":
-            drop = lowest(score_y, int(self.drop_fraction * self.num_channels))
+            drop = lowest(score_y, self.paper_count)
         else:
             n = self.official_count
             drop = lowest(score_y, n)
