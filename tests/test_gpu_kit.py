@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -55,13 +58,15 @@ def rehearsal(tmp_path_factory) -> dict[str, str]:
             "IBRAR_GPU_PYTHON": sys.executable, "OMP_NUM_THREADS": "1", "IBRAR_GPU_KIT_REHEARSAL": "1"}
 
 
-def device_call(env: dict[str, str], out: Path, *stage: str, **extra: str) -> tuple[dict, str]:
-    """`bash bench/gpu/run.sh STAGE` as the device tool runs it (a fresh, empty $OUT); returns stage.json, log."""
+def device_call(env: dict[str, str], out: Path, *stage: str, rc: int = 0, **extra: str) -> tuple[dict, str]:
+    """`bash bench/gpu/run.sh STAGE` as the device tool runs it (a fresh, empty $OUT); returns stage.json, log.
+    Every call's $OUT must be what the device tool returns whole (`assert_comes_back`)."""
     out.mkdir(parents=True)
     done = subprocess.run(["bash", "bench/gpu/run.sh", *stage], cwd=REPO, env={**env, "OUT": str(out), **extra},
                           capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == rc, done.stdout[-3000:] + done.stderr[-3000:]
     assert (out / "stage.log").read_text() == done.stdout  # the log comes back with the results
+    assert_comes_back(out)
     return json.loads((out / "stage.json").read_text()), done.stdout
 
 
@@ -70,6 +75,14 @@ def assert_comes_back(out: Path) -> None:
     files = [p for p in out.rglob("*") if p.is_file()]
     assert 0 < len(files) <= 8, files
     assert all(len(p.relative_to(out).parts) <= 3 for p in files), files
+
+
+def unpacked(out: Path, name: str = "table4.tar.gz") -> Path:
+    """The run folders a call packed into its tarball, unpacked beside its $OUT."""
+    dest = out.with_name(f"{out.name}-unpacked")
+    with tarfile.open(out / name) as archive:
+        archive.extractall(dest, filter="data")
+    return dest
 
 
 def test_check_stage_rehearses_the_cuda_tests_and_the_fast_path_bench(rehearsal, tmp_path):
@@ -102,7 +115,10 @@ def test_table4_row_stops_at_its_time_budget_resumes_in_the_next_call_and_export
     first, log = device_call(rehearsal, tmp_path / "call1", "table4-1", IBRAR_GPU_TRAIN_UNTIL_S="0")
     assert first["next"] == "bash bench/gpu/run.sh table4-1" and "call again" in first["status"]
     assert "CALL AGAIN" in log
-    exported = tmp_path / "call1" / run
+    # the run folder packed (it may hold 9 files; a call returns 8): with stage.json and stage.log, 3 files back
+    assert sorted(p.name for p in (tmp_path / "call1").iterdir()) == ["stage.json", "stage.log", "table4.tar.gz"]
+    assert_comes_back(tmp_path / "call1")
+    exported = unpacked(tmp_path / "call1") / run
     assert (exported / "config.yaml").is_file() and not (exported / "eval.json").exists()
     assert not list((tmp_path / "call1").rglob("*.pt"))  # never checkpoints
     assert kit.collect(tmp_path / "call1", tmp_path / "results") == []  # not evaluated yet: stays out of results/
@@ -111,7 +127,8 @@ def test_table4_row_stops_at_its_time_budget_resumes_in_the_next_call_and_export
     second, log = device_call(rehearsal, tmp_path / "call2", "table4-1", IBRAR_GPU_EVAL_SUBSET_S="1e6",
                               IBRAR_GPU_CALL_S="240")  # a call shorter than 10 minutes
     assert second["epochs_done"] == 1 and "eval-n" in second["status"] and "CALL AGAIN" in log
-    exported = tmp_path / "call2" / run
+    assert_comes_back(tmp_path / "call2")
+    exported = unpacked(tmp_path / "call2") / run
     from ibrar.run_files import PARTIAL_EVAL_FILE
 
     assert kit.EVAL_FULL == PARTIAL_EVAL_FILE  # the file the kit returns is the one the report reads
@@ -120,9 +137,13 @@ def test_table4_row_stops_at_its_time_budget_resumes_in_the_next_call_and_export
     partial = tmp_path / "results" / "table4-smoke-partial" / run.name
     assert kit.collect(tmp_path / "call2", tmp_path / "results") == [partial]
     assert json.loads((partial / kit.EVAL_FULL).read_text()) == full and (partial / "stage.log").is_file()
-    # a call of the kit before it exported that piece: the same numbers, from the table stage.log printed
-    (exported / kit.EVAL_FULL).unlink()
-    kit.collect(tmp_path / "call2", tmp_path / "results")
+    # a call of the kit before it exported that piece (nor packed the run): the same numbers, from the table
+    # stage.log printed
+    old = tmp_path / "old-call2"
+    shutil.copytree(exported, old / run)
+    shutil.copyfile(tmp_path / "call2" / "stage.log", old / "stage.log")
+    (old / run / kit.EVAL_FULL).unlink()
+    assert kit.collect(old, tmp_path / "results") == [partial]
     recovered = json.loads((partial / kit.EVAL_FULL).read_text())
     assert recovered["n"] == full["n"] and recovered["seed"] == full["seed"] and "stage.log" in recovered[
         "recovered_from"]
@@ -134,7 +155,8 @@ def test_table4_row_stops_at_its_time_budget_resumes_in_the_next_call_and_export
     third, log = device_call(rehearsal, tmp_path / "call3", "table4-1", IBRAR_GPU_AA_N="20")  # a short lease's n
     assert third["status"] == "finished" and third["epochs_done"] == third["epochs"] == 1
     assert "== table4-1: FINISHED" in log and "(found: evaluate)" in log
-    exported = tmp_path / "call3" / run
+    assert_comes_back(tmp_path / "call3")
+    exported = unpacked(tmp_path / "call3") / run
     assert sorted(p.name for p in exported.iterdir()) == sorted(  # row 1: Figure 3's features too
         ["config.yaml", "meta.json", "metrics.jsonl", "info_plane.jsonl", "eval.json", "gpu.json",
          "tsne-features.npz"])
@@ -146,7 +168,6 @@ def test_table4_row_stops_at_its_time_budget_resumes_in_the_next_call_and_export
     gpu = json.loads((exported / "gpu.json").read_text())
     assert [c["status"] == "finished" for c in gpu["calls"]] == [False, False, True]
     assert gpu["minutes_total"] == pytest.approx(sum(c["minutes"] for c in gpu["calls"]), abs=0.02)
-    assert_comes_back(tmp_path / "call2")
     # back here, into results/<experiment>-<scale>/<run>/, where the report command reads runs
     assert kit.collect(tmp_path / "call3", tmp_path / "results") == [tmp_path / "results" / run]
     assert (tmp_path / "results" / run / "eval.json").read_text() == (exported / "eval.json").read_text()
@@ -409,6 +430,17 @@ def test_fetch_finds_the_folder_of_the_row_seed_and_optimizer_asked_for(tmp_path
         "vgg16-6-ibrar-authors-optim", "vgg16-6-ibrar-authors-optim-seed1", "vgg16-6-ibrar-authors-optim-seed1"]
     with pytest.raises(SystemExit, match=r"fetch 1-seed1: expected one run folder of that row .* found \[\]"):
         fetch.find_run(ctx, "1-seed1")
+    # the other optimizer's folder is there: the error says which knob finds it, and the README shows that fetch
+    (folder / "vgg16-2-ib").mkdir()
+    with pytest.raises(SystemExit, match=r"found \[\]; IBRAR_GPU_OPTIM=paper bash bench/gpu/run.sh fetch 2 finds "
+                                         r"\['vgg16-2-ib'\]"):
+        fetch.find_run(ctx, "2")
+    monkeypatch.setenv("IBRAR_GPU_OPTIM", "paper")
+    with pytest.raises(SystemExit, match=r"fetch 1: .* IBRAR_GPU_OPTIM=authors bash bench/gpu/run.sh fetch 1 finds "
+                                         r"\['vgg16-1-ce-authors-optim'\]"):
+        (folder / "vgg16-1-ce-authors-optim").mkdir()
+        fetch.find_run(ctx, "1")
+    assert "`IBRAR_GPU_OPTIM=authors bash bench/gpu/run.sh fetch 6`" in (REPO / "bench/gpu/README.md").read_text()
 
 
 def test_assembling_names_a_corrupt_or_missing_shard(tmp_path):
@@ -455,8 +487,25 @@ def test_assembled_weights_get_their_sha256_sidecar_and_never_replace_other_weig
 def test_a_row_that_fails_in_the_table4_stage_is_named_with_its_error_in_the_calls_log(rehearsal, tmp_path):
     stage, log = device_call({**rehearsal, "IBRAR_GPU_RUNS": str(tmp_path / "runs")}, tmp_path / "out", "table4",
                              "99")
-    assert stage["status"] == "rows 99 not finished: call again" and stage["rows"][0]["exit_code"] != 0
+    # a row that refused fails the same way when called again: failed, with no call to repeat
+    assert stage["status"].startswith("failed: row 99: table4 row '99': expected one of")
+    assert stage["rows"][0]["exit_code"] != 0 and stage["next"] == "(fix the error; see stage.log)"
     assert "| error: table4 row '99'" in log  # the row's own log, quoted where the reply's tail shows it
+    assert "FAILED" in log and "CALL AGAIN" not in log
+
+
+def test_a_stage_that_refuses_is_recorded_failed_with_its_message_not_as_stopped_to_call_again(rehearsal,
+                                                                                               tmp_path):
+    """SystemExit (an unknown row, a run of another config, the optimizer knob for Table 1, fetch finding no run
+    folder) is the stage's own refusal: the same call would refuse again, so `next` must not repeat it."""
+    env = {**rehearsal, "IBRAR_GPU_RUNS": str(tmp_path / "runs")}
+    stage, log = device_call(env, tmp_path / "row", "table4-99", rc=1)
+    assert stage["status"].startswith("failed: table4 row '99': expected one of")
+    assert stage["next"] == "(fix the error; see stage.log)" and stage["exit_code"] == 1
+    assert "CALL AGAIN" not in log
+    stage, log = device_call(env, tmp_path / "fetch", "fetch", "6", rc=1)
+    assert stage["status"].startswith("failed: fetch 6: expected one run folder of that row")
+    assert stage["next"] == "(fix the error; see stage.log)" and "CALL AGAIN" not in log
 
 
 def test_a_fetch_call_fits_what_a_device_call_returns():
@@ -538,6 +587,71 @@ def test_a_call_again_line_repeats_the_config_overrides_a_row_started_with(monke
     monkeypatch.setenv("IBRAR_GPU_OVERRIDES", "train.cuda_graph=false train.threads=4")
     assert next_command(["table4"]) == ("IBRAR_GPU_OPTIM=authors IBRAR_GPU_OVERRIDES='train.cuda_graph=false "
                                         "train.threads=4' bash bench/gpu/run.sh table4")
+
+
+class Escaped(Exception):
+    """SIGTERM reached the test's own handler: the stage ran its evaluation without one."""
+
+
+def test_a_sigterm_during_the_evaluation_still_records_and_exports_what_is_done(rehearsal, tmp_path, monkeypatch,
+                                                                                image_folder):
+    """run.sh's timeout may come while AutoAttack runs: the stage must stop as it does in training (a status to
+    call again, gpu.json, the export), and the whole-test-set piece must be in $OUT before the next piece starts
+    (a kill after the SIGTERM's 15 s leaves no time to export it)."""
+    import stages
+
+    import ibrar.run_eval as run_eval
+    from ibrar.run_folder import RunFolder
+
+    out, seen, pieces = tmp_path / "out", [], []
+
+    def evaluate(run_dir, **kwargs):
+        pieces.append(kwargs["attacks"])
+        if len(pieces) == 1:  # the whole test set: done
+            RunFolder(run_dir).eval_file.write_text(json.dumps({"n": 80, "seed": 0, "clean": 0.5, "attacks": []}))
+            return "the whole-test-set table"
+        with tarfile.open(out / "table4.tar.gz") as archive:
+            seen.extend(archive.getnames())
+        os.kill(os.getpid(), signal.SIGTERM)  # the timeout's TERM while AutoAttack runs
+        time.sleep(5)
+        raise AssertionError("not stopped")
+
+    def escaped(signum, frame):
+        raise Escaped
+
+    monkeypatch.setattr(run_eval, "evaluate_run", evaluate)
+    for name, value in {"OUT": str(out), "IBRAR_GPU_RUNS": str(tmp_path / "runs"), "IBRAR_DATA_ROOT": str(image_folder),
+                        "IBRAR_GPU_SCRATCH": str(tmp_path / "scratch"), "IBRAR_GPU_KIT_REHEARSAL": "1",
+                        "IBRAR_GPU_EVAL_FULL_S": "0", "IBRAR_GPU_EVAL_SUBSET_S": "0"}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("OPTIM", "OVERRIDES", "BUDGET_S", "SIDE_BY_SIDE_ROW"):
+        monkeypatch.delenv(f"IBRAR_GPU_{name}", raising=False)
+    previous = signal.signal(signal.SIGTERM, escaped)
+    try:
+        ctx = stages.Context.from_env("table4-2")
+        status, where = stages.stage_run(ctx, {"device": "CPU", "torch": torch.__version__, "cuda": None}, "2")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert status.startswith("stopped by the call's time budget") and status.endswith("call again to continue")
+    assert f"table4-smoke/vgg16-2-ib/{kit.EVAL_FULL}" in seen  # exported before AutoAttack's piece started
+    run = unpacked(out) / "table4-smoke" / "vgg16-2-ib"
+    assert (run / kit.EVAL_FULL).is_file()
+    assert json.loads((run / "gpu.json").read_text())["calls"][-1]["status"] == status
+
+
+def test_a_call_again_line_carries_the_budget_placeholder_when_the_call_had_a_budget(monkeypatch):
+    """Copied without IBRAR_GPU_BUDGET_S the next call would plan a whole 600 s call, whatever the lease has left."""
+    from stages import next_command
+
+    for name in ("OPTIM", "OVERRIDES", "BUDGET_S"):
+        monkeypatch.delenv(f"IBRAR_GPU_{name}", raising=False)
+    assert next_command(["table4-6"]) == "bash bench/gpu/run.sh table4-6"
+    monkeypatch.setenv("IBRAR_GPU_BUDGET_S", "512")
+    monkeypatch.setenv("IBRAR_GPU_OPTIM", "authors")
+    assert next_command(["fetch", "6", "4"]) == ("IBRAR_GPU_OPTIM=authors IBRAR_GPU_BUDGET_S=B bash bench/gpu/run.sh "
+                                                 "fetch 6 4")
+    readme = (REPO / "bench" / "gpu" / "README.md").read_text()
+    assert "replace its `B`" in readme  # the person puts in the reply's lease.budget_left_s
 
 
 def test_the_junit_summary_names_the_modules_with_a_passing_and_with_a_failing_test(tmp_path):

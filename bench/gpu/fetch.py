@@ -25,7 +25,21 @@ def find_run(ctx: Context, row: str) -> Path:
     experiment, run = (experiment, run) if run is not None else ("table4", row)
     folder = ctx.runs / f"{experiment}-{'smoke' if ctx.rehearsal else 'paper'}"
     run, seed = row_and_seed(run)
-    suffix = optimizer()[1]
+    names = folders_of(folder, run, seed, experiment, optimizer()[1])
+    if len(names) != 1:
+        # a row trained with the other optimizer has its folder under another name: say which knob finds it
+        others = [f"IBRAR_GPU_OPTIM={knob} bash bench/gpu/run.sh fetch {row} finds {found}"
+                  for knob, (_, suffix) in OPTIMIZERS.items() if suffix != optimizer()[1]
+                  and (found := folders_of(folder, run, seed, experiment, suffix))]
+        hint = f"; {'; '.join(others)}" if others and not names else ""
+        raise SystemExit(f"error: fetch {row}: expected one run folder of that row in {folder}, found {names}{hint} "
+                         "(a fresh machine has none; fetch only while the machine that trained it is warm)")
+    return folder / names[0]
+
+
+def folders_of(folder: Path, run: str, seed: int, experiment: str, suffix: str) -> list[str]:
+    """The run folders in `folder` of `run` (as a stage names it) and `seed`, trained with the optimizer whose
+    run-name suffix is `suffix` (`run_name`)."""
     other = [s for _, s in OPTIMIZERS.values() if s and s != suffix]
 
     def group_of(name: str) -> str | None:
@@ -36,11 +50,7 @@ def find_run(ctx: Context, row: str) -> Path:
 
     groups = {p.name: group for p in folder.glob("*") if p.is_dir() and (group := group_of(p.name)) is not None}
     wanted = set(named_by(run, set(groups.values()), experiment))
-    names = sorted(n for n, g in groups.items() if g in wanted)
-    if len(names) != 1:
-        raise SystemExit(f"error: fetch {row}: expected one run folder of that row in {folder}, found {names} (a "
-                         "fresh machine has none; fetch only while the machine that trained it is warm)")
-    return folder / names[0]
+    return sorted(n for n, g in groups.items() if g in wanted)
 
 
 def stage_fetch(ctx: Context, row: str, first: int) -> tuple[str, dict[str, Any]]:

@@ -5,7 +5,7 @@
     python3 bench/gpu/kit.py unpack TARBALL DEST          unpack the carried CIFAR-10 (once per machine)
     python3 bench/gpu/kit.py slim WHEEL PREFIX            drop files a wheel bundles but nothing imports
     python3 bench/gpu/kit.py collect FILES_AT             copy a device call's results into results/ (a
-                                                          table4, table1 or fig2 stage's tarball unpacked)
+                                                          table4.tar.gz, table1.tar.gz or fig2.tar.gz unpacked)
 
 What travels in a device call: the tracked files, the untracked files git does not ignore, a `shared/` folder
 in the checkout, and the carried paths (the kit folder, `.gpu-kit`); together at most 64 MiB.
@@ -31,8 +31,8 @@ DEFAULT_KIT = REPO / ".gpu-kit"
 # merged with it into eval.json; the report reads it under the same name (ibrar.run_files.PARTIAL_EVAL_FILE)
 EVAL_FULL = "eval-full.json"
 INSTALLED_LIST = "ibrar-kit-installed.txt"  # in the target folder: the wheels the last set-up installed
-# the `table4`, `table1` and `fig2` stages' runs, packed (bench/gpu/side_by_side.py; kit.py imports nothing of
-# ibrar's)
+# the `table4`, `table1` and `fig2` stages' runs, packed (bench/gpu/side_by_side.py), and a `table4-ROW`,
+# `table1-RUN` or `fig2-RUN` call's run (stages.export_run); kit.py imports nothing of ibrar's
 TARBALLS = ("table4.tar.gz", "table1.tar.gz", "fig2.tar.gz")
 
 
@@ -203,13 +203,14 @@ def evaluation_from_log(log: Path, run: str) -> dict | None:
             "recovered_from": f"{log.name}: the evaluation table the call printed ({EVAL_FULL} did not come back)"}
 
 
-def collect(files_at: Path, results: Path, quiet: bool = False) -> list[Path]:
+def collect(files_at: Path, results: Path, quiet: bool = False, log: Path | None = None) -> list[Path]:
     """Copy what a device call brought back into `results/`: each finished run folder
     ($OUT/<experiment>-<scale>/<run>/, or inside the `table4`, `table1` or `fig2` stage's tarball) through `ibrar report
     collect`'s own copy (the figures' inputs with it), and a `check` stage's files to
     results/gpu-check/. A run that has not been evaluated yet stays out of results/<experiment>-<scale>/ (its stage
     is called again); how far it got goes to results/<experiment>-<scale>-partial/<run>/, since the lease may end
-    first. Returns the folders written."""
+    first. `log`: the call's stage.log, for a tarball's runs (the files_at of its unpacked copy has none).
+    Returns the folders written."""
     from ibrar.errors import IbrarError  # imported here: collecting runs on this machine, where ibrar is installed
     from ibrar.report import collect_run, copy_artifacts, partial_folder
     from ibrar.run_files import CONFIG_FILE
@@ -225,7 +226,7 @@ def collect(files_at: Path, results: Path, quiet: bool = False) -> list[Path]:
                     archive.extractall(unpacked, filter="data")
                 except TypeError:  # a Python without extraction filters
                     archive.extractall(unpacked)
-            copied += collect(Path(unpacked), results, quiet=True)
+            copied += collect(Path(unpacked), results, quiet=True, log=files_at / "stage.log")
     for config in sorted(files_at.glob(f"*/*/{CONFIG_FILE}")):
         run = config.parent
         partial = partial_folder(results, run.parent.name) / run.name
@@ -239,7 +240,7 @@ def collect(files_at: Path, results: Path, quiet: bool = False) -> list[Path]:
                 shutil.rmtree(partial, ignore_errors=True)
                 partial.mkdir(parents=True)
                 copy_artifacts(run, partial)
-                keep_partial_evaluation(files_at, run, partial)
+                keep_partial_evaluation(files_at, run, partial, log)
                 copied.append(partial)
     if (files_at / "check.json").is_file():
         dest = results / "gpu-check"
@@ -257,12 +258,12 @@ def collect(files_at: Path, results: Path, quiet: bool = False) -> list[Path]:
     return copied
 
 
-def keep_partial_evaluation(files_at: Path, run: Path, partial: Path) -> None:
+def keep_partial_evaluation(files_at: Path, run: Path, partial: Path, log: Path | None = None) -> None:
     """A trained row whose AutoAttack piece has not run: keep its whole-test-set piece (from the call's stage.log
     if the file itself did not come back) and that log, which is its provenance."""
     # a run of a side-by-side stage (`table4`, ...) carries its own log in its folder; a `table4-ROW` call's
-    # is the call's
-    log = run / "stage.log" if (run / "stage.log").is_file() else files_at / "stage.log"
+    # is the call's (`log`, beside the tarball the run came in)
+    log = run / "stage.log" if (run / "stage.log").is_file() else log or files_at / "stage.log"
     if (run / EVAL_FULL).is_file():
         shutil.copyfile(run / EVAL_FULL, partial / EVAL_FULL)
     elif (recovered := evaluation_from_log(log, run.name)) is not None:

@@ -11,7 +11,7 @@ side are in stage.json's `rows`, to set beside a row's alone (gpu.json of a `tab
 
 from __future__ import annotations
 
-import io
+import contextlib
 import json
 import os
 import shutil
@@ -19,19 +19,14 @@ import signal
 import statistics
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 from typing import Any
 
-from stages import EXPERIMENTS, REPO, Context, _metric_lines
+from stages import EXPERIMENTS, REPO, SIDE_BY_SIDE_ROW, Context, _metric_lines, pack_folders, tarball_name
 
 PACK_EVERY_S = 10.0
 REPORT_EVERY_S = 60.0  # each row's latest log line, so that the call's own log (the reply's tail) shows progress
-
-
-def tarball_name(experiment: str) -> str:
-    return f"{experiment}.tar.gz"
 
 
 def chosen_rows(rest: list[str], experiment: str = "table4") -> list[str]:
@@ -52,25 +47,10 @@ def row_outs(ctx: Context, experiment: str = "table4") -> Path:
 
 def pack(outs: dict[str, Path], tarball: Path) -> int:
     """Every row's exported run folder, with that row's stage.log and stage.json inside it, into one tarball
-    (written beside and renamed over the last one: a call cut off mid-write still has the previous); the number
-    of files packed."""
-    buffer = io.BytesIO()
-    count = 0
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for out in outs.values():
-            runs = sorted(p.parent for p in out.glob("*/*/config.yaml"))
-            for run in runs:
-                for path in sorted(run.iterdir()):
-                    archive.add(path, f"{run.parent.name}/{run.name}/{path.name}")
-                    count += 1
-                for name in ("stage.log", "stage.json"):
-                    if (out / name).is_file():
-                        archive.add(out / name, f"{run.parent.name}/{run.name}/{name}")
-                        count += 1
-    tmp = tarball.with_name(f".{tarball.name}.tmp")
-    tmp.write_bytes(buffer.getvalue())
-    os.replace(tmp, tarball)
-    return count
+    (`pack_folders`); the number of files packed."""
+    logs = {run: [out / name for name in ("stage.log", "stage.json") if (out / name).is_file()]
+            for out in outs.values() for run in sorted(p.parent for p in out.glob("*/*/config.yaml"))}
+    return pack_folders(logs, tarball, logs)
 
 
 def last_lines(log: Path, count: int) -> list[str]:
@@ -97,7 +77,7 @@ def stage_side_by_side(ctx: Context, info: dict[str, Any], experiment: str,
     rows = chosen_rows(rest, experiment)
     base = row_outs(ctx, experiment)
     outs = {row: base / row for row in rows}
-    env = {**os.environ}
+    env = {**os.environ, SIDE_BY_SIDE_ROW: "1"}  # each row exports its run folder plainly, for `pack`
     # the cores shared among the rows' processes (each would take them all: 6 x 16 threads on 16 cores)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // len(rows))))
     processes: dict[str, subprocess.Popen] = {}
@@ -122,7 +102,8 @@ def stage_side_by_side(ctx: Context, info: dict[str, Any], experiment: str,
         while any(p.poll() is None for p in processes.values()):
             time.sleep(0.5)
             if time.time() - last_pack >= PACK_EVERY_S:
-                pack(outs, tarball)
+                with contextlib.suppress(OSError):  # a row re-exporting its folder just now: the next round packs it
+                    pack(outs, tarball)
                 last_pack = time.time()
             if time.time() - last_report >= REPORT_EVERY_S:
                 for row, out in outs.items():
@@ -141,5 +122,9 @@ def stage_side_by_side(ctx: Context, info: dict[str, Any], experiment: str,
             print("\n".join(f"      | {line}" for line in last_lines(outs[summary["row"]] / "stage.log", 15)))
     unfinished = [s["row"] for s in summaries if not s["status"].startswith("finished")]
     status = "finished" if not unfinished else f"rows {','.join(unfinished)} not finished: call again"
+    # a row that refused (an unknown row, a run of another config) fails the same way when called again
+    if refused := [f"row {s['row']}: {s['status'].removeprefix('failed: ')}" for s in summaries
+                   if s["status"].startswith("failed")]:
+        status = f"failed: {'; '.join(refused)}"
     return status, {"rows": summaries, "tarball": {"name": tarball.name, "files": packed,
                                                    "bytes": tarball.stat().st_size}}

@@ -11,11 +11,12 @@
                   trains seed K, e.g. table4-6-seed1, into <run>-seedK), trained into
                   a run folder on the machine's disk until the call's time budget is spent; once trained, its
                   evaluation (the paper's attacks on the whole test set, the figures' inputs, then all the attacks
-                  with AutoAttack on a seeded subset of 1,000) -> $OUT/table4-paper/<run>/{config.yaml, meta.json,
-                  metrics.jsonl, info_plane.jsonl, eval.json, gpu.json, ...}: the layout of
-                  results/<experiment>-<scale>/<run>/
+                  with AutoAttack on a seeded subset of 1,000) -> table4-paper/<run>/{config.yaml, meta.json,
+                  metrics.jsonl, info_plane.jsonl, eval.json, gpu.json, ...} (the layout of
+                  results/<experiment>-<scale>/<run>/), packed into $OUT/table4.tar.gz after each piece
     fetch ROW [K] a trained row's final.pt in sha256-checked shards, from shard K (fetch.py)
-    finalize      (run.sh calls it last) marks stage.json of a stage that was killed
+    finalize      (run.sh calls it last) marks stage.json of a stage that was killed (one that refused, with
+                  SystemExit, is `failed: <why>` already, with no call to repeat)
 
 Every stage writes $OUT/stage.json (device, torch version, minutes, status, what to call next). The call's plan
 (when training stops, whether this is the lease's last call) comes from three knobs: IBRAR_GPU_BUDGET_S,
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import re
@@ -35,6 +37,7 @@ import shlex
 import shutil
 import signal
 import sys
+import tarfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -271,26 +274,36 @@ def find_row(experiment: Any, row: str, name: str = "table4") -> Any:
 
 
 @contextlib.contextmanager
+def sigterm_stops() -> Iterator[None]:
+    """A real SIGTERM (run.sh's timeout, or the side-by-side parent forwarding it) raises KeyboardInterrupt for the
+    whole stage body, evaluation included, so that the stage records and exports what is done before it exits
+    (the Trainer's loop installs its own handler while it trains, and puts this one back)."""
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
 def reporting(run_dir: Path, every_s: float = 30.0) -> Iterator[None]:
-    """While training runs, print the epochs done every `every_s` seconds (a daemon thread reading metrics.jsonl).
-    A real SIGTERM outside the Trainer's loop (run.sh's timeout during the evaluation) raises KeyboardInterrupt."""
+    """While training runs, print the epochs done every `every_s` seconds (a daemon thread reading metrics.jsonl)."""
     done = threading.Event()
 
     def report() -> None:
         while not done.wait(every_s):
             print(f"   ... {progress(run_dir)}", flush=True)
 
-    def interrupt(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
     thread = threading.Thread(target=report, daemon=True)
     thread.start()
     try:
         yield
     finally:
         done.set()
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _metric_lines(run_dir: Path) -> list[dict[str, Any]]:
@@ -367,6 +380,7 @@ def evaluate_row(ctx: Context, spec: Any, scale: Any, config: Any, run_dir: Path
         print(report, flush=True)
         print(f"   ({time.time() - started:.0f} s)", flush=True)
         os.replace(RunFolder(run_dir).eval_file, path)
+        export_run(ctx, run_dir)  # in $OUT at once: a call killed in the next piece still returns this one
     from ibrar.evaluation_record import Evaluation
 
     merged = merge_evaluations(json.loads(full_file.read_text()), json.loads(subset_file.read_text()), subset_attack)
@@ -395,6 +409,7 @@ def figure_pieces(ctx: Context, spec: Any, scale: Any, run_dir: Path) -> str:
         started = time.time()
         compute()
         print(f"== {run_dir.name}: {name} ({time.time() - started:.0f} s)", flush=True)
+        export_run(ctx, run_dir)
     return ""
 
 
@@ -415,9 +430,38 @@ def record_call(ctx: Context, run_dir: Path, info: dict[str, Any], status: str) 
     folder.write_gpu_calls(record)
 
 
+SIDE_BY_SIDE_ROW = "IBRAR_GPU_SIDE_BY_SIDE_ROW"  # set by side_by_side.py for its rows' processes
+
+
+def tarball_name(experiment: str) -> str:
+    return f"{experiment}.tar.gz"
+
+
+def pack_folders(runs: Iterable[Path], tarball: Path, logs: dict[Path, list[Path]] | None = None) -> int:
+    """Each exported run folder (with the files `logs` names for it put inside it) into one tarball, written beside
+    and renamed over the last one (a call cut off mid-write still has the previous); the number of files packed."""
+    buffer = io.BytesIO()
+    count = 0
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for run in runs:
+            for path in [*sorted(run.iterdir()), *(logs or {}).get(run, [])]:
+                archive.add(path, f"{run.parent.name}/{run.name}/{path.name}")
+                count += 1
+    tarball.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tarball.with_name(f".{tarball.name}.tmp")
+    tmp.write_bytes(buffer.getvalue())
+    os.replace(tmp, tarball)
+    return count
+
+
 def export_run(ctx: Context, run_dir: Path) -> Path:
-    """Copy the run's small files to $OUT/<experiment>-<scale>/<run>/ (two folders down: they all come back)."""
-    dest = ctx.out / run_dir.parent.name / run_dir.name
+    """Copy the run's small files to <experiment>-<scale>/<run>/: in a row of a side-by-side stage, under the row's
+    own $OUT, which the parent packs; in a call of its own, on the machine's disk, packed into
+    $OUT/<experiment>.tar.gz, since a run folder holds up to 9 files and a call returns 8 (with stage.json and
+    stage.log: 3 files). Called after every piece, so that a call killed later still returns what is done."""
+    own_call = SIDE_BY_SIDE_ROW not in os.environ
+    base = Path(os.environ.get("IBRAR_GPU_SCRATCH", "/tmp/ibrar-gpu")) / "export" if own_call else ctx.out
+    dest = base / run_dir.parent.name / run_dir.name
     shutil.rmtree(dest, ignore_errors=True)  # an export earlier in the call may hold a piece eval.json now merges
     dest.mkdir(parents=True)
     names = list(EXPORTED)
@@ -426,6 +470,8 @@ def export_run(ctx: Context, run_dir: Path) -> Path:
     for name in names:
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, dest / name)
+    if own_call:
+        pack_folders([dest], ctx.out / tarball_name(experiment_of(ctx.stage)[0]))
     return dest
 
 
@@ -462,13 +508,13 @@ def stage_run(ctx: Context, info: dict[str, Any], row: str, name: str = "table4"
         return "finished (already, in an earlier call)", where
     status = "finished"
     try:
-        if state in ("new", "resume"):
-            with reporting(run_dir):  # training stops at the deadline as on SIGTERM: a checkpoint, then resume
-                train_and_evaluate(config, run_dir, data_root=ctx.data_root, evaluation=None,  # evaluated in pieces
-                                   resume=state == "resume", overwrite=state == "new", quiet=True,
-                                   stop_at=ctx.t0 + ctx.train_until)
-            print(f"   trained: {progress(run_dir)} after {ctx.elapsed() / 60:.1f} min", flush=True)
-        if state != "done":
+        with sigterm_stops():  # training and every evaluation piece: a SIGTERM still records and exports
+            if state in ("new", "resume"):
+                with reporting(run_dir):  # training stops at the deadline as on SIGTERM: a checkpoint, then resume
+                    train_and_evaluate(config, run_dir, data_root=ctx.data_root, evaluation=None,  # in pieces
+                                       resume=state == "resume", overwrite=state == "new", quiet=True,
+                                       stop_at=ctx.t0 + ctx.train_until)
+                print(f"   trained: {progress(run_dir)} after {ctx.elapsed() / 60:.1f} min", flush=True)
             record_call(ctx, run_dir, info, "trained")
             export_run(ctx, run_dir)
             status = evaluate_row(ctx, spec, experiment.scale, config, run_dir)
@@ -520,14 +566,25 @@ def finalize(ctx: Context, rc: int) -> None:
     print(f"== {ctx.stage} took {record['minutes']} min in all; results in {ctx.out}")
 
 
+FIX_IT = "(fix the error; see stage.log)"  # the `next` of a failed stage: the same call would fail the same way
+
+
+def failed(error: SystemExit) -> str:
+    """stage.json's status for a stage that refused with SystemExit: `failed: <its message>`."""
+    return f"failed: {str(error.code).removeprefix('error: ')}"
+
+
 def next_command(stage: list[str]) -> str:
     """The call to make next: the same stage, with the optimizer knob when it is not the default and the config
     overrides when there are any (the check's advice may set train.cuda_graph=false): a row resumes only with the
-    config it started with."""
+    config it started with; and IBRAR_GPU_BUDGET_S=B when this call had a budget (B: the reply's
+    lease.budget_left_s, to put in by hand), since without it the next call plans a whole 600 s call."""
     knob = os.environ.get("IBRAR_GPU_OPTIM", "paper")
     prefix = f"IBRAR_GPU_OPTIM={knob} " if knob != "paper" else ""
     if overrides := os.environ.get("IBRAR_GPU_OVERRIDES", "").strip():
         prefix += f"IBRAR_GPU_OVERRIDES={shlex.quote(overrides)} "
+    if _budget() is not None:
+        prefix += "IBRAR_GPU_BUDGET_S=B "
     return f"{prefix}bash bench/gpu/run.sh {' '.join(stage)}"
 
 
@@ -547,12 +604,16 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.stage in ("check", "fetch") or experiment):
         parser.error(f"stage: expected check, table4 [ROWS], table4-ROW (e.g. table4-1), table1 [RUNS], table1-RUN "
                      f"(e.g. table1-pgd_at), fig2 [RUNS], fig2-RUN or fetch ROW, got {args.stage!r}")
-    if args.stage != "fetch":  # fetch cuts a file in shards: nothing of ibrar's dependencies but torch
-        preflight(ctx.rehearsal)
-    import torch
+    try:
+        if args.stage != "fetch":  # fetch cuts a file in shards: nothing of ibrar's dependencies but torch
+            preflight(ctx.rehearsal)
+        import torch
 
-    if not ctx.rehearsal and not torch.cuda.is_available():
-        raise SystemExit("error: no CUDA device here; on a CPU machine rehearse with IBRAR_GPU_KIT_REHEARSAL=1")
+        if not ctx.rehearsal and not torch.cuda.is_available():
+            raise SystemExit("error: no CUDA device here; on a CPU machine rehearse with IBRAR_GPU_KIT_REHEARSAL=1")
+    except SystemExit as error:
+        write_stage_json(ctx, failed(error), {}, next=FIX_IT)
+        raise
     info = device_info()
     write_stage_json(ctx, "running", info)
     following = next_command(stage)
@@ -574,13 +635,16 @@ def main(argv: list[str] | None = None) -> int:
                 following = next_command(["fetch", row, str(extra["next_first"])])
         else:
             status, extra = stage_run(ctx, info, row, experiment)
-    except Exception as error:
-        write_stage_json(ctx, f"failed: {type(error).__name__}: {error}", info, next="(fix the error; see stage.log)")
+    except SystemExit as error:  # the stage refused (an unknown row, a run of another config): calling again won't do
+        write_stage_json(ctx, failed(error), info, next=FIX_IT)
         raise
-    finished = status.startswith("finished")
-    extra["next"] = "" if finished else following
+    except Exception as error:
+        write_stage_json(ctx, f"failed: {type(error).__name__}: {error}", info, next=FIX_IT)
+        raise
+    finished, refused = status.startswith("finished"), status.startswith("failed")
+    extra["next"] = "" if finished else FIX_IT if refused else following
     write_stage_json(ctx, status, info, **extra)
-    verdict = "FINISHED" if finished else f"CALL AGAIN ({extra['next']})"
+    verdict = "FINISHED" if finished else "FAILED" if refused else f"CALL AGAIN ({extra['next']})"
     print(f"== {' '.join(stage)}: {verdict} -- {status}", flush=True)
     return 0
 
