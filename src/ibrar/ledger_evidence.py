@@ -255,6 +255,15 @@ def difference(treatment: dict[int, Run], control: dict[int, Run], key: str, nam
     value = metric or (lambda run: run.value(key))
     missing = tuple(why_missing(name, runs, key) for name, runs in zip(names, (treatment, control), strict=True)
                     if all(value(run) is None for run in runs.values()))
+    # a seed one row ran but that is not evaluated in both leaves the comparison open: judging the seeds left
+    # would count a run as decided that is still missing or unfinished
+    unfinished = tuple(f"{name} seed {seed}: {why_missing(name, {seed: runs[seed]} if seed in runs else {}, key)}"
+                       .replace(f": {name}: ", ": ")
+                       for seed in sorted(set(treatment) | set(control))
+                       for name, runs in zip(names, (treatment, control), strict=True)
+                       if seed not in runs or value(runs[seed]) is None)
+    if unfinished and not missing:
+        return Measure((), unfinished, absent=not treatment)
     values = [a - b for seed in sorted(set(treatment) & set(control))
               if (a := value(treatment[seed])) is not None and (b := value(control[seed])) is not None]
     if not values and not missing:
@@ -279,8 +288,8 @@ def gain_verdict(attack: Measure, autoattack: Measure | None, bar: float) -> Ver
 
 
 def common_seeds(runs: Iterable[dict[int, Run]]) -> list[int]:
-    """The seeds that every row of a comparison ran."""
-    sets = [set(r) for r in runs]
+    """The seeds that every row of a comparison ran and evaluated (a run folder still training is no seed yet)."""
+    sets = [{seed for seed, run in r.items() if run.result is not None} for r in runs]
     return sorted(set.intersection(*sets)) if sets and all(sets) else []
 
 
