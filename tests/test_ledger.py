@@ -230,6 +230,16 @@ def test_the_clean_gain_is_the_mean_over_the_seeds_present_and_the_pairs_that_ra
     assert any("not run at cpu scale yet: MART" in r for r in evidence.verdict.reasons)
 
 
+def test_a_seed_one_row_has_not_evaluated_leaves_the_pair_undecided_not_judged_on_the_seeds_left(tmp_path):
+    results = tmp_path / "results"
+    for seed, (base, ib) in enumerate(((38.4, 44.1), (39.0, 43.0))):
+        table1_pair(results, "pgd_at", seed, base, ib, (21.8, 21.4))
+    (results / "table1-cpu" / "vgg16-cifar10-pgd_at-ibrar-seed1" / "eval.json").unlink()  # seed 1 still training
+    (pgd_at, *_) = claim(results, "The clean-accuracy gain").evidence["cpu"].lines
+    assert pgd_at.verdict.kind == UNDECIDED and "1 seed (0)" in pgd_at.label
+    assert any("seed 1" in reason for reason in pgd_at.verdict.reasons)
+
+
 def test_the_average_gain_appears_under_the_paper_attacks_only_when_autoattack_takes_it_away(tmp_path):
     results = tmp_path / "results"
     table1_pair(results, "pgd_at", 0, 38.4, 44.1, (21.8, 21.4))

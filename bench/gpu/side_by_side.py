@@ -50,7 +50,7 @@ def pack(outs: dict[str, Path], tarball: Path) -> int:
     (`pack_folders`); the number of files packed."""
     logs = {run: [out / name for name in ("stage.log", "stage.json") if (out / name).is_file()]
             for out in outs.values() for run in sorted(p.parent for p in out.glob("*/*/config.yaml"))}
-    return pack_folders(logs, tarball, logs)
+    return pack_folders(list(logs), tarball, logs)
 
 
 def last_lines(log: Path, count: int) -> list[str]:

@@ -248,6 +248,11 @@ def why_missing(name: str, runs: dict[int, Run], key: str) -> str:
     return f"{name}: {'AutoAttack' if key == 'autoattack' else key} not run"
 
 
+def why_seed_missing(name: str, runs: dict[int, Run], seed: int, key: str) -> str:
+    """`why_missing` for one seed of a row: 'row (6) seed 1: no run'."""
+    return why_missing(f"{name} seed {seed}", {seed: runs[seed]} if seed in runs else {}, key)
+
+
 def difference(treatment: dict[int, Run], control: dict[int, Run], key: str, names: tuple[str, str],
                metric: Callable[[Run], float | None] | None = None) -> Measure:
     """Treatment minus control, one value per seed that both ran and evaluated (with `key`, or `metric`, a
@@ -257,9 +262,7 @@ def difference(treatment: dict[int, Run], control: dict[int, Run], key: str, nam
                     if all(value(run) is None for run in runs.values()))
     # a seed one row ran but that is not evaluated in both leaves the comparison open: judging the seeds left
     # would count a run as decided that is still missing or unfinished
-    unfinished = tuple(f"{name} seed {seed}: {why_missing(name, {seed: runs[seed]} if seed in runs else {}, key)}"
-                       .replace(f": {name}: ", ": ")
-                       for seed in sorted(set(treatment) | set(control))
+    unfinished = tuple(why_seed_missing(name, runs, seed, key) for seed in sorted(set(treatment) | set(control))
                        for name, runs in zip(names, (treatment, control), strict=True)
                        if seed not in runs or value(runs[seed]) is None)
     if unfinished and not missing:
