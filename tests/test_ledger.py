@@ -146,6 +146,23 @@ def test_finished_paper_scale_rows_decide_the_headline_under_pgd10_and_autoattac
     assert "PGD-10 30.0 vs 0.1 (+29.9)" in line.measured
 
 
+def test_a_setting_that_lacks_a_row_of_the_claim_is_undecided_not_judged_on_the_comparison_it_has(tmp_path):
+    """The mask claim needs (6) − (2) and (5) − (1): a setting without row (5) cannot reproduce it."""
+    results = tmp_path / "results"
+    folder = results / "table4-paper"
+    for row, pgd in (("1-ce", 0.1), ("2-ib", 12.0), ("6-ibrar", 36.0)):
+        make_run(folder, f"vgg16-{row}", f"table4-vgg16-{row}", **PAPER_SETTING,
+                 attacks={"pgd10": pgd, "autoattack": pgd / 2})
+    evidence = claim(results, "The mask adds robustness").evidence["paper"]
+    assert evidence.verdict == Verdict(UNDECIDED, ("row (5) − row (1): row (5) not run in this setting",))
+    assert "row (6) − row (2) (1 seed (0)): PGD-10 36.0 vs 12.0" in evidence.lines[0].measured
+    # a comparison that fails decides the claim whatever is missing
+    (folder / "vgg16-6-ibrar" / "eval.json").write_text(json.dumps(
+        {"n": 1000, "seed": 0, "clean": 0.6, "attacks": [{"name": "pgd10", "accuracy": 0.12},
+                                                         {"name": "autoattack", "accuracy": 0.06}]}))
+    assert claim(results, "The mask adds robustness").evidence["paper"].verdict.kind == DOES_NOT
+
+
 def test_figure2_at_paper_scale_takes_the_strongest_optimizer_of_the_gpu_kits_folders(tmp_path):
     """Figure 2's networks of each optimizer the kit trained (`<run>` and `<run>-authors-optim`): compared within
     one optimizer only, each pair listed, the strongest deciding."""
@@ -173,6 +190,26 @@ def test_rows_of_different_optimizers_are_separate_settings_and_never_paired(tmp
     evidence = claim(results, "Table 4's headline").evidence["paper"]
     assert evidence.verdict.kind == NOT_RUN  # no setting ran both rows
     assert "no setting at paper scale ran both rows" in evidence.verdict.reasons[0]
+
+
+def test_rows_of_different_profiles_are_separate_settings_named_by_their_profile(tmp_path):
+    """The authors' code's profile masks and measures HSIC by its own rules: its row (6) is not the paper's."""
+    results = tmp_path / "results"
+    folder = results / "table4-paper"
+    make_run(folder, "vgg16-1-ce", "table4-vgg16-1-ce", **PAPER_SETTING, attacks={"pgd10": 0.1, "autoattack": 0})
+    official = make_run(folder, "vgg16-6-ibrar", "table4-vgg16-6-ibrar", **PAPER_SETTING,
+                        attacks={"pgd10": 30.0, "autoattack": 9.0})
+    config = yaml.safe_load((official / "config.yaml").read_text())
+    (official / "config.yaml").write_text(yaml.safe_dump({**config, "profile": "official"}))
+    evidence = claim(results, "Table 4's headline").evidence["paper"]
+    assert evidence.verdict.kind == NOT_RUN and "no setting at paper scale ran both rows" in evidence.verdict.reasons[0]
+    make_run(folder, "vgg16-1-ce-official", "table4-vgg16-1-ce", seed=0, **PAPER_SETTING,
+             attacks={"pgd10": 0.1, "autoattack": 0})
+    ce = folder / "vgg16-1-ce-official" / "config.yaml"
+    ce.write_text(yaml.safe_dump({**yaml.safe_load(ce.read_text()), "profile": "official"}))
+    (line,) = claim(results, "Table 4's headline").evidence["paper"].lines
+    assert line.label.startswith("width 1, all training images, 60 epochs, SGD momentum 0, weight decay 0.01, "
+                                 "profile official (")
 
 
 def test_the_cpu_headline_takes_its_strongest_setting_and_the_scale_studys_seeds(tmp_path):
@@ -321,6 +358,28 @@ def test_convergence_counts_epochs_saved_over_the_pairs_that_ran(tmp_path):
     assert any("MART (CIFAR-10, Table 1)" in r for r in evidence.verdict.reasons)
 
 
+def test_convergence_waits_for_both_runs_of_a_seed_to_finish_training(tmp_path):
+    """A run still training has no final accuracy: judging its first epochs would count as never reaching it."""
+    results = tmp_path / "results"
+    folder = results / "table1-cpu"
+    make_run(folder, "vgg16-cifar10-mart", "cpu-table1-mart", curve=[0.1, 0.15, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2,
+                                                                      0.2], attacks={"pgd10": 20.0})
+    make_run(folder, "vgg16-cifar10-mart-ibrar", "cpu-table1-mart-ibrar", curve=[0.1, 0.12, 0.15], attacks=None)
+    line = claim(results, "Faster convergence").evidence["cpu"].lines[0]
+    assert line.verdict == Verdict(UNDECIDED, ("MART (CIFAR-10, Table 1), with the IB terms seed 0: trained 3 of 10 "
+                                               "epochs",))
+
+
+def test_table6_with_one_of_its_two_findings_run_is_undecided(tmp_path):
+    """Table 6's claim is both findings: with adversarial training, and without."""
+    results = tmp_path / "results"
+    make_run(results / "table6-cpu", "at-ibrar", "cpu-table1-pgd_at-ibrar",
+             attacks={"pgd10": 26.5, "adaptive10": 27.5, "adaptive100": 27.2, "autoattack": 21.4})
+    evidence = claim(results, "The adaptive attack").evidence["cpu"]
+    assert evidence.lines[0].verdict.kind == REPRODUCES
+    assert evidence.verdict == Verdict(UNDECIDED, ("plain IB-RAR − plain CE under PGD_AD: not run at cpu scale yet",))
+
+
 # ---- the committed ledger ------------------------------------------------------------------------------
 
 
@@ -347,12 +406,26 @@ def test_table3_reproduces_only_when_its_rule_names_the_papers_layers_under_auto
     results = tmp_path / "results"
     folder = results / "table3-cpu"
     make_run(folder, "ce", "cpu-table4-vgg16-1-ce", attacks={"pgd10": 0.1, "autoattack": 0.0})
-    for layer, pgd in (("block4", 0.5), ("block5", 9.0), ("fc1", 8.0), ("fc2", 7.0)):
+    for layer, pgd in (*((f"block{k}", 0.5) for k in range(1, 5)), ("block5", 9.0), ("fc1", 8.0), ("fc2", 7.0)):
         make_run(folder, f"layer-{layer}", "cpu-table4-vgg16-2-ib", attacks={"pgd10": pgd, "autoattack": 0.0})
     evidence = claim(results, "Robust layers").evidence["cpu"]
     assert evidence.verdict.kind == PAPER_ONLY
     assert "PGD-10 names block5, fc1, fc2; AutoAttack names none" in evidence.lines[0].measured
     assert claim(results, "Robust layers").evidence["paper"].verdict.kind == NOT_RUN
+
+
+def test_table3_with_a_layer_not_run_is_undecided_unless_a_layer_that_ran_already_contradicts_the_paper(tmp_path):
+    results = tmp_path / "results"
+    folder = results / "table3-cpu"
+    make_run(folder, "ce", "cpu-table4-vgg16-1-ce", attacks={"pgd10": 0.1, "autoattack": 0.0})
+    for layer, pgd in (("block5", 9.0), ("fc1", 8.0), ("fc2", 7.0)):  # the paper's layers, and no others yet
+        make_run(folder, f"layer-{layer}", "cpu-table4-vgg16-2-ib", attacks={"pgd10": pgd, "autoattack": 5.0})
+    evidence = claim(results, "Robust layers").evidence["cpu"]
+    assert evidence.verdict.kind == UNDECIDED  # block1-block4 could be robust as well
+    assert "not run at cpu scale yet: IB on block1, IB on block2, IB on block3, IB on block4" in evidence.verdict.text()
+    assert "PGD-10 names block5, fc1, fc2 (of 3 evaluated)" in evidence.lines[0].measured
+    make_run(folder, "layer-block2", "cpu-table4-vgg16-2-ib", attacks={"pgd10": 6.0, "autoattack": 0.0})
+    assert claim(results, "Robust layers").evidence["cpu"].verdict.kind == DOES_NOT  # block2 is not the paper's
 
 
 def test_table6_holds_the_adversarially_trained_network_and_the_plain_one_to_their_own_findings(tmp_path):

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ibrar.experiments import paper_numbers as paper
+from ibrar.experiments import table3
+from ibrar.experiments.base import get_scale, model_layers
 from ibrar.experiments.table4 import ROWS as TABLE4_ROWS
 from ibrar.ledger_evidence import (
     DOES_NOT,
@@ -42,14 +44,15 @@ from ibrar.run_names import variants
 CONVERGENCE_EPOCHS = 2  # epochs earlier, at least: the monitor's 200 test images make one epoch noise
 RULES = (
     f"Where the paper says a change adds nothing (row (5), the mask without the IB loss), that comparison "
-    f"reproduces when the paper's attack shows less than {MARGIN_PP:g} points. Table 3's claim reproduces when the "
-    f"layers its rule names (at least {MARGIN_PP:g} points above CE only) are the paper's, under PGD-10 and under "
-    f"AutoAttack. Table 6's: with adversarial training the adaptive attack PGD_AD (the lower of 10 and 100 steps) "
-    f"stays within {MARGIN_PP:g} points of PGD-10 and AutoAttack leaves at least {MARGIN_PP:g}%; without, PGD_AD "
-    f"leaves IB-RAR above CE only by the rule above. Convergence: the epoch at which the plain run first reaches "
-    f"its own final monitored clean accuracy, minus the one at which its IB-RAR twin does, at least "
-    f"{CONVERGENCE_EPOCHS}. The rules are `ibrar.ledger_evidence`'s and `ibrar.ledger_comparisons`'s; the paper's "
-    "numbers come from `ibrar.experiments.paper_numbers`."
+    f"reproduces when the paper's attack shows less than {MARGIN_PP:g} points. Table 3's claim reproduces when, "
+    f"with a network run for every layer, the layers its rule names (at least {MARGIN_PP:g} points above CE only) "
+    f"are the paper's, under PGD-10 and under AutoAttack. Table 6's: with adversarial training the adaptive "
+    f"attack PGD_AD (the lower of 10 and 100 steps) stays within {MARGIN_PP:g} points of PGD-10 and AutoAttack "
+    f"leaves at least {MARGIN_PP:g}%; without, PGD_AD leaves IB-RAR above CE only by the rule above. "
+    f"Convergence: the epoch at which the plain run first reaches its own final monitored clean accuracy, minus "
+    f"the one at which its IB-RAR twin does, at least {CONVERGENCE_EPOCHS}, once both have finished training. The "
+    "rules are `ibrar.ledger_evidence`'s and `ibrar.ledger_comparisons`'s; the paper's numbers come from "
+    "`ibrar.experiments.paper_numbers`."
 )
 GPU_KIT = ("the GPU kit (`bench/gpu/`) trains it on a lease: `IBRAR_GPU_OPTIM=authors bash bench/gpu/run.sh table4` "
            "(all six rows), or `bash bench/gpu/run.sh table4-{row}`")
@@ -116,14 +119,17 @@ def _table4_folders(results: Path, scale: str) -> list[Path]:
 
 
 def table4_evidence(results: Path, root: Path, scale: str, parts: Sequence[tuple[str, str, bool]]) -> Evidence:
-    """`parts`: (treatment row, control row, whether the paper claims a gain (else: no gain)); a setting is
-    judged on the parts whose two rows it ran (finished or not)."""
+    """`parts`: (treatment row, control row, whether the paper claims a gain (else: no gain)); a setting that ran
+    both rows of a part (finished or not) is judged on every part, and a part whose rows it lacks leaves it
+    undecided (unless another part already fails): the claim needs all its comparisons."""
     settings = settings_of(_table4_folders(results, scale), _TABLE4_ROW)
     lines = []
     for setting in settings:
-        verdicts, texts, runs, counts = [], [], [], []
+        verdicts, texts, runs, counts, lacking = [], [], [], [], []
         for treat, control, gain in parts:
             if treat not in setting.rows or control not in setting.rows:
+                absent = " and ".join(row_name(r) for r in (treat, control) if r not in setting.rows)
+                lacking.append(f"{row_name(treat)} − {row_name(control)}: {absent} not run in this setting")
                 continue
             t, c = setting.rows[treat], setting.rows[control]
             runs += [*t.values(), *c.values()]
@@ -138,8 +144,9 @@ def table4_evidence(results: Path, root: Path, scale: str, parts: Sequence[tuple
             texts.append(f"{row_name(treat)} − {row_name(control)} ({seeds_text(seeds)}): {pgd_text}; {aa_text}")
         if verdicts:
             partial = "; partial: not every run finished" if any(not r.complete for r in runs) else ""
+            verdicts += [Verdict(NOT_RUN, (why,)) for why in lacking]  # weakest() reads these as undecided
             lines.append(Line(f"{setting.label} ({_where(runs, root)}; {test_images(runs)}{partial})",
-                              "; ".join(texts), weakest(verdicts), min(counts)))
+                              "; ".join([*texts, *lacking]), weakest(verdicts), min(counts)))
     if not lines:
         ran = {row for setting in settings for row in setting.rows}
         missing = sorted({r for p in parts for r in p[:2]} - ran)
@@ -193,13 +200,20 @@ def _pair_lines(folder: Path, root: Path, pairs: Sequence[tuple[str, str, str]],
     return lines
 
 
-def _conjunction(lines: Sequence[Line], folder: Path, root: Path, scale: str) -> Evidence:
+def _conjunction(lines: Sequence[Line], folder: Path, root: Path, scale: str, every: bool = True) -> Evidence:
+    """The weakest of the lines that ran. `every`: the claim needs each line (a line not run where others ran
+    leaves it undecided, unless another fails); else the lines are alternative evidence for one claim (the
+    paper's own dataset, or the stand-ins these machines can run), judged over those that ran."""
     ran = [line for line in lines if line.verdict.kind != NOT_RUN]
     if not ran:
         kit = KIT_STAGES.get(folder.name.removesuffix(f"-{scale}"), NO_KIT)
         why = f"no run in `{_rel(folder, root)}/`" + (f"; {kit}" if scale == "paper" else "")
         return Evidence(Verdict(NOT_RUN, (why,)))
     skipped = [line.label for line in lines if line.verdict.kind == NOT_RUN]
+    if every:
+        return Evidence(weakest([line.verdict if line.verdict.kind != NOT_RUN else
+                                 Verdict(NOT_RUN, (f"{line.label}: not run at {scale} scale yet",))
+                                 for line in lines]), tuple(lines))
     verdict = weakest([line.verdict for line in ran])
     if not skipped:
         return Evidence(verdict, tuple(lines))
@@ -300,29 +314,39 @@ def table3_evidence(results: Path, root: Path, scale: str) -> Evidence:
     """The layers Table 3's rule names (PGD-10 at least MARGIN_PP above CE only), and those AutoAttack names."""
     folder = results / f"table3-{scale}"
     ce = seed_runs(folder, "ce")
-    layers = sorted({m.group(1) for p in (folder.iterdir() if folder.is_dir() else [])
-                     if (m := re.fullmatch(r"layer-(.+?)(?:-seed\d+)?", p.name))})
+    # every layer the experiment trains a network for: one not run yet could be a robust layer too
+    layers = list(model_layers(table3.IB_CONFIG, get_scale(scale)))
     runs = {layer: seed_runs(folder, f"layer-{layer}") for layer in layers}
-    if not ce or not layers:
+    if not ce and not any(runs.values()):
         return _conjunction([], folder, root, scale)
-    named = {}
+    named, judged = {}, {}  # per attack: the layers its rule names, and the layers evaluated in every seed
     for key in ("pgd10", "autoattack"):
         diffs = {layer: difference(r, ce, key, (layer, "CE only")) for layer, r in runs.items()}
-        named[key] = [layer for layer, d in diffs.items() if d.there(MARGIN_PP)]
-        if any(not d.values for d in diffs.values()):
-            named[key] = None
+        judged[key] = [layer for layer, d in diffs.items() if d.values]
+        named[key] = [layer for layer in judged[key] if diffs[layer].there(MARGIN_PP)]
     wanted = list(paper.TABLE3_ROBUST_LAYERS)
-    if named["pgd10"] is None:
-        verdict = Verdict(UNDECIDED, ("some single-layer network or CE only is not evaluated",))
-    elif named["pgd10"] != wanted:
+    # a layer evaluated and called otherwise than the paper calls it decides; more runs cannot change it
+    wrong = [layer for layer in judged["pgd10"] if (layer in named["pgd10"]) != (layer in wanted)]
+    not_run = [f"IB on {layer}" for layer, r in runs.items() if not r] + ([] if ce else ["CE only"])
+    if wrong:
         verdict = Verdict(DOES_NOT)
-    elif named["autoattack"] is None:
+    elif not_run:
+        verdict = Verdict(UNDECIDED, (f"not run at {scale} scale yet: {', '.join(not_run)}",))
+    elif len(judged["pgd10"]) < len(layers):
+        verdict = Verdict(UNDECIDED, ("some single-layer network or CE only is not evaluated",))
+    elif len(judged["autoattack"]) < len(layers):
         verdict = Verdict(UNDECIDED, ("AutoAttack not run on every network",))
     else:
         verdict = Verdict(REPRODUCES if named["autoattack"] == wanted else PAPER_ONLY)
+
+    def names(key: str) -> str:
+        found = ", ".join(named[key]) or "none"
+        if not judged[key]:
+            return "-"
+        return found if len(judged[key]) == len(layers) else f"{found} (of {len(judged[key])} evaluated)"
+
     every = [r for seeds in (ce, *runs.values()) for r in seeds.values()]
-    text = "; ".join(f"{'PGD-10' if key == 'pgd10' else 'AutoAttack'} names "
-                     f"{'-' if found is None else ', '.join(found) or 'none'}" for key, found in named.items())
+    text = "; ".join(f"{'PGD-10' if key == 'pgd10' else 'AutoAttack'} names {names(key)}" for key in named)
     seeds = common_seeds([ce, *runs.values()])
     label = (f"{len(layers)} single-layer networks and CE only (`{_rel(folder, root)}/`; {seeds_text(seeds)}; "
              f"{test_images(every)})")
@@ -384,6 +408,19 @@ def table6_evidence(results: Path, root: Path, scale: str) -> Evidence:
     return _conjunction(lines, folder, root, scale)
 
 
+def _epochs(run: Run) -> int | None:
+    epochs = (run.config.get("train") or {}).get("epochs")
+    return None if epochs is None else int(epochs)
+
+
+def _trained(run: Run) -> bool:
+    return (epochs := _epochs(run)) is not None and run.epochs_done >= epochs
+
+
+def _training_status(run: Run | None) -> str:
+    return "no run" if run is None else f"trained {run.epochs_done} of {_epochs(run)} epochs"
+
+
 def _reach_epoch(run: Run, target: float) -> int | None:
     for row in RunFolder(run.path).metrics():
         if row.get("test_clean_acc") is not None and row["test_clean_acc"] >= target:
@@ -395,6 +432,15 @@ def convergence_evidence(results: Path, root: Path, scale: str) -> Evidence:
     """Epochs saved: the epoch at which the plain run first reaches its own final monitored clean accuracy,
     minus the epoch at which the run with the IB terms does (one past its last when it never does)."""
     def saved(t: dict[int, Run], c: dict[int, Run], label: str) -> tuple[Verdict, str]:
+        # a run still training has no final accuracy yet, and its curve would count as never reaching one
+        rows = ((f"{label}, with the IB terms", t), (f"{label}, plain", c))
+        unfinished = tuple(f"{name} seed {seed}: {_training_status(runs.get(seed))}"
+                           for seed in sorted(set(t) | set(c)) for name, runs in rows
+                           if seed not in runs or not _trained(runs[seed]))
+        if unfinished:
+            measure = Measure((), unfinished)
+            return (gain_verdict(measure, None, CONVERGENCE_EPOCHS),
+                    f"epochs saved reaching the plain run's final clean accuracy: {measure.text()}")
         values = []
         for seed in sorted(set(t) & set(c)):
             base = RunFolder(c[seed].path).metrics()
@@ -414,7 +460,7 @@ def convergence_evidence(results: Path, root: Path, scale: str) -> Evidence:
                                           "vgg16-cifar10-pgd_at")], saved),
              *_pair_lines(fig4, root, [("MART (SVHN, Figure 4)", "mart-ib-first-epoch", "mart"),
                                        ("PGD-AT (SVHN, Figure 4)", "pgd_at-ibrar", "pgd_at")], saved)]
-    return _conjunction(lines, table1, root, scale)
+    return _conjunction(lines, table1, root, scale, every=False)
 
 
 def paper_pgd(row: str) -> float:

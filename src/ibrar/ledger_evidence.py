@@ -136,13 +136,15 @@ def seed_runs(folder: Path, group: str, variant: str = "") -> dict[int, Run]:
 
 
 # What makes two runs of different rows comparable: the training problem, not the implementation (AMP,
-# channels_last and compile may differ between the rows a GPU lease trained).
+# channels_last and compile may differ between the rows a GPU lease trained). The profile too: the authors'
+# code's (`official`) masks and measures HSIC by its own rules, which the rows' ib and mask sections differ in
+# anyway, so the profile stands for those rules.
 SETTING_FIELDS = {"model": ("name", "width"), "data": ("name", "train_subset", "batch_size", "augment"),
                   "optim": None, "method": None, "train": ("epochs",)}
 
 
 def setting_key(config: dict[str, Any]) -> str:
-    chosen = {}
+    chosen: dict[str, Any] = {"profile": config.get("profile", "paper")}
     for section, keys in SETTING_FIELDS.items():
         values = config.get(section) or {}
         chosen[section] = values if keys is None else {k: values.get(k) for k in keys}
@@ -154,9 +156,11 @@ def setting_label(config: dict[str, Any]) -> str:
     model, data, optim = config.get("model") or {}, config.get("data") or {}, config.get("optim") or {}
     images, epochs = data.get("train_subset"), (config.get("train") or {}).get("epochs")
     decay = optim.get("weight_decay") or 0
+    profile = config.get("profile", "paper")
     return (f"width {model.get('width', 1):g}, {'all' if images is None else f'{images:,}'} training images, "
             f"{epochs} epoch{'' if epochs == 1 else 's'}, SGD momentum {optim.get('momentum', 0):g}, "
-            + (f"weight decay {decay:g}" if decay else "no weight decay"))
+            + (f"weight decay {decay:g}" if decay else "no weight decay")
+            + ("" if profile == "paper" else f", profile {profile}"))
 
 
 @dataclass
