@@ -168,7 +168,9 @@ def sync_check(trainer: Trainer, epoch: int) -> str:
     return "none"
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def main(argv: list[str] | None = None, so_far: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The benchmark's result; `so_far`, when given, holds the result of the rounds done after each one (without
+    the sync check), for a caller whose time may end inside the benchmark (the GPU kit's check stage)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--width", type=float, default=None, help="default 1.0 on CUDA, 0.25 on the CPU")
@@ -181,10 +183,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     with tempfile.TemporaryDirectory(prefix="ibrar-bench-") as scratch:
-        return run(args, device, Path(scratch))
+        return run(args, device, Path(scratch), so_far)
 
 
-def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> dict[str, Any]:
+def run(args: argparse.Namespace, device: torch.device, scratch: Path,
+        so_far: dict[str, Any] | None = None) -> dict[str, Any]:
     started = time.monotonic()
     cuda = device.type == "cuda"
     width = args.width if args.width is not None else (1.0 if cuda else 0.25)
@@ -208,17 +211,21 @@ def run(args: argparse.Namespace, device: torch.device, scratch: Path) -> dict[s
         else:
             trainer.train_epoch(0)
     seconds: dict[tuple[str, str], list[float]] = {key: [] for key in trainers}
+    name = torch.cuda.get_device_name(device) if cuda else "CPU"
     rounds = 0
     while rounds < args.rounds and (rounds == 0 or args.budget_s is None
                                     or time.monotonic() - started < args.budget_s):
         rounds += 1
         for key, trainer in trainers.items():
             seconds[key].append(timed(lambda t=trainer, e=rounds: t.train_epoch(e), device) / args.batches)
-    med = {key: statistics.median(v) for key, v in seconds.items()}
+        med = {key: statistics.median(v) for key, v in seconds.items()}
+        if so_far is not None:
+            so_far.clear()
+            so_far.update(collect(settings, med, flops, name, ops), rounds=rounds,
+                          unavailable=[s for s in wanted if s not in settings])
 
     fastest = list(settings)[-1]
     sync = sync_check(trainers[(fastest, "PGD-AT + IB-RAR")], rounds + 1)
-    name = torch.cuda.get_device_name(device) if cuda else "CPU"
     result = collect(settings, med, flops, name, ops)
     result["sync_free"] = float(sync == "none")
     result["rounds"] = rounds

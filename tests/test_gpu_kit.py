@@ -108,6 +108,7 @@ def test_check_stage_rehearses_the_cuda_tests_and_the_fast_path_bench(rehearsal,
     assert_comes_back(out)
     assert kit.collect(out, tmp_path / "results") == [tmp_path / "results" / "gpu-check"]
     assert (tmp_path / "results" / "gpu-check" / "check.json").is_file()
+    assert (tmp_path / "results" / "gpu-check" / "cuda-tests.xml").read_bytes() == (out / "cuda-tests.xml").read_bytes()
 
 
 def test_table4_row_stops_at_its_time_budget_resumes_in_the_next_call_and_exports_its_run(rehearsal, tmp_path):
@@ -541,7 +542,7 @@ def test_the_check_stage_writes_the_tests_results_before_the_benchmark_starts(tm
              "exit_code": 0}
     monkeypatch.setattr(cuda_check, "run_cuda_tests", lambda ctx, timeout: tests)
 
-    def ends_inside(args):
+    def ends_inside(args, so_far=None):
         check = json.loads((tmp_path / "check.json").read_text())
         assert check["cuda_tests"] == tests and check["fast_path"]["args"] == args
         assert "Fast-path benchmark: started, not finished in this call." in (tmp_path / "check.md").read_text()
@@ -726,3 +727,139 @@ def test_the_checks_benchmark_leaves_the_lease_to_the_rows_and_the_call_time_to_
     assert budget(540) == cuda_check.BENCH_S == 180  # a whole call: three minutes of rounds, the rest for the rows
     assert 89 <= budget(150) <= 90  # a short call: a minute kept for the files
     assert budget(50) == 30  # at least one round runs
+
+
+def test_collect_keeps_the_cuda_tests_junit_report_beside_the_checks_other_files(tmp_path):
+    """cuda-tests.xml holds each failing CUDA test's traceback (check.json only its first line): it must reach
+    results/gpu-check/ with check.json, check.md and stage.json."""
+    files_at = tmp_path / "files"
+    files_at.mkdir()
+    for name in ("check.json", "stage.json"):
+        (files_at / name).write_text("{}\n")
+    (files_at / "check.md").write_text("# GPU check\n")
+    (files_at / "cuda-tests.xml").write_text('<testsuites><testsuite tests="1"/></testsuites>\n')
+    (files_at / "stage.log").write_text("== ibrar GPU kit: stage check\n")
+    dest = tmp_path / "results" / "gpu-check"
+    assert kit.collect(files_at, tmp_path / "results") == [dest]
+    assert sorted(p.name for p in dest.iterdir()) == ["check.json", "check.md", "cuda-tests.xml", "stage.json"]
+    assert (dest / "cuda-tests.xml").read_text() == (files_at / "cuda-tests.xml").read_text()
+
+
+def test_the_stages_sigterm_counts_from_the_calls_start_so_a_slow_set_up_cannot_push_it_past_the_call(rehearsal,
+                                                                                                    tmp_path):
+    """run.sh's timeout must end the stage 20 s before the call's end counted from T0, set-up included: here the
+    set-up has already "taken" 100 s of a 124 s call (IBRAR_GPU_T0 100 s ago), so the stage (a stand-in that
+    sleeps a minute) gets about 4 s, not 104 s after its set-up."""
+    python = tmp_path / "python"
+    python.write_text("#!/usr/bin/env bash\n"
+                      'if [[ $1 == bench/gpu/stages.py && $2 != finalize ]]; then exec sleep 60; fi\n'
+                      f'exec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    started = time.time()
+    stage, log = device_call({**rehearsal, "IBRAR_GPU_PYTHON": str(python)}, tmp_path / "out", "check", rc=124,
+                             IBRAR_GPU_T0=f"{started - 100:.3f}", IBRAR_GPU_CALL_S="124")
+    assert time.time() - started < 50  # the set-up, at most 4 s of the stage, and finalize
+    assert stage["status"].startswith("stopped (exit code 124)") and stage["next"] == "bash bench/gpu/run.sh check"
+    assert "CALL AGAIN" in log
+
+
+def test_the_stage_timeout_is_what_the_call_has_left_after_its_set_up(monkeypatch):
+    import stages
+
+    for name in ("BUDGET_S", "STAGE_TIMEOUT_S"):
+        monkeypatch.delenv(f"IBRAR_GPU_{name}", raising=False)
+    monkeypatch.setenv("IBRAR_GPU_CALL_S", "600")
+    monkeypatch.setenv("IBRAR_GPU_T0", str(time.time() - 70))  # a 70 s set-up
+    assert 509 <= stages.stage_timeout_s() <= 510
+    monkeypatch.setenv("IBRAR_GPU_STAGE_TIMEOUT_S", "332")  # an override counts from the call's start too
+    assert 261 <= stages.stage_timeout_s() <= 262
+    monkeypatch.setenv("IBRAR_GPU_T0", str(time.time() - 400))  # past it already: timeout 0 would never fire
+    assert stages.stage_timeout_s() == 1
+
+
+def test_a_check_cut_off_inside_the_benchmark_still_advises_the_next_call_from_the_rounds_measured(tmp_path,
+                                                                                                 monkeypatch):
+    """run.sh's SIGTERM inside the benchmark: stage.json must still get the advice, with the budget placeholder,
+    judged on the rounds done (here one, with a 2 ms fp32 CE + IB-RAR step: all six rows, eagerly)."""
+    import cuda_check
+    from stages import Context
+
+    import bench_fast_path
+
+    tests = {"tests": 3, "failures": 0, "errors": 0, "skipped": 0, "passed": 3, "seconds": 1.0, "failed": [],
+             "failed_modules": [], "passed_modules": ["tests.test_cuda"], "exit_code": 0}
+    monkeypatch.setattr(cuda_check, "run_cuda_tests", lambda ctx, timeout: tests)
+
+    def cut_off_after_one_round(args, so_far=None):
+        if so_far is not None:
+            so_far.update(bench_fast_path.collect({"fp32": []}, {("fp32", m): 0.002 for m in bench_fast_path.METHODS},
+                                                  {}, "CPU"), rounds=1, unavailable=[])
+        os.kill(os.getpid(), signal.SIGTERM)  # run.sh's timeout, inside the second round
+        time.sleep(5)
+        raise AssertionError("not stopped")
+
+    def escaped(signum, frame):
+        raise Escaped
+
+    monkeypatch.setattr(bench_fast_path, "main", cut_off_after_one_round)
+    ctx = Context("check", tmp_path, True, time.time(), tmp_path / "data", tmp_path / "runs")
+    previous = signal.signal(signal.SIGTERM, escaped)
+    try:
+        status, extra = cuda_check.stage_check(ctx, {"device": "CPU", "torch": torch.__version__, "cuda": None})
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert status.startswith("finished; the benchmark was cut off") and "1 of its rounds" in status
+    check = json.loads((tmp_path / "check.json").read_text())
+    assert extra["advice"] == check["advice"]["command"] == (
+        "IBRAR_GPU_OPTIM=authors IBRAR_GPU_OVERRIDES=train.cuda_graph=false IBRAR_GPU_BUDGET_S=B bash "
+        "bench/gpu/run.sh table4")
+    assert check["fast_path"]["rounds"] == 1 and check["goals"]["sync_free"] is None
+    text = (tmp_path / "check.md").read_text()
+    assert "The benchmark was cut off" in text and "sync" not in text.split("## The next call")[1]
+    assert "| fp32 | CE + IB-RAR | 2.0 |" in text and "not checked" in text
+
+
+def prepare_checkout(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A checkout with prepare.sh and no ../shared beside it, and a python whose `pip download` does nothing
+    (no network here): the environment to run prepare.sh in."""
+    repo = tmp_path / "checkout"
+    (repo / "bench" / "gpu").mkdir(parents=True)
+    for name in ("prepare.sh", "kit.py", "wheels.txt"):
+        shutil.copy2(REPO / "bench" / "gpu" / name, repo / "bench" / "gpu" / name)
+    (repo / ".gitignore").write_text(".gpu-kit/\n")
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    python = tmp_path / "python"
+    python.write_text("#!/usr/bin/env bash\n"
+                      'if [[ $1 == -m && $2 == pip ]]; then echo "pip offline: $*"; exit 0; fi\n'
+                      f'exec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("IBRAR_GPU_KIT", "IBRAR_CIFAR10_TARBALL")}
+    (repo / ".gpu-kit" / "wheels").mkdir(parents=True)
+    (repo / ".gpu-kit" / "wheels" / f"{PROBE}-0.0.0-py3-none-any.whl").write_bytes(b"a wheel")
+    return repo, {**env, "PYTHON": str(python)}
+
+
+def test_prepare_keeps_the_kits_own_data_when_shared_is_absent(tmp_path):
+    """A kit prepared before (its tarball there), in a checkout with no ../shared: prepare.sh uses what is there
+    instead of refusing (it refused, after wiping and downloading the wheels, and wrote no source.json)."""
+    repo, env = prepare_checkout(tmp_path)
+    (repo / ".gpu-kit" / "cifar10-jpeg.tar.gz").write_bytes(b"the kit's own CIFAR-10")
+    done = subprocess.run(["bash", "bench/gpu/prepare.sh"], cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "keeping the kit's own" in done.stdout and "of 64 MiB: fits" in done.stdout
+    assert (repo / ".gpu-kit" / "cifar10-jpeg.tar.gz").read_bytes() == b"the kit's own CIFAR-10"
+    assert json.loads((repo / ".gpu-kit" / "source.json").read_text())["commit"] == "unknown"
+
+
+def test_prepare_with_no_data_anywhere_refuses_before_touching_the_wheels_and_names_the_fix(tmp_path):
+    repo, env = prepare_checkout(tmp_path)
+    done = subprocess.run(["bash", "bench/gpu/prepare.sh"], cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and "set IBRAR_CIFAR10_TARBALL=" in done.stderr, done.stdout + done.stderr
+    assert "pip offline" not in done.stdout  # nothing downloaded, and the kit's wheels are as they were
+    assert [p.name for p in (repo / ".gpu-kit" / "wheels").iterdir()] == [f"{PROBE}-0.0.0-py3-none-any.whl"]
+    missing = {**env, "IBRAR_CIFAR10_TARBALL": str(tmp_path / "nowhere.tar.gz")}
+    done = subprocess.run(["bash", "bench/gpu/prepare.sh"], cwd=repo, env=missing, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and "IBRAR_CIFAR10_TARBALL=" in done.stderr and "is not a file" in done.stderr

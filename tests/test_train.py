@@ -186,6 +186,36 @@ def test_resuming_a_finished_run_changes_nothing(ib_run, image_folder, tmp_path)
     assert len(metrics(copy)) == 3
 
 
+def test_a_deadline_passed_before_the_masks_final_fit_stops_it_and_a_resume_ends_as_an_unbroken_run(
+        image_folder, tmp_path, monkeypatch):
+    """`stop_at` is the GPU kit's time budget: the final fit must not run past it (the stage would overrun its
+    call); it stops as an epoch does (KeyboardInterrupt, no final weights), and the resume fits the mask then."""
+    import time
+
+    import ibrar.train as training
+
+    config = run_config(image_folder, train={"epochs": 1, "eval_subset": 8, "eval_pgd_steps": 0,
+                                             "info_plane_every": 0}, **IB_ON)
+    assert config.mask.rule == "paper" and config.mask.final_fit
+    train(config, tmp_path / "whole", quiet=True)
+    real_time, late = time.time, {"now": False}
+    original_finish = Trainer.finish
+
+    def finish_after_the_deadline(self: Trainer) -> None:  # the last epoch's monitor ran past the deadline
+        late["now"] = True
+        original_finish(self)
+
+    monkeypatch.setattr(training.time, "time", lambda: real_time() + (3600 if late["now"] else 0))
+    monkeypatch.setattr(Trainer, "finish", finish_after_the_deadline)
+    with pytest.raises(KeyboardInterrupt, match="final fit.*--resume"):
+        train(config, tmp_path / "cut", quiet=True, stop_at=real_time() + 600)
+    monkeypatch.undo()
+    assert not (tmp_path / "cut" / "final.pt").exists()
+    assert load_file(tmp_path / "cut" / "checkpoint.pt")["epoch"] == 1  # trained: the resume only fits the mask
+    train(config, tmp_path / "cut", resume=True, quiet=True)
+    assert_same_final_weights(tmp_path / "whole", tmp_path / "cut")
+
+
 def _quick(image_folder, **train_section):
     return build_config(tiny_config(image_folder, train={"epochs": 1, "eval_subset": 8, "eval_pgd_steps": 0,
                                                          "info_plane_every": 0, **train_section}))

@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from stages import REPO, Context
+from stages import REPO, Context, sigterm_stops
 
 
 def junit_summary(path: Path) -> dict[str, Any]:
@@ -120,8 +120,14 @@ def check_markdown(info: dict[str, Any], tests: dict[str, Any], bench: dict[str,
     for key in [k for k in bench if k.startswith("ib_overhead/")]:
         setting = key.split("/", 1)[1]
         lines.append(f"| {setting} | {bench[key]:+.2%} | {bench[f'speedup/{setting}']:.2f}x |")
-    sync = "none found" if bench.get("sync_free") == 1.0 else "FOUND (see stage.log)"
+    if "sync_free" not in bench:
+        sync = "not checked (the benchmark was cut off first)"
+    else:
+        sync = "none found" if bench["sync_free"] == 1.0 else "FOUND (see stage.log)"
     lines += ["", f"Host-device synchronisation inside the step (fastest setting, PGD-AT + IB-RAR): {sync}.", ""]
+    if bench.get("cut_off"):
+        lines += [f"The benchmark was cut off ({bench['cut_off']}) after {bench.get('rounds', 0)} of its rounds: "
+                  "the timings above are the medians of those.", ""]
     return "\n".join(lines)
 
 
@@ -132,7 +138,8 @@ def advice_markdown(advice: dict[str, Any]) -> str:
 
 
 def stage_check(ctx: Context, info: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The CUDA tests, then the benchmark; the status, and the next call's command for stage.json's `advice`."""
+    """The CUDA tests, then the benchmark; the status, and the next call's command for stage.json's `advice`
+    (a benchmark cut off by run.sh's SIGTERM still gives it, from the rounds it measured)."""
     import bench_fast_path
 
     # IBRAR_GPU_CHECK_BENCH=0: the CUDA tests alone (when a row trains beside them, timings would mean nothing).
@@ -141,16 +148,26 @@ def stage_check(ctx: Context, info: dict[str, Any]) -> tuple[str, dict[str, Any]
     tests = run_cuda_tests(ctx, timeout=max(60.0, cap))
     args: list[str] = []
     bench: dict[str, Any] = {}
+    cut_off = ""
     if with_bench:
         args = fast_path_args(ctx)
         # the tests' results first, so that they come back even if the call ends inside the benchmark
         write_check(ctx, info, tests, bench, args)
         print(f"== fast-path benchmark: bench/bench_fast_path.py {' '.join(args)}", flush=True)
-        bench = bench_fast_path.main(args)
+        so_far: dict[str, Any] = {}
+        try:
+            with sigterm_stops():  # run.sh's timeout: the advice still comes from the rounds measured
+                bench = bench_fast_path.main(args, so_far=so_far)
+        except KeyboardInterrupt as stop:
+            rounds = so_far.get("rounds", 0)
+            print(f"   benchmark stopped: {stop} ({rounds} of its rounds measured)", flush=True)
+            bench = {**so_far, "cut_off": str(stop)} if so_far else {}
+            cut_off = f"the benchmark was cut off by the call's time budget ({rounds} of its rounds measured)"
     advice = write_check(ctx, info, tests, bench, args)
     failed = (tests.get("failures", 0) or tests.get("errors", 0) or tests.get("error")
               or tests["exit_code"] not in (0, 5))
-    return ("finished, with CUDA test failures" if failed else "finished"), {"advice": advice["command"]}
+    status = "finished, with CUDA test failures" if failed else "finished"
+    return (f"{status}; {cut_off}" if cut_off else status), {"advice": advice["command"]}
 
 
 def write_check(ctx: Context, info: dict[str, Any], tests: dict[str, Any], bench: dict[str, Any],
@@ -162,7 +179,7 @@ def write_check(ctx: Context, info: dict[str, Any], tests: dict[str, Any], bench
     advice = training_advice(tests, bench)
     result = {**info, "cuda_tests": tests, "fast_path": {"args": args, **bench},
               "goals": {"issue_25": bench_fast_path.goals(bench),
-                        "sync_free": bench.get("sync_free") == 1.0 if bench else None},
+                        "sync_free": bench["sync_free"] == 1.0 if "sync_free" in bench else None},
               "advice": advice}
     (ctx.out / "check.json").write_text(json.dumps(result, indent=2) + "\n")
     markdown = check_markdown(info, tests, bench, args) + "\n" + advice_markdown(advice)

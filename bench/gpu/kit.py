@@ -34,6 +34,9 @@ INSTALLED_LIST = "ibrar-kit-installed.txt"  # in the target folder: the wheels t
 # the `table4`, `table1` and `fig2` stages' runs, packed (bench/gpu/side_by_side.py), and a `table4-ROW`,
 # `table1-RUN` or `fig2-RUN` call's run (stages.export_run); kit.py imports nothing of ibrar's
 TARBALLS = ("table4.tar.gz", "table1.tar.gz", "fig2.tar.gz")
+# what a `check` call brings back (bench/gpu/cuda_check.py) that collect keeps in results/gpu-check/: the CUDA
+# tests' JUnit report holds each failure's traceback, which check.json has only the first line of
+CHECK_FILES = ("check.json", "check.md", "cuda-tests.xml", "stage.json")
 
 
 # ---- what travels ----------------------------------------------------------------------------------
@@ -245,7 +248,7 @@ def collect(files_at: Path, results: Path, quiet: bool = False, log: Path | None
     if (files_at / "check.json").is_file():
         dest = results / "gpu-check"
         dest.mkdir(parents=True, exist_ok=True)
-        for name in ("check.json", "check.md", "stage.json"):
+        for name in CHECK_FILES:
             if (files_at / name).is_file():
                 shutil.copyfile(files_at / name, dest / name)
         copied.append(dest)

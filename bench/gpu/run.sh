@@ -54,11 +54,11 @@ log=$OUT/stage.log
   export IBRAR_GPU_SCRATCH=$scratch IBRAR_GPU_KIT=$kit PYTHONUNBUFFERED=1
   [[ -f $kit/source.json ]] && export IBRAR_GPU_SOURCE=$kit/source.json
   echo "set-up done after $("$python" -c "import time; print(round(time.time() - $IBRAR_GPU_T0, 1))") s"
-  # 3. the stage; SIGTERM before the call's 10-minute limit lets training checkpoint and the results be written
+  # 3. the stage; SIGTERM before the call's 10-minute limit lets training checkpoint and the results be written.
+  #    Its deadline counts from the call's start (IBRAR_GPU_T0), set-up included: 20 s before the call's end
+  #    (IBRAR_GPU_CALL_S: the device call's timeout_s, 600 unless a lease has less left), or IBRAR_GPU_STAGE_TIMEOUT_S
   rc=0
-  # (IBRAR_GPU_CALL_S: the device call's timeout_s, 600 unless a lease has less left; the stage ends 20 s before)
-  call_s=$("$python" -c "import sys; sys.path.insert(0, 'bench/gpu'); import stages; print(int(stages._call_seconds()))")
-  stage_timeout=${IBRAR_GPU_STAGE_TIMEOUT_S:-$(( call_s - 20 ))}
+  stage_timeout=$("$python" -c "import sys; sys.path.insert(0, 'bench/gpu'); import stages; print(stages.stage_timeout_s())")
   timeout -s TERM -k 15 "$stage_timeout" "$python" bench/gpu/stages.py "$@" || rc=$?
   "$python" bench/gpu/stages.py finalize "$*" --rc "$rc" || true
   exit "$rc"

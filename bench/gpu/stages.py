@@ -102,6 +102,18 @@ def _call_seconds() -> float:
     return _env_seconds("IBRAR_GPU_CALL_S", 600 if budget is None else _budget_plan(budget)[0])
 
 
+STAGE_END_S = 20  # run.sh's SIGTERM comes this long before the call's end
+
+
+def stage_timeout_s() -> int:
+    """The seconds run.sh's `timeout` gives the stage from now: until IBRAR_GPU_STAGE_TIMEOUT_S (else the call's
+    length less STAGE_END_S) after the call's start (IBRAR_GPU_T0), so that a slow set-up shortens the stage instead
+    of pushing it past the call's end; at least 1 (`timeout 0` would never fire)."""
+    limit = _env_seconds("IBRAR_GPU_STAGE_TIMEOUT_S", _call_seconds() - STAGE_END_S)
+    elapsed = time.time() - float(os.environ.get("IBRAR_GPU_T0", time.time()))
+    return max(1, int(limit - elapsed))
+
+
 def _last_call() -> bool:
     """No call follows in this lease: the budget's plan, or IBRAR_GPU_LAST_CALL=1 (an override)."""
     if "IBRAR_GPU_LAST_CALL" in os.environ:

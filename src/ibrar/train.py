@@ -17,6 +17,7 @@ import math
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -297,6 +298,16 @@ class Trainer:
         self._write_plane(plane)
         self.save_checkpoint()
 
+    def _until_stopped(self, batches: Iterator[tuple[Tensor, Tensor]]) -> Iterator[tuple[Tensor, Tensor]]:
+        """`batches`, with the epoch loop's stop check before each (as after the batch before it: for the first,
+        batch -1, which under DDP is a check every rank makes); `KeyboardInterrupt` once it says stop."""
+        for batch, item in enumerate(batches):
+            if self._should_stop(batch - 1):
+                raise KeyboardInterrupt(f"stopped by signal {self._stop_signal} before the mask's final fit ended "
+                                        f"(epoch {self.epoch} is checkpointed); resume with "
+                                        f"`ibrar train --resume {self.run_dir}`")
+            yield item
+
     def _on_signal(self, signum: int, _frame: object) -> None:
         self._stop_signal = signum
 
@@ -362,14 +373,19 @@ class Trainer:
         return last
 
     def finish(self) -> None:
-        """Final mask fit on training data (paper rule), then the final weights."""
+        """Final mask fit on training data (paper rule), then the final weights.
+
+        The deadline (`stop_at`) and a signal stop the fit as they stop an epoch, checked before each of its
+        batches: the mask is left as the last epoch's checkpoint holds it, no final weights are written, and
+        `KeyboardInterrupt` says to resume, which fits the mask again from that checkpoint.
+        """
         cfg = self.config
         if self.mask is not None and cfg.mask.rule == "paper" and cfg.mask.final_fit:
             loader = BatchLoader(self.train_data, cfg.data.batch_size, shuffle=True, augment=False,
                                  seed=cfg.seed, device=self.device, subset=cfg.data.train_subset)
             loader.set_epoch(0)
             batches = (b for i, b in zip(range(cfg.mask.final_fit_batches), loader, strict=False))
-            self.mask.fit(self.model, batches)
+            self.mask.fit(self.model, self._until_stopped(batches))
         final = {
             "model": unwrap(self.model).state_dict(),
             "mask": self.mask.state_dict() if self.mask is not None else None,
