@@ -156,6 +156,49 @@ def test_eval_bad_options_exit_2(argv, message, cli_run, capsys):
     assert code == 2 and message in err
 
 
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--attacks", ","], "--attacks: expected comma-separated attack names"),
+    (["--attacks", "fgsm", "--robustbench-card", "Card"], "has no autoattack"),
+    (["--attacks", "autoattack", "--robustbench-card", "Card", "--card-field", "paper=x"], "unknown key 'paper'"),
+    (["--attacks", "autoattack", "--robustbench-card", "Card", "--card-field", "name"], "expected KEY=VALUE"),
+    (["--attacks", "autoattack", "--robustbench-card", "../Card"], "usable as a file name"),
+    (["--attacks", "fgsm", "--card-field", "name=x"], "go with --robustbench-card"),
+])
+def test_eval_mistakes_are_refused_before_anything_is_evaluated(argv, message, cli_run, capsys):
+    before = (cli_run / "eval.json").read_bytes()
+    code, out, err = run_main(capsys, "eval", str(cli_run), "--device", "cpu", "--n", "8", "--quiet", *argv)
+    assert code == 2 and message in err, err
+    assert "estimated time" not in out and (cli_run / "eval.json").read_bytes() == before
+
+
+def test_train_into_an_output_path_that_is_a_file_exits_2(image_folder, tmp_path, capsys):
+    config = write_config(tmp_path / "c.yaml", image_folder)
+    code, _, err = run_main(capsys, "train", str(config), "--out", str(config), "--quiet")
+    assert code == 2 and "is a file, not a folder" in err
+
+
+def test_overwrite_leaves_a_folder_that_holds_no_run_untouched(image_folder, tmp_path, capsys):
+    config = write_config(tmp_path / "c.yaml", image_folder)
+    mine = tmp_path / "mine"
+    (mine / "drafts").mkdir(parents=True)
+    (mine / "thesis.tex").write_text("months of work")
+    code, _, err = run_main(capsys, "train", str(config), "--out", str(mine), "--overwrite", "--quiet")
+    assert code == 2 and "holds files but no run" in err
+    assert (mine / "thesis.tex").read_text() == "months of work" and (mine / "drafts").is_dir()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--only", ","], "--only: expected comma-separated run or row names"),
+    (["--partition", "gpu"], "--partition go with --launcher"),
+    (["--time", "30", "--wait"], "--time, --wait go with --launcher"),
+    (["--launcher", "local", "--time", "0"], "--time: expected a positive integer"),
+])
+def test_reproduce_mistakes_exit_2_naming_the_option(argv, message, tmp_path, capsys):
+    code, _, err = run_main(capsys, "reproduce", "table6", "--scale", "smoke", "--out", str(tmp_path), *argv)
+    assert code == 2 and message in err, err
+    assert not any(tmp_path.iterdir())  # nothing ran
+
+
 def test_python_dash_m_ibrar_reports_a_usage_error_without_traceback(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     proc = subprocess.run([sys.executable, "-m", "ibrar", "train", str(tmp_path / "nope.yaml")],

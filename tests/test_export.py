@@ -173,6 +173,15 @@ def test_export_refuses_an_unfinished_run(run_dir, tmp_path):
         export_run(unfinished, tmp_path / "out")
 
 
+def test_export_of_an_export_or_a_folder_without_a_run_names_what_it_is(exported, tmp_path):
+    with pytest.raises(ExportError, match="is an `ibrar export` folder already") as refused:
+        export_run(exported, tmp_path / "out")
+    assert "--resume" not in str(refused.value)  # an export is not an interrupted run
+    (tmp_path / "notes").mkdir()
+    with pytest.raises(ExportError, match=r"holds no run \(no config.yaml\)"):
+        export_run(tmp_path / "notes", tmp_path / "out")
+
+
 def test_the_export_names_no_local_path_and_its_card_says_where_the_mask_applies(run_dir, exported):
     assert json.loads((run_dir / "eval.json").read_text())["checkpoint"].startswith("/")
     assert json.loads((exported / "eval.json").read_text())["checkpoint"] == "final.pt"

@@ -106,8 +106,8 @@ def test_committed_results_hold_only_small_artifacts_and_no_checkpoint():
             top = path.relative_to(results).parts[0]
             if top == "bench":
                 allowed = path.suffix == ".json"
-            elif top == "gpu-check":  # the GPU kit's check stage: check.md/json, stage.json, earlier ones
-                allowed = path.suffix in (".json", ".md")
+            elif top == "gpu-check":  # the GPU kit's check stage: check.md/json, stage.json, its JUnit report
+                allowed = path.suffix in (".json", ".md") or path.name == "cuda-tests.xml"
             elif top.endswith("-partial"):  # a paper-scale row a lease ran out on: its evaluation piece and log
                 allowed = path.name in (*report.ARTIFACTS, PARTIAL_EVAL_FILE, "stage.log")
             else:
@@ -659,6 +659,15 @@ def test_collect_refuses_unfinished_runs_checkpoints_and_ambiguous_targets(tmp_p
     assert "has no eval.json" in capsys.readouterr().err
     assert not (tmp_path / "results" / "quickstart").exists()
     assert main(["report", "collect"]) == 2
+
+
+def test_collect_refuses_a_run_evaluated_before_its_training_finished(tmp_path, capsys):
+    run = fake_run(tmp_path / "runs" / "table4-cpu", "vgg16-1-ce", 60.6, {"fgsm": 3.5}, extra=("checkpoint.pt",),
+                   eval_extra={"checkpoint": "runs/table4-cpu/vgg16-1-ce/checkpoint.pt"})  # `ibrar eval` mid-run
+    code = main(["report", "collect", str(run), "--into", str(tmp_path / "results")])
+    err = capsys.readouterr().err
+    assert code == 2 and "before training finished" in err and f"ibrar train --resume {run}" in err
+    assert not (tmp_path / "results" / "vgg16-1-ce").exists()
 
 
 def test_a_real_trained_and_evaluated_run_collects_and_renders(image_folder, tmp_path, checkout):

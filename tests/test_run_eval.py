@@ -1,5 +1,6 @@
-"""`ibrar eval` on a run: the reference table is printed only beside a run it can be compared with, and an
-evaluation given a time limit refuses to start when its estimate is over it."""
+"""`ibrar eval` on a run: the reference table is printed only beside a run it can be compared with, an
+evaluation given a time limit refuses to start when its estimate is over it, an unfinished run is said to be one,
+and a data root given beats the run's own."""
 
 from __future__ import annotations
 
@@ -56,3 +57,40 @@ def test_an_evaluation_over_its_time_limit_refuses_before_any_attack_and_writes_
     pieces = result["estimate"]["pieces"]
     assert [p["piece"] for p in pieces] == ["fgsm", "pgd2"]
     assert all(p["estimated_s"] > 0 and p["seconds"] > 0 and p["examples"] <= 16 for p in pieces)
+
+
+def _trained(image_folder, folder, **train_args):
+    from conftest import tiny_config
+    from ibrar.config import build_config
+    from ibrar.train import train
+
+    config = build_config(tiny_config(image_folder, train={"epochs": 2, "eval_pgd_steps": 0, "info_plane_every": 0}))
+    train(config, folder, quiet=True, **train_args)
+    return config
+
+
+def test_an_interrupted_run_is_evaluated_with_a_warning_that_it_has_not_finished(image_folder, tmp_path, capsys):
+    from ibrar.run_eval import run_evaluation
+    from ibrar.run_folder import RunFolder
+
+    folder = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        _trained(image_folder, folder, stop_at=0.0)  # stopped after its first batch, as SIGTERM would
+    assert not RunFolder(folder).final_file.exists()
+    result, table = run_evaluation(folder, attacks=["fgsm"], n=8, quiet=True, large_eps_check=False)
+    assert "has not finished training" in capsys.readouterr().err  # said before any attack runs
+    assert "has not finished training" in table and f"ibrar train --resume {folder}" in table
+    assert any("of 2 epochs" in w for w in result["model_warnings"])
+
+
+def test_a_given_data_root_beats_the_runs_own_data_root_that_has_moved(image_folder, tmp_path):
+    import shutil
+
+    from ibrar.run_eval import run_evaluation
+
+    data = shutil.copytree(image_folder, tmp_path / "data")
+    folder = tmp_path / "run"
+    _trained(data, folder)  # data.root in its config.yaml
+    moved = data.rename(tmp_path / "moved")
+    result, _ = run_evaluation(folder, data_root=moved, attacks=["fgsm"], n=8, quiet=True, large_eps_check=False)
+    assert result["n"] == 8 and not result.get("model_warnings")

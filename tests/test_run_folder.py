@@ -56,6 +56,23 @@ def test_a_folder_with_another_run_is_refused_unless_resumed_or_overwritten(tmp_
     folder.check_for_training(resume=False, overwrite=True)
 
 
+def test_overwrite_never_clears_a_folder_that_holds_no_run(tmp_path):
+    folder = RunFolder(tmp_path / "mine")
+    (folder.path / "sub").mkdir(parents=True)
+    (folder.path / "thesis.tex").write_text("months of work")
+    with pytest.raises(RunFolderError, match="no run .no config.yaml.") as refused:
+        folder.check_for_training(resume=False, overwrite=True)
+    assert "--out" in str(refused.value)
+    assert (folder.path / "thesis.tex").read_text() == "months of work"
+
+
+def test_an_output_folder_that_is_a_file_is_a_run_folder_error(tmp_path):
+    (tmp_path / "config.yaml").write_text("name: tiny\n")
+    for resume, overwrite in ((False, False), (False, True), (True, False)):
+        with pytest.raises(RunFolderError, match="is a file, not a folder"):
+            RunFolder(tmp_path / "config.yaml").check_for_training(resume=resume, overwrite=overwrite)
+
+
 def test_a_replaced_run_is_cleared_but_the_lock_stays(tmp_path):
     folder = RunFolder(tmp_path / "run")
     folder.start(_config(tmp_path), resume=False)

@@ -189,6 +189,15 @@ def test_cli_model_usage_errors_name_the_fix(capsys, tmp_path):
     assert code == 2 and "go with --model" in capsys.readouterr().err
 
 
+def test_model_kwargs_the_builder_does_not_take_are_a_model_spec_error(user_model, capsys, tmp_path):
+    source, weights = user_model
+    code = main(["eval", "--model", f"{source}:build", "--weights", str(weights), "--model-kwargs",
+                 '{"num_clases": 4}', "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "unexpected keyword argument 'num_clases'" in err and "--model-kwargs" in err
+    assert "Traceback" not in err
+
+
 def test_cli_model_writes_a_robustbench_card(user_model, image_folder, tmp_path, capsys, monkeypatch):
     from ibrar.attacks import ReferenceAutoAttack, registry
 

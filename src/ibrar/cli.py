@@ -108,11 +108,27 @@ def _n_examples(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"expected a number of test examples or 'all', got {text!r}") from None
 
 
+def _names(text: str | None, option: str, example: str) -> list[str] | None:
+    """A comma-separated option (None when not given); given but naming nothing (`--only ,`) is a mistake."""
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise UsageError(f"{option}: expected comma-separated {example}, got {text!r}")
+    return names
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from ibrar.run_eval import evaluate_run
 
-    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None
+    attacks = _names(args.attacks, "--attacks", "attack names such as fgsm,pgd10")
     _check_attack_names(attacks or [], "--attacks")
+    if args.robustbench_card is None and (args.card_field or args.card_dir != "."):
+        raise UsageError("ibrar eval: --card-field and --card-dir go with --robustbench-card NAME")
+    if args.robustbench_card is not None:  # checked now, not after hours of attacks
+        from ibrar.interop import check_card_request
+
+        check_card_request(args.robustbench_card, attacks, args.card_field)
     try:
         steps = [int(s) for s in args.steps.split(",")] if args.steps else None
     except ValueError:
@@ -193,14 +209,20 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from ibrar.experiments import build_experiment, run_commands, run_experiment
 
     experiment = build_experiment(args.experiment, args.scale, seeds=args.seeds)
-    only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
+    only = _names(args.only, "--only", "run or row names (`--print-commands` lists the runs)")
+    if args.parallel is not None and args.launcher is not None:
+        raise UsageError("ibrar reproduce: --parallel runs side by side on this machine and --launcher submits "
+                         "jobs; give one")
+    launcher_only = {"--partition": args.partition, "--time": args.time, "--gpus-per-job": args.gpus_per_job,
+                     "--tasks-per-job": args.tasks_per_job, "--cpus-per-task": args.cpus_per_task,
+                     "--array-parallelism": args.array_parallelism, "--wait": args.wait or None}
+    if args.launcher is None and any(v is not None for v in launcher_only.values()):
+        raise UsageError(f"ibrar reproduce: {', '.join(k for k, v in launcher_only.items() if v is not None)} "
+                         "go with --launcher slurm or --launcher local")
     if args.print_commands:
         print("\n".join(run_commands(experiment, args.out, args.data_root, only)))
         return 0
     log = (lambda _line: None) if args.quiet else print
-    if args.parallel is not None and args.launcher is not None:
-        raise UsageError("ibrar reproduce: --parallel runs side by side on this machine and --launcher submits "
-                         "jobs; give one")
     if args.parallel is not None:
         from ibrar.experiments.parallel import run_parallel
 
@@ -208,7 +230,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     elif args.launcher is not None:
         from ibrar.experiments.launch import LaunchOptions, launch_experiment
 
-        options = LaunchOptions(args.launcher, partition=args.partition, time_min=args.time,
+        options = LaunchOptions(args.launcher, partition=args.partition,
+                                time_min=args.time if args.time is not None else LaunchOptions.time_min,
                                 gpus_per_job=args.gpus_per_job, tasks_per_job=args.tasks_per_job,
                                 cpus_per_task=args.cpus_per_task, array_parallelism=args.array_parallelism,
                                 wait=args.wait)
@@ -330,7 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "RobustBench zoo model or any PyTorch model (--model MODULE:CALLABLE --weights FILE)")
     p.add_argument("run", nargs="?", metavar="RUN_DIR_OR_CHECKPOINT",
                    help="a run folder, an `ibrar export` folder or a checkpoint file")
-    p.add_argument("--data-root")
+    p.add_argument("--data-root", help="the test set's data folder (default: where the run was trained, else its "
+                   "data.root, else $IBRAR_DATA_ROOT, else ~/.cache/ibrar-data)")
     p.add_argument("--attacks", help="comma-separated (default fgsm,pgd10,cw,fab,nifgsm,autoattack; "
                                      "autoattack is the reference pyautoattack, standard version); also "
                                      "apgd-ce, apgd-t, fab-t, square, adaptive, ...")
@@ -392,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--launcher", choices=["slurm", "local"], help="run each run as a submitit job: on SLURM "
                    "(returns, or --wait; run again to collect results) or as local subprocesses (waits)")
     p.add_argument("--partition", help="SLURM partition")
-    p.add_argument("--time", type=int, default=240, help="minutes per job (default 240); a job that times out "
+    p.add_argument("--time", type=int, help="minutes per job (default 240); a job that times out "
                    "is requeued and resumes from its checkpoint")
     p.add_argument("--gpus-per-job", type=int, help="GPUs per job (default 1 on SLURM, 0 locally)")
     p.add_argument("--tasks-per-job", type=int, help="processes per job, joined by DDP (default: one per GPU)")

@@ -59,6 +59,12 @@ def export_run(run_dir: str | Path, out_dir: str | Path, overwrite: bool = False
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if not run_dir.is_dir():
         raise ExportError(f"RUN_DIR {run_dir} is not a folder; give the run folder written by `ibrar train`")
+    if is_export(run_dir):
+        raise ExportError(f"RUN_DIR {run_dir} is an `ibrar export` folder already: share or copy it as it is, or "
+                          "export the run folder it came from")
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise ExportError(f"RUN_DIR {run_dir} holds no run (no {CONFIG_FILE}); give the run folder written by "
+                          "`ibrar train`")
     if not (run_dir / FINAL).is_file():
         raise ExportError(f"{run_dir} holds no {FINAL}: export needs a finished run folder "
                           f"(finish an interrupted one with `ibrar train --resume {run_dir}`)")

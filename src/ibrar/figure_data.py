@@ -54,7 +54,8 @@ def _test_examples(config: Any, data_root: str | Path | None, n: int, seed: int)
     from ibrar.data import load_split, resolve_data_root
     from ibrar.evaluate import evaluation_examples
 
-    data = load_split(config.data.name, resolve_data_root(config.data.root or data_root), "test")
+    # a data root given here beats the run's data.root, as in `ibrar eval`: a run whose data moved is still read
+    data = load_split(config.data.name, resolve_data_root(data_root or config.data.root), "test")
     _, images, labels = evaluation_examples(data.images, data.labels, min(n, len(data.labels)), seed, "cpu")
     return images, labels
 

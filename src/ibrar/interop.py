@@ -189,12 +189,28 @@ def robustbench_card(result: Evaluation, config: RunConfig, architecture: str,
     return card
 
 
+def check_card_request(name: str, attacks: Sequence[str] | None, card_fields: list[str]) -> None:
+    """What `--robustbench-card NAME` needs, checked before the evaluation runs rather than after it: a name
+    usable as a file name, valid `--card-field`s, and the autoattack attack (`attacks` None: the defaults)."""
+    card_path(name, "any")
+    parse_card_fields(card_fields)
+    if attacks is not None and "autoattack" not in attacks:
+        raise RobustBenchError(f"--robustbench-card: a RobustBench card needs an AutoAttack accuracy, and --attacks "
+                               f"{','.join(attacks)} has no autoattack; evaluate with --attacks autoattack (or add "
+                               "it to the list)")
+
+
+def card_path(name: str, dataset: str, root: str | Path = ".", threat_model: str = THREAT_MODEL) -> Path:
+    """`root/model_info/<dataset>/<threat_model>/<name>.json`, RobustBench's layout."""
+    if not name or "/" in name or name.startswith("."):
+        raise RobustBenchError(f"--robustbench-card: expected a model name usable as a file name, got {name!r}")
+    return Path(root) / "model_info" / dataset / threat_model / f"{name}.json"
+
+
 def write_robustbench_card(card: Mapping[str, Any], name: str, root: str | Path = ".",
                            threat_model: str = THREAT_MODEL) -> Path:
     """Write `root/model_info/<dataset>/<threat_model>/<name>.json`, RobustBench's layout; returns the path."""
-    if not name or "/" in name or name.startswith("."):
-        raise RobustBenchError(f"--robustbench-card: expected a model name usable as a file name, got {name!r}")
-    path = Path(root) / "model_info" / str(card["dataset"]) / threat_model / f"{name}.json"
+    path = card_path(name, str(card["dataset"]), root, threat_model)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(dict(card), indent=2) + "\n")
     return path
@@ -210,6 +226,8 @@ def parse_card_fields(items: list[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise RobustBenchError(f"--card-field {item!r}: expected KEY=VALUE, e.g. name=\"My paper\"")
         key = key.strip()
+        if key not in CARD_FIELDS:
+            raise RobustBenchError(f"--card-field: unknown key {key!r}; RobustBench cards hold {list(CARD_FIELDS)}")
         value: Any = raw
         if key in ("additional_data", "unreliable", "number_forward_passes"):
             value = yaml.safe_load(raw)

@@ -72,7 +72,8 @@ def train_and_evaluate(
         test_data = trainer.test_data
     if evaluation is None or not evaluation.attacks:
         return PipelineResult(found)
-    table = evaluate_run(run_dir, data_root=data_root, attacks=list(evaluation.attacks), n=evaluation.n,
-                         steps=list(evaluation.steps) or None, seed=evaluation.seed, quiet=quiet, test_data=test_data,
-                         large_eps_check=evaluation.large_eps_check)
+    # the data the run trained on (its data.root first, as in training): evaluate_run prefers a root it is given
+    table = evaluate_run(run_dir, data_root=config.data.root or data_root, attacks=list(evaluation.attacks),
+                         n=evaluation.n, steps=list(evaluation.steps) or None, seed=evaluation.seed, quiet=quiet,
+                         test_data=test_data, large_eps_check=evaluation.large_eps_check)
     return PipelineResult(found, table)

@@ -10,6 +10,7 @@ its resumable state in the run folder while it runs.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +40,7 @@ from ibrar.evaluate import (
 from ibrar.evaluation_record import Evaluation
 from ibrar.loading import load_trained
 from ibrar.reproducibility import run_metadata
+from ibrar.run_files import CHECKPOINT_FILE, FINAL_FILE
 from ibrar.run_folder import RunFolder
 
 DEFAULT_ATTACKS = ("fgsm", "pgd10", "cw", "fab", "nifgsm", "autoattack")  # the paper's, plus AutoAttack
@@ -82,7 +84,8 @@ def run_evaluation(
     """Run the evaluation, write `eval.json` beside the checkpoint; return its content and the table to print.
 
     ``n=None`` is the whole test set; the default 1,000 becomes the whole set when that is smaller.
-    ``batch_size=None``: 256 for ibrar's attacks, the reference's own 250 for AutoAttack.
+    ``batch_size=None``: 256 for ibrar's attacks, the reference's own 250 for AutoAttack. ``data_root`` (None: the
+    run's data.root, else $IBRAR_DATA_ROOT, else ~/.cache/ibrar-data) is where the test set is read.
     `loaded` is a model already loaded (`path` then only names its weights, e.g. a RobustBench zoo model, or is
     None) and `out_dir` where its eval.json goes; `model_warnings` (about the model itself) are kept beside the
     masking checks' warnings and printed. `time_limit_s`: raise `EvaluationWouldNotFit` before any attack runs
@@ -100,9 +103,15 @@ def run_evaluation(
         bundle, config, state = loaded if loaded is not None else load_trained(path, device=dev)
         if config.train.threads is not None:  # as in training: on the CPU the numbers follow the thread count
             torch.set_num_threads(config.train.threads)
+        checkpoint = find_checkpoint(path) if path is not None else None
+        unfinished = unfinished_training(checkpoint, state, config) if loaded is None else None
+        if unfinished is not None:  # said before the attacks run, and kept in eval.json and its table
+            print(f"note: {unfinished}", file=sys.stderr, flush=True)
+            model_warnings = [*model_warnings, unfinished]
         model = bundle.model
         if test_data is None:
-            root = resolve_data_root(config.data.root or data_root)
+            # a data root given here beats the run's data.root: a run whose data has moved is still evaluated
+            root = resolve_data_root(data_root or config.data.root)
             test_data = load_split(config.data.name, root, "test")
         check_same_classes(state.get("classes"), test_data.classes, "the model was trained on")
         names = list(attacks) if attacks is not None else list(DEFAULT_ATTACKS)
@@ -128,7 +137,7 @@ def run_evaluation(
         report = evaluate(model, test_data.images, test_data.labels, built, batch_size=batch_size, device=dev,
                           seed=seed, n=n, eps=config.eval.eps, state_dir=out_dir, progress=progress)
         result = report.to_dict()
-        result["checkpoint"] = str(find_checkpoint(path)) if path is not None else None
+        result["checkpoint"] = str(checkpoint) if checkpoint is not None else None
         curves: dict[str, dict[int, float]] = {}
         for family in ("pgd", "cw", "nifgsm") if steps else ():
             curves[family] = steps_curve(model, test_data.images, test_data.labels, family, steps=list(steps),
@@ -157,6 +166,16 @@ def run_evaluation(
         result = evaluation.to_dict()
         reference = config.eval.reference if reference_applies(config) else None
         return result, render(report, result, reference, config.eval.reference_label)
+
+
+def unfinished_training(checkpoint: Path | None, state: dict[str, Any], config: RunConfig) -> str | None:
+    """What to say when `checkpoint` is a run's latest checkpoint.pt with no final.pt beside it: the weights of
+    a training that has not finished (None otherwise)."""
+    if checkpoint is None or checkpoint.name != CHECKPOINT_FILE or (checkpoint.parent / FINAL_FILE).is_file():
+        return None
+    return (f"{checkpoint.parent} has not finished training (no {FINAL_FILE}): this evaluates its latest "
+            f"{CHECKPOINT_FILE}, after {state.get('epoch', '?')} of {config.train.epochs} epochs; "
+            f"`ibrar train --resume {checkpoint.parent}` finishes it")
 
 
 # What makes two runs comparable: everything but the IB-RAR terms, the mask, the name, the evaluation's own settings

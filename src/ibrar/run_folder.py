@@ -121,13 +121,20 @@ class RunFolder:
 
     def check_for_training(self, resume: bool, overwrite: bool) -> None:
         """Refuse to mix two runs in one folder (before any work: nothing is touched here)."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunFolderError(f"output folder {self.path} is a file, not a folder; choose another with --out")
         if resume:
             if not self.config_file.is_file():
                 raise RunFolderError(f"--resume {self.path}: no {CONFIG_FILE} there, so there is no run to resume")
-        elif self.path.exists() and any(p.name != LOCK_FILE for p in self.path.iterdir()) and not overwrite:
-            what = "another run's config" if self.config_file.is_file() else "files"
-            raise RunFolderError(f"output folder {self.path} already holds {what}; pass --resume {self.path} to "
-                                 "continue it, --overwrite to replace it, or --out to choose another folder")
+            return
+        held = self.path.exists() and any(p.name != LOCK_FILE for p in self.path.iterdir())
+        if held and not self.config_file.is_file():  # --overwrite clears the folder: only ever a run's own
+            raise RunFolderError(f"output folder {self.path} already holds files but no run (no {CONFIG_FILE}), "
+                                 "so it is left alone, with --overwrite too; choose another folder with --out")
+        if held and not overwrite:
+            raise RunFolderError(f"output folder {self.path} already holds another run's config; pass --resume "
+                                 f"{self.path} to continue it, --overwrite to replace it, or --out to choose another "
+                                 "folder")
 
     def start(self, config: RunConfig, resume: bool) -> None:
         """Clear the folder of a replaced run (only once the new one has started) and write the config.

@@ -176,7 +176,11 @@ def build_user_model(spec: str, weights: str | Path | None = None, kwargs: Mappi
     build = import_callable(spec)
     if not callable(build):
         raise ModelSpecError(f"--model: {spec} is not callable")
-    model = build(**(kwargs or {}))
+    try:
+        model = build(**(kwargs or {}))
+    except TypeError as err:  # most often a keyword the builder does not take, or one it needs and did not get
+        raise ModelSpecError(f"--model: {spec}(**{kwargs or {}}) raised TypeError: {err}; check --model-kwargs "
+                             "against the arguments it takes") from err
     if not isinstance(model, nn.Module):
         raise ModelSpecError(f"--model: {spec}(...) returned {type(model).__name__}, not a torch.nn.Module")
     if weights is not None:

@@ -52,10 +52,11 @@ class LaunchOptions:
     def __post_init__(self) -> None:
         if self.launcher not in LAUNCHERS:
             raise InputError(f"--launcher: expected one of {list(LAUNCHERS)}, got {self.launcher!r}")
-        for name in ("time_min", "tasks_per_job", "cpus_per_task", "array_parallelism"):
+        for name, option in (("time_min", "--time"), ("tasks_per_job", "--tasks-per-job"),
+                             ("cpus_per_task", "--cpus-per-task"), ("array_parallelism", "--array-parallelism")):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
-                raise InputError(f"--{name.replace('_', '-')}: expected a positive integer, got {value!r}")
+                raise InputError(f"{option}: expected a positive integer, got {value!r}")
         if self.gpus_per_job is not None and self.gpus_per_job < 0:
             raise InputError(f"--gpus-per-job: expected 0 or more, got {self.gpus_per_job}")
 

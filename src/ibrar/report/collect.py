@@ -12,7 +12,16 @@ from typing import Any
 
 from ibrar.errors import InputError
 from ibrar.experiments import build_experiment
-from ibrar.run_files import CONFIG_FILE, CONFUSION_FILE, EVAL_FILE, FEATURES_FILE, META_FILE, METRICS_FILE, RECORDS
+from ibrar.run_files import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    CONFUSION_FILE,
+    EVAL_FILE,
+    FEATURES_FILE,
+    META_FILE,
+    METRICS_FILE,
+    RECORDS,
+)
 from ibrar.run_folder import RunFolder
 from ibrar.run_names import split_folders
 
@@ -57,6 +66,11 @@ def collect_run(run_dir: str | Path, into: str | Path | None = None) -> Path:
         if not (run_dir / required).is_file():
             hint = f"; evaluate it first: ibrar eval {run_dir}" if required == EVAL_FILE else ""
             raise ReportError(f"RUN_DIR: {run_dir} has no {required}, so it is not a finished run{hint}")
+    evaluated = RunFolder(run_dir).require_evaluation().checkpoint
+    if evaluated is not None and Path(evaluated).name == CHECKPOINT_FILE:  # `ibrar eval` of an interrupted run
+        raise ReportError(f"RUN_DIR: {run_dir}'s {EVAL_FILE} is of its {CHECKPOINT_FILE}, before training finished, "
+                          f"so it is not a finished run; finish it with `ibrar train --resume {run_dir}`, then "
+                          "collect it")
     target = Path(into) if into is not None else default_into(run_dir)
     target = target / run_dir.resolve().name
     if target.resolve() == run_dir.resolve():
