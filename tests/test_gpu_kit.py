@@ -819,6 +819,45 @@ def test_a_check_cut_off_inside_the_benchmark_still_advises_the_next_call_from_t
     assert "| fp32 | CE + IB-RAR | 2.0 |" in text and "not checked" in text
 
 
+def test_a_check_cut_off_inside_the_cuda_tests_stops_pytest_and_still_advises_the_eager_step(tmp_path,
+                                                                                                monkeypatch):
+    """run.sh's SIGTERM while pytest runs: the child is stopped at once, the benchmark does not start, and
+    stage.json still gets the advice for what nothing was measured on (eager, row (6) alone)."""
+    import threading
+
+    import cuda_check
+    from stages import Context
+
+    real_run = subprocess.run
+    children: list[float] = []
+
+    def slow_pytest(command, **kwargs):  # a test run that would outlast the call: the TERM comes inside it
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        children.append(time.monotonic())
+        return real_run([sys.executable, "-c", "import time; time.sleep(60)"], **kwargs)
+
+    def escaped(signum, frame):
+        raise Escaped
+
+    monkeypatch.setattr(cuda_check.subprocess, "run", slow_pytest)
+    monkeypatch.setattr(cuda_check, "fast_path_args", lambda ctx: pytest.fail("the benchmark must not start"))
+    ctx = Context("check", tmp_path, True, time.time(), tmp_path / "data", tmp_path / "runs")
+    previous = signal.signal(signal.SIGTERM, escaped)
+    try:
+        status, extra = cuda_check.stage_check(ctx, {"device": "CPU", "torch": torch.__version__, "cuda": None})
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert time.monotonic() - children[0] < 20  # the 60 s child was not waited for
+    assert status.startswith("stopped by the call's time budget inside the CUDA tests")
+    check = json.loads((tmp_path / "check.json").read_text())
+    assert check["cuda_tests"]["cut_off"] == f"signal {int(signal.SIGTERM)}"
+    assert extra["advice"] == check["advice"]["command"] == (
+        "IBRAR_GPU_OPTIM=authors IBRAR_GPU_OVERRIDES=train.cuda_graph=false IBRAR_GPU_BUDGET_S=B bash "
+        "bench/gpu/run.sh table4 6")
+    text = (tmp_path / "check.md").read_text()
+    assert "The CUDA tests were cut off" in text and "the call's time ran out in the CUDA tests" in text
+
+
 def prepare_checkout(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     """A checkout with prepare.sh and no ../shared beside it, and a python whose `pip download` does nothing
     (no network here): the environment to run prepare.sh in."""

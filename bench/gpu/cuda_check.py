@@ -46,12 +46,19 @@ def run_cuda_tests(ctx: Context, timeout: float) -> dict[str, Any]:
     command = [sys.executable, "-m", "pytest", *CUDA_TESTS, "-m", "cuda", "-q", "-rfEs",
                "-p", "no:cacheprovider", f"--junitxml={xml}"]
     print(f"== CUDA tests: {' '.join(command[1:])}", flush=True)
+    cut_off = ""
     try:
-        rc = subprocess.run(command, cwd=REPO, timeout=timeout).returncode
+        with sigterm_stops():  # run.sh's timeout: pytest is killed, and the check still writes what it knows
+            rc: int | str = subprocess.run(command, cwd=REPO, timeout=timeout).returncode
     except subprocess.TimeoutExpired:
         rc = "timeout"
+    except KeyboardInterrupt as stop:
+        rc, cut_off = "cut off", str(stop)
+        print(f"   CUDA tests stopped: {stop}", flush=True)
     summary = junit_summary(xml)
     summary["exit_code"] = rc
+    if cut_off:
+        summary["cut_off"] = cut_off
     return summary
 
 
@@ -109,8 +116,11 @@ def check_markdown(info: dict[str, Any], tests: dict[str, Any], bench: dict[str,
     lines += [f"- FAILED {name}" for name in tests.get("failed", [])]
     if tests.get("error"):
         lines.append(f"- {tests['error']}")
+    if tests.get("cut_off"):
+        lines.append(f"- The CUDA tests were cut off ({tests['cut_off']}) by the call's time budget.")
     if not bench:
-        why = "not run in this call (IBRAR_GPU_CHECK_BENCH=0)" if not args else "started, not finished in this call"
+        why = ("not run: the call's time ran out in the CUDA tests" if tests.get("cut_off") else
+               "not run in this call (IBRAR_GPU_CHECK_BENCH=0)" if not args else "started, not finished in this call")
         return "\n".join([*lines, "", f"Fast-path benchmark: {why}.", ""])
     settings = [k.split("/", 1)[1] for k in bench if k.startswith("ib_overhead/")] + list(bench.get("unavailable", []))
     lines += ["", f"`python bench/bench_fast_path.py {' '.join(args)}`: the Trainer's step of VGG16, "
@@ -139,7 +149,8 @@ def advice_markdown(advice: dict[str, Any]) -> str:
 
 def stage_check(ctx: Context, info: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The CUDA tests, then the benchmark; the status, and the next call's command for stage.json's `advice`
-    (a benchmark cut off by run.sh's SIGTERM still gives it, from the rounds it measured)."""
+    (a benchmark cut off by run.sh's SIGTERM still gives it, from the rounds it measured; CUDA tests cut off
+    give it too, for the eager step and row (6) alone, and the benchmark does not start)."""
     import bench_fast_path
 
     # IBRAR_GPU_CHECK_BENCH=0: the CUDA tests alone (when a row trains beside them, timings would mean nothing).
@@ -148,6 +159,10 @@ def stage_check(ctx: Context, info: dict[str, Any]) -> tuple[str, dict[str, Any]
     tests = run_cuda_tests(ctx, timeout=max(60.0, cap))
     args: list[str] = []
     bench: dict[str, Any] = {}
+    if tests.get("cut_off"):  # the call's time is up: no benchmark, but the advice (eager, row (6) alone)
+        write_check(ctx, info, tests, bench, args)
+        return ("stopped by the call's time budget inside the CUDA tests: call again for the whole check",
+                {"advice": training_advice(tests, bench)["command"]})
     cut_off = ""
     if with_bench:
         args = fast_path_args(ctx)
