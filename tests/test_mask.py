@@ -94,7 +94,9 @@ def test_training_refresh_and_application_at_eval():
     assert not torch.allclose(net(x), net(x2))
 
 
-def test_official_mask_is_used_for_one_forward_only():
+def test_official_mask_covers_every_training_forward_of_a_refresh_batch_and_no_other():
+    """The authors' TRADES/MART scripts set the mask's targets before both the clean and the adversarial
+    forward of a refresh batch: each is masked, from its own features; the next batch's are not."""
     f, y = informative_features()
     net = Net()
     mask = ChannelMask(C, num_classes=4, rule="official", official_count=2, refresh_every=2)
@@ -105,7 +107,15 @@ def test_official_mask_is_used_for_one_forward_only():
     mask.observe(f, y)
     net(f)
     assert int((seen[-1] == 0).sum()) == 4
-    net(f)  # the next forward (not a refresh batch) is unmasked
+    shuffled = f[torch.randperm(len(f), generator=torch.Generator().manual_seed(0))]  # labels no longer fit
+    net(shuffled)  # the same batch's second (adversarial) forward: masked too, scored on its own features
+    own = mask.select(*mask.channel_scores(shuffled, y, f))
+    assert torch.equal(seen[-1] == 0, own == 0) and not torch.equal(own, mask.select(*mask.channel_scores(f, y, f)))
+    mask.observe(f, y)  # the next batch is not a refresh batch: unmasked
+    net(f)
+    assert int((seen[-1] == 0).sum()) == 0
+    net.eval()
+    net(f)
     assert int((seen[-1] == 0).sum()) == 0
     assert torch.equal(mask.mask, torch.ones(C))  # never saved
 

@@ -100,11 +100,12 @@ def test_trades_standard_loss_matches_the_formula(logits_pair):
     assert torch.equal(out.logits, adv)
 
 
-def test_trades_official_loss_uses_adversarial_ce_and_half_kl(logits_pair):
+@pytest.mark.parametrize("beta", [0.5, 2.0])  # 0.5: the authors' (the official profile's); the weight is beta
+def test_trades_official_loss_uses_adversarial_ce_and_beta_kl(logits_pair, beta):
     clean, adv, y = logits_pair
-    method = TRADES(beta=6.0, variant="official")
+    method = TRADES(beta=beta, variant="official")
     out = method.loss(fixed_forward({"clean": clean, "adv": adv}), clean, y, adv)
-    expected = ce_ref(adv, y) + 0.5 * trades_kl_ref(clean, adv)
+    expected = ce_ref(adv, y) + beta * trades_kl_ref(clean, adv)
     assert out.loss.item() == pytest.approx(expected, rel=1e-9)
 
 

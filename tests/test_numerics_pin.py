@@ -13,6 +13,11 @@ first summaries, the TRADES run with the official mask (one channel picked by ra
 a near-tie flips) deviates by 5% already in epoch 1 and MART's epoch-2 KL term by 0.5%, the others by under
 1e-5; so each vendor gets its own summaries and digests (AuthenticAMD recorded at 129db3f).
 
+A change meant to change what a run computes renames that run and is re-recorded on the machine at hand: the
+official mask on every training forward of a refresh batch (its TRADES run, re-recorded on a GenuineIntel AVX512
+machine) is checked on the platforms and vendors where it is recorded, and skipped, by name, on the others until
+`python tests/test_numerics_pin.py` runs there.
+
 Another torch release moves the summaries more than another CPU does: its linear algebra differs at about 1e-7,
 and the one-step sign attack of the TRADES and MART runs amplifies that over two epochs (torch 2.11 against the
 2.14 pins: median relative deviation at most 1e-5 per run, the worst key 2.5e-2, TRADES' epoch-2 KL term). So the
@@ -46,7 +51,7 @@ RUNS: dict[str, dict] = {
         "ib": {"enabled": True},
         "mask": {"enabled": True, "refresh_every": 2},
     },
-    "trades+both-passes+official-mask+x-adversarial": {
+    "trades+both-passes+official-mask-each-forward+x-adversarial": {
         "method": {"name": "trades", "steps": 1},
         "ib": {"enabled": True, "passes": "both", "label_kernel": "gaussian", "x_source": "adversarial"},
         "mask": {"enabled": True, "rule": "official", "official_count": 1, "refresh_every": 2},
@@ -143,11 +148,21 @@ def test_the_training_step_computes_what_it_computed_before_on_any_machine(pinne
         pytest.skip(f"summaries recorded on torch {release}, this is {torch_release()}: "
                     "the test across releases applies")
     for name, folder in pinned_runs.items():
+        if name not in summaries:
+            continue
         measured = run_summary(folder)
         pinned = summaries[name]
         assert measured.keys() == pinned.keys(), name
         for key, value in pinned.items():
             assert measured[key] == pytest.approx(value, rel=1e-4, abs=1e-6), f"{name}: {key}"
+    skip_unrecorded(pinned_runs, summaries, f"summaries on {cpu_vendor()}")
+
+
+def skip_unrecorded(runs: dict[str, Path], recorded: dict[str, object], where: str) -> None:
+    """Once every recorded run has been checked: skip, by name, a run with nothing recorded here."""
+    assert set(runs) & set(recorded), f"no run of {sorted(runs)} has {where} recorded"
+    if missing := sorted(set(runs) - set(recorded)):
+        pytest.skip(f"{', '.join(missing)}: no {where} recorded; re-record with python tests/test_numerics_pin.py")
 
 
 def drift_from_pin(measured: dict[str, float], pinned: dict[str, float]) -> tuple[float, float, str]:
@@ -160,10 +175,13 @@ def drift_from_pin(measured: dict[str, float], pinned: dict[str, float]) -> tupl
 def test_the_training_step_stays_within_what_another_torch_release_moves(pinned_runs):
     pinned = pinned_summaries()[1]
     for name, folder in pinned_runs.items():
+        if name not in pinned:
+            continue
         measured = run_summary(folder)
         assert measured.keys() == pinned[name].keys(), name
         median, worst, key = drift_from_pin(measured, pinned[name])
         assert median < 1e-3 and worst < 0.1, f"{name}: median {median:.2g}, worst {worst:.2g} ({key})"
+    skip_unrecorded(pinned_runs, pinned, f"summaries on {cpu_vendor()}")
 
 
 def test_the_rule_across_releases_sees_a_changed_random_stream(tmp_path):
@@ -182,7 +200,9 @@ def test_the_training_step_is_bit_identical_on_a_recorded_platform(pinned_runs):
     here = here or [r["digests"] for r in records if r["platform"] == unnamed]
     if not here:
         pytest.skip(f"digests recorded on {[r['platform'] for r in records]}, this is {platform()}")
-    assert {name: run_digest(folder) for name, folder in pinned_runs.items()} == here[0]
+    recorded = here[0]
+    assert {name: run_digest(folder) for name, folder in pinned_runs.items() if name in recorded} == recorded
+    skip_unrecorded(pinned_runs, recorded, f"digest on {platform()}")
 
 
 def test_the_summary_pin_sees_a_learning_rate_changed_by_a_fifth_of_a_percent(tmp_path):

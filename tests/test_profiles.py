@@ -34,8 +34,8 @@ def test_the_official_profile_gives_the_authors_settings(name):
     if method in ADVERSARIAL:
         assert config.method.eps == 0.03
         assert config.method.alpha == pytest.approx(0.0069)  # 0.03 / 10 * 2.3
-    if method == "trades":
-        assert config.method.variant == "official"
+    if method == "trades":  # the weight their code trains with, recorded as the run's beta
+        assert config.method.variant == "official" and config.method.beta == 0.5
     if method == "mart":
         assert config.method.beta == 0.5 and config.optim.schedule == "none"
     if method in ("trades", "mart") and config.ib.enabled:

@@ -255,6 +255,8 @@ def official_profile(data: dict[str, Any], eps: Any = None) -> dict[str, Any]:
     if name == "mart":  # the authors' MART: beta 0.5 and a constant learning rate (paper text: beta 6, StepLR)
         preset["method"]["beta"] = 0.5
         preset["optim"] = {"schedule": "none"}
+    if name == "trades":  # the authors' TRADES: CE on the adversarial logits + 0.5 KL (paper text: beta 6)
+        preset["method"]["beta"] = 0.5
     if name in ("trades", "mart"):  # their TRADES/MART scripts: Gaussian label kernel, IB on both passes
         preset["ib"] = {"label_kernel": "gaussian", "passes": "both"}
     if name in ("ce", "vib"):  # their no-AT scripts: momentum 0.9, no weight decay (paper text: 0 and 1e-2)

@@ -7,8 +7,9 @@ information; zeroing them removes features an attacker could use. Two behaviours
   refreshed every `refresh_every` training batches, fitted once more on training data after training, saved
   in `state_dict` and applied at evaluation.
 - rule "official" (the authors' code): on every `refresh_every`-th training batch, drop the `official_count`
-  lowest HSIC(f_c, Y) and the `official_count` highest HSIC(f_c, X), for that forward pass only; never saved,
-  never applied at evaluation.
+  lowest HSIC(f_c, Y) and the `official_count` highest HSIC(f_c, X), scored on each training forward pass of
+  that batch from its own features (TRADES and MART run two: clean and adversarial, as the authors' scripts
+  mask both); never saved, never applied at evaluation.
 """
 
 from __future__ import annotations
@@ -92,7 +93,6 @@ class ChannelMask(nn.Module):
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self._pending: tuple[Tensor, Tensor] | None = None
         self._collected: list[Tensor] | None = None
-        self._batch_mask: Tensor | None = None
         self._count = 0  # a host copy of `step`, so that counting batches never reads the device
 
     # ---- scoring -------------------------------------------------------------------------------------
@@ -153,8 +153,8 @@ class ChannelMask(nn.Module):
         """Tell the mask about the next training batch; on every `refresh_every`-th batch it rescores."""
         if not self.enabled:
             return
-        if self._count % self.refresh_every == 0:
-            self._pending = (x, y)
+        # kept for the whole step (the official rule scores each of its training forwards), dropped at the next
+        self._pending = (x, y) if self._count % self.refresh_every == 0 else None
         self._count += 1
         self.step += 1
 
@@ -194,19 +194,16 @@ class ChannelMask(nn.Module):
         if module.training:
             if self._pending is not None:
                 x, y = self._pending
-                self._pending = None
+                if self.rule == "paper":  # rescored once per refresh batch, on its first training forward
+                    self._pending = None
                 score_y, score_x = self.channel_scores(output, y, x if self.rule == "official" else None)
                 score_y = self.reduce(score_y)
                 score_x = self.reduce(score_x) if score_x is not None else None
                 new_mask = self.select(score_y, score_x).to(self.mask.dtype)
-                if self.rule == "paper":
-                    self.mask.copy_(new_mask)
-                else:
-                    self._batch_mask = new_mask
-            if self.rule == "paper":
-                return self._masked(output, self.mask)
-            batch_mask, self._batch_mask = self._batch_mask, None
-            return None if batch_mask is None else self._masked(output, batch_mask)
+                if self.rule == "official":  # this forward only, from its own features
+                    return self._masked(output, new_mask)
+                self.mask.copy_(new_mask)
+            return self._masked(output, self.mask) if self.rule == "paper" else None
         return self._masked(output, self.mask) if self.at_eval else None
 
     @staticmethod  # not `_apply`: that name is nn.Module's, and .to(device) calls it

@@ -2,8 +2,8 @@
 
 Two variants. "standard" is the paper's: the inner attack maximises KL(p(x) || p(x')) from x + 0.001 N(0, I),
 loss = CE(f(x), y) + beta * KL. "official" is what the IB-RAR authors' code runs (METHOD.md section 4): a CE
-inner attack from a uniform start and loss = CE(f(x_adv), y) + 0.5 * KL, the 0.5 being fixed in their code,
-so `beta` is ignored by that variant.
+inner attack from a uniform start and loss = CE(f(x_adv), y) + beta * KL, where their code fixes beta at 0.5
+(the `official` profile sets it, so that the run's config.yaml records the weight it trained with).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from ibrar.methods.base import (
 )
 
 VARIANTS: tuple[str, ...] = ("standard", "official")
-OFFICIAL_KL_WEIGHT = 0.5  # the authors' code, whatever beta says
 START_NOISE = 0.001  # TRADES' Gaussian start for the KL attack
 
 
@@ -75,7 +74,7 @@ class TRADES(AdversarialMethod):
         kl = kl_per_example(logits_clean, logits_adv).mean()  # TRADES' batchmean
         if self.variant == "official":
             ce = F.cross_entropy(logits_adv, y)
-            loss = ce + OFFICIAL_KL_WEIGHT * kl
+            loss = ce + self.beta * kl
         else:
             ce = F.cross_entropy(logits_clean, y)
             loss = ce + self.beta * kl
