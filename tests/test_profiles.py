@@ -96,6 +96,8 @@ def test_the_profile_overrides_the_file_and_the_command_line_overrides_the_profi
     assert load_config(name, ["profile=official", "method.alpha=0.01"]).method.alpha == 0.01
     # an eps given on the command line carries the authors' step rule with it
     assert load_config(name, ["profile=official", "method.eps=0.05"]).method.alpha == pytest.approx(0.05 / 10 * 2.3)
+    # and so do the attack's steps: the authors' loader takes eps / steps * 2.3
+    assert load_config(name, ["profile=official", "method.steps=20"]).method.alpha == pytest.approx(0.03 / 20 * 2.3)
     assert load_config(name, ["profile=official", "mask.rule=paper"]).mask.rule == "paper"
 
 

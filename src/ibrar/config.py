@@ -240,16 +240,20 @@ RESOLVED_MARKER = "resolved"  # top-level key of a config.yaml whose profile is 
 def official_profile(data: dict[str, Any], eps: Any = None) -> dict[str, Any]:
     """The authors' code's settings where they differ from the paper's text (METHOD.md section 4).
 
-    `data` is the run as the file and the command line describe it (its method picks the values); `eps` is an
-    eps given on the command line, which the PGD step then follows (None: the authors' 0.03).
+    `data` is the run as the file and the command line describe it (its method picks the values, its PGD steps
+    the step size); `eps` is an eps given on the command line, which the PGD step then follows (None: the
+    authors' 0.03).
     """
     method = data.get("method") if isinstance(data.get("method"), dict) else {}
     name = method.get("name", "ce")
     eps = _parse_fraction(eps)
     eps = eps if isinstance(eps, (int, float)) and not isinstance(eps, bool) else 0.03
+    steps = method.get("steps", 10)
+    steps = steps if isinstance(steps, int) and not isinstance(steps, bool) and steps > 0 else 10  # else: validation
     preset: dict[str, Any] = {
-        # eps 0.03 and PGD step eps/10*2.3 (0.0069): the authors' scripts (paper text: 8/255 and 2/255).
-        "method": {"eps": 0.03, "alpha": eps / 10 * 2.3, "variant": "official"},
+        # eps 0.03 and PGD step eps/steps*2.3 (0.0069 at 10 steps): the authors' attack loader (paper text: 8/255
+        # and 2/255)
+        "method": {"eps": 0.03, "alpha": eps / steps * 2.3, "variant": "official"},
         "mask": {"rule": "official"},
     }
     if name == "mart":  # the authors' MART: beta 0.5 and a constant learning rate (paper text: beta 6, StepLR)
