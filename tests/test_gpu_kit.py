@@ -186,15 +186,16 @@ def test_table4_row_stops_at_its_time_budget_resumes_in_the_next_call_and_export
 
 
 def test_collect_keeps_a_partly_trained_row_apart_and_drops_it_once_the_row_is_finished(tmp_path):
-    from test_report import partial_run
+    from test_report import fake_run, partial_run
 
     files_at, results = tmp_path / "files", tmp_path / "results"
     run = partial_run(files_at / "table4-paper", "vgg16-6-ibrar", 3)
     partial = results / "table4-paper-partial" / "vgg16-6-ibrar"
     assert kit.collect(files_at, results) == [partial]  # not evaluated: kept apart, not in results/table4-paper/
     assert sorted(p.name for p in partial.iterdir()) == ["config.yaml", "gpu.json", "metrics.jsonl"]
-    (run / "meta.json").write_text("{}")
-    (run / "eval.json").write_text("{}")
+    finished = fake_run(tmp_path / "finished", "vgg16-6-ibrar", 60.0, {"pgd10": 30.0})
+    for name in ("meta.json", "eval.json"):  # the row trained to the end and evaluated in a later call
+        shutil.copy2(finished / name, run / name)
     assert kit.collect(files_at, results) == [results / "table4-paper" / "vgg16-6-ibrar"]
     assert not partial.exists()
 
