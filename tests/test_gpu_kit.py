@@ -595,6 +595,22 @@ class Escaped(Exception):
     """SIGTERM reached the test's own handler: the stage ran its evaluation without one."""
 
 
+def check_catching_sigterm(tmp_path: Path) -> tuple[str, dict]:
+    """The rehearsed check stage, where a SIGTERM its own handling misses raises Escaped instead of ending pytest."""
+    import cuda_check
+    from stages import Context
+
+    def escaped(signum, frame):
+        raise Escaped
+
+    ctx = Context("check", tmp_path, True, time.time(), tmp_path / "data", tmp_path / "runs")
+    previous = signal.signal(signal.SIGTERM, escaped)
+    try:
+        return cuda_check.stage_check(ctx, {"device": "CPU", "torch": torch.__version__, "cuda": None})
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_a_sigterm_during_the_evaluation_still_records_and_exports_what_is_done(rehearsal, tmp_path, monkeypatch,
                                                                                 image_folder):
     """run.sh's timeout may come while AutoAttack runs: the stage must stop as it does in training (a status to
@@ -783,7 +799,6 @@ def test_a_check_cut_off_inside_the_benchmark_still_advises_the_next_call_from_t
     """run.sh's SIGTERM inside the benchmark: stage.json must still get the advice, with the budget placeholder,
     judged on the rounds done (here one, with a 2 ms fp32 CE + IB-RAR step: all six rows, eagerly)."""
     import cuda_check
-    from stages import Context
 
     import bench_fast_path
 
@@ -799,16 +814,8 @@ def test_a_check_cut_off_inside_the_benchmark_still_advises_the_next_call_from_t
         time.sleep(5)
         raise AssertionError("not stopped")
 
-    def escaped(signum, frame):
-        raise Escaped
-
     monkeypatch.setattr(bench_fast_path, "main", cut_off_after_one_round)
-    ctx = Context("check", tmp_path, True, time.time(), tmp_path / "data", tmp_path / "runs")
-    previous = signal.signal(signal.SIGTERM, escaped)
-    try:
-        status, extra = cuda_check.stage_check(ctx, {"device": "CPU", "torch": torch.__version__, "cuda": None})
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    status, extra = check_catching_sigterm(tmp_path)
     assert status.startswith("finished; the benchmark was cut off") and "1 of its rounds" in status
     check = json.loads((tmp_path / "check.json").read_text())
     assert extra["advice"] == check["advice"]["command"] == (
@@ -827,7 +834,6 @@ def test_a_check_cut_off_inside_the_cuda_tests_stops_pytest_and_still_advises_th
     import threading
 
     import cuda_check
-    from stages import Context
 
     real_run = subprocess.run
     children: list[float] = []
@@ -837,17 +843,9 @@ def test_a_check_cut_off_inside_the_cuda_tests_stops_pytest_and_still_advises_th
         children.append(time.monotonic())
         return real_run([sys.executable, "-c", "import time; time.sleep(60)"], **kwargs)
 
-    def escaped(signum, frame):
-        raise Escaped
-
     monkeypatch.setattr(cuda_check.subprocess, "run", slow_pytest)
     monkeypatch.setattr(cuda_check, "fast_path_args", lambda ctx: pytest.fail("the benchmark must not start"))
-    ctx = Context("check", tmp_path, True, time.time(), tmp_path / "data", tmp_path / "runs")
-    previous = signal.signal(signal.SIGTERM, escaped)
-    try:
-        status, extra = cuda_check.stage_check(ctx, {"device": "CPU", "torch": torch.__version__, "cuda": None})
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    status, extra = check_catching_sigterm(tmp_path)
     assert time.monotonic() - children[0] < 20  # the 60 s child was not waited for
     assert status.startswith("stopped by the call's time budget inside the CUDA tests")
     check = json.loads((tmp_path / "check.json").read_text())
