@@ -147,6 +147,12 @@ def test_refresh_due_says_which_batches_the_mask_rescores(image_folder, tmp_path
     assert mask.refresh_due
 
 
+def test_the_trainer_tells_the_mask_its_epoch_length(image_folder, tmp_path):
+    official = {"rule": "official", "official_count": 1, "refresh_every": 2}
+    trainer = Trainer(method_config(image_folder, "mart", mask=official), tmp_path, quiet=True)
+    assert trainer.mask.epoch_batches == len(trainer.train_loader) > 2
+
+
 class FakeGraph:
     """A CPU stand-in for `torch.cuda.CUDAGraph`, as faithful as the CPU allows, to test GraphStep's logic here.
 

@@ -120,6 +120,24 @@ def test_official_mask_covers_every_training_forward_of_a_refresh_batch_and_no_o
     assert torch.equal(mask.mask, torch.ones(C))  # never saved
 
 
+@pytest.mark.parametrize(("rule", "epoch_batches", "due"), [
+    ("official", 25, [10, 20, 35, 45, 60, 70]),  # the authors': batch_idx % 10 == 0 and batch_idx != 0, per epoch
+    ("official", None, list(range(0, 75, 10))),  # no epoch length known: every 10th batch
+    ("paper", 25, list(range(0, 75, 10))),  # the paper rule counts on across epochs
+])
+def test_which_batches_rescore_by_rule_and_epoch_length(rule, epoch_batches, due):
+    f, y = informative_features()
+    mask = ChannelMask(C, num_classes=4, rule=rule, official_count=2, refresh_every=10)
+    mask.epoch_batches = epoch_batches
+    seen = []
+    for batch in range(75):
+        if mask.refresh_due:
+            seen.append(batch)
+        mask.observe(f, y)
+        assert (mask._pending is not None) == (seen[-1:] == [batch])
+    assert seen == due
+
+
 def test_state_dict_round_trip_and_refresh_counter():
     mask = ChannelMask(C, num_classes=4)
     mask.mask[[2, 5]] = 0.0

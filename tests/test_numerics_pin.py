@@ -14,9 +14,9 @@ a near-tie flips) deviates by 5% already in epoch 1 and MART's epoch-2 KL term b
 1e-5; so each vendor gets its own summaries and digests (AuthenticAMD recorded at 129db3f).
 
 A change meant to change what a run computes renames that run and is re-recorded on the machine at hand: the
-official mask on every training forward of a refresh batch (its TRADES run, re-recorded on a GenuineIntel AVX512
-machine) is checked on the platforms and vendors where it is recorded, and skipped, by name, on the others until
-`python tests/test_numerics_pin.py` runs there.
+official mask on every training forward of a refresh batch, refreshed by the batch's index in its epoch (its
+TRADES run, re-recorded on a GenuineIntel AVX512 machine) is checked on the platforms and vendors where it is
+recorded, and skipped, by name, on the others until `python tests/test_numerics_pin.py` runs there.
 
 Another torch release moves the summaries more than another CPU does: its linear algebra differs at about 1e-7,
 and the one-step sign attack of the TRADES and MART runs amplifies that over two epochs (torch 2.11 against the

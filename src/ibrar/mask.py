@@ -6,7 +6,8 @@ information; zeroing them removes features an attacker could use. Two behaviours
 - rule "paper" (default): drop the lowest `drop_fraction` of channels by HSIC(f_c, Y); the mask is a buffer,
   refreshed every `refresh_every` training batches, fitted once more on training data after training, saved
   in `state_dict` and applied at evaluation.
-- rule "official" (the authors' code): on every `refresh_every`-th training batch, drop the `official_count`
+- rule "official" (the authors' code): on every `refresh_every`-th batch of an epoch but its first (their
+  `batch_idx % 10 == 0 and batch_idx != 0`, once `epoch_batches` is set), drop the `official_count`
   lowest HSIC(f_c, Y) and the `official_count` highest HSIC(f_c, X), scored on each training forward pass of
   that batch from its own features (TRADES and MART run two: clean and adversarial, as the authors' scripts
   mask both); never saved, never applied at evaluation.
@@ -94,6 +95,8 @@ class ChannelMask(nn.Module):
         self._pending: tuple[Tensor, Tensor] | None = None
         self._collected: list[Tensor] | None = None
         self._count = 0  # a host copy of `step`, so that counting batches never reads the device
+        # Batches per epoch (the Trainer sets it): the official rule counts its refreshes within each epoch.
+        self.epoch_batches: int | None = None
 
     # ---- scoring -------------------------------------------------------------------------------------
 
@@ -154,14 +157,20 @@ class ChannelMask(nn.Module):
         if not self.enabled:
             return
         # kept for the whole step (the official rule scores each of its training forwards), dropped at the next
-        self._pending = (x, y) if self._count % self.refresh_every == 0 else None
+        self._pending = (x, y) if self._due(self._count) else None
         self._count += 1
         self.step += 1
 
     @property
     def refresh_due(self) -> bool:
         """Whether the next `observe` rescores: read from the host copy of the batch counter, never the device."""
-        return self.enabled and self._count % self.refresh_every == 0
+        return self.enabled and self._due(self._count)
+
+    def _due(self, count: int) -> bool:
+        if self.rule == "official" and self.epoch_batches:
+            index = count % self.epoch_batches  # the batch's index in its epoch: the authors' batch_idx
+            return index != 0 and index % self.refresh_every == 0
+        return count % self.refresh_every == 0
 
     @property
     def batches_counted(self) -> int:

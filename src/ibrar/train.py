@@ -136,6 +136,8 @@ class Trainer:
             self.train_data, config.data.batch_size, shuffle=True, augment=config.data.augment, seed=config.seed,
             device=self.device, drop_last=lone, subset=config.data.train_subset, rank=self.dist.rank,
             world_size=self.dist.world_size)
+        if self.mask is not None:  # the official rule refreshes by the batch's index in its epoch
+            self.mask.epoch_batches = len(self.train_loader)
         self.monitor = Monitor(self.test_data, config.train.eval_subset, config.eval.eps,
                                config.train.eval_pgd_steps, config.eval.batch_size, config.seed, self.device,
                                self.dist.rank, self.dist.world_size, chunk=config.train.monitor_batch_size)
