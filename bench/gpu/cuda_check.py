@@ -160,9 +160,9 @@ def stage_check(ctx: Context, info: dict[str, Any]) -> tuple[str, dict[str, Any]
     args: list[str] = []
     bench: dict[str, Any] = {}
     if tests.get("cut_off"):  # the call's time is up: no benchmark, but the advice (eager, row (6) alone)
-        write_check(ctx, info, tests, bench, args)
+        advice = write_check(ctx, info, tests, bench, args)
         return ("stopped by the call's time budget inside the CUDA tests: call again for the whole check",
-                {"advice": training_advice(tests, bench)["command"]})
+                {"advice": advice["command"]})
     cut_off = ""
     if with_bench:
         args = fast_path_args(ctx)

@@ -192,7 +192,7 @@ def robustbench_card(result: Evaluation, config: RunConfig, architecture: str,
 def check_card_request(name: str, attacks: Sequence[str] | None, card_fields: list[str]) -> None:
     """What `--robustbench-card NAME` needs, checked before the evaluation runs rather than after it: a name
     usable as a file name, valid `--card-field`s, and the autoattack attack (`attacks` None: the defaults)."""
-    card_path(name, "any")
+    check_card_name(name)
     parse_card_fields(card_fields)
     if attacks is not None and "autoattack" not in attacks:
         raise RobustBenchError(f"--robustbench-card: a RobustBench card needs an AutoAttack accuracy, and --attacks "
@@ -200,10 +200,14 @@ def check_card_request(name: str, attacks: Sequence[str] | None, card_fields: li
                                "it to the list)")
 
 
-def card_path(name: str, dataset: str, root: str | Path = ".", threat_model: str = THREAT_MODEL) -> Path:
-    """`root/model_info/<dataset>/<threat_model>/<name>.json`, RobustBench's layout."""
+def check_card_name(name: str) -> None:
     if not name or "/" in name or name.startswith("."):
         raise RobustBenchError(f"--robustbench-card: expected a model name usable as a file name, got {name!r}")
+
+
+def card_path(name: str, dataset: str, root: str | Path = ".", threat_model: str = THREAT_MODEL) -> Path:
+    """`root/model_info/<dataset>/<threat_model>/<name>.json`, RobustBench's layout."""
+    check_card_name(name)
     return Path(root) / "model_info" / dataset / threat_model / f"{name}.json"
 
 
