@@ -25,13 +25,15 @@ from ibrar.train import Trainer, train
 
 IB_RAR = {"ib": {"enabled": True}, "mask": {"enabled": True, "refresh_every": 2}}
 # Every method with IB-RAR (the regularizer and the mask); tiny inner attacks. TRADES puts the IB terms on both
-# passes (its authors' setting) and MART runs the mask's official rule, so both branches of each are covered.
+# passes (its authors' setting) and MART runs the mask's official rule and the post-step forward of the authors'
+# scripts, so both branches of each are covered.
 METHODS = {
     "ce": {"method": {"name": "ce"}},
     "pgd_at": {"method": {"name": "pgd_at", "steps": 2}},
     "trades": {"method": {"name": "trades", "steps": 2}, "ib": {"enabled": True, "passes": "both"}},
     "mart": {"method": {"name": "mart", "steps": 2},
-             "mask": {"enabled": True, "refresh_every": 2, "rule": "official", "official_count": 1}},
+             "mask": {"enabled": True, "refresh_every": 2, "rule": "official", "official_count": 1},
+             "train": {"post_step_forward": True}},
     "vib": {"method": {"name": "vib"}},
 }
 STEPS, LR_DROP_AT = 12, 6  # one epoch of 12 batches of 8; the mask rescores on even steps; the rate halves at 6
@@ -39,7 +41,7 @@ STEPS, LR_DROP_AT = 12, 6  # one epoch of 12 batches of 8; the mask rescores on 
 
 def method_config(root: Path, method: str, device: str = "cpu", **extra):
     sections = {**IB_RAR, **METHODS[method], "data": {"batch_size": 8}, "optim": {"step_size": 1, "gamma": 0.5},
-                "train": {"epochs": 2, "eval_pgd_steps": 0, "info_plane_every": 2}}
+                "train": {"epochs": 2, "eval_pgd_steps": 0, "info_plane_every": 2, **METHODS[method].get("train", {})}}
     for key, value in extra.items():
         sections[key] = {**sections.get(key, {}), **value}
     return build_config(tiny_config(root, device=device, **sections))
@@ -60,8 +62,7 @@ class TodaysStep:
 
 def trainer_step(trainer: Trainer, taps: dict[str, torch.Tensor]) -> TrainStep:
     """The TrainStep the trainer builds each epoch, on `taps` (opened by the caller)."""
-    return TrainStep(trainer.train_model, trainer.model, trainer.method, trainer.optimizer, taps,
-                     trainer.regularizer, trainer.mask, trainer.config.ib.passes, trainer._autocast())
+    return trainer.train_step(taps)
 
 
 def run_steps(trainer: Trainer, graph_ready: bool, capture: bool = False) -> tuple[list[torch.Tensor], EpochStats,

@@ -44,6 +44,7 @@ def test_the_official_profile_gives_the_authors_settings(name):
         assert config.optim.momentum == 0.9 and config.optim.weight_decay == 0.0
     if config.mask.enabled:
         assert config.mask.rule == "official"
+    assert config.train.post_step_forward  # their scripts' train-mode forward after each update
     check_model_config(config)
 
 
@@ -52,6 +53,7 @@ def test_the_default_profile_gives_the_paper_text(name):
     config = load_config(name)
     method = config.method.name
     assert config.profile == "paper"
+    assert not config.train.post_step_forward
     if method in ADVERSARIAL:
         assert (config.method.eps, config.method.alpha, config.method.steps) == (8 / 255, 2 / 255, 10)
     assert config.method.variant == "standard"

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ibrar.mask import ChannelMask
 from ibrar.methods import build_method
 from ibrar.regularizer import IBRegularizer
 from ibrar.step import TrainStep, gradient_norm
@@ -82,3 +84,62 @@ def test_the_ib_terms_enter_once_per_pass_named_by_ib_passes():
         terms[passes] = out.ib
     assert list(terms["train"]) == [method.train_pass]
     assert sorted(terms["both"]) == sorted(out.features)
+
+
+def bn_net() -> nn.Sequential:
+    """A conv layer, BatchNorm, a classifier: the post-step forward's only effect is on BatchNorm's buffers."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(16, 3))
+
+
+def bn_step(method_name: str, post_step_forward: bool):
+    """One step of `bn_net` on `batch()`; returns the model, the step's output and the inner attack's output."""
+    model, x, y = bn_net(), *batch()
+    method = build_method(method_name, **({"steps": 2} if method_name == "pgd_at" else {}))
+    perturbed: list[torch.Tensor | None] = []
+    perturb = method.perturb
+    method.perturb = lambda *args, **kwargs: perturbed.append(perturb(*args, **kwargs)) or perturbed[-1]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with tap_layers(model, ["1"]) as taps:
+        out = TrainStep(model, model, method, optimizer, taps, post_step_forward=post_step_forward)(
+            x, y, generator=torch.Generator().manual_seed(3))
+    return model, out, perturbed[0]
+
+
+@pytest.mark.parametrize("method_name", ["ce", "pgd_at"])
+def test_the_post_step_forward_moves_batchnorm_statistics_as_a_forward_of_the_trained_batch_after_the_update(
+        method_name):
+    x, _ = batch()
+    runs = {post: bn_step(method_name, post) for post in (True, False)}
+    (with_post, out_post, x_adv), (without, out_plain, _) = runs[True], runs[False]
+    assert torch.equal(out_post.loss, out_plain.loss)
+    for (name, a), b in zip(with_post.named_parameters(), without.parameters(), strict=True):
+        assert torch.equal(a, b), name  # the update is the same: the extra forward has no gradient
+    bn_post, bn_plain = with_post[1], without[1]
+    assert not torch.equal(bn_post.running_mean, bn_plain.running_mean)
+    assert int(bn_post.num_batches_tracked) == int(bn_plain.num_batches_tracked) + 1
+    with torch.no_grad():  # what the authors' `net(adv_x or inputs)` does after `optimizer.step()`
+        without(x_adv if x_adv is not None else x)
+    for name, buffer in with_post[1].named_buffers():
+        assert torch.equal(buffer, dict(without[1].named_buffers())[name]), name
+
+
+@pytest.mark.parametrize("rule", ["paper", "official"])
+def test_the_official_mask_leaves_the_post_step_forward_unmasked_and_the_paper_mask_masks_it(rule):
+    """Each training forward of a refresh batch, seen before and after the mask's hook: the authors' model masks
+    only the forwards their script set targets for, the paper's mask is part of every training forward."""
+    model = bn_net()
+    mask = ChannelMask(4, 3, rule=rule, refresh_every=1, drop_fraction=0.25, official_count=1)
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    unmasked: list[torch.Tensor] = []
+    model[1].register_forward_hook(lambda module, _, output: unmasked.append(output.detach().clone())
+                                   if module.training else None)
+    mask.attach(model, "1")
+    model[1].register_forward_hook(lambda module, _, output: seen.append((unmasked[-1], output.detach().clone()))
+                                   if module.training else None)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with tap_layers(model, ["1"]) as taps:
+        TrainStep(model, model, build_method("ce"), optimizer, taps, mask=mask, post_step_forward=True)(*batch())
+    (train_before, train_after), (post_before, post_after) = seen  # the training forward, then the post-step one
+    assert not torch.equal(train_before, train_after)  # a refresh batch: its training forward is masked
+    assert torch.equal(post_before, post_after) == (rule == "official")

@@ -239,3 +239,23 @@ def test_a_compiled_forward_that_skips_the_tap_hooks_is_refused_and_compile_for_
         assert out.ib["adv"].loss.isfinite()
     finally:
         torch._dynamo.reset()
+
+
+def test_the_post_step_forward_changes_batchnorm_statistics_and_nothing_the_training_computes(image_folder, tmp_path):
+    """Through the trainer: train-mode forwards use the batch's own statistics, so the weights after two epochs
+    are bit-identical with and without the authors' post-step forward, and only the running statistics (what
+    evaluation uses) differ."""
+    trained = {}
+    for post in (False, True):
+        config = build_config(tiny_config(image_folder, train={"eval_pgd_steps": 0, "post_step_forward": post}))
+        train(config, tmp_path / str(post), quiet=True)
+        trained[post] = load_file(tmp_path / str(post) / "final.pt")["model"]
+    statistics = [key for key in trained[False] if "running_" in key]
+    assert statistics
+    for key, value in trained[False].items():
+        if key in statistics:
+            assert not torch.equal(value, trained[True][key]), key
+        elif "num_batches_tracked" in key:
+            assert int(trained[True][key]) == 2 * int(value), key
+        else:
+            assert torch.equal(value, trained[True][key]), key

@@ -141,6 +141,10 @@ class TrainConfig(Section):
     forbid_host_sync: bool = Field(
         False, description="raise at any host-device synchronisation inside the training step (a debugging "
                            "check: torch.cuda.set_sync_debug_mode on CUDA, a Python-level stand-in on the CPU)")
+    post_step_forward: bool = Field(
+        False, description="after each update, one forward in training mode without gradients on the batch the "
+                           "method trains on, as the authors' scripts do for their training accuracy: BatchNorm's "
+                           "running statistics move twice per batch (the official profile turns it on)")
 
 
 class EvalConfig(Section):
@@ -265,6 +269,8 @@ def official_profile(data: dict[str, Any], eps: Any = None) -> dict[str, Any]:
         preset["ib"] = {"label_kernel": "gaussian", "passes": "both"}
     if name in ("ce", "vib"):  # their no-AT scripts: momentum 0.9, no weight decay (paper text: 0 and 1e-2)
         preset["optim"] = {"momentum": 0.9, "weight_decay": 0.0}
+    # every training script of theirs: `pred = net(adv_x or inputs)` in train mode after optimizer.step()
+    preset["train"] = {"post_step_forward": True}
     return preset
 
 

@@ -10,7 +10,7 @@ information; zeroing them removes features an attacker could use. Two behaviours
   `batch_idx % 10 == 0 and batch_idx != 0`, once `epoch_batches` is set), drop the `official_count`
   lowest HSIC(f_c, Y) and the `official_count` highest HSIC(f_c, X), scored on each training forward pass of
   that batch from its own features (TRADES and MART run two: clean and adversarial, as the authors' scripts
-  mask both); never saved, never applied at evaluation.
+  mask both; the step's post-step forward is not one of them); never saved, never applied at evaluation.
 """
 
 from __future__ import annotations
@@ -160,6 +160,12 @@ class ChannelMask(nn.Module):
         self._pending = (x, y) if self._due(self._count) else None
         self._count += 1
         self.step += 1
+
+    def end_batch(self) -> None:
+        """The batch's training forwards are done: a forward before the next `observe` (the step's post-step
+        forward) is not rescored, and the official rule leaves it unmasked, as the authors' model leaves a
+        forward for which their script set no targets."""
+        self._pending = None
 
     @property
     def refresh_due(self) -> bool:

@@ -44,7 +44,10 @@ class StepOutput:
 class TrainStep:
     """Everything one step needs. `model` is the module that trains (possibly DDP-wrapped or compiled);
     `bare_model` the plain one the inner attack runs on; `taps` the live outputs of the tapped layers
-    (`ibrar.tap_layers`, opened by the caller around many steps); `ib_passes` "train" or "both"."""
+    (`ibrar.tap_layers`, opened by the caller around many steps); `ib_passes` "train" or "both";
+    `post_step_forward` one more forward in training mode after the update, without gradients, on the batch the
+    method trains on (the authors' scripts do it for their training accuracy: it moves BatchNorm's running
+    statistics a second time per batch, from the updated weights; `train.post_step_forward`)."""
 
     model: nn.Module
     bare_model: nn.Module
@@ -55,6 +58,7 @@ class TrainStep:
     mask: ChannelMask | None = None
     ib_passes: str = "train"
     autocast: Any = field(default_factory=contextlib.nullcontext)
+    post_step_forward: bool = False
 
     def __call__(self, x: Tensor, y: Tensor, generator: torch.Generator | None = None,
                  ib_on: bool = True) -> StepOutput:
@@ -89,6 +93,11 @@ class TrainStep:
         loss.backward()
         grad_norm = gradient_norm(self.bare_model.parameters())  # on the device, for the spike report
         self.optimizer.step()  # theta <- theta - a * grad L
+        if self.post_step_forward:
+            if self.mask is not None:
+                self.mask.end_batch()  # not one of the batch's training forwards: the official mask skips it
+            with torch.no_grad(), self.autocast:
+                self.bare_model(x_adv if x_adv is not None else x)
         return StepOutput(loss, out, grad_norm, ib_terms, features)
 
     def ib_pass_names(self, features: Mapping[str, Any]) -> Sequence[str]:

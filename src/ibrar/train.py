@@ -17,7 +17,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +184,12 @@ class Trainer:
             tapped |= set(self.plane_regularizer.layers)
         return sorted(tapped)
 
+    def train_step(self, taps: Mapping[str, Tensor]) -> TrainStep:
+        """The step of Algorithm 1 on this trainer's pieces, reading the tapped layers from `taps`."""
+        return TrainStep(self.train_model, self.model, self.method, self.optimizer, taps, self.regularizer,
+                         self.mask, self.config.ib.passes, self._autocast(),
+                         post_step_forward=self.config.train.post_step_forward)
+
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         """One epoch of steps; returns the epoch's means ({} when a signal stopped it mid-way)."""
         config = self.config
@@ -212,8 +218,7 @@ class Trainer:
         stopped_after: int | None = None
         sync_guard = forbid_host_sync(self.device) if config.train.forbid_host_sync else contextlib.nullcontext()
         with tap_layers(self.train_model, self._tapped_layers()) as taps, sync_guard:
-            step = TrainStep(self.train_model, self.model, self.method, self.optimizer, taps, self.regularizer,
-                             self.mask, config.ib.passes, self._autocast())
+            step = self.train_step(taps)
             step = GraphStep(step, stats, attack_generator, ib_on, capture=self.capture_graphs,
                              cache=self.graph_cache, log=self._log)
             for batch, (x, y) in enumerate(self.train_loader):
