@@ -20,7 +20,6 @@ from bench_fast_path import METHODS, STEP_GOALS_MS, build_trainer, data_override
 from ibrar.build import resolve_device  # noqa: E402
 from ibrar.graph_step import CUDA_GRAPH_WARMUP, GraphStep  # noqa: E402
 from ibrar.metrics import EpochStats  # noqa: E402
-from ibrar.step import TrainStep  # noqa: E402
 from ibrar.taps import tap_layers  # noqa: E402
 from ibrar.train import Trainer  # noqa: E402
 from timing import CLOCK_NOTE, timed  # noqa: E402
@@ -38,9 +37,7 @@ def step_ms(trainer: Trainer, capture: bool, steps: int) -> tuple[float, GraphSt
         raise ValueError(f"steps: need {warm + steps} batches, the subset gives {len(batches)}")
     generator = torch.Generator(device=trainer.device).manual_seed(0)
     with tap_layers(trainer.train_model, trainer._tapped_layers()) as taps:
-        step = TrainStep(trainer.train_model, trainer.model, trainer.method, trainer.optimizer, taps,
-                         trainer.regularizer, trainer.mask, trainer.config.ib.passes, trainer._autocast())
-        runner = GraphStep(step, EpochStats(trainer.device), generator, capture=capture)
+        runner = GraphStep(trainer.train_step(taps), EpochStats(trainer.device), generator, capture=capture)
         for x, y in batches[:warm]:
             runner(x, y)
 

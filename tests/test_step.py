@@ -120,8 +120,9 @@ def test_the_post_step_forward_moves_batchnorm_statistics_as_a_forward_of_the_tr
     assert int(bn_post.num_batches_tracked) == int(bn_plain.num_batches_tracked) + 1
     with torch.no_grad():  # what the authors' `net(adv_x or inputs)` does after `optimizer.step()`
         without(x_adv if x_adv is not None else x)
-    for name, buffer in with_post[1].named_buffers():
-        assert torch.equal(buffer, dict(without[1].named_buffers())[name]), name
+    plain_buffers = dict(bn_plain.named_buffers())
+    for name, buffer in bn_post.named_buffers():
+        assert torch.equal(buffer, plain_buffers[name]), name
 
 
 @pytest.mark.parametrize("rule", ["paper", "official"])
