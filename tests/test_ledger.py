@@ -380,13 +380,30 @@ def test_table6_with_one_of_its_two_findings_run_is_undecided(tmp_path):
     assert evidence.verdict == Verdict(UNDECIDED, ("plain IB-RAR − plain CE under PGD_AD: not run at cpu scale yet",))
 
 
+def test_a_link_to_a_repeated_heading_goes_to_the_one_inside_its_section():
+    doc = "\n".join(["# Doc", "## Table 1: a", "### Results at paper scale (GPU)", "## Table 4: b", "### Other",
+                     "### Results at paper scale (GPU)", "## Table 6: c", "### Results at cpu scale", "## Figure 2: d",
+                     "### Results at paper scale (GPU)", "```", "## Table 9: in a code block", "```"])
+    headings = ledger.anchors(doc)
+    # numbered as GitHub numbers repeats; a heading inside a code block is none
+    assert [anchor for _, anchor in headings][-3:] == ["results-at-cpu-scale", "figure-2-d",
+                                                       "results-at-paper-scale-gpu-2"]
+    paper = "### Results at paper scale (GPU)"
+    assert ledger._link("T4", f"## Table 4: > {paper}", headings) == "[T4](#results-at-paper-scale-gpu-1)"
+    assert ledger._link("F2", f"## Figure 2: > {paper}", headings) == "[F2](#results-at-paper-scale-gpu-2)"
+    assert ledger._link("T1", paper, headings) == "[T1](#results-at-paper-scale-gpu)"
+    # Table 6 has no paper-scale section: no link, not Figure 2's, which comes after it
+    assert ledger._link("T6", f"## Table 6: > {paper}", headings) == "T6"
+    assert ledger._link("T9", "## Table 9:", headings) == "T9"
+
+
 # ---- the committed ledger ------------------------------------------------------------------------------
 
 
 def test_the_committed_ledger_lists_every_claim_with_a_verdict_and_links_that_resolve():
     doc = (REPO / "docs/reproduction.md").read_text()
     body = next(m.group("body") for m in MARKER.finditer(doc) if m.group("name") == "claims")
-    anchors = set(ledger.anchors(doc).values())
+    anchors = {anchor for _, anchor in ledger.anchors(doc)}
     summary = [line for line in body.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert len(summary) == len(ledger.claims(REPO / "results", REPO)) >= 9
     verdicts = (REPRODUCES, PAPER_ONLY, UNDECIDED, DOES_NOT, NOT_RUN)
@@ -396,7 +413,8 @@ def test_the_committed_ledger_lists_every_claim_with_a_verdict_and_links_that_re
         links = [part.split(")")[0] for part in line.split("](#")[1:]]
         assert links and all(link in anchors for link in links), line
     headline = summary[0]
-    assert "[Table 4 at paper scale](#results-at-paper-scale-gpu)" in headline.split(" | ")[3]
+    # Table 1's paper-scale section comes first in the doc, so Table 4's has GitHub's suffix
+    assert "[Table 4 at paper scale](#results-at-paper-scale-gpu-1)" in headline.split(" | ")[3]
 
 
 # ---- Table 3 and Table 6 ---------------------------------------------------------------------------------

@@ -41,7 +41,8 @@ class Claim:
     where: str
     paper: str  # the paper's number(s) for it, from paper_numbers
     evidence: dict[str, Evidence]
-    links: tuple[tuple[str, str, str | None], ...]  # (label, the heading in docs/reproduction.md, its scale)
+    # (label, its heading in docs/reproduction.md, "A > B" for a B inside section A (`_link`), its scale)
+    links: tuple[tuple[str, str, str | None], ...]
     note: str = ""
 
 
@@ -49,9 +50,14 @@ class Claim:
 
 _TABLE4 = ("Table 4", "## Table 4:", "cpu")
 _SCALE = ("scale study", "## Scale study:", "cpu")
-_TABLE4_PAPER = ("Table 4 at paper scale", "### Results at paper scale (GPU)", "paper")
+_TABLE4_PAPER = ("Table 4 at paper scale", "## Table 4: > ### Results at paper scale (GPU)", "paper")
 _TABLE1 = ("Table 1", "## Table 1:", "cpu")
+_TABLE1_PAPER = ("Table 1 at paper scale", "## Table 1: > ### Results at paper scale (GPU)", "paper")
 _TABLE2 = ("Table 2", "## Table 2:", "cpu")
+_FIG2 = ("Figure 2", "## Figure 2:", "cpu")
+_FIG2_PAPER = ("Figure 2 at paper scale", "## Figure 2: > ### Results at paper scale (GPU)", "paper")
+_TABLE6 = ("Table 6", "## Table 6:", "cpu")
+_TABLE6_PAPER = ("Table 6 at paper scale", "## Table 6: > ### Results at paper scale (GPU)", "paper")
 
 
 def _rows_text(treat: str, control: str) -> str:
@@ -92,31 +98,31 @@ def claims(results: Path, root: Path) -> list[Claim]:
               "without adversarial examples", "Section 3.2.2, Figure 2",
               f"IB-RAR(rob) {paper.FIGURE2_PGD['ibrar-rob']:.2f} and IB-RAR(all) {paper.FIGURE2_PGD['ibrar-all']:.2f} "
               "under PGD; HBaR's and VIB's curves are only plotted",
-              _per_scale(lambda s: fig2_evidence(results, root, s)), (("Figure 2", "## Figure 2:", "cpu"),)),
+              _per_scale(lambda s: fig2_evidence(results, root, s)), (_FIG2, _FIG2_PAPER)),
         Claim("IB-RAR on top of adversarial training: the average gain (Tables 1 and 2)",
               "improves accuracy on adversarial examples by an average of 2.66% against five adversarial attacks",
               "Introduction and Conclusions",
               f"{signed_text(paper.TABLES_1_2_AVERAGE_GAIN, 2)} over Tables 1 and 2, "
               f"{signed_text(paper.TABLE1_CIFAR10_AVERAGE_GAIN, 2)} for VGG16 on CIFAR-10 (abstract)",
               _per_scale(lambda s: table1_evidence(results, root, s, clean=False)),
-              (_TABLE1, _TABLE2),
+              (_TABLE1, _TABLE2, _TABLE1_PAPER),
               "Ours: VGG16 and ResNet18 on CIFAR-10 (Table 2's CIFAR-100 pairs and Table 1's Tiny ImageNet ones "
               "need datasets these machines lack)." if table2_ran(results) else
               "Ours: VGG16 on CIFAR-10 only (Table 2's networks and datasets have not run)."),
         Claim("The clean-accuracy gain",
               "our method also improves the test accuracy on clean examples, especially for TRADES and MART",
               "Section 3.1.1, Table 1", f"Natural {clean_paper}",
-              _per_scale(lambda s: table1_evidence(results, root, s, clean=True)), (_TABLE1,)),
+              _per_scale(lambda s: table1_evidence(results, root, s, clean=True)), (_TABLE1, _TABLE1_PAPER)),
         Claim("The adaptive attack does not break it (Table 6)",
               "When combined with adversarial training, the adaptive attack does not decrease the accuracy ... "
               "the network still retains better robustness compared to training with CE only", "Appendix A.2",
               "Table 6 is an image in our copy: its findings only",
-              _per_scale(lambda s: table6_evidence(results, root, s)), (("Table 6", "## Table 6:", "cpu"),)),
+              _per_scale(lambda s: table6_evidence(results, root, s)), (_TABLE6, _TABLE6_PAPER)),
         Claim("Faster convergence with MART (Figure 4)",
               "our method also helps the network to converge faster", "Appendix A.3, Figure 4",
               f"MART on SVHN stalls at {paper.FIGURE4_PLATEAU}%; the IB loss in the first epoch breaks out",
               _per_scale(lambda s: convergence_evidence(results, root, s)),
-              (("Figure 4", "## Figure 4:", None), _TABLE1),
+              (("Figure 4", "## Figure 4:", None), _TABLE1, _TABLE1_PAPER),
               "Figure 4 is on SVHN, which these machines lack; Table 1's CIFAR-10 pairs stand in, measured by how "
               "many epochs earlier the IB-RAR twin reaches the plain run's final monitored clean accuracy (at "
               f"least {CONVERGENCE_EPOCHS})."),
@@ -131,10 +137,11 @@ def slug(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
-def anchors(doc: str) -> dict[str, str]:
-    """Each heading line ('## Table 4: ...') of a doc and its anchor, numbered as GitHub numbers repeats."""
+def anchors(doc: str) -> list[tuple[str, str]]:
+    """Each heading line ('## Table 4: ...') of a doc with its anchor, in order, numbered as GitHub numbers
+    repeats (the second '### Results at paper scale (GPU)' is `#results-at-paper-scale-gpu-1`)."""
     seen: dict[str, int] = {}
-    out = {}
+    out = []
     inside_code = False
     for line in doc.splitlines():
         inside_code ^= line.startswith("```")
@@ -143,12 +150,26 @@ def anchors(doc: str) -> dict[str, str]:
         base = slug(line.lstrip("#"))
         count = seen.get(base, 0)
         seen[base] = count + 1
-        out.setdefault(line, base if count == 0 else f"{base}-{count}")
+        out.append((line, base if count == 0 else f"{base}-{count}"))
     return out
 
 
-def _link(label: str, heading: str, headings: dict[str, str]) -> str:
-    found = [anchor for line, anchor in headings.items() if line.startswith(heading)]
+def _level(line: str) -> int:
+    return len(line) - len(line.lstrip("#"))
+
+
+def _link(label: str, heading: str, headings: list[tuple[str, str]]) -> str:
+    """A markdown link to the first heading that starts with `heading`; 'A > B': to the first B inside the section
+    of the first A (a section's own '### Results at paper scale (GPU)'); the bare label where there is none."""
+    *parents, last = heading.split(" > ")
+    start, end = 0, len(headings)
+    for parent in parents:
+        start = next((i for i in range(start, end) if headings[i][0].startswith(parent)), end)
+        if start == end:
+            return label
+        level = _level(headings[start][0])
+        end = next((i for i in range(start + 1, end) if _level(headings[i][0]) <= level), end)
+    found = [anchor for line, anchor in headings[start:end] if line.startswith(last)]
     return f"[{label}](#{found[0]})" if found else label
 
 
@@ -165,7 +186,7 @@ def claims_section(results: Path, root: Path, doc: str = "docs/reproduction.md")
     """The ledger: the rules, a summary table (a verdict per claim and scale, with seeds and links), then each
     claim with its evidence, one line per setting or method pair."""
     path = root / doc
-    headings = anchors(path.read_text()) if path.is_file() else {}
+    headings = anchors(path.read_text()) if path.is_file() else []
     found = claims(results, root)
 
     def links(claim: Claim, scale: str | None = None) -> str:
