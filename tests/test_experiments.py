@@ -72,12 +72,13 @@ SHARED_TRAININGS = {
 }
 
 
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
 @pytest.mark.parametrize("ours,theirs", SHARED_TRAININGS.items(), ids=lambda key: "-".join(key))
-def test_runs_that_share_a_training_have_equal_configs(ours, theirs):
+def test_runs_that_share_a_training_have_equal_configs(ours, theirs, scale):
     from ibrar.config import load_config
 
     def config_of(experiment, run):
-        spec = build_experiment(experiment, "cpu").runs_of(run)[0]
+        spec = build_experiment(experiment, scale).runs_of(run)[0]
         return spec, load_config(spec.config, list(spec.overrides)).model_dump(mode="json")
 
     our_spec, our_config = config_of(*ours)
@@ -86,6 +87,13 @@ def test_runs_that_share_a_training_have_equal_configs(ours, theirs):
     if ours[0] == "table3":  # Table 3 reuses Table 4's evaluation too: its attacks, in order, on the same examples
         assert their_spec.attacks[:1] == our_spec.attacks[:1] == ("pgd10",) and "autoattack" in their_spec.attacks
         assert (our_spec.n, our_spec.seed) == (their_spec.n, their_spec.seed)
+
+
+def test_the_gpu_kit_gives_table6_the_runs_it_shares_a_training_with():
+    """`table6.SOURCES`: the runs whose weights the GPU kit evaluates with Table 6's attacks as well."""
+    from ibrar.experiments import table6
+
+    assert {theirs: ours[1] for ours, theirs in SHARED_TRAININGS.items() if ours[0] == "table6"} == table6.SOURCES
 
 
 def test_bad_arguments_name_the_argument():

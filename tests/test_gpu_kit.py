@@ -170,7 +170,8 @@ def test_table4_row_stops_at_its_time_budget_resumes_in_the_next_call_and_export
     assert [c["status"] == "finished" for c in gpu["calls"]] == [False, False, True]
     assert gpu["minutes_total"] == pytest.approx(sum(c["minutes"] for c in gpu["calls"]), abs=0.02)
     # back here, into results/<experiment>-<scale>/<run>/, where the report command reads runs
-    assert kit.collect(tmp_path / "call3", tmp_path / "results") == [tmp_path / "results" / run]
+    assert kit.collect(tmp_path / "call3", tmp_path / "results") == [tmp_path / "results" / run,
+                                                                       tmp_path / "results/table6-smoke/plain-ce"]
     assert (tmp_path / "results" / run / "eval.json").read_text() == (exported / "eval.json").read_text()
     assert not partial.exists()  # superseded by the finished row
     # Figure 3 from results/ (no weights there): the features the machine computed from the weights, in fp16
@@ -307,11 +308,22 @@ def test_table4_stage_trains_rows_side_by_side_packs_them_and_fetch_brings_a_row
     assert all(r["status"] == "finished" and r["epoch_seconds_median"] > 0 for r in second["rows"])
     assert_comes_back(tmp_path / "call2")
     collected = kit.collect(tmp_path / "call2", results)
-    folder = results / "table4-smoke"
-    assert collected == [folder / "vgg16-1-ce-authors-optim", folder / "vgg16-6-ibrar-authors-optim-seed1"]
+    folder, table6 = results / "table4-smoke", results / "table6-smoke"
+    assert collected == [folder / "vgg16-1-ce-authors-optim", table6 / "plain-ce-authors-optim",
+                         folder / "vgg16-6-ibrar-authors-optim-seed1", table6 / "plain-ibrar-authors-optim-seed1"]
+    # rows (1) and (6) are Table 6's plain networks: its attacks ran with AutoAttack on the same seeded 20, and
+    # Table 6's copy has that subset's evaluation as its eval.json
+    view = json.loads((table6 / "plain-ibrar-authors-optim-seed1" / "eval.json").read_text())
+    subset = json.loads((folder / "vgg16-6-ibrar-authors-optim-seed1" / "eval.json").read_text())["subsets"]["n20"]
+    assert [a["name"] for a in view["attacks"]] == ["pgd2", "nifgsm2", "fgsm", "apgd-ce3", "adaptive2", "adaptive3"]
+    assert view["attacks"] == subset["attacks"] and view["n"] == 20 and view["seed"] == 1
+    assert ((table6 / "plain-ibrar-authors-optim-seed1" / "config.yaml").read_text()
+            == (folder / "vgg16-6-ibrar-authors-optim-seed1" / "config.yaml").read_text())
+    assert not (table6 / "plain-ibrar-authors-optim-seed1" / "tsne-features.npz").exists()
     assert not (results / "table4-smoke-partial" / "vgg16-6-ibrar-authors-optim-seed1").exists()
     row6 = folder / "vgg16-6-ibrar-authors-optim-seed1"
     assert {"eval.json", "confusion-pgd10.json", "tsne-features.npz"} <= {p.name for p in row6.iterdir()}
+    assert "adaptive2" not in [a["name"] for a in json.loads((row6 / "eval.json").read_text())["attacks"]]
     config = (row6 / "config.yaml").read_text()
     assert "momentum: 0.9" in config and "weight_decay: 0.0" in config  # the authors' optimizer
     assert "seed: 1" in config and json.loads((row6 / "eval.json").read_text())["seed"] == 1  # trained, evaluated
@@ -356,7 +368,10 @@ def test_table1_stage_trains_the_pgd_at_pair_side_by_side_and_brings_both_back_e
     assert sorted(p.name for p in (tmp_path / "call").iterdir()) == ["stage.json", "stage.log", "table1.tar.gz"]
     folder = tmp_path / "results" / "table1-smoke"
     assert kit.collect(tmp_path / "call", tmp_path / "results") == [folder / "vgg16-cifar10-pgd_at",
-                                                                      folder / "vgg16-cifar10-pgd_at-ibrar"]
+                                                                      folder / "vgg16-cifar10-pgd_at-ibrar",
+                                                                      tmp_path / "results/table6-smoke/at-ibrar"]
+    view = json.loads((tmp_path / "results/table6-smoke/at-ibrar/eval.json").read_text())
+    assert [a["name"] for a in view["attacks"]][-3:] == ["apgd-ce3", "adaptive2", "adaptive3"] and view["n"] == 20
     evaluation = json.loads((folder / "vgg16-cifar10-pgd_at-ibrar" / "eval.json").read_text())
     # the smoke scale's pgd10, cw, fgsm, fab, nifgsm on the whole test set; its autoattack on the seeded 20
     assert [a["name"] for a in evaluation["attacks"]] == ["pgd2", "cw3", "fgsm", "fab2", "nifgsm2", "apgd-ce3"]
@@ -715,17 +730,17 @@ def test_an_evaluation_piece_starts_only_when_ibrars_estimate_fits_what_the_call
     ctx = stages.Context.from_env("table4-2")
     ctx.t0 = stages.time.time()
     assert ctx.eval_full_s is None and ctx.eval_subset_s is None  # the estimate decides
-    status = stages.evaluate_row(ctx, spec, scale, config, tmp_path / "run")
+    status = stages.evaluate_row(ctx, spec, scale, config, tmp_path / "run", "table4")
     assert "(eval-full.json) is estimated at about 300 s" in status and status.endswith("call again")
     assert 90 < limits[-1] <= 100  # what the call had left
     ctx.t0 -= 95  # 5 s left: not even estimated
-    assert "needs at least 10 s and" in stages.evaluate_row(ctx, spec, scale, config, tmp_path / "run")
+    assert "needs at least 10 s and" in stages.evaluate_row(ctx, spec, scale, config, tmp_path / "run", "table4")
     assert len(limits) == 1
     monkeypatch.setenv("IBRAR_GPU_LAST_CALL", "1")  # the last call: no limit, the piece starts
     last = stages.Context.from_env("table4-2")
     assert (last.eval_full_s, last.eval_subset_s) == (0.0, 0.0)
     with pytest.raises(AssertionError, match="started"):
-        stages.evaluate_row(last, spec, scale, config, tmp_path / "run")
+        stages.evaluate_row(last, spec, scale, config, tmp_path / "run", "table4")
     assert limits[-1] is None
 
 

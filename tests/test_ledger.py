@@ -380,6 +380,26 @@ def test_table6_with_one_of_its_two_findings_run_is_undecided(tmp_path):
     assert evidence.verdict == Verdict(UNDECIDED, ("plain IB-RAR − plain CE under PGD_AD: not run at cpu scale yet",))
 
 
+def test_table6_at_paper_scale_judges_the_kits_plain_networks_of_each_optimizer_with_table_1s_one_run(tmp_path):
+    """The GPU kit's plain networks come in two optimizers (`-authors-optim`), its PGD-AT + IB-RAR run (Table 1's)
+    in one: each optimizer is a setting with that one run in it, and the strongest decides."""
+    results = tmp_path / "results"
+    folder = results / "table6-paper"
+    make_run(folder, "at-ibrar", "table1-pgd_at-ibrar", width=1.0, subset=None, epochs=60, momentum=0.0,
+             attacks={"pgd10": 48.0, "adaptive10": 47.5, "adaptive100": 47.0, "autoattack": 42.0})
+    for name, pgd_ad in (("plain-ibrar", 1.0), ("plain-ce", 1.0), ("plain-ibrar-authors-optim", 30.0),
+                         ("plain-ce-authors-optim", 0.5)):
+        make_run(folder, name, "table4-vgg16-1-ce", width=1.0, subset=None, epochs=60,
+                 momentum=0.9 if "authors" in name else 0.0, decay=0.0 if "authors" in name else 0.01,
+                 attacks={"pgd10": pgd_ad, "adaptive10": pgd_ad, "adaptive100": pgd_ad,
+                          "autoattack": 5.0 if name == "plain-ibrar-authors-optim" else 0.0})
+    evidence = claim(results, "The adaptive attack").evidence["paper"]
+    labels = [line.label for line in evidence.lines]
+    assert len(labels) == 4 and sum("run folders `<run>-authors-optim`" in label for label in labels) == 1
+    assert [line.verdict.kind for line in evidence.lines] == [REPRODUCES, DOES_NOT, REPRODUCES, REPRODUCES]
+    assert evidence.verdict.kind == REPRODUCES  # the authors' optimizer's setting decides
+
+
 def test_a_link_to_a_repeated_heading_goes_to_the_one_inside_its_section():
     doc = "\n".join(["# Doc", "## Table 1: a", "### Results at paper scale (GPU)", "## Table 4: b", "### Other",
                      "### Results at paper scale (GPU)", "## Table 6: c", "### Results at cpu scale", "## Figure 2: d",

@@ -391,6 +391,42 @@ def test_figure2_at_paper_scale_has_the_tables_of_each_optimizer_the_gpu_kit_tra
     assert "| HBaR | not run |" in authors
 
 
+def test_table6_at_paper_scale_has_a_table_per_optimizer_with_table_1s_run_under_the_paper_texts(checkout):
+    results = checkout / "results"
+    assert report.table6_paper_table(results, checkout) == "Table 6: not run (no eval.json in `results/table6-paper/`)."
+    table6 = {"pgd10": 1.0, "adaptive10": 2.0, "adaptive100": 1.5, "autoattack": 0.5}
+    for name in ("plain-ce-authors-optim", "plain-ibrar-authors-optim", "at-ibrar"):
+        fake_run(results / "table6-paper", name, 80.0, table6)
+    plain, authors = report.table6_paper_table(results, checkout).split("\n\n**Width")
+    assert "(run folders `<row>`)" in plain and "(run folders `<row>-authors-optim`)" in authors
+    assert "| PGD-AT (IB-RAR) (ours, paper) | 80.0 | 1.0 | 2.0 | 1.5 | 0.5 | 0.5 |" in plain
+    assert "| Plain (IB-RAR) (ours, paper) | 80.0 | 1.0 | 2.0 | 1.5 | 0.5 | 0.5 |" in authors
+    assert "Plain (CE) (ours, paper) | 80" not in plain and "PGD-AT (IB-RAR) (ours, paper) | 80" not in authors
+
+
+def test_table6_views_only_its_own_networks_evaluated_with_its_attacks_on_a_subset(tmp_path):
+    """`collect_table6_view`: Table 4's rows (1) and (6) and Table 1's PGD-AT + IB-RAR run, and only when the
+    kit's subset evaluation holds every one of Table 6's attacks (a run evaluated before, or at cpu scale without a
+    subset, has no view)."""
+    results = tmp_path / "results"
+    subset = {"n": 20, "seed": 1, "clean": 0.5, "attacks": [{"name": a, "accuracy": 0.1} for a in
+                                                          ("pgd10", "autoattack", "adaptive10", "adaptive100")]}
+    for name in ("vgg16-6-ibrar-seed1", "vgg16-2-ib", "vgg16-1-ce"):
+        fake_run(results / "table4-paper", name, 80.0, {"pgd10": 1.0},
+                 eval_extra={"subsets": {"n20": subset}} if name != "vgg16-1-ce" else None)
+    assert report.collect_table6_view(results / "table4-paper" / "vgg16-2-ib", results) is None  # not a network
+    assert report.collect_table6_view(results / "table4-paper" / "vgg16-1-ce", results) is None  # no subset
+    view = report.collect_table6_view(results / "table4-paper" / "vgg16-6-ibrar-seed1", results)
+    assert view == results / "table6-paper" / "plain-ibrar-seed1"
+    written = json.loads((view / "eval.json").read_text())
+    assert written["n"] == 20 and [a["name"] for a in written["attacks"]] == [a["name"] for a in subset["attacks"]]
+    assert "Table 6's view of `table4-paper/vgg16-6-ibrar-seed1`" in written["notes"][-1]
+    subset["attacks"].pop()  # no PGD_AD-100: no view
+    fake_run(results / "table1-paper", "vgg16-cifar10-pgd_at-ibrar", 50.0, {"pgd10": 1.0},
+             eval_extra={"subsets": {"n20": subset}})
+    assert report.collect_table6_view(results / "table1-paper" / "vgg16-cifar10-pgd_at-ibrar", results) is None
+
+
 def test_figure2_without_curves_says_the_curves_did_not_run(checkout):
     results = checkout / "results"
     fake_run(results / "fig2-cpu", "ce", 60.6, {"pgd10": 0.2, "cw": 5.0, "nifgsm": 1.0, "autoattack": 0.0})

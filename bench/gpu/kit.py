@@ -212,10 +212,12 @@ def collect(files_at: Path, results: Path, quiet: bool = False, log: Path | None
     collect`'s own copy (the figures' inputs with it), and a `check` stage's files to
     results/gpu-check/. A run that has not been evaluated yet stays out of results/<experiment>-<scale>/ (its stage
     is called again); how far it got goes to results/<experiment>-<scale>-partial/<run>/, since the lease may end
-    first. `log`: the call's stage.log, for a tarball's runs (the files_at of its unpacked copy has none).
+    first. A finished run that is one of Table 6's networks, evaluated with its attacks, is also given to
+    results/table6-<scale>/ (`ibrar.report.collect_table6_view`). `log`: the call's stage.log, for a tarball's runs
+    (the files_at of its unpacked copy has none).
     Returns the folders written."""
     from ibrar.errors import IbrarError  # imported here: collecting runs on this machine, where ibrar is installed
-    from ibrar.report import collect_run, copy_artifacts, partial_folder
+    from ibrar.report import collect_run, collect_table6_view, copy_artifacts, partial_folder
     from ibrar.run_files import CONFIG_FILE
     from ibrar.run_folder import RunFolder
 
@@ -236,6 +238,8 @@ def collect(files_at: Path, results: Path, quiet: bool = False, log: Path | None
         try:
             copied.append(collect_run(run, results / run.parent.name))
             shutil.rmtree(partial, ignore_errors=True)  # finished: the partial copy is superseded
+            if (view := collect_table6_view(copied[-1], results)) is not None:  # one of Table 6's networks
+                copied.append(view)
         except IbrarError as error:
             print(f"not collected: {error}")
             if RunFolder(run).metrics_file.is_file() and RunFolder(run).gpu_calls_file.is_file():

@@ -11,7 +11,8 @@
                   trains seed K, e.g. table4-6-seed1, into <run>-seedK), trained into
                   a run folder on the machine's disk until the call's time budget is spent; once trained, its
                   evaluation (the paper's attacks on the whole test set, the figures' inputs, then all the attacks
-                  with AutoAttack on a seeded subset of 1,000) -> table4-paper/<run>/{config.yaml, meta.json,
+                  with AutoAttack on a seeded subset of 1,000, Table 6's adaptive attack with them for rows 1 and
+                  6) -> table4-paper/<run>/{config.yaml, meta.json,
                   metrics.jsonl, info_plane.jsonl, eval.json, gpu.json, ...} (the layout of
                   results/<experiment>-<scale>/<run>/), packed into $OUT/table4.tar.gz after each piece
     fetch ROW [K] a trained row's final.pt in sha256-checked shards, from shard K (fetch.py)
@@ -356,16 +357,28 @@ def merge_evaluations(full: dict[str, Any], subset: dict[str, Any], subset_attac
 MIN_PIECE_S = 10.0  # below this left in the call, an evaluation piece is not even estimated (load, probe)
 
 
-def evaluate_row(ctx: Context, spec: Any, scale: Any, config: Any, run_dir: Path) -> str:
+def table6_attacks(experiment: str, spec: Any, scale: Any) -> list[str]:
+    """Table 6's attacks (the adaptive PGD_AD) that a run of one of its networks (Table 4's rows (1) and (6),
+    Table 1's PGD-AT + IB-RAR: `table6.SOURCES`) adds to its seeded-subset piece, beside AutoAttack on the same
+    examples, so that `kit.py collect` can fill Table 6 at paper scale from the weights trained for the others."""
+    from ibrar.experiments import table6
+
+    if table6.network_of(experiment, spec.group) is None:
+        return []
+    return [attack for attack in map(scale.attack, table6.ATTACKS) if attack not in spec.attacks]
+
+
+def evaluate_row(ctx: Context, spec: Any, scale: Any, config: Any, run_dir: Path, experiment: str) -> str:
     """The two evaluation pieces (each saved as soon as it is done); 'finished' or why to call again."""
     from ibrar.data import load_split, resolve_data_root
     from ibrar.run_eval import EvaluationWouldNotFit, evaluate_run
 
     subset_attack = scale.attack("autoattack")
     full_file, subset_file = run_dir / EVAL_FULL, run_dir / f"eval-n{ctx.aa_n}.json"
+    subset_attacks = [*spec.attacks, *table6_attacks(experiment, spec, scale)]
     test_data = None
     for path, attacks, budget in ((full_file, [a for a in spec.attacks if a != subset_attack], ctx.eval_full_s),
-                                  (subset_file, list(spec.attacks), ctx.eval_subset_s)):
+                                  (subset_file, subset_attacks, ctx.eval_subset_s)):
         if path.is_file():
             continue
         if path is subset_file and (waiting := figure_pieces(ctx, spec, scale, run_dir)):
@@ -529,7 +542,7 @@ def stage_run(ctx: Context, info: dict[str, Any], row: str, name: str = "table4"
                 print(f"   trained: {progress(run_dir)} after {ctx.elapsed() / 60:.1f} min", flush=True)
             record_call(ctx, run_dir, info, "trained")
             export_run(ctx, run_dir)
-            status = evaluate_row(ctx, spec, experiment.scale, config, run_dir)
+            status = evaluate_row(ctx, spec, experiment.scale, config, run_dir, name)
     except KeyboardInterrupt as stop:
         print(f"   stopped: {stop}", flush=True)
         status = f"stopped by the call's time budget ({progress(run_dir)}): call again to continue"

@@ -15,6 +15,11 @@ NETWORKS = (
     ("at-ibrar", "table1-pgd_at-ibrar", "PGD-AT (IB-RAR)"),
 )
 ATTACKS = ("pgd10", "adaptive10", "adaptive100", "autoattack")
+# Table 6's networks are runs of Table 4 and Table 1 (the same configs): (experiment, run group) -> its network.
+# The GPU kit evaluates these runs with Table 6's attacks as well, on AutoAttack's seeded subset, and
+# `ibrar.report.collect_table6_view` gives Table 6 its view of them, so that a lease trains each network once.
+SOURCES = {("table4", "vgg16-1-ce"): "plain-ce", ("table4", "vgg16-6-ibrar"): "plain-ibrar",
+           ("table1", "vgg16-cifar10-pgd_at-ibrar"): "at-ibrar"}
 COLUMNS = (
     ColumnSpec("Natural", "clean"),
     ColumnSpec("PGD", "pgd10"),
@@ -34,6 +39,11 @@ TABLE = TableSpec(
     mark_ours=True,
     row_header="network",
 )
+
+
+def network_of(experiment: str, group: str) -> str | None:
+    """The Table 6 network that a run group of another experiment is (`SOURCES`), or None."""
+    return SOURCES.get((experiment, group))
 
 
 def build(scale: Scale, seeds: int = 1) -> Experiment:

@@ -18,6 +18,7 @@ from ibrar.report.collect import (
     RESULTS_DIR,
     ReportError,
     collect_run,
+    collect_table6_view,
     copy_artifacts,
     default_into,
     partial_folder,
@@ -55,6 +56,7 @@ from ibrar.report.sections import (
     scale_tables,
     table1_paper_tables,
     table4_paper_table,
+    table6_paper_table,
 )
 from ibrar.report.tables import (
     ce_fast_table,
@@ -68,12 +70,12 @@ from ibrar.report.tables import (
 )
 
 __all__ = [
-    "ARTIFACTS", "BENCH_FIELDS", "FIGURES", "FIGURES_DIR", "FIGURE_INPUTS", "MARKER", "OPTIONAL_SIZE_LIMIT",
-    "RESULTS_DIR", "TABLES", "DocFigure", "DocTable", "NotDrawn", "ReportError",
-    "attack_strength_tables", "bench_sections", "ce_fast_table", "check_docs", "collect_run", "copy_artifacts",
+    "ARTIFACTS", "BENCH_FIELDS", "DocFigure", "DocTable", "FIGURES", "FIGURES_DIR", "FIGURE_INPUTS", "MARKER",
+    "NotDrawn", "OPTIONAL_SIZE_LIMIT", "RESULTS_DIR", "ReportError", "TABLES", "attack_strength_tables",
+    "bench_sections", "ce_fast_table", "check_docs", "collect_run", "collect_table6_view", "copy_artifacts",
     "default_into", "draw_figures", "eps_text", "evaluation_notes", "fig2_figure", "fig2_paper_tables", "fig2_tables",
-    "gpu_check_section", "linf_worst_case", "machine_of", "not_run", "partial_folder",
+    "gpu_check_section", "linf_worst_case", "machine_of", "not_run", "paper_partial_table", "partial_folder",
     "quickstart_table", "read_bench", "render_docs", "runs_table", "scale_figure", "scale_tables", "source_line",
     "table1_convergence", "table1_paper_tables", "table1_tables", "table2_tables", "table3_table", "table4_infoplane",
-    "paper_partial_table", "table4_paper_table", "table4_table", "table6_table", "training_legs", "write_docs",
+    "table4_paper_table", "table4_table", "table6_paper_table", "table6_table", "training_legs", "write_docs",
 ]

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from ibrar.errors import InputError
-from ibrar.experiments import build_experiment
+from ibrar.evaluation_record import Evaluation
+from ibrar.experiments import build_experiment, table6
+from ibrar.experiments.base import SCALES, get_scale
 from ibrar.run_files import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -23,7 +25,7 @@ from ibrar.run_files import (
     RECORDS,
 )
 from ibrar.run_folder import RunFolder
-from ibrar.run_names import split_folders
+from ibrar.run_names import split_folders, split_variant
 
 RESULTS_DIR = "results"
 # What a run folder contributes to results/: config, versions and hardware, per-epoch log, evaluation.
@@ -75,6 +77,13 @@ def collect_run(run_dir: str | Path, into: str | Path | None = None) -> Path:
     target = target / run_dir.resolve().name
     if target.resolve() == run_dir.resolve():
         raise ReportError(f"--into: {target} is the run folder itself; choose a folder under {RESULTS_DIR}/")
+    fresh_folder(target)
+    copy_artifacts(run_dir, target)
+    return target
+
+
+def fresh_folder(target: Path) -> None:
+    """`target` empty, replacing an earlier results copy of a run; a folder that holds anything else is refused."""
     if target.is_dir():
         strays = sorted(p.name for p in target.iterdir() if p.name not in (*ARTIFACTS, *FIGURE_INPUTS))
         if strays:
@@ -82,8 +91,6 @@ def collect_run(run_dir: str | Path, into: str | Path | None = None) -> Path:
                               "copy of a run, so it is left alone")
         shutil.rmtree(target)
     target.mkdir(parents=True)
-    copy_artifacts(run_dir, target)
-    return target
 
 
 def copy_artifacts(run_dir: Path, target: Path) -> None:
@@ -94,6 +101,34 @@ def copy_artifacts(run_dir: Path, target: Path) -> None:
         if source.is_file() and (name in REQUIRED or name in FIGURE_INPUTS
                                  or source.stat().st_size <= OPTIONAL_SIZE_LIMIT):
             shutil.copyfile(source, target / name)
+
+
+def collect_table6_view(run: Path, results: Path) -> Path | None:
+    """Table 6's view of a collected run that is one of its networks (`table6.SOURCES`: Table 4's rows (1) and (6),
+    Table 1's PGD-AT + IB-RAR run) and whose seeded-subset evaluation (the GPU kit's, `subsets` in eval.json) holds
+    every one of Table 6's attacks: `results/table6-<scale>/<network><variant><seed>/` with the run's records and
+    that subset's evaluation as its eval.json, so that each of Table 6's columns is on the same test examples.
+    None for any other run. `run`: the copy in results/<experiment>-<scale>/."""
+    experiment, _, scale = run.parent.name.partition("-")
+    split = split_variant(run.name, [group for source, group in table6.SOURCES if source == experiment])
+    if split is None or scale not in SCALES:
+        return None
+    group, variant, seed = split
+    needed = {get_scale(scale).attack(a) for a in table6.ATTACKS}
+    subsets = read_json(run / EVAL_FILE).get("subsets", {})
+    subset = next((s for s in subsets.values() if needed <= {a["name"] for a in s.get("attacks", [])}), None)
+    if subset is None:
+        return None
+    target = results / f"table6-{scale}" / f"{table6.network_of(experiment, group)}{variant}{seed}"
+    fresh_folder(target)
+    for name in ARTIFACTS:  # the run's records (its figures' inputs stay with its own table)
+        if name != EVAL_FILE and (run / name).is_file():
+            shutil.copyfile(run / name, target / name)
+    view = {**subset, "notes": [*subset.get("notes", []), f"Table 6's view of `{run.parent.name}/{run.name}`: its "
+                                f"evaluation on the seeded subset of {subset['n']} test examples, every attack on "
+                                "the same examples"]}
+    RunFolder(target).write_evaluation(Evaluation.from_dict(view, target / EVAL_FILE))
+    return target
 
 
 # ---- finding the collected runs -----------------------------------------------------------------------------------

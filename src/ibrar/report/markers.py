@@ -18,6 +18,7 @@ from ibrar.report.sections import (
     scale_tables,
     table1_paper_tables,
     table4_paper_table,
+    table6_paper_table,
 )
 from ibrar.report.tables import (
     ce_fast_table,
@@ -51,6 +52,7 @@ TABLES: tuple[DocTable, ...] = (
     DocTable("table4-paper", "docs/reproduction.md", table4_paper_table),
     DocTable("table3-cpu", "docs/reproduction.md", table3_table),
     DocTable("table6-cpu", "docs/reproduction.md", table6_table),
+    DocTable("table6-paper", "docs/reproduction.md", table6_paper_table),
     DocTable("fig2-cpu", "docs/reproduction.md", fig2_tables),
     DocTable("fig2-paper", "docs/reproduction.md", fig2_paper_tables),
     DocTable("scale-cpu", "docs/reproduction.md", scale_tables),

@@ -24,7 +24,7 @@ from ibrar.report.collect import (
     relative,
 )
 from ibrar.report.provenance import eps_text, evaluation_notes, median_l2_line, not_run, source_line
-from ibrar.report.tables import table1_tables, table4_table
+from ibrar.report.tables import table1_tables, table4_table, table6_table
 from ibrar.rounding import fixed
 from ibrar.run_folder import RunFolder
 from ibrar.run_names import split_variant, variants
@@ -221,6 +221,13 @@ def table4_paper_table(results: Path, root: Path) -> str:
     found = per_variant(results, "table4", lambda variant: table4_table(results, root, "paper", variant))
     partial = paper_partial_table(results, root)
     return "\n\n".join(found or [table4_table(results, root, "paper")]) + ("\n\n" + partial if partial else "")
+
+
+def table6_paper_table(results: Path, root: Path) -> str:
+    """Table 6 at the paper's scale: Table 4's rows (1) and (6) and Table 1's PGD-AT + IB-RAR run as the GPU kit's
+    `table4` and `table1` stages evaluate them (its attacks on AutoAttack's seeded subset), a table per optimizer."""
+    found = per_variant(results, "table6", lambda variant: table6_table(results, root, "paper", variant))
+    return "\n\n".join(found or [table6_table(results, root, "paper")])
 
 
 @dataclass(frozen=True)

@@ -129,10 +129,11 @@ def table4_table(results: Path, root: Path, scale: str = "cpu", variant: str = "
                       " ".join([*spec.notes, source_line(dirs, root)])])
 
 
-def table6_table(results: Path, root: Path, scale: str = "cpu") -> str:
-    """Table 6, the adaptive attack PGD_AD against plain CE, plain IB-RAR and PGD-AT + IB-RAR networks."""
+def table6_table(results: Path, root: Path, scale: str = "cpu", variant: str = "") -> str:
+    """Table 6, the adaptive attack PGD_AD against plain CE, plain IB-RAR and PGD-AT + IB-RAR networks (`variant`:
+    the runs named `<network><variant>`, as the GPU kit names those of the authors' optimizer)."""
     folder = results / f"table6-{scale}"
-    experiment = collected_experiment("table6", scale, folder)
+    experiment = collected_experiment("table6", scale, folder, variant)
     spec = experiment.tables[0]
     dirs = group_dirs(experiment, folder, spec.groups)
     if not dirs:
