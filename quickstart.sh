@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command for a new user: set up .venv (ibrar, its test extras and CI's test-only references), find or unpack
-# CIFAR-10, train the quickstart config on the CPU (one torch thread, so the result is the README's).
+# CIFAR-10, train the quickstart config on the CPU (one torch thread, so the result is the README's). Arguments
+# go to `ibrar train` (key=value overrides).
 set -euo pipefail
 cd "$(dirname "$0")"
 if [[ ! -x .venv/bin/ibrar ]]; then
@@ -14,7 +15,9 @@ if ! .venv/bin/python -c 'import torchattacks, robustbench, huggingface_hub' 2>/
   bash .ci/install-test-references .venv/bin/python
 fi
 data_root=${IBRAR_DATA_ROOT:-$HOME/.cache/ibrar-data}
-if [[ ! -d $data_root/cifar10-jpeg && ! -d $data_root/cifar-10-batches-py && ! -d $data_root/cifar10 ]]; then
+# the layouts ibrar reads CIFAR-10 from (ibrar.data.readers): its pickles or an image folder, at the root or below it
+if [[ ! -d $data_root/cifar10-jpeg && ! -d $data_root/cifar-10-batches-py && ! -d $data_root/cifar10 \
+      && ! -d $data_root/train ]]; then
   unpack=../shared/data/unpack-cifar10.sh
   if [[ -x $unpack ]]; then
     "$unpack" "$data_root/cifar10-jpeg"
@@ -23,4 +26,5 @@ if [[ ! -d $data_root/cifar10-jpeg && ! -d $data_root/cifar-10-batches-py && ! -
     exit 2
   fi
 fi
-exec .venv/bin/ibrar train configs/quickstart.yaml --data-root "$data_root" --overwrite "$@"
+# device=cpu: the README's row is the CPU's (one thread); ./quickstart.sh device=cuda trains on a GPU instead
+exec .venv/bin/ibrar train configs/quickstart.yaml --data-root "$data_root" --overwrite device=cpu "$@"

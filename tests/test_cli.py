@@ -414,6 +414,62 @@ def test_a_resumed_run_and_its_evaluation_find_the_data_root_it_was_trained_with
     assert [line["epoch"] for line in RunFolder(run).metrics()] == [1, 2]
     code, _, err = run_main(capsys, "eval", str(run), "--attacks", "fgsm", "--n", "16", "--quiet")
     assert code == 0 and RunFolder(run).evaluation().n == 16
+    code, _, err = run_main(capsys, "plot", "confusion", str(run), "--n", "8", "--out", str(tmp_path / "confusion"))
+    assert code == 0 and f"data root: {image_folder.resolve()}" in err  # the figures that need data find it too
     image_folder.rename(tmp_path / "elsewhere")  # a recorded root that is gone is not used: the usual error
     code, _, err = run_main(capsys, "eval", str(run), "--attacks", "fgsm", "--n", "16", "--quiet")
     assert code == 2 and "--data-root" in err
+
+
+def test_a_new_evaluation_keeps_the_earlier_one_and_a_finished_run_resumes_to_nothing(image_folder, tmp_path,
+                                                                                      capsys):
+    from ibrar.run_folder import RunFolder
+
+    config = write_config(tmp_path / "config.yaml", image_folder, eval={"attacks": ["fgsm"], "n": 8},
+                          train={"epochs": 2, "eval_pgd_steps": 0, "info_plane_every": 0})
+    run = tmp_path / "run"
+    code, out, _ = run_main(capsys, "train", str(config), "--out", str(run), "--quiet")
+    assert code == 0 and "epoch 1/2" in out and "epoch 2/2" in out  # --quiet: no bars, a line per epoch
+    first = (run / "eval.json").read_text()
+    code, _, err = run_main(capsys, "eval", str(run), "--attacks", "pgd2", "--n", "8", "--device", "cpu", "--quiet")
+    kept = sorted((run / "eval-history").iterdir())
+    assert code == 0 and [p.read_text() for p in kept] == [first] and str(kept[0]) in err
+    assert [a.name for a in RunFolder(run).evaluation().attacks] == ["pgd2"]
+    # trained all its epochs, evaluated with its own eval settings: nothing trained or evaluated again
+    def untouched() -> tuple:
+        return (run / "final.pt").stat().st_mtime_ns, (run / "eval.json").read_text(), (run / "meta.json").read_text()
+
+    before = untouched()
+    code, _, err = run_main(capsys, "train", "--resume", str(run), "--quiet")
+    assert code == 0 and "nothing to do" in err and untouched() == before
+    # other eval settings: evaluated again (the earlier evaluation kept), still not trained again
+    code, _, _ = run_main(capsys, "train", "--resume", str(run), "eval.n=4", "--quiet")
+    assert code == 0 and RunFolder(run).evaluation().n == 4 and len(list((run / "eval-history").iterdir())) == 2
+    assert (run / "final.pt").stat().st_mtime_ns == before[0]
+    # more epochs: trained on, then evaluated
+    code, out, _ = run_main(capsys, "train", "--resume", str(run), "train.epochs=3", "--quiet")
+    assert code == 0 and "epoch 3/3" in out and [m["epoch"] for m in RunFolder(run).metrics()] == [1, 2, 3]
+
+
+def test_eval_of_an_export_leaves_it_as_shared_and_out_chooses_the_folder(cli_run, image_folder, tmp_path, capsys,
+                                                                          monkeypatch):
+    from ibrar.errors import InputError
+    from ibrar.run_eval import run_evaluation
+
+    export = tmp_path / "hub" / "shared"
+    assert main(["export", str(cli_run), str(export)]) == 0
+    card, evaluation = (export / "README.md").read_bytes(), (export / "eval.json").read_bytes()
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_main(capsys, "eval", str(export), "--attacks", "pgd2", "--n", "4", "--device", "cpu",
+                            "--quiet", "--data-root", str(image_folder))
+    assert code == 0 and "runs/eval-shared" in err
+    assert (export / "README.md").read_bytes() == card and (export / "eval.json").read_bytes() == evaluation
+    assert not (export / "eval-history").exists()
+    assert json.loads((tmp_path / "runs" / "eval-shared" / "eval.json").read_text())["n"] == 4
+    before = (cli_run / "eval.json").read_bytes()
+    code, _, _ = run_main(capsys, "eval", str(cli_run), "--attacks", "pgd2", "--n", "4", "--device", "cpu",
+                          "--quiet", "--data-root", str(image_folder), "--out", str(tmp_path / "mine"))
+    assert code == 0 and (cli_run / "eval.json").read_bytes() == before
+    assert json.loads((tmp_path / "mine" / "eval.json").read_text())["attacks"][0]["name"] == "pgd2"
+    with pytest.raises(InputError, match="give out_dir"):
+        run_evaluation(export, data_root=image_folder, attacks=["fgsm"], n=4)

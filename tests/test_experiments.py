@@ -183,7 +183,9 @@ def test_table3_names_the_layers_that_beat_ce_by_the_margin(out_dir, image_folde
     capsys.readouterr()
     assert main(["reproduce", "table3", "--scale", "smoke", "--out", str(out_dir), "--data-root",
                  str(image_folder), "--quiet"]) == 0
-    assert "# Table 3" in capsys.readouterr().out  # every run was finished: only the results are rebuilt
+    out = capsys.readouterr().out
+    assert "# Table 3" in out  # every run was finished: only the results are rebuilt
+    assert "[1/6] ce: skip (finished)" in out  # --quiet drops the bars, never the run-by-run lines
     assert results["margin_pp"] == 2.0 and results["layers"] == ["block1", "block2", "fc1"]
     assert set(results["robust_layers_found"]) <= set(results["layers"])
     groups = [r["run"] for r in results["tables"][0]["rows"]]

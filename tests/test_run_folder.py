@@ -129,6 +129,19 @@ def test_an_evaluation_is_written_whole_and_read_back_as_it_was(tmp_path):
     assert json.loads(folder.eval_file.read_text())["schema_version"] == 1
 
 
+def test_an_earlier_evaluation_is_kept_by_its_start_time_and_never_overwritten(tmp_path):
+    folder = RunFolder(tmp_path)
+    assert folder.keep_earlier_evaluation() is None  # nothing to keep
+    started = "2026-12-06T22:15:00+00:00"
+    kept = []
+    for text in (json.dumps({"n": 10, "seed": 0, "clean": 0.9, "meta": {"started": started}}),) * 2 + ("{cut",):
+        folder.eval_file.write_text(text)
+        kept.append(folder.keep_earlier_evaluation())
+        assert not folder.eval_file.exists() and kept[-1].read_text() == text
+    assert [p.name for p in kept[:2]] == ["eval-2026-12-06T22-15-00Z.json", "eval-2026-12-06T22-15-00Z-2.json"]
+    assert kept[2].parent == tmp_path / "eval-history" and kept[2].name.startswith("eval-")  # damaged: its mtime
+
+
 def test_the_gpu_kits_partial_evaluation_is_its_own_file(tmp_path):
     folder = RunFolder(tmp_path)
     folder.partial_eval_file.write_text(json.dumps({"n": 10000, "seed": 0, "clean": 0.8}))

@@ -168,15 +168,29 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         report = evaluate_zoo_model(args.robustbench, args.model_dir, out_dir, dataset=args.dataset,
                                     threat_model=args.threat_model, **common)
     else:
-        if args.model_dir is not None or args.out is not None:
-            raise UsageError("ibrar eval: --model-dir and --out go with --robustbench NAME; a run's eval.json "
-                             "is written beside its weights")
-        report = evaluate_run(args.run, **common)
-        out_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
+        if args.model_dir is not None:
+            raise UsageError("ibrar eval: --model-dir goes with --robustbench NAME")
+        out_dir = _eval_folder(Path(args.run), args.out)
+        report = evaluate_run(args.run, out_dir=out_dir, **common)
     print(report)
     if args.robustbench_card:
         print(f"RobustBench card: {_write_card(args, out_dir)}")
     return 0
+
+
+def _eval_folder(run: Path, out: str | None) -> Path:
+    """Where `ibrar eval RUN` writes: --out, else beside the weights; an export folder stays as shared (its
+    eval.json is the one its card describes), so its evaluation goes to runs/eval-NAME."""
+    from ibrar.export import is_export
+
+    if out is not None:
+        return Path(out)
+    if is_export(run):
+        folder = Path("runs") / f"eval-{run.resolve().name}"
+        print(f"note: {run} is an export folder, left as shared; this evaluation goes to {folder} (--out chooses "
+              "another)", file=sys.stderr)
+        return folder
+    return run if run.is_dir() else run.parent
 
 
 def _write_card(args: argparse.Namespace, out_dir: Path) -> Path:
@@ -222,7 +236,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if args.print_commands:
         print("\n".join(run_commands(experiment, args.out, args.data_root, only)))
         return 0
-    log = (lambda _line: None) if args.quiet else print
+    log = print  # the run-by-run lines are what a log wants: --quiet drops the bars only
     if args.parallel is not None:
         from ibrar.experiments.parallel import run_parallel
 
@@ -293,12 +307,13 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
         if len(runs) != 1:
             raise UsageError("ibrar plot confusion: give exactly one RUN_DIR")
-        paths = plots.plot_confusion(confusion_of(runs[0], data_root=args.data_root, n=args.n or 1000), stem)
+        root = _data_root_of(Path(runs[0]), args.data_root)
+        paths = plots.plot_confusion(confusion_of(runs[0], data_root=root, n=args.n or 1000), stem)
     elif args.kind == "tsne":
         from ibrar.figure_data import features_of
 
         dirs = plots.run_dirs_of(runs)
-        features = [features_of(d, data_root=args.data_root, n=args.n or 500) for d in dirs]
+        features = [features_of(d, data_root=_data_root_of(Path(d), args.data_root), n=args.n or 500) for d in dirs]
         paths = plots.plot_tsne(features, stem, labels=plots.run_labels(dirs, None))
     else:
         paths = plots.PLOT_KINDS[args.kind](runs, stem)
@@ -343,7 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default runs/<config name>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    p.add_argument("--quiet", action="store_true", help="no progress bars (for logs)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars (for logs): a line per epoch and per evaluation piece instead")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation (eval.attacks) after training")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config (file, profile, overrides) and exit without training")
@@ -365,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None,
                    help="default: 256 for ibrar's attacks, the reference's own 250 for autoattack")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (for logs): a line per piece instead")
     p.add_argument("--no-large-eps-check", action="store_true",
                    help="skip the masking check that PGD at eps=0.5 reaches ~0%% accuracy")
     p.add_argument("--robustbench", metavar="NAME", help="evaluate this RobustBench zoo model instead (on disk "
@@ -386,7 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the test set of a --model or zoo model (default cifar10; RobustBench: cifar10, cifar100; "
                         "imagefolder reads DATA_ROOT/test/<class>/<image>)")
     p.add_argument("--threat-model", default="Linf", help="the zoo model's threat model (Linf)")
-    p.add_argument("--out", help="folder for the eval.json of a zoo model (default runs/robustbench-NAME) or a "
+    p.add_argument("--out", help="folder for the eval.json: of a RUN_DIR (default: beside its weights; an export "
+                   "folder is left as shared, runs/eval-NAME), a zoo model (default runs/robustbench-NAME) or a "
                    "--model (default runs/model-CALLABLE)")
     p.add_argument("--robustbench-card", metavar="NAME", help="also write the evaluation as a RobustBench model "
                    "card model_info/<dataset>/Linf/NAME.json (needs the autoattack attack)")
@@ -412,7 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print-commands", action="store_true",
                    help="print one `ibrar train ... && ibrar eval ...` line per run instead of running them")
     p.add_argument("--only", help="comma-separated run or row names to run now (results once all have run)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars (for logs): a line per run, per epoch and per evaluation piece instead")
     p.add_argument("--launcher", choices=["slurm", "local"], help="run each run as a submitit job: on SLURM "
                    "(returns, or --wait; run again to collect results) or as local subprocesses (waits)")
     p.add_argument("--partition", help="SLURM partition")

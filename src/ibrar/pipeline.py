@@ -7,6 +7,7 @@ does, with a checkpoint to resume from.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,15 @@ class PipelineResult:
     table: str = ""
 
 
+def _trained_to(folder: RunFolder, config: RunConfig) -> bool:
+    """A finished run that `config` asks nothing more of: its epochs all trained, no setting a resume refuses
+    changed (those are left to the trainer, which names them)."""
+    from ibrar.config import resume_conflicts
+
+    epochs = [line["epoch"] for line in folder.metrics() if "epoch" in line]
+    return bool(epochs) and epochs[-1] >= config.train.epochs and not resume_conflicts(folder.config(), config)
+
+
 def train_and_evaluate(
     config: RunConfig,
     run_dir: str | Path,
@@ -49,7 +59,9 @@ def train_and_evaluate(
 
     `resume=None` goes by what the folder holds: a finished run is left alone, a trained one only evaluated, an
     interrupted one resumed, an empty one started. `resume=True/False` is the caller's explicit choice (`ibrar
-    train --resume`, or a new run that `overwrite` may replace), checked against the folder by the trainer.
+    train --resume`, or a new run that `overwrite` may replace), checked against the folder by the trainer; a
+    resumed run that has trained all of `config`'s epochs is not trained again, and is evaluated again only when
+    `config`'s eval settings differ from its own (or it has no eval.json).
     `stop_at` (a `time.time()`) ends training at the first batch after it with a mid-epoch checkpoint and
     `KeyboardInterrupt`, as SIGTERM does.
     """
@@ -57,14 +69,21 @@ def train_and_evaluate(
     from ibrar.train import train
 
     run_dir = Path(run_dir)
-    found = RunFolder(run_dir).state()
+    folder = RunFolder(run_dir)
+    found = folder.state()
     if resume is None:
         if found == "done":
             return PipelineResult(found)
         needs_training = found != "evaluate"
         resume, overwrite = found == "resume", found == "new"
     else:
-        needs_training = True
+        needs_training = not (resume and found in ("done", "evaluate") and _trained_to(folder, config))
+        if not needs_training and found == "done" and config.eval == folder.config().eval:
+            epochs = config.train.epochs
+            print(f"note: {run_dir} is trained ({epochs} of {epochs} epochs) and evaluated with its eval settings: "
+                  f"nothing to do (`ibrar eval {run_dir}` evaluates it again, train.epochs=N trains it on)",
+                  file=sys.stderr, flush=True)
+            return PipelineResult(found)
     test_data = None
     if needs_training:
         trainer = train(config, run_dir, data_root=data_root, resume=resume, overwrite=overwrite, quiet=quiet,

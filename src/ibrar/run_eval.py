@@ -38,9 +38,10 @@ from ibrar.evaluate import (
     steps_curve,
 )
 from ibrar.evaluation_record import Evaluation
+from ibrar.export import is_export
 from ibrar.loading import load_trained
 from ibrar.reproducibility import run_metadata
-from ibrar.run_files import CHECKPOINT_FILE, FINAL_FILE
+from ibrar.run_files import CHECKPOINT_FILE, EVAL_FILE, FINAL_FILE
 from ibrar.run_folder import RunFolder
 
 DEFAULT_ATTACKS = ("fgsm", "pgd10", "cw", "fab", "nifgsm", "autoattack")  # the paper's, plus AutoAttack
@@ -87,13 +88,17 @@ def run_evaluation(
     ``batch_size=None``: 256 for ibrar's attacks, the reference's own 250 for AutoAttack. ``data_root`` (None: the
     run's data.root, else $IBRAR_DATA_ROOT, else ~/.cache/ibrar-data) is where the test set is read.
     `loaded` is a model already loaded (`path` then only names its weights, e.g. a RobustBench zoo model, or is
-    None) and `out_dir` where its eval.json goes; `model_warnings` (about the model itself) are kept beside the
-    masking checks' warnings and printed. `time_limit_s`: raise `EvaluationWouldNotFit` before any attack runs
-    when the estimate (`ibrar.eval_estimate`, measured on this model and device) is over it (the GPU kit starts
-    a piece only when it fits the call).
+    None); `out_dir` is where eval.json goes (None: beside the weights; an export folder is never written, so it
+    needs one); an eval.json already there is kept in its eval-history/. `model_warnings` (about the model
+    itself) are kept beside the masking checks' warnings and printed. `time_limit_s`: raise
+    `EvaluationWouldNotFit` before any attack runs when the estimate (`ibrar.eval_estimate`, measured on this
+    model and device) is over it (the GPU kit starts a piece only when it fits the call).
     """
     if out_dir is None and path is None:
         raise InputError("out_dir: a model without a run folder needs a folder for its eval.json")
+    if out_dir is None and is_export(path):
+        raise InputError(f"{path} is an `ibrar export` folder, whose {EVAL_FILE} is the one its model card "
+                         f"describes: give out_dir (ibrar eval --out DIR) for this evaluation's")
     out_dir = Path(out_dir) if out_dir is not None else Path(path) if Path(path).is_dir() else Path(path).parent
     out_dir.mkdir(parents=True, exist_ok=True)
     # One writer per folder: a training or another evaluation writing into it is refused while this one runs.
@@ -162,6 +167,9 @@ def run_evaluation(
                               "probe_clean": probe.clean, "probe_survive": probe.survive,
                               "pieces": progress.timings}
         evaluation = Evaluation.from_dict(result)  # the typed record checks what is written
+        kept = RunFolder(out_dir).keep_earlier_evaluation()
+        if kept is not None:
+            print(f"note: the earlier {EVAL_FILE} is kept as {kept}", file=sys.stderr, flush=True)
         RunFolder(out_dir).write_evaluation(evaluation)
         result = evaluation.to_dict()
         reference = config.eval.reference if reference_applies(config) else None

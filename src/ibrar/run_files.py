@@ -10,6 +10,7 @@ EVAL_FILE = "eval.json"  # what `ibrar eval` writes (`ibrar.evaluation_record.Ev
 # the GPU kit's whole-test-set piece of a paper-scale row, kept until AutoAttack's subset is merged into EVAL_FILE
 # (bench/gpu/kit.py's EVAL_FULL, standard library only, is the same name; a test ties the two)
 PARTIAL_EVAL_FILE = "eval-full.json"
+EVAL_HISTORY_DIR = "eval-history"  # each eval.json a later `ibrar eval` of the folder replaced, kept by its date
 GPU_CALLS_FILE = "gpu.json"  # the GPU kit's per-call minutes, when a run trained over several calls
 CHECKPOINT_FILE = "checkpoint.pt"  # the latest state to resume from (weights, optimizer, schedule, RNG)
 FINAL_FILE = "final.pt"  # the trained weights and mask

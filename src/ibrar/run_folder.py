@@ -3,9 +3,10 @@ writes them (the checkpoint format itself is `ibrar.checkpoint`'s, the lock `ibr
 
 A run folder holds `config.yaml` (the resolved config), `meta.json` (versions, hardware, seed; each resumption
 appended), `metrics.jsonl` (a line per epoch), `info_plane.jsonl`, `checkpoint.pt` and `final.pt` (each with a
-sha256 sidecar), `eval.json` (`ibrar.evaluation_record.Evaluation`), and while an evaluation runs the reference
-AutoAttack's resumable state. The module imports only the standard library (pydantic when a config or an
-evaluation is read): the GPU kit's fetch call, which installs nothing, uses it too.
+sha256 sidecar), `eval.json` (`ibrar.evaluation_record.Evaluation`; each one a later evaluation replaced is kept in
+`eval-history/`), and while an evaluation runs the reference AutoAttack's resumable state. The module imports only
+the standard library (pydantic when a config or an evaluation is read): the GPU kit's fetch call, which installs
+nothing, uses it too.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ibrar.run_files import (
     CONFIG_FILE,
     CONFUSION_FILE,
     EVAL_FILE,
+    EVAL_HISTORY_DIR,
     FEATURES_FILE,
     FINAL_FILE,
     GPU_CALLS_FILE,
@@ -259,6 +261,31 @@ class RunFolder:
 
     def write_evaluation(self, evaluation: Evaluation) -> None:
         _write_whole(self.eval_file, evaluation.to_json())
+
+    def keep_earlier_evaluation(self) -> Path | None:
+        """Move eval.json into eval-history/, named by when that evaluation started, before a new one replaces
+        it (a second `ibrar eval` with other attacks or examples must not lose the first); its new path, or None
+        when there was none."""
+        if not self.eval_file.is_file():
+            return None
+        try:
+            started = str(json.loads(self.eval_file.read_text()).get("meta", {}).get("started") or "")
+        except (ValueError, AttributeError):  # a damaged file is kept too, named by its time on disk
+            started = ""
+        if not started:
+            from datetime import datetime, timezone
+
+            mtime = self.eval_file.stat().st_mtime
+            started = datetime.fromtimestamp(mtime, timezone.utc).isoformat(timespec="seconds")
+        history = self.path / EVAL_HISTORY_DIR
+        history.mkdir(exist_ok=True)
+        stem = "eval-" + started.replace(":", "-").replace("+00-00", "Z")
+        kept, k = history / f"{stem}.json", 1
+        while kept.exists():
+            k += 1
+            kept = history / f"{stem}-{k}.json"
+        self.eval_file.replace(kept)
+        return kept
 
 
 def _write_whole(path: Path, text: str) -> None:

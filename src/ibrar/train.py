@@ -114,23 +114,23 @@ class Trainer:
         if config.train.compile and self.device.type == "cuda":
             self.train_model = compile_for_taps(self.train_model)
         fast_path = [k for k in ("amp", "channels_last", "compile") if getattr(config.train, k)]
-        if fast_path and self.device.type != "cuda" and not self.quiet:
-            tqdm.write(f"note: {', '.join('train.' + k for k in fast_path)} belong to the CUDA fast path and are "
+        if fast_path and self.device.type != "cuda":
+            self._log(f"note: {', '.join('train.' + k for k in fast_path)} belong to the CUDA fast path and are "
                        f"off on the {self.device.type}")
         # The step as CUDA graphs (ibrar.graph_step) where the configuration allows it; a note where it does not.
         self.capture_graphs, note = capture_plan(config.train.cuda_graph, self.device, self.dist.enabled,
                                                  config.train.compile and self.device.type == "cuda",
                                                  config.ib.enabled and config.ib.bandwidth == "median")
-        if note and not self.quiet:
-            tqdm.write(f"note: {note}")
+        if note:
+            self._log(f"note: {note}")
         self.graph_cache = GraphCache()  # the step's graphs, kept from epoch to epoch
         resident = config.data.resident if config.data.resident is not None else self.device.type == "cuda"
         # An epoch's last batch of one example cannot train (BatchNorm needs two): that example sits the epoch out
         # (the order is reshuffled each epoch, so a different one each time).
         examples = config.data.train_subset or len(self.train_data)
         lone = examples % config.data.batch_size == 1
-        if lone and not self.dist.enabled and not self.quiet:
-            tqdm.write(f"note: {examples} training images in batches of {config.data.batch_size} leave one in a "
+        if lone and not self.dist.enabled:
+            self._log(f"note: {examples} training images in batches of {config.data.batch_size} leave one in a "
                        f"last batch of its own; it is left out of each epoch")
         self.train_loader = (ResidentLoader if resident else BatchLoader)(
             self.train_data, config.data.batch_size, shuffle=True, augment=config.data.augment, seed=config.seed,
@@ -369,8 +369,7 @@ class Trainer:
                 if self._checkpoint_due():
                     self.save_checkpoint()
                 last = line
-                if not self.quiet:
-                    tqdm.write(progress_line(line, cfg.train.epochs))
+                self._log(progress_line(line, cfg.train.epochs))  # with --quiet too: a log's line per epoch
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
