@@ -105,3 +105,24 @@ def _vote_worker(rank: int, world: int, port: int, votes: list[bool], out: str) 
 def test_a_stop_signal_on_one_rank_stops_every_rank(votes, tmp_path):
     mp.spawn(_vote_worker, args=(2, _free_port(), votes, str(tmp_path)), nprocs=2, join=True)
     assert [(tmp_path / f"vote{r}").read_text() for r in range(2)] == [str(any(votes))] * 2
+
+
+def test_torchrun_ibrar_train_evaluates_once_on_rank_0(image_folder, tmp_path):
+    """The README's `torchrun -m ibrar train CONFIG`: every rank trains, rank 0 alone evaluates and prints (a
+    second rank evaluating found the folder locked and failed the whole job)."""
+    import subprocess
+
+    import yaml
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(image_folder, train={"epochs": 1, "eval_pgd_steps": 0,
+                                                                         "info_plane_every": 0},
+                                                 eval={"attacks": ["fgsm"], "n": 8})))
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           f"--master-port={_free_port()}", "-m", "ibrar", "train", str(config), "--out", str(run),
+                           "--quiet"], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("run folder:") == 1 and done.stdout.count("worst case") == 1
+    assert (run / "eval.json").is_file() and not (run / "eval-history").exists()

@@ -159,8 +159,9 @@ def test_cli_export_then_eval_and_plot_accept_the_folder(run_dir, image_folder, 
     assert main(["export", str(run_dir), str(out)]) == 2
     assert "already holds files" in capsys.readouterr().err
     assert main(["eval", str(out), "--attacks", "fgsm", "--n", "8", "--data-root", str(image_folder),
-                 "--no-large-eps-check", "--quiet"]) == 0
-    assert json.loads((out / "eval.json").read_text())["checkpoint"] == str(out / "model.safetensors")
+                 "--no-large-eps-check", "--quiet", "--out", str(tmp_path / "evaluated")]) == 0
+    evaluated = json.loads((tmp_path / "evaluated" / "eval.json").read_text())
+    assert evaluated["checkpoint"] == str(out / "model.safetensors")
     assert main(["plot", "confusion", str(out), "--n", "8", "--data-root", str(image_folder),
                  "--out", str(tmp_path / "conf")]) == 0
     assert (tmp_path / "conf.png").is_file()

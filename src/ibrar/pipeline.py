@@ -7,6 +7,7 @@ does, with a checkpoint to resume from.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -90,6 +91,8 @@ def train_and_evaluate(
                         stop_at=stop_at)
         test_data = trainer.test_data
     if evaluation is None or not evaluation.attacks:
+        return PipelineResult(found)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 evaluates, as it alone writes the folder
         return PipelineResult(found)
     # the data the run trained on (its data.root first, as in training): evaluate_run prefers a root it is given
     table = evaluate_run(run_dir, data_root=config.data.root or data_root, attacks=list(evaluation.attacks),
