@@ -120,7 +120,7 @@ def _names(text: str | None, option: str, example: str) -> list[str] | None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from ibrar.run_eval import evaluate_run
+    from ibrar.run_eval import evaluate_run, evaluation_folder
 
     attacks = _names(args.attacks, "--attacks", "attack names such as fgsm,pgd10")
     _check_attack_names(attacks or [], "--attacks")
@@ -171,27 +171,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     else:
         if args.model_dir is not None:
             raise UsageError("ibrar eval: --model-dir goes with --robustbench NAME")
-        out_dir = _eval_folder(Path(args.run), args.out)
+        out_dir = evaluation_folder(Path(args.run), args.out)
         report = evaluate_run(args.run, out_dir=out_dir, **common)
     print(report)
     if args.robustbench_card:
         print(f"RobustBench card: {_write_card(args, out_dir)}")
     return 0
-
-
-def _eval_folder(run: Path, out: str | None) -> Path:
-    """Where `ibrar eval RUN` writes: --out, else beside the weights; an export folder stays as shared (its
-    eval.json is the one its card describes), so its evaluation goes to runs/eval-NAME."""
-    from ibrar.export import is_export
-
-    if out is not None:
-        return Path(out)
-    if is_export(run):
-        folder = Path("runs") / f"eval-{run.resolve().name}"
-        print(f"note: {run} is an export folder, left as shared; this evaluation goes to {folder} (--out chooses "
-              "another)", file=sys.stderr)
-        return folder
-    return run if run.is_dir() else run.parent
 
 
 def _write_card(args: argparse.Namespace, out_dir: Path) -> Path:

@@ -57,6 +57,19 @@ class EvaluationWouldNotFit(Exception):
         self.seconds, self.limit = seconds, limit
 
 
+def evaluation_folder(run: Path, out: str | Path | None = None) -> Path:
+    """Where `ibrar eval RUN` writes: `out`, else beside the weights; an export folder stays as shared (its
+    eval.json is the one its card describes), so its evaluation goes to runs/eval-NAME."""
+    if out is not None:
+        return Path(out)
+    if is_export(run):
+        folder = Path("runs") / f"eval-{run.resolve().name}"
+        print(f"note: {run} is an export folder, left as shared; this evaluation goes to {folder} (--out chooses "
+              "another)", file=sys.stderr)
+        return folder
+    return run if run.is_dir() else run.parent
+
+
 def evaluate_run(path: str | Path, **kwargs: Any) -> str:
     """Run the evaluation, write `eval.json` beside the checkpoint, and return the table to print.
 
