@@ -116,7 +116,7 @@ class Trainer:
         fast_path = [k for k in ("amp", "channels_last", "compile") if getattr(config.train, k)]
         if fast_path and self.device.type != "cuda":
             self._log(f"note: {', '.join('train.' + k for k in fast_path)} belong to the CUDA fast path and are "
-                       f"off on the {self.device.type}")
+                      f"off on the {self.device.type}")
         # The step as CUDA graphs (ibrar.graph_step) where the configuration allows it; a note where it does not.
         self.capture_graphs, note = capture_plan(config.train.cuda_graph, self.device, self.dist.enabled,
                                                  config.train.compile and self.device.type == "cuda",
@@ -131,7 +131,7 @@ class Trainer:
         lone = examples % config.data.batch_size == 1
         if lone and not self.dist.enabled:
             self._log(f"note: {examples} training images in batches of {config.data.batch_size} leave one in a "
-                       f"last batch of its own; it is left out of each epoch")
+                      f"last batch of its own; it is left out of each epoch")
         self.train_loader = (ResidentLoader if resident else BatchLoader)(
             self.train_data, config.data.batch_size, shuffle=True, augment=config.data.augment, seed=config.seed,
             device=self.device, drop_last=lone, subset=config.data.train_subset, rank=self.dist.rank,
