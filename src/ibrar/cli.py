@@ -80,7 +80,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     data_root = _data_root_of(run_dir, args.data_root) if args.resume else args.data_root
     result = train_and_evaluate(config, run_dir, data_root=data_root, evaluation=evaluation,
                                 resume=bool(args.resume), overwrite=args.overwrite, quiet=args.quiet)
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 writes, and says so
+    from ibrar.distributed import launched_as_main
+
+    if launched_as_main():  # under torchrun only rank 0 writes, and says so
         if result.table:
             print(result.table)
         print(f"run folder: {run_dir}")

@@ -32,6 +32,12 @@ class DistInfo:
         return self.world_size > 1
 
 
+def launched_as_main() -> bool:
+    """Rank 0 of a torchrun launch, or a plain process: the one that writes the run folder, evaluates and prints.
+    Read from the environment, so it holds before (and after) the process group exists."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def init_from_env(device_type: str) -> DistInfo:
     """Join the process group torchrun describes (gloo on the CPU, NCCL on CUDA); single process otherwise."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

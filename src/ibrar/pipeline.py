@@ -7,7 +7,6 @@ does, with a checkpoint to resume from.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,13 +36,13 @@ class PipelineResult:
     table: str = ""
 
 
-def _trained_to(folder: RunFolder, config: RunConfig) -> bool:
-    """A finished run that `config` asks nothing more of: its epochs all trained, no setting a resume refuses
-    changed (those are left to the trainer, which names them)."""
+def _trained_to(folder: RunFolder, stored: RunConfig, config: RunConfig) -> bool:
+    """A finished run (its config `stored`) that `config` asks nothing more of: its epochs all trained, no setting
+    a resume refuses changed (those are left to the trainer, which names them)."""
     from ibrar.config import resume_conflicts
 
     epochs = [line["epoch"] for line in folder.metrics() if "epoch" in line]
-    return bool(epochs) and epochs[-1] >= config.train.epochs and not resume_conflicts(folder.config(), config)
+    return bool(epochs) and epochs[-1] >= config.train.epochs and not resume_conflicts(stored, config)
 
 
 def train_and_evaluate(
@@ -78,8 +77,9 @@ def train_and_evaluate(
         needs_training = found != "evaluate"
         resume, overwrite = found == "resume", found == "new"
     else:
-        needs_training = not (resume and found in ("done", "evaluate") and _trained_to(folder, config))
-        if not needs_training and found == "done" and config.eval == folder.config().eval:
+        stored = folder.config() if resume and found in ("done", "evaluate") else None
+        needs_training = stored is None or not _trained_to(folder, stored, config)
+        if not needs_training and found == "done" and config.eval == stored.eval:
             epochs = config.train.epochs
             print(f"note: {run_dir} is trained ({epochs} of {epochs} epochs) and evaluated with its eval settings: "
                   f"nothing to do (`ibrar eval {run_dir}` evaluates it again, train.epochs=N trains it on)",
@@ -92,7 +92,9 @@ def train_and_evaluate(
         test_data = trainer.test_data
     if evaluation is None or not evaluation.attacks:
         return PipelineResult(found)
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 evaluates, as it alone writes the folder
+    from ibrar.distributed import launched_as_main
+
+    if not launched_as_main():  # under torchrun rank 0 evaluates, as it alone writes the folder
         return PipelineResult(found)
     # the data the run trained on (its data.root first, as in training): evaluate_run prefers a root it is given
     table = evaluate_run(run_dir, data_root=config.data.root or data_root, attacks=list(evaluation.attacks),

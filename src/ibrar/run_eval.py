@@ -112,7 +112,8 @@ def run_evaluation(
     if out_dir is None and is_export(path):
         raise InputError(f"{path} is an `ibrar export` folder, whose {EVAL_FILE} is the one its model card "
                          f"describes: give out_dir (ibrar eval --out DIR) for this evaluation's")
-    out_dir = Path(out_dir) if out_dir is not None else Path(path) if Path(path).is_dir() else Path(path).parent
+    # beside the weights when not given (an export folder was refused above)
+    out_dir = Path(out_dir) if out_dir is not None else evaluation_folder(Path(path))
     out_dir.mkdir(parents=True, exist_ok=True)
     # One writer per folder: a training or another evaluation writing into it is refused while this one runs.
     with RunFolder(out_dir).locked():

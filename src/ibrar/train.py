@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import signal
 import time
 from collections.abc import Iterator, Mapping
@@ -38,7 +37,15 @@ from ibrar.checkpoint import restore_training_state, save_atomic, training_state
 from ibrar.config import RESUMABLE_KEYS, ConfigError, RunConfig, resume_conflicts
 from ibrar.data import BatchLoader, ResidentLoader, resolve_data_root
 from ibrar.data.loader import derived_seed
-from ibrar.distributed import all_reduce_mean, all_reduce_sum, any_rank, barrier, broadcast_buffers, init_from_env
+from ibrar.distributed import (
+    all_reduce_mean,
+    all_reduce_sum,
+    any_rank,
+    barrier,
+    broadcast_buffers,
+    init_from_env,
+    launched_as_main,
+)
 from ibrar.errors import IbrarError
 from ibrar.graph_step import GraphCache, GraphStep, capture_plan
 from ibrar.host_sync import forbid_host_sync
@@ -414,7 +421,7 @@ def train(config: RunConfig, run_dir: str | Path, data_root: str | Path | None =
     """
     run_dir = Path(run_dir)
     check_model_config(config)
-    is_main = int(os.environ.get("RANK", "0")) == 0
+    is_main = launched_as_main()
     if is_main:
         RunFolder(run_dir).check_for_training(resume, overwrite)
         if resume and (conflicts := resume_conflicts(RunFolder(run_dir).config(), config)):
