@@ -25,7 +25,7 @@ def test_cpu_scale_varies_one_factor_at_a_time():
     assert {c.model.width for c in length_runs.values()} == {0.25}
     assert {c.data.train_subset for c in length_runs.values()} == {None}
     assert sorted({(c.train.epochs, c.optim.step_size) for c in length_runs.values()}) == [(10, 4), (60, 20)]
-    assert {n.split("-epochs")[0] for n in length_runs} == {"1-ce", "6-ibrar"}
+    assert {n.split("-epochs")[0] for n in length_runs} == {"1-ce", "2-ib", "6-ibrar"}
 
 
 def test_cheap_points_get_two_seeds_and_costly_ones_one():
@@ -69,6 +69,6 @@ def test_smoke_study_writes_a_table_per_axis_and_the_figure(tmp_path, image_fold
     assert [r["run"] for r in width["rows"][:3]] == ["1-ce-width0.25", "2-ib-width0.25", "6-ibrar-width0.25"]
     assert width["rows"][0]["seeds"] == 2 and width["rows"][0]["cells"]["PGD"]["std"] is not None
     assert width["rows"][0]["cells"]["PGD"]["paper"] == 0.10
-    assert [r["run"] for r in length["rows"]] == ["1-ce-epochs1", "6-ibrar-epochs1", "1-ce-epochs2",
-                                                  "6-ibrar-epochs2"]
+    assert [r["run"] for r in length["rows"]] == ["1-ce-epochs1", "2-ib-epochs1", "6-ibrar-epochs1",
+                                                  "1-ce-epochs2", "2-ib-epochs2", "6-ibrar-epochs2"]
     assert (folder / "scale-study.png").stat().st_size > 0
