@@ -4,11 +4,13 @@ resume interrupted ones, print scheduler commands, and write results beside the 
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 
 import pytest
 
 from ibrar.cli import main
+from ibrar.config import find_config, shipped_configs, shipped_configs_dir
 from ibrar.experiments import EXPERIMENTS, build_experiment, get_scale, run_experiment
 from ibrar.experiments.base import format_number, make_runs, resolve_config
 from ibrar.experiments.measure import Cell
@@ -122,6 +124,17 @@ def test_print_commands_gives_one_train_and_eval_line_per_run(capsys, image_fold
     assert len(lines) == 3 and not list(tmp_path.iterdir())
     assert all(line.startswith("ibrar train ") and " && ibrar eval " in line for line in lines)
     assert "adaptive2,adaptive3" in lines[0]
+
+
+def test_print_commands_name_shipped_configs_as_ibrar_list_configs_does(capsys, tmp_path, monkeypatch):
+    """So the lines run wherever ibrar is installed, not only where this checkout lies."""
+    assert main(["reproduce", "table4", "--scale", "cpu", "--out", str(tmp_path), "--print-commands",
+                 "--only", "vgg16-6-ibrar"]) == 0
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    config = shlex.split(line)[2]
+    assert config == "cpu/table4-vgg16-6-ibrar.yaml" and config in shipped_configs()
+    monkeypatch.chdir(tmp_path)  # and the name finds the shipped file from anywhere
+    assert find_config(config) == shipped_configs_dir() / config
 
 
 def test_print_commands_keeps_to_the_runs_only_names(capsys, image_folder, tmp_path):

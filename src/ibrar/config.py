@@ -333,6 +333,16 @@ def shipped_configs() -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.yaml"))
 
 
+def shipped_name(path: str | Path) -> str | None:
+    """The name a shipped config file goes by (`cpu/table1-pgd_at.yaml`), which finds it wherever ibrar is
+    installed; None for a file outside the package."""
+    root = shipped_configs_dir().resolve()
+    try:
+        return Path(path).resolve().relative_to(root).as_posix()
+    except ValueError:
+        return None
+
+
 def find_config(name: str | Path) -> Path:
     """A config file on disk, else a shipped one: `cpu/table1-pgd_at.yaml`, `configs/cpu/table1-pgd_at.yaml`
     and `cpu/table1-pgd_at` all name the same shipped file wherever ibrar is installed."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ibrar.config import ConfigError, load_config, shipped_configs_dir
+from ibrar.config import ConfigError, load_config, shipped_configs_dir, shipped_name
 from ibrar.errors import InputError
 from ibrar.eval_estimate import format_duration
 from ibrar.experiments.table_spec import TableSpec
@@ -312,13 +312,15 @@ def run_commands(
     only: Sequence[str] | None = None,
 ) -> list[str]:
     """One `ibrar train ... && ibrar eval ...` line per run (those of `only`, by run or row name, if given);
-    rerun `ibrar reproduce` to collect results."""
+    rerun `ibrar reproduce` to collect results. A shipped config goes by its name, so the lines run on any
+    machine with ibrar installed (a cluster's nodes, another checkout)."""
     folder = experiment_dir(out, experiment)
     root = ["--data-root", str(data_root)] if data_root is not None else []
     lines = []
     for spec in choose_runs(experiment, only):
         run_dir = str(folder / spec.name)
-        train = ["ibrar", "train", str(spec.config), *spec.overrides, "--out", run_dir, *root, "--quiet"]
+        config = shipped_name(spec.config) or str(spec.config)
+        train = ["ibrar", "train", config, *spec.overrides, "--out", run_dir, *root, "--quiet"]
         evaluate = [
             "ibrar",
             "eval",
