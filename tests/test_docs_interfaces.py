@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ("docs/INTERFACES.md", "README.md", "docs/evaluation.md", "docs/reproduction.md", "bench/gpu/README.md")
+DOCS = ("docs/INTERFACES.md", "README.md", "docs/evaluation.md", "docs/profiles.md", "docs/reproduction.md",
+        "bench/gpu/README.md")
 # `ibrar.a.b` or `ibrar.a.b(x, y=1)` inside a code span
 REFERENCE = re.compile(r"`(ibrar(?:\.\w+)+)(?:\(([^`()]*)\))?")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ibrar.ledger import claims_section
 from ibrar.report.collect import RESULTS_DIR, ReportError
+from ibrar.report.profiles import profile_table
 from ibrar.report.sections import (
     bench_sections,
     fig2_paper_tables,
@@ -59,6 +60,7 @@ TABLES: tuple[DocTable, ...] = (
     DocTable("ce-fast", "docs/reproduction.md", ce_fast_table),
     DocTable("bench", "bench/RESULTS.md", bench_sections),
     DocTable("gpu-check", "bench/RESULTS.md", gpu_check_section),
+    DocTable("profiles", "docs/profiles.md", profile_table),
 )
 
 
