@@ -214,3 +214,45 @@ def test_cli_model_writes_a_robustbench_card(user_model, image_folder, tmp_path,
     result = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert card["architecture"] == f"{source}:build" and card["clean_acc"] == f"{100 * result['clean']:.2f}"
     assert "autoattack APGD-CE: " in captured.err  # AutoAttack's stages each get their line
+
+
+# ---- training a user's own model: `model.name: path/to/file.py:builder` -------------------------------------
+
+
+def test_train_takes_a_users_model_file_with_ib_terms_and_mask_and_evaluates_it(user_model, image_folder, tmp_path,
+                                                                                 capsys):
+    """As `ibrar eval --model` finds a builder, so does `ibrar train`: a file path or an importable module,
+    called with num_classes; the IB layers and the masked layer come from the config."""
+    import yaml
+
+    source, _ = user_model
+    config = tmp_path / "mine.yaml"
+    config.write_text(yaml.safe_dump({
+        "device": "cpu", "seed": 0,
+        "model": {"name": f"{source}:build", "ib_layers": ["features.2", "fc"], "last_conv": "features.0"},
+        "data": {"name": "imagefolder", "root": str(image_folder), "batch_size": 16},
+        "method": {"name": "ce"}, "ib": {"enabled": True, "layers": "all"},
+        "mask": {"enabled": True, "drop_fraction": 0.25},
+        "optim": {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.0},
+        "train": {"epochs": 1, "eval_subset": 16, "eval_pgd_steps": 2},
+        "eval": {"attacks": ["fgsm"], "n": N},
+    }))
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--out", str(run), "--quiet"]) == 0, capsys.readouterr().err
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("hsic_x/fc" in m for m in metrics)  # the IB terms ran on the user's layers
+    mask = torch.load(run / "final.pt", map_location="cpu", weights_only=True)["mask"]["mask"]
+    assert mask.numel() == 8 and 0 < int(mask.sum()) < 8  # features.0's channels, the final fit's drops
+    assert json.loads((run / "eval.json").read_text())["attacks"][0]["name"] == "fgsm"
+    capsys.readouterr()
+    assert main(["eval", str(run), "--attacks", "pgd2", "--n", str(N), "--quiet", "--no-large-eps-check"]) == 0
+    assert json.loads((run / "eval.json").read_text())["attacks"][0]["name"] == "pgd2"  # reloaded from the file
+
+
+def test_train_names_model_name_when_the_users_builder_cannot_be_found(tmp_path, image_folder, capsys):
+    for name, expected in ((f"{tmp_path / 'absent.py'}:build", "is not a file"),
+                           ("no_such_module_here:build", "cannot import 'no_such_module_here'")):
+        code = main(["train", "--out", str(tmp_path / "run"), "--quiet", "--data-root", str(image_folder),
+                     "cpu/ce-fast.yaml", f"model.name={name}", "device=cpu"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") <= 2 and "model.name:" in err and expected in err, err

@@ -7,7 +7,6 @@ config alone.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,11 +46,17 @@ class ModelBundle:
 
 
 def _import_builder(spec: str) -> Callable[..., nn.Module]:
-    module_name, _, attr = spec.partition(":")
+    """A user's model builder, found as `ibrar eval --model` finds one: `package.module:builder` (importable,
+    or in the current folder) or `path/to/file.py:builder`."""
+    from ibrar.user_model import ModelSpecError, import_callable
+
     try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as err:
-        raise ConfigError(f"model.name: cannot import {spec!r} ({err}); use 'package.module:builder'") from None
+        builder = import_callable(spec, option="model.name")
+    except ModelSpecError as err:
+        raise ConfigError(str(err)) from None
+    if not callable(builder):
+        raise ConfigError(f"model.name: {spec} is not callable; name a function or class that builds the model")
+    return builder
 
 
 def build_model(config: RunConfig, num_classes: int, input_size: int) -> ModelBundle:
@@ -59,6 +64,9 @@ def build_model(config: RunConfig, num_classes: int, input_size: int) -> ModelBu
     mc = config.model
     if ":" in mc.name:
         model = _import_builder(mc.name)(num_classes=num_classes)
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"model.name: {mc.name}(num_classes={num_classes}) returned {type(model).__name__}, "
+                              "not a torch.nn.Module")
     else:
         try:
             model = create_model(mc.name, num_classes=num_classes, width=mc.width, input_size=input_size)

@@ -42,7 +42,8 @@ class Section(BaseModel):
 
 
 class ModelConfig(Section):
-    name: str = "vgg16"
+    name: str = Field("vgg16", description="a registered model (`ibrar list models`), or your own builder: "
+                      "package.module:builder or path/to/file.py:builder, called with num_classes=")
     width: float = Field(1.0, gt=0, description="channel multiplier; < 1 gives CPU-sized models")
     ib_layers: list[str] | None = Field(None, description="override the model's IB layer names")
     robust_layers: list[str] | None = None

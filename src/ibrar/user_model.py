@@ -85,19 +85,20 @@ def parse_output(text: str | None) -> int | str | None:
     return int(text) if text.lstrip("-").isdigit() else text
 
 
-def import_callable(spec: str) -> Any:
-    """``package.module:name`` (importable, or from the current folder) or ``path/to/file.py:name``."""
+def import_callable(spec: str, option: str = "--model") -> Any:
+    """``package.module:name`` (importable, or from the current folder) or ``path/to/file.py:name``; `option`
+    is what the errors call the setting that gave it (``--model``, ``model.name``)."""
     module_name, sep, attr = spec.rpartition(":")
     if not sep or not module_name or not attr:
-        raise ModelSpecError(f"--model: expected MODULE:CALLABLE (e.g. torchvision.models:resnet18 or "
+        raise ModelSpecError(f"{option}: expected MODULE:CALLABLE (e.g. torchvision.models:resnet18 or "
                              f"mymodels.py:build), got {spec!r}")
     if module_name.endswith(".py") or "/" in module_name:
         path = Path(module_name).expanduser()
         if not path.is_file():
-            raise ModelSpecError(f"--model: {path} is not a file; give MODULE:CALLABLE or path/to/file.py:CALLABLE")
+            raise ModelSpecError(f"{option}: {path} is not a file; give MODULE:CALLABLE or path/to/file.py:CALLABLE")
         loader = importlib.util.spec_from_file_location(f"ibrar_user_model_{path.stem}", path)
         if loader is None or loader.loader is None:
-            raise ModelSpecError(f"--model: {path} cannot be imported as a Python file")
+            raise ModelSpecError(f"{option}: {path} cannot be imported as a Python file")
         module = importlib.util.module_from_spec(loader)
         sys.modules[loader.name] = module
         loader.loader.exec_module(module)
@@ -108,13 +109,13 @@ def import_callable(spec: str) -> Any:
         try:
             module = importlib.import_module(module_name)
         except ImportError as err:
-            raise ModelSpecError(f"--model: cannot import {module_name!r} ({err}); give an importable module "
+            raise ModelSpecError(f"{option}: cannot import {module_name!r} ({err}); give an importable module "
                                  "or a path/to/file.py") from None
         finally:
             if added:
                 sys.path.remove(str(Path.cwd()))
     if not hasattr(module, attr):
-        raise ModelSpecError(f"--model: {module_name} has no {attr!r}")
+        raise ModelSpecError(f"{option}: {module_name} has no {attr!r}")
     return getattr(module, attr)
 
 
