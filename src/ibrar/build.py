@@ -24,6 +24,7 @@ from ibrar.models import create_model
 from ibrar.modes import eval_mode
 from ibrar.regularizer import IBRegularizer
 from ibrar.taps import find_modules, tap_layers
+from ibrar.user_callable import ModelSpecError, import_callable
 
 
 def resolve_device(name: str) -> torch.device:
@@ -48,8 +49,6 @@ class ModelBundle:
 def _import_builder(spec: str) -> Callable[..., nn.Module]:
     """A user's model builder, found as `ibrar eval --model` finds one: `package.module:builder` (importable,
     or in the current folder) or `path/to/file.py:builder`."""
-    from ibrar.user_model import ModelSpecError, import_callable
-
     try:
         builder = import_callable(spec, option="model.name")
     except ModelSpecError as err:

@@ -9,10 +9,7 @@ output checked (logits, not probabilities, not a tuple or a dict), then evaluate
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
-import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,15 +18,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ibrar.errors import InputError
 from ibrar.modes import eval_mode
+from ibrar.user_callable import ModelSpecError, import_callable
 
 Normalization = tuple[Sequence[float], Sequence[float]]
 _PROBABILITY_TOLERANCE = 1e-4
-
-
-class ModelSpecError(InputError):
-    """A ``--model``, ``--weights`` or model output that ibrar cannot use; the message says what to do."""
 
 
 class Normalized(nn.Module):
@@ -83,40 +76,6 @@ def parse_output(text: str | None) -> int | str | None:
     if text is None:
         return None
     return int(text) if text.lstrip("-").isdigit() else text
-
-
-def import_callable(spec: str, option: str = "--model") -> Any:
-    """``package.module:name`` (importable, or from the current folder) or ``path/to/file.py:name``; `option`
-    is what the errors call the setting that gave it (``--model``, ``model.name``)."""
-    module_name, sep, attr = spec.rpartition(":")
-    if not sep or not module_name or not attr:
-        raise ModelSpecError(f"{option}: expected MODULE:CALLABLE (e.g. torchvision.models:resnet18 or "
-                             f"mymodels.py:build), got {spec!r}")
-    if module_name.endswith(".py") or "/" in module_name:
-        path = Path(module_name).expanduser()
-        if not path.is_file():
-            raise ModelSpecError(f"{option}: {path} is not a file; give MODULE:CALLABLE or path/to/file.py:CALLABLE")
-        loader = importlib.util.spec_from_file_location(f"ibrar_user_model_{path.stem}", path)
-        if loader is None or loader.loader is None:
-            raise ModelSpecError(f"{option}: {path} cannot be imported as a Python file")
-        module = importlib.util.module_from_spec(loader)
-        sys.modules[loader.name] = module
-        loader.loader.exec_module(module)
-    else:
-        added = "" not in sys.path and str(Path.cwd()) not in sys.path
-        if added:  # `ibrar` as a console script does not see the current folder; a user's module lives there
-            sys.path.insert(0, str(Path.cwd()))
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as err:
-            raise ModelSpecError(f"{option}: cannot import {module_name!r} ({err}); give an importable module "
-                                 "or a path/to/file.py") from None
-        finally:
-            if added:
-                sys.path.remove(str(Path.cwd()))
-    if not hasattr(module, attr):
-        raise ModelSpecError(f"{option}: {module_name} has no {attr!r}")
-    return getattr(module, attr)
 
 
 def read_weights(path: str | Path) -> dict[str, Tensor]:
