@@ -398,16 +398,17 @@ RESUMABLE_SECTIONS = ("train.", "eval.")
 def resume_conflicts(stored: RunConfig, config: RunConfig) -> list[str]:
     """The settings ``config`` changes from a run's ``stored`` config that a resume cannot take, each as
     ``key=new (the run has old)``; empty when it may resume with ``config``."""
-    old, new = _flat(stored.model_dump(mode="json")), _flat(config.model_dump(mode="json"))
+    old, new = flatten(stored.model_dump(mode="json")), flatten(config.model_dump(mode="json"))
     return [f"{key}={new.get(key)!r} (the run has {old.get(key)!r})" for key in sorted(old.keys() | new.keys())
             if old.get(key) != new.get(key) and key not in RESUMABLE_KEYS and not key.startswith(RESUMABLE_SECTIONS)]
 
 
-def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'optim': {'momentum': 0.9}} -> {'optim.momentum': 0.9}: the dotted keys an override names."""
     out: dict[str, Any] = {}
     for key, value in data.items():
         if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
+            out.update(flatten(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ibrar.config import load_config
+from ibrar.config import flatten, load_config
 
 # One shipped paper config per kind of method the profile treats apart (the IB-RAR variant: IB terms and mask on).
 METHOD_CONFIGS = (
@@ -18,17 +18,6 @@ METHOD_CONFIGS = (
     ("MART", "paper/table1-mart-ibrar.yaml"),
 )
 SAME = "as the paper"
-
-
-def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{'optim': {'momentum': 0.9}} -> {'optim.momentum': 0.9}: the dotted keys an override names."""
-    flat: dict[str, Any] = {}
-    for key, value in mapping.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def shown(value: Any) -> str:
