@@ -249,9 +249,11 @@ def test_train_takes_a_users_model_file_with_ib_terms_and_mask_and_evaluates_it(
     assert json.loads((run / "eval.json").read_text())["attacks"][0]["name"] == "pgd2"  # reloaded from the file
 
 
-def test_train_names_model_name_when_the_users_builder_cannot_be_found(tmp_path, image_folder, capsys):
+def test_train_names_model_name_when_the_users_builder_cannot_be_found_or_built(tmp_path, image_folder, capsys):
     for name, expected in ((f"{tmp_path / 'absent.py'}:build", "is not a file"),
-                           ("no_such_module_here:build", "cannot import 'no_such_module_here'")):
+                           ("no_such_module_here:build", "cannot import 'no_such_module_here'"),
+                           ("os.path:join", "raised TypeError"),  # a builder that takes no num_classes=
+                           ("builtins:dict", "returned dict, not a torch.nn.Module")):
         code = main(["train", "--out", str(tmp_path / "run"), "--quiet", "--data-root", str(image_folder),
                      "cpu/ce-fast.yaml", f"model.name={name}", "device=cpu"])
         err = capsys.readouterr().err

@@ -7,7 +7,6 @@ config alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from ibrar.models import create_model
 from ibrar.modes import eval_mode
 from ibrar.regularizer import IBRegularizer
 from ibrar.taps import find_modules, tap_layers
-from ibrar.user_callable import ModelSpecError, import_callable
+from ibrar.user_callable import ModelSpecError, build_module
 
 
 def resolve_device(name: str) -> torch.device:
@@ -46,26 +45,15 @@ class ModelBundle:
     mask: ChannelMask | None = None
 
 
-def _import_builder(spec: str) -> Callable[..., nn.Module]:
-    """A user's model builder, found as `ibrar eval --model` finds one: `package.module:builder` (importable,
-    or in the current folder) or `path/to/file.py:builder`."""
-    try:
-        builder = import_callable(spec, option="model.name")
-    except ModelSpecError as err:
-        raise ConfigError(str(err)) from None
-    if not callable(builder):
-        raise ConfigError(f"model.name: {spec} is not callable; name a function or class that builds the model")
-    return builder
-
-
 def build_model(config: RunConfig, num_classes: int, input_size: int) -> ModelBundle:
     """The configured model (a registered name, or `package.module:builder` for a user's own), mask attached."""
     mc = config.model
-    if ":" in mc.name:
-        model = _import_builder(mc.name)(num_classes=num_classes)
-        if not isinstance(model, nn.Module):
-            raise ConfigError(f"model.name: {mc.name}(num_classes={num_classes}) returned {type(model).__name__}, "
-                              "not a torch.nn.Module")
+    if ":" in mc.name:  # a user's builder, found and checked as `ibrar eval --model` finds one
+        try:
+            model = build_module(mc.name, {"num_classes": num_classes}, option="model.name",
+                                 arguments="the num_classes= that ibrar train passes")
+        except ModelSpecError as err:
+            raise ConfigError(str(err)) from None
     else:
         try:
             model = create_model(mc.name, num_classes=num_classes, width=mc.width, input_size=input_size)

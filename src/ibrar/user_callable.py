@@ -1,5 +1,5 @@
 """A user's own code named on the command line or in a config (`package.module:name` or `path/to/file.py:name`),
-imported once here so that `ibrar eval --model` and `model.name` find it the same way."""
+imported and built here so that `ibrar eval --model` and `model.name` find and check it the same way."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
+
+from torch import nn
 
 from ibrar.errors import InputError
 
@@ -48,3 +50,20 @@ def import_callable(spec: str, option: str = "--model") -> Any:
     if not hasattr(module, attr):
         raise ModelSpecError(f"{option}: {module_name} has no {attr!r}")
     return getattr(module, attr)
+
+
+def build_module(spec: str, kwargs: dict[str, Any], option: str = "--model",
+                 arguments: str = "--model-kwargs") -> nn.Module:
+    """The model `spec` builds from `kwargs`, checked to be callable and to return an nn.Module; `arguments`
+    names where the keywords came from, for the advice when the builder does not take them."""
+    build = import_callable(spec, option)
+    if not callable(build):
+        raise ModelSpecError(f"{option}: {spec} is not callable")
+    try:
+        model = build(**kwargs)
+    except TypeError as err:  # most often a keyword the builder does not take, or one it needs and did not get
+        raise ModelSpecError(f"{option}: {spec}(**{kwargs}) raised TypeError: {err}; check {arguments} "
+                             "against the arguments it takes") from err
+    if not isinstance(model, nn.Module):
+        raise ModelSpecError(f"{option}: {spec}(...) returned {type(model).__name__}, not a torch.nn.Module")
+    return model

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ibrar.modes import eval_mode
-from ibrar.user_callable import ModelSpecError, import_callable
+from ibrar.user_callable import ModelSpecError, build_module
 
 Normalization = tuple[Sequence[float], Sequence[float]]
 _PROBABILITY_TOLERANCE = 1e-4
@@ -133,16 +133,7 @@ def build_user_model(spec: str, weights: str | Path | None = None, kwargs: Mappi
                                  f"({err})") from None
     if kwargs is not None and not isinstance(kwargs, dict):
         raise ModelSpecError(f"--model-kwargs: expected a JSON object, got {kwargs!r}")
-    build = import_callable(spec)
-    if not callable(build):
-        raise ModelSpecError(f"--model: {spec} is not callable")
-    try:
-        model = build(**(kwargs or {}))
-    except TypeError as err:  # most often a keyword the builder does not take, or one it needs and did not get
-        raise ModelSpecError(f"--model: {spec}(**{kwargs or {}}) raised TypeError: {err}; check --model-kwargs "
-                             "against the arguments it takes") from err
-    if not isinstance(model, nn.Module):
-        raise ModelSpecError(f"--model: {spec}(...) returned {type(model).__name__}, not a torch.nn.Module")
+    model = build_module(spec, kwargs or {})
     if weights is not None:
         load_weights(model, read_weights(weights))
     if output is not None:
