@@ -460,6 +460,33 @@ def test_table3_names_the_robust_layers_with_the_experiments_own_procedure(check
     assert "Robust layers: none can be named yet, since CE only has not been evaluated" in text
 
 
+def _seeded_run(folder: Path, name: str, seed: int, clean: float) -> None:
+    """A fake_run whose config trained `seed` (the ledger and the seed-by-seed line pair runs by that seed)."""
+    run_dir = fake_run(folder, name, clean, {"pgd10": 0.2, "autoattack": 0.0})
+    config = build_config(tiny_config(folder, name=name))
+    config.seed = seed
+    (run_dir / "config.yaml").write_text(dump_config(config))
+
+
+def test_table3_pairs_each_networks_clean_accuracy_with_ce_only_of_the_same_seed(checkout):
+    results = checkout / "results"
+    folder = results / "table3-cpu"
+    _seeded_run(folder, "ce", 0, 60.0)
+    _seeded_run(folder, "ce-seed1", 1, 64.0)
+    # named out of seed order: the pairing follows each run's configured seed, not its folder name
+    _seeded_run(folder, "layer-fc2", 1, 63.0)
+    _seeded_run(folder, "layer-fc2-seed1", 0, 62.5)
+    _seeded_run(folder, "layer-block1", 0, 61.0)  # seed 1 not run: one pair
+    text = report.table3_table(results, checkout)
+    assert ("Clean accuracy minus CE only's of the same seed, in points, seed by seed (seeds 0, 1): "
+            "IB on block1 +1.0 (1 of 1 above); IB on fc2 +2.5, −1.0 (1 of 2 above).") in text
+
+    for run in ("ce", "ce-seed1"):
+        shutil.rmtree(folder / run)
+    assert "Clean accuracy against CE only of the same seed: no seed evaluated in both yet." in \
+        report.table3_table(results, checkout)
+
+
 def test_the_new_tables_say_not_run_without_artifacts_and_render_into_their_markers(checkout):
     results = checkout / "results"
     expected = {
