@@ -25,7 +25,11 @@ def test_cpu_scale_varies_one_factor_at_a_time():
     assert {c.model.width for c in length_runs.values()} == {0.25}
     assert {c.data.train_subset for c in length_runs.values()} == {None}
     assert sorted({(c.train.epochs, c.optim.step_size) for c in length_runs.values()}) == [(10, 4), (60, 20)]
-    assert {n.split("-epochs")[0] for n in length_runs} == {"1-ce", "2-ib", "6-ibrar"}
+    rows = {epochs: {n.split("-epochs")[0] for n, c in length_runs.items() if c.train.epochs == epochs}
+            for epochs in (10, 60)}
+    # row (5), the mask alone, only where IB-RAR parts from CE only: the paper's 60 epochs
+    assert rows == {10: {"1-ce", "2-ib", "6-ibrar"}, 60: {"1-ce", "2-ib", "5-ce-mask", "6-ibrar"}}
+    assert not any(n.startswith("5-ce-mask") for n in width_runs)
 
 
 def test_cheap_points_get_two_seeds_and_costly_ones_one():
@@ -70,5 +74,12 @@ def test_smoke_study_writes_a_table_per_axis_and_the_figure(tmp_path, image_fold
     assert width["rows"][0]["seeds"] == 2 and width["rows"][0]["cells"]["PGD"]["std"] is not None
     assert width["rows"][0]["cells"]["PGD"]["paper"] == 0.10
     assert [r["run"] for r in length["rows"]] == ["1-ce-epochs1", "2-ib-epochs1", "6-ibrar-epochs1",
-                                                  "1-ce-epochs2", "2-ib-epochs2", "6-ibrar-epochs2"]
+                                                  "1-ce-epochs2", "2-ib-epochs2", "5-ce-mask-epochs2",
+                                                  "6-ibrar-epochs2"]
+    assert length["rows"][5]["seeds"] == 1 and length["rows"][5]["cells"]["PGD"]["paper"] == 0.16
+    # the paper's rows follow Table 4's order, row (5) among them, though row (5) has only the longer setting
+    text = (folder / "results.md").read_text()
+    paper_rows = [line.split(" |")[0] for line in text.splitlines() if "paper (width 1, 50,000 images" in line]
+    rows = ("(1) CE only", "(2) IB loss", "(5) CE + mask", "(6) IB-RAR")
+    assert paper_rows[-4:] == [f"| {row}, paper (width 1, 50,000 images, 60 epochs)" for row in rows]
     assert (folder / "scale-study.png").stat().st_size > 0

@@ -59,12 +59,14 @@ def render_table(table: MeasuredTable) -> list[str]:
 
     body += [other(_pair_label(table, pair), _differences(table, pair, "mean")) for pair in spec.pairs]
     if spec.paper_layout == "rows":
+        # a paper row shared by several of ours (one per setting) goes where its last one sits, so that a row only
+        # some settings have (the scale study's row (5)) still takes its place among the paper's rows
         shown_rows: dict[str, list[str]] = {}
-        for row in table.rows:
+        for row in reversed(table.rows):
             values = [row.cells[c].paper for c in table.columns]
             if any(v is not None for v in values):
                 shown_rows.setdefault(row.spec.paper_label or f"{row.label} (paper)", [paper_text(v) for v in values])
-        body += [other(label, values) for label, values in shown_rows.items()]
+        body += [other(label, values) for label, values in reversed(shown_rows.items())]
         body += [other(f"{_pair_label(table, pair)} (paper)", _differences(table, pair, "paper"))
                  for pair in spec.pairs if any(_paper_gives(table, c, pair) for c in table.columns)]
     return markdown_table(header, body)
