@@ -81,9 +81,14 @@ PAPER = {label: TABLE4[f"vgg16-{row}"] for row, label in ROWS}
 Series = dict[str, dict[str, list[tuple[float, Mapping[str, Cell]]]]]
 
 
+def point_rows(point: Point) -> list[tuple[str, str]]:
+    """(Table 4 row, its label) of the rows a setting trains, in ROWS' order."""
+    return [(row, label) for row, label in ROWS if row in point.rows]
+
+
 def _pairs(scale: Scale, axis: str) -> list[tuple[str, str, Point]]:
     """(Table 4 row, its label, setting) of one axis, in the table's order."""
-    return [(row, label, p) for p in points(scale) if p.axis == axis for row, label in ROWS if row in p.rows]
+    return [(row, label, p) for p in points(scale) if p.axis == axis for row, label in point_rows(p)]
 
 
 def tables(scale: Scale) -> tuple[TableSpec, ...]:
@@ -119,7 +124,7 @@ def build(scale: Scale, seeds: int = 1) -> Experiment:
     for point in study:
         point_seeds = max(seeds, 2) if point.cheap else seeds
         steps = scale.curve_steps if point.axis == "epochs" else ()
-        for row in (row for row, _ in ROWS if row in point.rows):
+        for row, _ in point_rows(point):
             runs += make_runs(run_group(row, point), f"table4-vgg16-{row}", scale, point_seeds, ATTACKS,
                               point.overrides, steps=steps)
 

@@ -185,12 +185,11 @@ def _clean_by_seed(folder: Path, spec: TableSpec) -> str:
         if row.group == table3.REFERENCE:
             continue
         runs = seed_runs(folder, row.group)
-        pairs = [(seed, a - b) for seed in sorted(set(runs) & set(reference))
+        gains = [a - b for seed in sorted(set(runs) & set(reference))
                  if (a := runs[seed].value("clean")) is not None and (b := reference[seed].value("clean")) is not None]
-        if pairs:
-            above = sum(1 for _, d in pairs if d > 0)
-            shown = ", ".join(signed(d, 1) for _, d in pairs)
-            parts.append(f"{row.label} {shown} ({above} of {len(pairs)} above)")
+        if gains:
+            above = sum(1 for d in gains if d > 0)
+            parts.append(f"{row.label} {', '.join(signed(d, 1) for d in gains)} ({above} of {len(gains)} above)")
     if not parts:
         return "Clean accuracy against CE only of the same seed: no seed evaluated in both yet."
     seeds = sorted(set(reference))
