@@ -63,7 +63,7 @@ def points(scale: Scale) -> list[Point]:
     found.append(Point("epochs", short, f"50k images, {short} epochs", (all_images, f"train.epochs={short}"), False))
     found.append(Point("epochs", long, f"50k images, {long} epochs",
                        (all_images, f"train.epochs={long}", f"optim.step_size={max(1, long // 3)}"), False,
-                       (*EVERY_POINT, "5-ce-mask")))
+                       rows=(*EVERY_POINT, "5-ce-mask")))
     return found
 
 
