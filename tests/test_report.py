@@ -476,10 +476,10 @@ def test_table3_pairs_each_networks_clean_accuracy_with_ce_only_of_the_same_seed
     # named out of seed order: the pairing follows each run's configured seed, not its folder name
     _seeded_run(folder, "layer-fc2", 1, 63.0)
     _seeded_run(folder, "layer-fc2-seed1", 0, 62.5)
-    _seeded_run(folder, "layer-block1", 0, 61.0)  # seed 1 not run: one pair
+    _seeded_run(folder, "layer-block1", 1, 63.5)  # seed 0 not run: one pair, labelled with its seed
     text = report.table3_table(results, checkout)
     assert ("Clean accuracy minus CE only's of the same seed, in points, seed by seed (seeds 0, 1): "
-            "IB on block1 +1.0 (1 of 1 above); IB on fc2 +2.5, −1.0 (1 of 2 above).") in text
+            "IB on block1 (seed 1 only) −0.5 (0 of 1 above); IB on fc2 +2.5, −1.0 (1 of 2 above).") in text
 
     for run in ("ce", "ce-seed1"):
         shutil.rmtree(folder / run)

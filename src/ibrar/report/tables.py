@@ -180,18 +180,22 @@ def _clean_by_seed(folder: Path, spec: TableSpec) -> str:
     """Each IB network's clean accuracy minus CE only's of the same seed, seed by seed: the table's means hide
     whether every seed moved the same way, which is what an effect of the IB term on clean accuracy needs."""
     reference = seed_runs(folder, table3.REFERENCE)
+    seeds = sorted(set(reference))
     parts = []
     for row in spec.rows:
         if row.group == table3.REFERENCE:
             continue
         runs = seed_runs(folder, row.group)
-        gains = [a - b for seed in sorted(set(runs) & set(reference))
-                 if (a := runs[seed].value("clean")) is not None and (b := reference[seed].value("clean")) is not None]
+        gains = {seed: a - b for seed in sorted(set(runs) & set(reference))
+                 if (a := runs[seed].value("clean")) is not None and (b := reference[seed].value("clean")) is not None}
         if gains:
-            above = sum(1 for d in gains if d > 0)
-            parts.append(f"{row.label} {', '.join(signed(d, 1) for d in gains)} ({above} of {len(gains)} above)")
+            # a network missing some of CE only's seeds names its own, else its values would read as the header's
+            # first seeds
+            label = row.label if list(gains) == seeds else \
+                f"{row.label} (seed{'s' * (len(gains) > 1)} {', '.join(map(str, gains))} only)"
+            above = sum(1 for d in gains.values() if d > 0)
+            parts.append(f"{label} {', '.join(signed(d, 1) for d in gains.values())} ({above} of {len(gains)} above)")
     if not parts:
         return "Clean accuracy against CE only of the same seed: no seed evaluated in both yet."
-    seeds = sorted(set(reference))
     return ("Clean accuracy minus CE only's of the same seed, in points, seed by seed (seeds "
             f"{', '.join(map(str, seeds))}): " + "; ".join(parts) + ".")
