@@ -234,6 +234,32 @@ def test_the_cpu_headline_takes_its_strongest_setting_and_the_scale_studys_seeds
     assert "all training images, 60 epochs" in long.label and long.verdict.kind == PAPER_ONLY
 
 
+def test_a_cpu_verdict_held_by_several_settings_names_each_of_them(tmp_path):
+    """Two training lengths each still short of row (2)'s seed 2: the headline names both, not the first alone."""
+    results = tmp_path / "results"
+    for epochs in (10, 60):
+        for seed in (0, 1, 2):
+            suffix = "" if seed == 0 else f"-seed{seed}"
+            make_run(results / "scale-cpu", f"1-ce-epochs{epochs}{suffix}", "cpu-table4-vgg16-1-ce", seed=seed,
+                     subset=None, epochs=epochs, attacks={"pgd10": 0.0, "autoattack": 0.0})
+            if seed < 2:
+                make_run(results / "scale-cpu", f"2-ib-epochs{epochs}{suffix}", "cpu-table4-vgg16-2-ib", seed=seed,
+                         subset=None, epochs=epochs, attacks={"pgd10": 8.0, "autoattack": 0.0})
+    evidence = claim(results, "The IB loss alone").evidence["cpu"]
+    assert evidence.verdict.kind == UNDECIDED
+    assert evidence.scope == "in all 2 settings"
+    make_run(results / "table4-cpu", "vgg16-1-ce", "cpu-table4-vgg16-1-ce", attacks={"pgd10": 0.1, "autoattack": 0})
+    make_run(results / "table4-cpu", "vgg16-2-ib", "cpu-table4-vgg16-2-ib", attacks={"pgd10": 0.1, "autoattack": 0})
+    # the 60-epoch row (2) seed 1 not yet evaluated: that setting's reason joins the 10-epoch one's
+    (results / "scale-cpu" / "2-ib-epochs60-seed1" / "eval.json").unlink()
+    evidence = claim(results, "The IB loss alone").evidence["cpu"]
+    assert [line.verdict.kind for line in evidence.lines] == [DOES_NOT, UNDECIDED, UNDECIDED]
+    assert evidence.verdict.reasons == ("row (2), IB loss seed 2: no run",
+                                        "row (2), IB loss seed 1: trained 60 of 60 epochs, not evaluated")
+    assert evidence.scope == ("in width 0.25, all training images, 10 epochs, SGD momentum 0.9, no weight decay and "
+                              "width 0.25, all training images, 60 epochs, SGD momentum 0.9, no weight decay")
+
+
 # ---- Table 1: seeds beside seed 0, a pair still training ------------------------------------------------------
 
 
