@@ -89,6 +89,9 @@ def test_a_claim_takes_its_weakest_comparison_and_a_scale_its_strongest_setting(
     assert strongest([Verdict(DOES_NOT), Verdict(PAPER_ONLY), Verdict(DOES_NOT)]).kind == PAPER_ONLY
     assert strongest([Verdict(PAPER_ONLY), Verdict(UNDECIDED)]).kind == UNDECIDED
     assert strongest([]).kind == NOT_RUN
+    # the reasons of every verdict that ties for the top, each once
+    assert strongest([Verdict(UNDECIDED, ("a",)), Verdict(DOES_NOT, ("x",)), Verdict(UNDECIDED, ("b", "a"))]) == \
+        Verdict(UNDECIDED, ("a", "b"))
 
 
 def test_the_abstracts_average_gain_is_table_1s_cifar10_half():

@@ -165,11 +165,9 @@ def table4_evidence(results: Path, root: Path, scale: str, parts: Sequence[tuple
         return Evidence(best, tuple(lines))
     if all(line.verdict.kind == best.kind for line in lines):
         return Evidence(best, tuple(lines), f"in all {len(lines)} settings")
-    # every setting that holds the verdict, and all their reasons: the first alone would hide the others
-    tied = [line for line in lines if line.verdict.kind == best.kind]
-    reasons = tuple(dict.fromkeys(r for line in tied for r in line.verdict.reasons))
-    decided_by = " and ".join(line.label.split(" (")[0] for line in tied)
-    return Evidence(Verdict(best.kind, reasons), tuple(lines), f"in {decided_by}")
+    # every setting that holds the verdict: the first alone would hide the others
+    decided_by = " and ".join(line.label.split(" (")[0] for line in lines if line.verdict.kind == best.kind)
+    return Evidence(best, tuple(lines), f"in {decided_by}")
 
 
 def row_name(row: str) -> str:

@@ -69,9 +69,13 @@ def weakest(verdicts: Sequence[Verdict]) -> Verdict:
 
 
 def strongest(verdicts: Sequence[Verdict]) -> Verdict:
+    """The settings' best verdict, with the reasons of every setting that holds it (as `weakest` keeps all of its
+    lowest ones): the first alone would hide what another setting still lacks."""
     if not verdicts:
         return Verdict(NOT_RUN)
-    return max(verdicts, key=lambda v: ORDER.index(v.kind))
+    high = max(ORDER.index(v.kind) for v in verdicts)
+    return Verdict(ORDER[high], tuple(dict.fromkeys(r for v in verdicts if ORDER.index(v.kind) == high
+                                                    for r in v.reasons)))
 
 
 def threshold(paper_effect: float | None) -> float:
