@@ -16,7 +16,10 @@ a near-tie flips) deviates by 5% already in epoch 1 and MART's epoch-2 KL term b
 A change meant to change what a run computes renames that run and is re-recorded on the machine at hand: the
 official mask on every training forward of a refresh batch, refreshed by the batch's index in its epoch (its
 TRADES run, re-recorded on a GenuineIntel AVX512 machine) is checked on the platforms and vendors where it is
-recorded, and skipped, by name, on the others until `python tests/test_numerics_pin.py` runs there.
+recorded, and skipped, by name, on the others until `python tests/test_numerics_pin.py` runs there (it adds the
+runs a platform lacks and keeps every pin already recorded). On AuthenticAMD that run has digests only
+(`DIGEST_ONLY`): there its epoch-1 training accuracy is 3.7% off the GenuineIntel summary (a near-tie flipped),
+so summaries from one vector width could not be trusted to hold on the other.
 
 Another torch release moves the summaries more than another CPU does: its linear algebra differs at about 1e-7,
 and the one-step sign attack of the TRADES and MART runs amplifies that over two epochs (torch 2.11 against the
@@ -62,6 +65,8 @@ RUNS: dict[str, dict] = {
     },
     "vib": {"method": {"name": "vib"}},
 }
+# Runs pinned on a vendor by their digests alone: their summaries move past the tolerance between machines of it.
+DIGEST_ONLY: dict[str, set[str]] = {"AuthenticAMD": {"trades+both-passes+official-mask-each-forward+x-adversarial"}}
 # Keys of metrics.jsonl that the training step determines (the monitor's PGD accuracy and times are not).
 STEP_KEYS = ("loss", "train_acc", "grad_norm", "grad_norm_max", "ib_penalty", "hsic_x/", "hsic_y/", "loss_",
              "lr", "epoch")
@@ -155,14 +160,19 @@ def test_the_training_step_computes_what_it_computed_before_on_any_machine(pinne
         assert measured.keys() == pinned.keys(), name
         for key, value in pinned.items():
             assert measured[key] == pytest.approx(value, rel=1e-4, abs=1e-6), f"{name}: {key}"
-    skip_unrecorded(pinned_runs, summaries, f"summaries on {cpu_vendor()}")
+    skip_unrecorded(summarised(pinned_runs), summaries, f"summaries on {cpu_vendor()}")
+
+
+def summarised(runs: dict[str, Path]) -> dict[str, Path]:
+    """The runs this vendor pins by summaries as well as digests."""
+    return {name: folder for name, folder in runs.items() if name not in DIGEST_ONLY.get(cpu_vendor(), set())}
 
 
 def skip_unrecorded(runs: dict[str, Path], recorded: dict[str, object], where: str) -> None:
     """Once every recorded run has been checked: skip, by name, a run with nothing recorded here."""
     assert set(runs) & set(recorded), f"no run of {sorted(runs)} has {where} recorded"
     if missing := sorted(set(runs) - set(recorded)):
-        pytest.skip(f"{', '.join(missing)}: no {where} recorded; re-record with python tests/test_numerics_pin.py")
+        pytest.skip(f"{', '.join(missing)}: no {where} recorded; record it with python tests/test_numerics_pin.py")
 
 
 def drift_from_pin(measured: dict[str, float], pinned: dict[str, float]) -> tuple[float, float, str]:
@@ -181,7 +191,7 @@ def test_the_training_step_stays_within_what_another_torch_release_moves(pinned_
         assert measured.keys() == pinned[name].keys(), name
         median, worst, key = drift_from_pin(measured, pinned[name])
         assert median < 1e-3 and worst < 0.1, f"{name}: median {median:.2g}, worst {worst:.2g} ({key})"
-    skip_unrecorded(pinned_runs, pinned, f"summaries on {cpu_vendor()}")
+    skip_unrecorded(summarised(pinned_runs), pinned, f"summaries on {cpu_vendor()}")
 
 
 def test_the_rule_across_releases_sees_a_changed_random_stream(tmp_path):
@@ -218,7 +228,22 @@ def test_the_summary_pin_sees_a_learning_rate_changed_by_a_fifth_of_a_percent(tm
     assert any(measured[k] != pytest.approx(v, rel=1e-4, abs=1e-6) for k, v in pinned.items())
 
 
-if __name__ == "__main__":  # re-record: python tests/test_numerics_pin.py (only when a change is meant to)
+def merge_recorded(recorded: dict[str, object], measured: dict[str, object]) -> dict[str, object]:
+    """What a re-record writes: every pin kept as recorded, the runs not recorded yet added, retired runs dropped.
+
+    A change meant to change what a run computes renames the run, so it arrives here as a new name; an existing
+    pin is never overwritten by a re-record on another machine of the same platform (that would hide a drift
+    below the test's tolerance).
+    """
+    return {name: recorded.get(name, value) for name, value in measured.items()}
+
+
+def test_a_re_record_keeps_every_pin_adds_the_new_runs_and_drops_the_retired():
+    recorded = {"kept": {"loss": 1.0}, "retired": {"loss": 2.0}}
+    measured = {"kept": {"loss": 1.0000001}, "new": {"loss": 3.0}}
+    assert merge_recorded(recorded, measured) == {"kept": {"loss": 1.0}, "new": {"loss": 3.0}}
+
+if __name__ == "__main__":  # record what this platform lacks: python tests/test_numerics_pin.py
     import sys
     import tempfile
 
@@ -226,12 +251,17 @@ if __name__ == "__main__":  # re-record: python tests/test_numerics_pin.py (only
     record = json.loads(PIN_FILE.read_text()) if PIN_FILE.is_file() else {"digests": []}
     with tempfile.TemporaryDirectory() as tmp:
         runs = train_pinned_runs(Path(tmp))
-        summaries = {name: run_summary(folder) for name, folder in runs.items()}
-        record.setdefault("summaries_by_vendor", {})[cpu_vendor()] = {"torch": torch_release(),
-                                                                      "summaries": summaries}
+        summaries = {name: run_summary(folder) for name, folder in summarised(runs).items()}
+        by_vendor = record.setdefault("summaries_by_vendor", {})
+        own = by_vendor.get(cpu_vendor())
+        if own and own["torch"] == torch_release():
+            summaries = merge_recorded(own["summaries"], summaries)
+        by_vendor[cpu_vendor()] = {"torch": torch_release(), "summaries": summaries}
         record.setdefault("summaries", summaries)  # the first machine's, for vendors not recorded
         record.setdefault("summaries_torch", torch_release())
         digests = {name: run_digest(folder) for name, folder in runs.items()}
+    same = [r for r in record["digests"] if r["platform"] == platform()]
+    digests = merge_recorded(same[0]["digests"], digests) if same else digests
     record["digests"] = [r for r in record["digests"] if r["platform"] != platform()]
     record["digests"].append({"platform": platform(), "digests": digests})
     PIN_FILE.write_text(json.dumps(record, indent=2) + "\n")
