@@ -243,6 +243,7 @@ def test_a_re_record_keeps_every_pin_adds_the_new_runs_and_drops_the_retired():
     measured = {"kept": {"loss": 1.0000001}, "new": {"loss": 3.0}}
     assert merge_recorded(recorded, measured) == {"kept": {"loss": 1.0}, "new": {"loss": 3.0}}
 
+
 if __name__ == "__main__":  # record what this platform lacks: python tests/test_numerics_pin.py
     import sys
     import tempfile
